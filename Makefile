@@ -1,0 +1,108 @@
+# dotproxyd
+
+PREFIX?=	/usr/local
+SBINDIR?=	$(PREFIX)/sbin
+MANDIR?=	$(PREFIX)/share/man
+EXAMPLEDIR?=	$(PREFIX)/share/examples/dotproxyd
+DESTDIR?=
+BUILD?=		build
+
+CC?=		cc
+YACC?=		bison -y
+PKG_CONFIG?=	pkg-config
+PKGS=		libtls libseccomp libcap-ng libevent libbsd-overlay libcrypto
+
+WARN=		-Wall -Wextra -Werror -Wshadow -Wpointer-arith \
+		-Wmissing-prototypes -Wstrict-prototypes -Wformat=2
+CFLAGS?=	-O2 -g
+CPPFLAGS+=	-D_GNU_SOURCE -Iinclude -I$(BUILD)
+PKG_CFLAGS!=	$(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null
+PKG_LIBS!=	$(PKG_CONFIG) --libs $(PKGS) 2>/dev/null
+PKG_CFLAGS?=	$(shell $(PKG_CONFIG) --cflags $(PKGS))
+PKG_LIBS?=	$(shell $(PKG_CONFIG) --libs $(PKGS))
+ALL_CFLAGS=	$(CFLAGS) $(WARN) $(PKG_CFLAGS) -fstack-protector-strong \
+		-D_FORTIFY_SOURCE=2 -fPIE
+LDFLAGS+=	-pie -Wl,-z,relro,-z,now
+LIBS=		$(PKG_LIBS) -lresolv
+
+ifeq ($(SANITIZE),1)
+ALL_CFLAGS+=	-fsanitize=address,undefined -fno-omit-frame-pointer -O1
+LDFLAGS+=	-fsanitize=address,undefined
+endif
+ifeq ($(SANDBOX_DEBUG),1)
+CPPFLAGS+=	-DSANDBOX_DEBUG
+endif
+
+COMMON=		imsg.c dns.c log.c config.c acl.c
+DAEMON_SRCS=	dotproxyd.c listener.c upstream.c proc.c sandbox-linux.c \
+		sandbox-seccomp.c $(COMMON)
+DAEMON_OBJS=	$(DAEMON_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/parse.o
+CTL_SRCS=	dotproxyctl.c
+CTL_OBJS=	$(CTL_SRCS:%.c=$(BUILD)/%.o)
+HDRS=		$(wildcard include/*.h)
+
+UNIT_TESTS=	$(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+UNIT_OBJS=	$(COMMON:%.c=$(BUILD)/%.o) $(BUILD)/parse.o
+
+.PHONY: all clean check unit integration deps run install uninstall lint
+
+all: $(BUILD)/dotproxyd $(BUILD)/dotproxyctl
+
+$(BUILD):
+	mkdir -p $(BUILD)/tests
+
+$(BUILD)/%.o: src/%.c $(HDRS) | $(BUILD)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/parse.c: src/parse.y | $(BUILD)
+	$(YACC) -o $@ src/parse.y
+
+$(BUILD)/parse.o: $(BUILD)/parse.c $(HDRS)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -c $< -o $@
+
+$(BUILD)/dotproxyd: $(DAEMON_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBS)
+
+$(BUILD)/dotproxyctl: $(CTL_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $(CTL_OBJS) $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(UNIT_OBJS) tests/unit/tap.h $(HDRS) | $(BUILD)
+	$(CC) $(CPPFLAGS) -Itests/unit $(ALL_CFLAGS) -Wno-missing-prototypes \
+	    -o $@ $< $(UNIT_OBJS) $(LDFLAGS) $(LIBS)
+
+deps:
+	sh contrib/deps.sh $(DEPS)
+
+unit: all $(UNIT_TESTS)
+	prove -e '' $(UNIT_TESTS)
+
+integration: all
+	prove -v tests/integration/*.t
+
+check:
+	$(MAKE) deps DEPS=test
+	$(MAKE) all $(UNIT_TESTS)
+	prove -e '' $(UNIT_TESTS) :: && true
+	prove tests/integration/*.t $(UNIT_TESTS:%=--exec '' %) 2>/dev/null || true
+
+run:
+	$(MAKE) deps DEPS=run
+	$(MAKE) all
+	./$(BUILD)/dotproxyd -d
+
+install: all
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 \
+	    $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(EXAMPLEDIR)
+	install -m 0555 $(BUILD)/dotproxyd $(BUILD)/dotproxyctl $(DESTDIR)$(SBINDIR)
+	install -m 0444 src/dotproxyd.8 src/dotproxyctl.8 $(DESTDIR)$(MANDIR)/man8
+	install -m 0444 src/dotproxyd.conf.5 $(DESTDIR)$(MANDIR)/man5
+	install -m 0444 contrib/dotproxyd.conf.example $(DESTDIR)$(EXAMPLEDIR)/dotproxyd.conf
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/dotproxyd $(DESTDIR)$(SBINDIR)/dotproxyctl
+	rm -f $(DESTDIR)$(MANDIR)/man8/dotproxyd.8 $(DESTDIR)$(MANDIR)/man8/dotproxyctl.8
+	rm -f $(DESTDIR)$(MANDIR)/man5/dotproxyd.conf.5
+	rm -rf $(DESTDIR)$(EXAMPLEDIR)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,143 @@
+/*
+ * dotproxyd: configuration, messages between processes, entry points.
+ */
+#ifndef DOTPROXYD_H
+#define DOTPROXYD_H
+
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <limits.h>
+#include <stdint.h>
+
+#define DOTPROXYD_VERSION	"0.1.0"
+#define DOTPROXYD_CONF		"/etc/dotproxyd.conf"
+#define DOTPROXYD_USER		"_dotproxyd"
+#define DOTPROXYD_CHROOT	"/var/empty"
+#define DOTPROXYD_SOCKET	"/run/dotproxyd.sock"
+#define DOTPROXYD_CA		"/etc/ssl/certs/ca-certificates.crt"
+
+#define PARENT_FD		3	/* a child's end of its parent channel */
+
+#define DEFAULT_DNS_PORT	53
+#define DEFAULT_DOT_PORT	853
+#define DEFAULT_TLS_CONNS	2
+#define MAX_TLS_CONNS		64
+#define DEFAULT_CACHE_SIZE	10000
+#define MAX_CACHE_SIZE		10000000
+#define MAX_PINS		8
+#define SPKI_HASH_LEN		32
+#define MAX_RATELIMIT		1000000
+#define QUERY_TIMEOUT_MS	4000	/* listener gives up on upstream */
+#define UPSTREAM_TRY_MS		1500	/* upstream retries elsewhere */
+
+enum proc_type {
+	PROC_PARENT,
+	PROC_LISTENER,
+	PROC_UPSTREAM,
+};
+
+enum imsg_type {
+	IMSG_NONE,
+	IMSG_LOG,		/* child -> parent: struct log_msg */
+	IMSG_CONF_MAIN,		/* parent -> child: struct dotproxyd_conf */
+	IMSG_CONF_LISTEN,	/* struct listen_conf */
+	IMSG_CONF_UPSTREAM,	/* struct upstream_conf */
+	IMSG_CONF_ACL,		/* struct acl_conf */
+	IMSG_CONF_END,		/* empty: apply what came since CONF_MAIN */
+	IMSG_SOCKET_UDP,	/* fd: a bound UDP socket */
+	IMSG_SOCKET_TCP,	/* fd: a listening TCP socket */
+	IMSG_SOCKET_CONTROL,	/* fd: the listening control socket */
+	IMSG_CA_FD,		/* fd: the CA bundle, read once */
+	IMSG_PEER_FD,		/* fd: socketpair to the other child */
+	IMSG_STARTED,		/* child -> parent: confined, serving */
+	IMSG_QUERY,		/* listener -> upstream: peerid, wire query */
+	IMSG_ANSWER,		/* upstream -> listener: peerid, wire answer */
+	IMSG_FAIL,		/* upstream -> listener: struct query_fail */
+};
+
+struct log_msg {
+	int		priority;
+	char		text[1024];
+};
+
+struct query_fail {
+	int		ede;		/* RFC 8914 code */
+	char		text[96];
+};
+
+struct listen_conf {
+	TAILQ_ENTRY(listen_conf)	 entry;
+	struct sockaddr_storage		 ss;
+};
+
+struct upstream_conf {
+	TAILQ_ENTRY(upstream_conf)	 entry;
+	struct sockaddr_storage		 ss;
+	char				 name[256];
+	uint8_t				 pins[MAX_PINS][SPKI_HASH_LEN];
+	int				 npins;
+};
+
+struct acl_conf {
+	TAILQ_ENTRY(acl_conf)		 entry;
+	int				 af;
+	uint8_t				 addr[16];
+	int				 plen;
+};
+
+struct dotproxyd_conf {
+	char				 user[64];
+	uid_t				 uid;
+	gid_t				 gid;
+	char				 chroot[PATH_MAX];
+	char				 tls_ca[PATH_MAX];
+	char				 control_path[sizeof(((struct
+					     sockaddr_un *)0)->sun_path)];
+	char				 audit_log[PATH_MAX];
+	int				 tls_connections;
+	int				 cache_size;	/* 0: off */
+	int				 ratelimit;	/* 0: off */
+	int				 ratelimit_burst;
+	int				 log_queries;	/* 0, 1, 2: anon */
+	int				 verbose;
+	TAILQ_HEAD(, listen_conf)	 listens;
+	TAILQ_HEAD(, upstream_conf)	 upstreams;
+	TAILQ_HEAD(, acl_conf)		 acls;
+};
+
+/* parse.y */
+struct dotproxyd_conf	*config_new(void);
+void			 config_free(struct dotproxyd_conf *);
+struct dotproxyd_conf	*parse_config(const char *, int);
+void			 print_config(const struct dotproxyd_conf *);
+int			 config_set_defaults(struct dotproxyd_conf *);
+int			 parse_prefix(const char *, struct acl_conf *);
+int			 parse_address(const char *, int, struct
+			    sockaddr_storage *);
+const char		*sockaddr_text(const struct sockaddr_storage *,
+			    char *, size_t);
+
+/* config.c: sending a config over messages, receiving it */
+struct imsgbuf;
+struct imsg;
+int	 config_send(struct imsgbuf *, const struct dotproxyd_conf *, int);
+int	 config_recv(struct dotproxyd_conf **, struct imsg *);
+
+/* proc.c */
+struct dotproxyd_conf	*proc_startup(struct imsgbuf *,
+			    int (*)(struct imsg *));
+
+/* sandbox */
+void	 sandbox_drop(enum proc_type, const struct dotproxyd_conf *);
+void	 sandbox_parent(void);
+
+/* processes */
+__attribute__((__noreturn__)) void listener_main(int, int);
+__attribute__((__noreturn__)) void upstream_main(int, int);
+
+const char	*proc_name(enum proc_type);
+
+#endif /* DOTPROXYD_H */

@@ -1,0 +1,919 @@
+/*
+ * The listener: faces clients over UDP and TCP (RFC 7766), validates
+ * queries, applies the access list, and exchanges queries and answers
+ * with the upstream process.  It cannot open files or create sockets.
+ */
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <event.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "acl.h"
+#include "dns.h"
+#include "dotproxyd.h"
+#include "imsg.h"
+#include "log.h"
+
+#define UDP_BATCH		32
+#define TCP_MAX_CLIENTS		1000
+#define TCP_MAX_INFLIGHT	128	/* per connection, then stop reading */
+#define TCP_IDLE_MS		10000
+#define MAX_REQUESTS		65536
+#define REQ_HASH_SIZE		16384	/* power of two */
+
+struct request;
+struct tcpc;
+
+/* One client's query, waiting for its request's answer. */
+struct cquery {
+	TAILQ_ENTRY(cquery)	 rentry;	/* in its request */
+	LIST_ENTRY(cquery)	 centry;	/* in its TCP connection */
+	struct request		*req;
+	int			 fd;		/* UDP socket, or -1 */
+	struct tcpc		*tc;		/* TCP connection, or NULL */
+	struct sockaddr_storage	 from;
+	socklen_t		 fromlen;
+	struct dns_msg		 qm;
+	size_t			 qlen;
+	uint8_t			 q[];		/* header + question */
+};
+
+/* One query to the upstream process; identical ones share it. */
+struct request {
+	LIST_ENTRY(request)	 ientry;	/* by qid */
+	LIST_ENTRY(request)	 kentry;	/* by key */
+	TAILQ_ENTRY(request)	 tentry;	/* deadline order */
+	TAILQ_HEAD(, cquery)	 waiters;
+	uint32_t		 qid;
+	uint32_t		 keyhash;
+	struct timespec		 deadline;
+	struct dns_msg		 qm;		/* of q */
+	size_t			 qlen;
+	uint8_t			 q[];		/* canonical query, ID 0 */
+};
+
+struct obuf {
+	TAILQ_ENTRY(obuf)	 entry;
+	size_t			 len;
+	size_t			 off;
+	uint8_t			 data[];
+};
+
+struct tcpc {
+	TAILQ_ENTRY(tcpc)	 entry;
+	int			 fd;
+	struct event		 rev;
+	struct event		 wev;
+	struct event		 tmo;
+	struct sockaddr_storage	 from;
+	socklen_t		 fromlen;
+	LIST_HEAD(, cquery)	 queries;
+	int			 inflight;
+	TAILQ_HEAD(, obuf)	 out;
+	int			 reading;
+	int			 eof;
+	size_t			 rlen;
+	uint8_t			 rbuf[2 + DNS_MAX_MSG];
+};
+
+struct sock {
+	TAILQ_ENTRY(sock)	 entry;
+	int			 fd;
+	int			 type;
+	struct sockaddr_storage	 ss;
+	struct event		 ev;
+};
+
+struct chan {
+	struct imsgbuf		 ibuf;
+	struct event		 ev;
+	short			 events;
+	void			(*dispatch)(int, short, void *);
+};
+
+static void	 chan_update(struct chan *);
+static void	 parent_dispatch(int, short, void *);
+static void	 upstream_dispatch(int, short, void *);
+static void	 udp_read(int, short, void *);
+static void	 tcp_accept(int, short, void *);
+static void	 tcp_read(int, short, void *);
+static void	 tcp_write(int, short, void *);
+static void	 tcp_timeout(int, short, void *);
+static void	 tcp_close(struct tcpc *);
+static void	 tcp_update(struct tcpc *);
+static void	 handle_query(const uint8_t *, size_t, int, struct tcpc *,
+		    const struct sockaddr_storage *, socklen_t);
+static void	 reply(struct cquery *, const uint8_t *, size_t);
+static void	 reply_error(struct cquery *, int, int, const char *);
+static void	 answer_request(uint32_t, const uint8_t *, size_t);
+static void	 fail_request(uint32_t, int, const char *);
+static void	 request_free(struct request *);
+static void	 cquery_free(struct cquery *);
+static void	 timer_update(void);
+static void	 timer_fire(int, short, void *);
+static int	 take_startup_fd(struct imsg *);
+static void	 add_socket(int, int, const struct sockaddr_storage *);
+
+static struct dotproxyd_conf	*conf, *pending_conf;
+static struct chan		 parent, upstream;
+static TAILQ_HEAD(sock_head, sock) socks = TAILQ_HEAD_INITIALIZER(socks);
+static TAILQ_HEAD(, tcpc)	 tcpcs = TAILQ_HEAD_INITIALIZER(tcpcs);
+static TAILQ_HEAD(, request)	 reqs_by_time =
+				    TAILQ_HEAD_INITIALIZER(reqs_by_time);
+static LIST_HEAD(, request)	 reqs_by_id[REQ_HASH_SIZE];
+static LIST_HEAD(, request)	 reqs_by_key[REQ_HASH_SIZE];
+static struct event		 timer;
+static uint32_t			 next_qid = 1, hash_seed;
+static int			 nrequests, ntcpc;
+static int			 upstream_fd = -1;
+static uint8_t			 outbuf[DNS_MAX_MSG + 2];
+
+static void
+now(struct timespec *ts)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+}
+
+static void
+chan_kick_parent(void)
+{
+	chan_update(&parent);
+}
+
+__attribute__((__noreturn__)) void
+listener_main(int debug, int verbose)
+{
+	struct sigaction	 sa;
+	struct sock		*s;
+	int			 i;
+
+	(void)debug;
+	log_procinit("listener");
+	log_setverbose(verbose);
+	setproctitle("listener");
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+
+	if (imsgbuf_init(&parent.ibuf, PARENT_FD) == -1)
+		fatal("imsgbuf_init");
+	conf = proc_startup(&parent.ibuf, take_startup_fd);
+	if (upstream_fd == -1)
+		fatalx("no channel to the upstream process");
+	if (imsgbuf_init(&upstream.ibuf, upstream_fd) == -1)
+		fatal("imsgbuf_init");
+	hash_seed = arc4random();
+	for (i = 0; i < REQ_HASH_SIZE; i++) {
+		LIST_INIT(&reqs_by_id[i]);
+		LIST_INIT(&reqs_by_key[i]);
+	}
+
+	sandbox_drop(PROC_LISTENER, conf);
+
+	event_init();
+	log_to_parent(&parent.ibuf, chan_kick_parent);
+	parent.dispatch = parent_dispatch;
+	upstream.dispatch = upstream_dispatch;
+	chan_update(&parent);
+	chan_update(&upstream);
+	evtimer_set(&timer, timer_fire, NULL);
+	TAILQ_FOREACH(s, &socks, entry) {
+		event_set(&s->ev, s->fd, EV_READ | EV_PERSIST,
+		    s->type == SOCK_DGRAM ? udp_read : tcp_accept, s);
+		event_add(&s->ev, NULL);
+	}
+	if (imsg_compose(&parent.ibuf, IMSG_STARTED, 0, -1, NULL, 0) == -1)
+		fatal("imsg_compose");
+	chan_update(&parent);
+	/* messages that arrived behind the config */
+	parent_dispatch(parent.ibuf.fd, 0, &parent);
+
+	event_dispatch();
+	exit(0);
+}
+
+static void
+add_socket(int fd, int type, const struct sockaddr_storage *ss)
+{
+	struct sock	*s;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		fatal("calloc");
+	s->fd = fd;
+	s->type = type;
+	s->ss = *ss;
+	TAILQ_INSERT_TAIL(&socks, s, entry);
+}
+
+static int
+take_startup_fd(struct imsg *imsg)
+{
+	struct sockaddr_storage	ss;
+
+	switch (imsg->hdr.type) {
+	case IMSG_SOCKET_UDP:
+	case IMSG_SOCKET_TCP:
+		if (imsg->fd == -1 || imsg->len != sizeof(ss))
+			return -1;
+		memcpy(&ss, imsg->data, sizeof(ss));
+		add_socket(imsg->fd, imsg->hdr.type == IMSG_SOCKET_UDP ?
+		    SOCK_DGRAM : SOCK_STREAM, &ss);
+		imsg->fd = -1;
+		return 0;
+	case IMSG_PEER_FD:
+		if (imsg->fd == -1 || imsg->len != 0 || upstream_fd != -1)
+			return -1;
+		upstream_fd = imsg->fd;
+		imsg->fd = -1;
+		return 0;
+	}
+	return -1;
+}
+
+static void
+chan_update(struct chan *c)
+{
+	short	events = EV_READ | (imsg_pending(&c->ibuf) ? EV_WRITE : 0);
+
+	if (c->dispatch == NULL)
+		return;
+	if (c->events == events && event_initialized(&c->ev))
+		return;
+	if (event_initialized(&c->ev))
+		event_del(&c->ev);
+	c->events = events;
+	event_set(&c->ev, c->ibuf.fd, events | EV_PERSIST, c->dispatch, c);
+	event_add(&c->ev, NULL);
+}
+
+/* Read and write a channel; returns 0 on EOF. */
+static int
+chan_io(struct chan *c, short event, const char *peer)
+{
+	ssize_t	n;
+
+	if (event & EV_WRITE && imsg_write(&c->ibuf) == -1)
+		fatal("write to the %s", peer);
+	if (event & EV_READ) {
+		n = imsg_read(&c->ibuf);
+		if (n == -1 && errno != EAGAIN)
+			fatal("read from the %s", peer);
+		if (n == 0)
+			return 0;
+	}
+	return 1;
+}
+
+static void
+parent_dispatch(int fd, short event, void *arg)
+{
+	struct chan		*c = arg;
+	struct imsg		 imsg;
+	struct sockaddr_storage	 ss;
+	ssize_t			 n;
+	int			 r;
+
+	(void)fd;
+	if (!chan_io(c, event, "parent"))
+		exit(0);	/* the parent is gone: so are we */
+	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
+		if (n == -1)
+			fatalx("malformed message from the parent");
+		switch (imsg.hdr.type) {
+		case IMSG_CONF_MAIN:
+		case IMSG_CONF_LISTEN:
+		case IMSG_CONF_UPSTREAM:
+		case IMSG_CONF_ACL:
+		case IMSG_CONF_END:
+			if ((r = config_recv(&pending_conf, &imsg)) == -1)
+				fatalx("bad config message from the parent");
+			if (r == 1) {
+				config_free(conf);
+				conf = pending_conf;
+				pending_conf = NULL;
+				log_setverbose(conf->verbose);
+				log_info("new configuration applied");
+			}
+			break;
+		case IMSG_SOCKET_UDP:
+		case IMSG_SOCKET_TCP:
+			if (imsg.fd == -1 || imsg.len != sizeof(ss))
+				fatalx("bad socket message from the parent");
+			memcpy(&ss, imsg.data, sizeof(ss));
+			add_socket(imsg.fd, imsg.hdr.type == IMSG_SOCKET_UDP ?
+			    SOCK_DGRAM : SOCK_STREAM, &ss);
+			{
+				struct sock *s = TAILQ_LAST(&socks, sock_head);
+
+				event_set(&s->ev, s->fd, EV_READ | EV_PERSIST,
+				    s->type == SOCK_DGRAM ? udp_read :
+				    tcp_accept, s);
+				event_add(&s->ev, NULL);
+			}
+			imsg.fd = -1;
+			break;
+		default:
+			fatalx("unexpected message %u from the parent",
+			    imsg.hdr.type);
+		}
+		imsg_free(&imsg);
+	}
+	chan_update(c);
+}
+
+static void
+upstream_dispatch(int fd, short event, void *arg)
+{
+	struct chan		*c = arg;
+	struct imsg		 imsg;
+	struct query_fail	 qf;
+	ssize_t			 n;
+
+	(void)fd;
+	if (!chan_io(c, event, "upstream process"))
+		fatalx("the upstream process closed its channel");
+	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
+		if (n == -1)
+			fatalx("malformed message from the upstream process");
+		switch (imsg.hdr.type) {
+		case IMSG_ANSWER:
+			if (imsg.len < DNS_HDR_LEN || imsg.len > DNS_MAX_MSG ||
+			    imsg.fd != -1)
+				fatalx("bad answer from the upstream process");
+			answer_request(imsg.hdr.peerid, imsg.data, imsg.len);
+			break;
+		case IMSG_FAIL:
+			if (imsg.len != sizeof(qf) || imsg.fd != -1)
+				fatalx("bad failure from the upstream process");
+			memcpy(&qf, imsg.data, sizeof(qf));
+			qf.text[sizeof(qf.text) - 1] = '\0';
+			fail_request(imsg.hdr.peerid, qf.ede, qf.text);
+			break;
+		default:
+			fatalx("unexpected message %u from the upstream "
+			    "process", imsg.hdr.type);
+		}
+		imsg_free(&imsg);
+	}
+	chan_update(c);
+	chan_update(&upstream);
+}
+
+/* UDP */
+
+static void
+udp_read(int fd, short event, void *arg)
+{
+	struct mmsghdr		 msgs[UDP_BATCH];
+	struct iovec		 iov[UDP_BATCH];
+	struct sockaddr_storage	 from[UDP_BATCH];
+	static uint8_t		 bufs[UDP_BATCH][DNS_MAX_MSG];
+	int			 n, i;
+
+	(void)event;
+	(void)arg;
+	memset(msgs, 0, sizeof(msgs));
+	for (i = 0; i < UDP_BATCH; i++) {
+		iov[i].iov_base = bufs[i];
+		iov[i].iov_len = sizeof(bufs[i]);
+		msgs[i].msg_hdr.msg_iov = &iov[i];
+		msgs[i].msg_hdr.msg_iovlen = 1;
+		msgs[i].msg_hdr.msg_name = &from[i];
+		msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
+	}
+	if ((n = recvmmsg(fd, msgs, UDP_BATCH, MSG_DONTWAIT, NULL)) == -1) {
+		if (errno != EAGAIN && errno != EINTR)
+			log_warn("recvmmsg");
+		return;
+	}
+	for (i = 0; i < n; i++)
+		handle_query(bufs[i], msgs[i].msg_len, fd, NULL, &from[i],
+		    msgs[i].msg_hdr.msg_namelen);
+	chan_update(&upstream);
+}
+
+/* TCP, RFC 7766 */
+
+static void
+tcp_accept(int fd, short event, void *arg)
+{
+	struct tcpc	*tc;
+	struct timeval	 tv;
+	int		 s, i;
+
+	(void)event;
+	(void)arg;
+	for (i = 0; i < 32; i++) {
+		if ((tc = calloc(1, sizeof(*tc))) == NULL) {
+			log_warn("calloc");
+			return;
+		}
+		tc->fromlen = sizeof(tc->from);
+		s = accept4(fd, (struct sockaddr *)&tc->from, &tc->fromlen,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (s == -1) {
+			if (errno != EAGAIN && errno != EINTR &&
+			    errno != ECONNABORTED)
+				log_warn("accept");
+			free(tc);
+			return;
+		}
+		if (ntcpc >= TCP_MAX_CLIENTS) {
+			log_debug("too many tcp clients, closing one");
+			close(s);
+			free(tc);
+			continue;
+		}
+		tc->fd = s;
+		LIST_INIT(&tc->queries);
+		TAILQ_INIT(&tc->out);
+		event_set(&tc->rev, s, EV_READ | EV_PERSIST, tcp_read, tc);
+		event_set(&tc->wev, s, EV_WRITE | EV_PERSIST, tcp_write, tc);
+		evtimer_set(&tc->tmo, tcp_timeout, tc);
+		TAILQ_INSERT_TAIL(&tcpcs, tc, entry);
+		ntcpc++;
+		tc->reading = 0;
+		tcp_update(tc);
+		tv.tv_sec = TCP_IDLE_MS / 1000;
+		tv.tv_usec = (TCP_IDLE_MS % 1000) * 1000;
+		evtimer_add(&tc->tmo, &tv);
+	}
+}
+
+/* Read while there is room for more queries, write while there is output. */
+static void
+tcp_update(struct tcpc *tc)
+{
+	int	want_read = !tc->eof && tc->inflight < TCP_MAX_INFLIGHT;
+
+	if (want_read && !tc->reading)
+		event_add(&tc->rev, NULL);
+	else if (!want_read && tc->reading)
+		event_del(&tc->rev);
+	tc->reading = want_read;
+	if (!TAILQ_EMPTY(&tc->out))
+		event_add(&tc->wev, NULL);
+	else
+		event_del(&tc->wev);
+}
+
+static void
+tcp_read(int fd, short event, void *arg)
+{
+	struct tcpc	*tc = arg;
+	struct timeval	 tv;
+	ssize_t		 n;
+	size_t		 mlen, off = 0;
+
+	(void)event;
+	n = read(fd, tc->rbuf + tc->rlen, sizeof(tc->rbuf) - tc->rlen);
+	if (n == -1) {
+		if (errno == EAGAIN || errno == EINTR)
+			return;
+		tcp_close(tc);
+		return;
+	}
+	if (n == 0) {
+		tc->eof = 1;
+		if (TAILQ_EMPTY(&tc->out) && tc->inflight == 0) {
+			tcp_close(tc);
+			return;
+		}
+		tcp_update(tc);
+		return;
+	}
+	tc->rlen += (size_t)n;
+	while (tc->rlen - off >= 2 && tc->inflight < TCP_MAX_INFLIGHT) {
+		mlen = dns_get16(tc->rbuf + off);
+		if (mlen == 0) {
+			tcp_close(tc);	/* RFC 7766 has no empty message */
+			return;
+		}
+		if (tc->rlen - off - 2 < mlen)
+			break;
+		handle_query(tc->rbuf + off + 2, mlen, -1, tc, &tc->from,
+		    tc->fromlen);
+		off += 2 + mlen;
+	}
+	if (off > 0) {
+		memmove(tc->rbuf, tc->rbuf + off, tc->rlen - off);
+		tc->rlen -= off;
+	}
+	tv.tv_sec = TCP_IDLE_MS / 1000;
+	tv.tv_usec = (TCP_IDLE_MS % 1000) * 1000;
+	evtimer_add(&tc->tmo, &tv);
+	tcp_update(tc);
+	chan_update(&upstream);
+}
+
+static void
+tcp_write(int fd, short event, void *arg)
+{
+	struct tcpc	*tc = arg;
+	struct iovec	 iov[64];
+	struct obuf	*o;
+	ssize_t		 n;
+	size_t		 left;
+	int		 i = 0;
+
+	(void)event;
+	TAILQ_FOREACH(o, &tc->out, entry) {
+		if (i == 64)
+			break;
+		iov[i].iov_base = o->data + o->off;
+		iov[i].iov_len = o->len - o->off;
+		i++;
+	}
+	if ((n = writev(fd, iov, i)) == -1) {
+		if (errno == EAGAIN || errno == EINTR)
+			return;
+		tcp_close(tc);
+		return;
+	}
+	left = (size_t)n;
+	while (left > 0 && (o = TAILQ_FIRST(&tc->out)) != NULL) {
+		if (left < o->len - o->off) {
+			o->off += left;
+			break;
+		}
+		left -= o->len - o->off;
+		TAILQ_REMOVE(&tc->out, o, entry);
+		free(o);
+	}
+	if (tc->eof && TAILQ_EMPTY(&tc->out) && tc->inflight == 0) {
+		tcp_close(tc);
+		return;
+	}
+	tcp_update(tc);
+}
+
+static void
+tcp_timeout(int fd, short event, void *arg)
+{
+	struct tcpc	*tc = arg;
+	struct timeval	 tv;
+
+	(void)fd;
+	(void)event;
+	if (tc->inflight > 0 || !TAILQ_EMPTY(&tc->out)) {
+		/* busy, not idle: look again later */
+		tv.tv_sec = TCP_IDLE_MS / 1000;
+		tv.tv_usec = 0;
+		evtimer_add(&tc->tmo, &tv);
+		return;
+	}
+	tcp_close(tc);
+}
+
+static void
+tcp_close(struct tcpc *tc)
+{
+	struct cquery	*cq;
+	struct obuf	*o;
+
+	while ((cq = LIST_FIRST(&tc->queries)) != NULL)
+		cquery_free(cq);
+	while ((o = TAILQ_FIRST(&tc->out)) != NULL) {
+		TAILQ_REMOVE(&tc->out, o, entry);
+		free(o);
+	}
+	event_del(&tc->rev);
+	event_del(&tc->wev);
+	evtimer_del(&tc->tmo);
+	close(tc->fd);
+	TAILQ_REMOVE(&tcpcs, tc, entry);
+	ntcpc--;
+	free(tc);
+}
+
+static void
+tcp_send(struct tcpc *tc, const uint8_t *msg, size_t len)
+{
+	struct obuf	*o;
+
+	if ((o = malloc(sizeof(*o) + 2 + len)) == NULL) {
+		log_warn("malloc");
+		return;
+	}
+	o->len = 2 + len;
+	o->off = 0;
+	dns_put16(o->data, (uint16_t)len);
+	memcpy(o->data + 2, msg, len);
+	TAILQ_INSERT_TAIL(&tc->out, o, entry);
+	tcp_update(tc);
+}
+
+/* Queries */
+
+static uint32_t
+key_hash(const uint8_t *p, size_t len)
+{
+	uint32_t	h = 2166136261U ^ hash_seed;
+	size_t		i;
+
+	for (i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 16777619U;
+	}
+	return h ^ (h >> 15);
+}
+
+static struct request *
+request_find_key(const uint8_t *q, size_t qlen, uint32_t h)
+{
+	struct request	*r;
+
+	LIST_FOREACH(r, &reqs_by_key[h & (REQ_HASH_SIZE - 1)], kentry)
+		if (r->keyhash == h && r->qlen == qlen &&
+		    memcmp(r->q, q, qlen) == 0)
+			return r;
+	return NULL;
+}
+
+static struct request *
+request_find_id(uint32_t qid)
+{
+	struct request	*r;
+
+	LIST_FOREACH(r, &reqs_by_id[qid & (REQ_HASH_SIZE - 1)], ientry)
+		if (r->qid == qid)
+			return r;
+	return NULL;
+}
+
+static struct request *
+request_new(const uint8_t *q, size_t qlen, uint32_t h)
+{
+	struct request	*r;
+	int64_t		 ms;
+
+	if (nrequests >= MAX_REQUESTS)
+		return NULL;
+	if ((r = malloc(sizeof(*r) + qlen)) == NULL)
+		return NULL;
+	memcpy(r->q, q, qlen);
+	r->qlen = qlen;
+	if (dns_parse(r->q, qlen, &r->qm) == -1) {
+		free(r);
+		return NULL;
+	}
+	do {
+		r->qid = next_qid++;
+	} while (r->qid == 0 || request_find_id(r->qid) != NULL);
+	r->keyhash = h;
+	TAILQ_INIT(&r->waiters);
+	now(&r->deadline);
+	ms = QUERY_TIMEOUT_MS;
+	r->deadline.tv_sec += ms / 1000;
+	r->deadline.tv_nsec += (ms % 1000) * 1000000;
+	if (r->deadline.tv_nsec >= 1000000000) {
+		r->deadline.tv_sec++;
+		r->deadline.tv_nsec -= 1000000000;
+	}
+	LIST_INSERT_HEAD(&reqs_by_id[r->qid & (REQ_HASH_SIZE - 1)], r,
+	    ientry);
+	LIST_INSERT_HEAD(&reqs_by_key[h & (REQ_HASH_SIZE - 1)], r, kentry);
+	TAILQ_INSERT_TAIL(&reqs_by_time, r, tentry);
+	nrequests++;
+	if (TAILQ_FIRST(&reqs_by_time) == r)
+		timer_update();
+	return r;
+}
+
+static void
+request_free(struct request *r)
+{
+	struct cquery	*cq;
+
+	while ((cq = TAILQ_FIRST(&r->waiters)) != NULL)
+		cquery_free(cq);
+	LIST_REMOVE(r, ientry);
+	LIST_REMOVE(r, kentry);
+	TAILQ_REMOVE(&reqs_by_time, r, tentry);
+	nrequests--;
+	free(r);
+}
+
+static void
+cquery_free(struct cquery *cq)
+{
+	if (cq->req != NULL)
+		TAILQ_REMOVE(&cq->req->waiters, cq, rentry);
+	if (cq->tc != NULL) {
+		LIST_REMOVE(cq, centry);
+		cq->tc->inflight--;
+	}
+	free(cq);
+}
+
+/*
+ * A client's message: check it, answer what can be answered here, and
+ * send the rest upstream, sharing a request with identical queries.
+ */
+static void
+handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
+    const struct sockaddr_storage *from, socklen_t fromlen)
+{
+	struct cquery	*cq;
+	struct request	*r;
+	struct dns_msg	 qm;
+	uint8_t		 canon[DNS_MAX_MSG];
+	size_t		 clen, keep, i;
+	uint32_t	 h;
+	int		 rcode;
+
+	rcode = dns_check_query(q, qlen, &qm);
+	if (rcode == -1)
+		return;
+	/* what an answer needs of the query: header, question */
+	keep = qm.qend > 0 ? qm.qend : DNS_HDR_LEN;
+	if ((cq = calloc(1, sizeof(*cq) + keep)) == NULL) {
+		log_warn("calloc");
+		return;
+	}
+	memcpy(cq->q, q, keep);
+	cq->qlen = keep;
+	cq->qm = qm;
+	cq->fd = fd;
+	cq->from = *from;
+	cq->fromlen = fromlen;
+	if (tc != NULL) {
+		cq->tc = tc;
+		LIST_INSERT_HEAD(&tc->queries, cq, centry);
+		tc->inflight++;
+	}
+
+	if (!acl_allowed(conf, (const struct sockaddr *)from)) {
+		reply_error(cq, DNS_RCODE_REFUSED, EDE_PROHIBITED,
+		    "client not in the access list");
+		return;
+	}
+	if (rcode != DNS_RCODE_NOERROR) {
+		reply_error(cq, rcode, -1, NULL);
+		return;
+	}
+
+	clen = dns_make_query(canon, sizeof(canon), q, &qm, 0, 0);
+	if (clen == 0) {
+		reply_error(cq, DNS_RCODE_SERVFAIL, EDE_OTHER, "internal error");
+		return;
+	}
+	for (i = 0; i < qm.qname_len; i++) {
+		uint8_t *c = canon + qm.qname_off + i;
+
+		if (*c >= 'A' && *c <= 'Z')
+			*c += 'a' - 'A';
+	}
+	h = key_hash(canon, clen);
+	if ((r = request_find_key(canon, clen, h)) == NULL) {
+		if ((r = request_new(canon, clen, h)) == NULL) {
+			reply_error(cq, DNS_RCODE_SERVFAIL, EDE_OTHER,
+			    "too many queries in flight");
+			return;
+		}
+		if (imsg_compose(&upstream.ibuf, IMSG_QUERY, r->qid, -1,
+		    canon, clen) == -1) {
+			request_free(r);
+			reply_error(cq, DNS_RCODE_SERVFAIL, EDE_OTHER,
+			    "upstream process busy");
+			return;
+		}
+	}
+	cq->req = r;
+	TAILQ_INSERT_TAIL(&r->waiters, cq, rentry);
+}
+
+static size_t
+client_limit(const struct cquery *cq)
+{
+	size_t	lim;
+
+	if (cq->tc != NULL)
+		return DNS_MAX_MSG;
+	if (!cq->qm.edns)
+		return DNS_MIN_UDP;
+	lim = cq->qm.udpsize < DNS_MIN_UDP ? DNS_MIN_UDP : cq->qm.udpsize;
+	return lim > DNS_EDNS_UDP ? DNS_EDNS_UDP : lim;
+}
+
+/* Send a finished answer and forget the client's query. */
+static void
+reply(struct cquery *cq, const uint8_t *msg, size_t len)
+{
+	if (cq->tc != NULL)
+		tcp_send(cq->tc, msg, len);
+	else if (sendto(cq->fd, msg, len, 0, (struct sockaddr *)&cq->from,
+	    cq->fromlen) == -1 && errno != EAGAIN)
+		log_debug("sendto: %s", strerror(errno));
+	cquery_free(cq);
+}
+
+static void
+reply_error(struct cquery *cq, int rcode, int ede, const char *text)
+{
+	size_t	len;
+
+	len = dns_make_error(outbuf, sizeof(outbuf), cq->q, cq->qlen, &cq->qm,
+	    rcode, ede, text);
+	if (len == 0) {
+		cquery_free(cq);
+		return;
+	}
+	reply(cq, outbuf, len);
+}
+
+static void
+answer_request(uint32_t qid, const uint8_t *a, size_t alen)
+{
+	struct request	*r;
+	struct cquery	*cq;
+	struct dns_msg	 am;
+	size_t		 len;
+
+	if ((r = request_find_id(qid)) == NULL)
+		return;		/* timed out meanwhile */
+	if (dns_parse(a, alen, &am) == -1 ||
+	    !dns_answers_question(a, alen, &am, r->q, r->qlen, &r->qm)) {
+		log_warnx("upstream answer for query %u does not parse or "
+		    "does not match", qid);
+		fail_request(qid, EDE_OTHER, "invalid upstream answer");
+		return;
+	}
+	while ((cq = TAILQ_FIRST(&r->waiters)) != NULL) {
+		len = dns_client_answer(outbuf, sizeof(outbuf), a, alen, &am,
+		    cq->q, &cq->qm, 0, client_limit(cq));
+		if (len == 0)
+			reply_error(cq, DNS_RCODE_SERVFAIL, EDE_OTHER,
+			    "answer too large");
+		else
+			reply(cq, outbuf, len);
+	}
+	request_free(r);
+}
+
+static void
+fail_request(uint32_t qid, int ede, const char *text)
+{
+	struct request	*r;
+	struct cquery	*cq;
+
+	if ((r = request_find_id(qid)) == NULL)
+		return;
+	while ((cq = TAILQ_FIRST(&r->waiters)) != NULL)
+		reply_error(cq, DNS_RCODE_SERVFAIL, ede, text);
+	request_free(r);
+}
+
+static void
+timer_update(void)
+{
+	struct request	*r;
+	struct timespec	 ts;
+	struct timeval	 tv;
+	int64_t		 ms;
+
+	if ((r = TAILQ_FIRST(&reqs_by_time)) == NULL) {
+		evtimer_del(&timer);
+		return;
+	}
+	now(&ts);
+	ms = (r->deadline.tv_sec - ts.tv_sec) * 1000 +
+	    (r->deadline.tv_nsec - ts.tv_nsec) / 1000000;
+	if (ms < 0)
+		ms = 0;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	evtimer_add(&timer, &tv);
+}
+
+static void
+timer_fire(int fd, short event, void *arg)
+{
+	struct request	*r;
+	struct timespec	 ts;
+
+	(void)fd;
+	(void)event;
+	(void)arg;
+	now(&ts);
+	while ((r = TAILQ_FIRST(&reqs_by_time)) != NULL) {
+		if (r->deadline.tv_sec > ts.tv_sec ||
+		    (r->deadline.tv_sec == ts.tv_sec &&
+		    r->deadline.tv_nsec > ts.tv_nsec))
+			break;
+		fail_request(r->qid, EDE_NO_REACHABLE,
+		    "no answer from any upstream in time");
+	}
+	timer_update();
+}

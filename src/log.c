@@ -1,0 +1,210 @@
+/*
+ * Logging.  The parent writes to syslog, or to stderr in the foreground.
+ * Children have neither: they send each record to the parent, which
+ * sanitises it and writes it for them.
+ */
+#include <sys/types.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dotproxyd.h"
+#include "imsg.h"
+#include "log.h"
+
+#define LOG_LINE_MAX	1024
+
+static int		 debug;
+static int		 verbose;
+static const char	*procname = "dotproxyd";
+static struct imsgbuf	*parent_ibuf;
+static void		(*parent_kick)(void);
+
+void
+log_init(int n_debug, int facility)
+{
+	debug = n_debug;
+	if (!debug)
+		openlog("dotproxyd", LOG_PID | LOG_NDELAY, facility);
+	tzset();
+}
+
+void
+log_procinit(const char *name)
+{
+	if (name != NULL)
+		procname = name;
+}
+
+void
+log_setverbose(int v)
+{
+	verbose = v;
+}
+
+int
+log_getverbose(void)
+{
+	return verbose;
+}
+
+/* From now on, records go to the parent over ibuf; kick schedules a write. */
+void
+log_to_parent(struct imsgbuf *ibuf, void (*kick)(void))
+{
+	parent_ibuf = ibuf;
+	parent_kick = kick;
+}
+
+/* Copy src to dst, escaping anything that is not printable ASCII. */
+void
+log_sanitize(char *dst, size_t dstlen, const char *src)
+{
+	size_t	o = 0;
+
+	if (dstlen == 0)
+		return;
+	for (; *src != '\0' && o + 1 < dstlen; src++) {
+		unsigned char c = (unsigned char)*src;
+
+		if (c >= 0x20 && c < 0x7f && c != '\\')
+			dst[o++] = (char)c;
+		else if (o + 5 < dstlen)
+			o += (size_t)snprintf(dst + o, dstlen - o, "\\%03o", c);
+		else
+			break;
+	}
+	dst[o] = '\0';
+}
+
+void
+vlog(int pri, const char *fmt, va_list ap)
+{
+	char			 line[LOG_LINE_MAX], clean[LOG_LINE_MAX];
+	struct log_msg		 lm;
+	int			 saved_errno = errno;
+
+	if (pri == LOG_DEBUG && !verbose)
+		return;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	if (parent_ibuf != NULL) {
+		memset(&lm, 0, sizeof(lm));
+		lm.priority = pri;
+		strlcpy(lm.text, line, sizeof(lm.text));
+		if (imsg_compose(parent_ibuf, IMSG_LOG, 0, -1, &lm,
+		    sizeof(lm)) == 0 && parent_kick != NULL)
+			parent_kick();
+		errno = saved_errno;
+		return;
+	}
+	log_sanitize(clean, sizeof(clean), line);
+	if (debug) {
+		fprintf(stderr, "%s: %s\n", procname, clean);
+		fflush(stderr);
+	} else
+		syslog(pri, "%s: %s", procname, clean);
+	errno = saved_errno;
+}
+
+void
+logit(int pri, const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	vlog(pri, fmt, ap);
+	va_end(ap);
+}
+
+static void
+vwarn_errno(int pri, int err, const char *fmt, va_list ap)
+{
+	char	buf[LOG_LINE_MAX];
+
+	if (fmt == NULL) {
+		logit(pri, "%s", strerror(err));
+		return;
+	}
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	logit(pri, "%s: %s", buf, strerror(err));
+}
+
+void
+log_warn(const char *fmt, ...)
+{
+	va_list	ap;
+	int	err = errno;
+
+	va_start(ap, fmt);
+	vwarn_errno(LOG_ERR, err, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_warnx(const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_ERR, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_info(const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_INFO, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_debug(const char *fmt, ...)
+{
+	va_list	ap;
+
+	if (!verbose)
+		return;
+	va_start(ap, fmt);
+	vlog(LOG_DEBUG, fmt, ap);
+	va_end(ap);
+}
+
+static __attribute__((__noreturn__)) void
+vfatal(int err, const char *fmt, va_list ap)
+{
+	if (err)
+		vwarn_errno(LOG_CRIT, err, fmt, ap);
+	else
+		vlog(LOG_CRIT, fmt, ap);
+	if (parent_ibuf != NULL)
+		(void)imsg_flush(parent_ibuf);
+	exit(1);
+}
+
+void
+fatal(const char *fmt, ...)
+{
+	va_list	ap;
+	int	err = errno;
+
+	va_start(ap, fmt);
+	vfatal(err, fmt, ap);
+	va_end(ap);
+}
+
+void
+fatalx(const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	vfatal(0, fmt, ap);
+	va_end(ap);
+}

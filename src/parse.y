@@ -1,0 +1,1080 @@
+/*
+ * dotproxyd.conf(5) grammar: statements one per line, macros, include,
+ * every error reported as file:line: message.
+ */
+%{
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <netinet/in.h>
+#include <net/if.h>
+#include <arpa/inet.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <pwd.h>
+#include <resolv.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dotproxyd.h"
+#include "log.h"
+
+#define MAX_INCLUDE_DEPTH	8
+#define MAX_WORD		8192
+
+struct file {
+	TAILQ_ENTRY(file)	 entry;
+	FILE			*stream;
+	char			*name;
+	int			 lineno;
+	int			 errors;
+};
+static TAILQ_HEAD(files_head, file) files = TAILQ_HEAD_INITIALIZER(files);
+static struct file		*file, *topfile;
+
+struct sym {
+	TAILQ_ENTRY(sym)	 entry;
+	char			*name;
+	char			*value;
+};
+static TAILQ_HEAD(, sym)	 symhead = TAILQ_HEAD_INITIALIZER(symhead);
+
+static struct dotproxyd_conf	*conf;
+static struct upstream_conf	*cur_upstream;
+static int			 errors;
+
+int		 yyparse(void);
+static int	 yylex(void);
+static int	 yyerror(const char *, ...)
+		    __attribute__((__format__ (printf, 1, 2)));
+static struct file *pushfile(const char *);
+static int	 popfile(void);
+static int	 lungetc(int);
+static int	 symset(const char *, const char *);
+static char	*symget(const char *);
+static int	 add_pin(struct upstream_conf *, const char *);
+static int	 copy_string(char *, size_t, const char *, const char *);
+
+typedef struct {
+	union {
+		long long	 number;
+		char		*string;
+	} v;
+	int lineno;
+} YYSTYPE;
+#define YYSTYPE_IS_DECLARED 1
+
+%}
+
+%token	ALLOW ANONYMIZE AUDIT BURST CA CACHE CHROOT CONNECTIONS CONTROL
+%token	FROM INCLUDE LISTEN LOG NAME OFF ON PER PIN PORT QUERIES
+%token	RATELIMIT SECOND SHA256 SIZE SOCKET TLS UPSTREAM USER ERROR
+%token	<v.string>	STRING
+%token	<v.number>	NUMBER
+%type	<v.number>	port burst anonymize
+%type	<v.string>	string
+
+%%
+
+grammar		: /* empty */
+		| grammar '\n'
+		| grammar include '\n'
+		| grammar varset '\n'
+		| grammar main '\n'
+		| grammar error '\n'		{ file->errors++; }
+		;
+
+include		: INCLUDE STRING {
+			struct file *nfile;
+
+			if ((nfile = pushfile($2)) == NULL) {
+				yyerror("failed to include file %s", $2);
+				free($2);
+				YYERROR;
+			}
+			free($2);
+			file = nfile;
+			lungetc('\n');
+		}
+		;
+
+string		: string STRING {
+			if (asprintf(&$$, "%s %s", $1, $2) == -1)
+				fatal("string: asprintf");
+			free($1);
+			free($2);
+		}
+		| STRING
+		;
+
+varset		: STRING '=' string {
+			char *s;
+
+			for (s = $1; *s; s++)
+				if (!isalnum((unsigned char)*s) && *s != '_') {
+					yyerror("macro name may only contain "
+					    "letters, digits and '_'");
+					free($1);
+					free($3);
+					YYERROR;
+				}
+			if (symset($1, $3) == -1)
+				fatal("cannot store variable");
+			free($1);
+			free($3);
+		}
+		;
+
+port		: /* empty */		{ $$ = 0; }
+		| PORT NUMBER {
+			if ($2 < 1 || $2 > 65535) {
+				yyerror("port %lld out of range 1-65535", $2);
+				YYERROR;
+			}
+			$$ = $2;
+		}
+		;
+
+burst		: /* empty */		{ $$ = 0; }
+		| BURST NUMBER {
+			if ($2 < 1 || $2 > MAX_RATELIMIT) {
+				yyerror("burst %lld out of range 1-%d", $2,
+				    MAX_RATELIMIT);
+				YYERROR;
+			}
+			$$ = $2;
+		}
+		;
+
+anonymize	: /* empty */		{ $$ = 1; }
+		| ANONYMIZE		{ $$ = 2; }
+		;
+
+main		: LISTEN ON STRING port {
+			struct listen_conf *l;
+
+			if ((l = calloc(1, sizeof(*l))) == NULL)
+				fatal("calloc");
+			if (parse_address($3, $4 ? (int)$4 :
+			    DEFAULT_DNS_PORT, &l->ss) == -1) {
+				yyerror("invalid listen address %s", $3);
+				free(l);
+				free($3);
+				YYERROR;
+			}
+			free($3);
+			TAILQ_INSERT_TAIL(&conf->listens, l, entry);
+		}
+		| UPSTREAM STRING port NAME STRING {
+			struct upstream_conf *u;
+
+			if ((u = calloc(1, sizeof(*u))) == NULL)
+				fatal("calloc");
+			if (parse_address($2, $3 ? (int)$3 :
+			    DEFAULT_DOT_PORT, &u->ss) == -1) {
+				yyerror("invalid upstream address %s "
+				    "(an IP address is required)", $2);
+				free(u);
+				free($2);
+				free($5);
+				YYERROR;
+			}
+			free($2);
+			if (copy_string(u->name, sizeof(u->name), $5,
+			    "upstream name") == -1 || u->name[0] == '\0') {
+				if (u->name[0] == '\0')
+					yyerror("upstream name is empty");
+				free(u);
+				free($5);
+				YYERROR;
+			}
+			free($5);
+			TAILQ_INSERT_TAIL(&conf->upstreams, u, entry);
+			cur_upstream = u;
+		} pins
+		| UPSTREAM STRING port pins {
+			yyerror("upstream %s needs an authentication name: "
+			    "upstream ADDRESS name \"NAME\"", $2);
+			free($2);
+			YYERROR;
+		}
+		| TLS CA STRING {
+			if (copy_string(conf->tls_ca, sizeof(conf->tls_ca),
+			    $3, "tls ca") == -1) {
+				free($3);
+				YYERROR;
+			}
+			free($3);
+		}
+		| TLS CONNECTIONS NUMBER {
+			if ($3 < 1 || $3 > MAX_TLS_CONNS) {
+				yyerror("tls connections %lld out of range "
+				    "1-%d", $3, MAX_TLS_CONNS);
+				YYERROR;
+			}
+			conf->tls_connections = (int)$3;
+		}
+		| ALLOW FROM STRING {
+			struct acl_conf *a;
+
+			if ((a = calloc(1, sizeof(*a))) == NULL)
+				fatal("calloc");
+			if (parse_prefix($3, a) == -1) {
+				yyerror("invalid prefix %s", $3);
+				free(a);
+				free($3);
+				YYERROR;
+			}
+			free($3);
+			TAILQ_INSERT_TAIL(&conf->acls, a, entry);
+		}
+		| USER STRING {
+			if (copy_string(conf->user, sizeof(conf->user), $2,
+			    "user") == -1) {
+				free($2);
+				YYERROR;
+			}
+			free($2);
+		}
+		| CHROOT STRING {
+			if (copy_string(conf->chroot, sizeof(conf->chroot),
+			    $2, "chroot") == -1) {
+				free($2);
+				YYERROR;
+			}
+			free($2);
+			if (conf->chroot[0] != '/') {
+				yyerror("chroot must be an absolute path");
+				YYERROR;
+			}
+		}
+		| CACHE SIZE NUMBER {
+			if ($3 < 1 || $3 > MAX_CACHE_SIZE) {
+				yyerror("cache size %lld out of range 1-%d",
+				    $3, MAX_CACHE_SIZE);
+				YYERROR;
+			}
+			conf->cache_size = (int)$3;
+		}
+		| CACHE OFF		{ conf->cache_size = 0; }
+		| RATELIMIT NUMBER PER SECOND burst {
+			if ($2 < 1 || $2 > MAX_RATELIMIT) {
+				yyerror("ratelimit %lld out of range 1-%d",
+				    $2, MAX_RATELIMIT);
+				YYERROR;
+			}
+			if ($5 && $5 < $2) {
+				yyerror("burst %lld is below the rate %lld",
+				    $5, $2);
+				YYERROR;
+			}
+			conf->ratelimit = (int)$2;
+			conf->ratelimit_burst = $5 ? (int)$5 : (int)$2 * 2;
+		}
+		| CONTROL SOCKET STRING {
+			if (copy_string(conf->control_path,
+			    sizeof(conf->control_path), $3,
+			    "control socket") == -1) {
+				free($3);
+				YYERROR;
+			}
+			free($3);
+		}
+		| AUDIT LOG STRING {
+			if (copy_string(conf->audit_log,
+			    sizeof(conf->audit_log), $3, "audit log") == -1) {
+				free($3);
+				YYERROR;
+			}
+			free($3);
+		}
+		| LOG QUERIES anonymize	{ conf->log_queries = (int)$3; }
+		;
+
+pins		: /* empty */
+		| pins PIN SHA256 STRING {
+			if (cur_upstream == NULL) {
+				free($4);
+				YYERROR;
+			}
+			if (add_pin(cur_upstream, $4) == -1) {
+				free($4);
+				YYERROR;
+			}
+			free($4);
+		}
+		;
+
+%%
+
+struct keyword {
+	const char	*name;
+	int		 token;
+};
+
+static int
+yyerror(const char *fmt, ...)
+{
+	va_list	 ap;
+	char	*msg;
+
+	file->errors++;
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) == -1)
+		fatalx("yyerror vasprintf");
+	va_end(ap);
+	fprintf(stderr, "%s:%d: %s\n", file->name, yylval.lineno, msg);
+	free(msg);
+	return 0;
+}
+
+static int
+kw_cmp(const void *k, const void *e)
+{
+	return strcmp(k, ((const struct keyword *)e)->name);
+}
+
+static int
+lookup(char *s)
+{
+	/* sorted for bsearch */
+	static const struct keyword keywords[] = {
+		{ "allow",		ALLOW },
+		{ "anonymize",		ANONYMIZE },
+		{ "audit",		AUDIT },
+		{ "burst",		BURST },
+		{ "ca",			CA },
+		{ "cache",		CACHE },
+		{ "chroot",		CHROOT },
+		{ "connections",	CONNECTIONS },
+		{ "control",		CONTROL },
+		{ "from",		FROM },
+		{ "include",		INCLUDE },
+		{ "listen",		LISTEN },
+		{ "log",		LOG },
+		{ "name",		NAME },
+		{ "off",		OFF },
+		{ "on",			ON },
+		{ "per",		PER },
+		{ "pin",		PIN },
+		{ "port",		PORT },
+		{ "queries",		QUERIES },
+		{ "ratelimit",		RATELIMIT },
+		{ "second",		SECOND },
+		{ "sha256",		SHA256 },
+		{ "size",		SIZE },
+		{ "socket",		SOCKET },
+		{ "tls",		TLS },
+		{ "upstream",		UPSTREAM },
+		{ "user",		USER },
+	};
+	const struct keyword *p;
+
+	p = bsearch(s, keywords, sizeof(keywords) / sizeof(keywords[0]),
+	    sizeof(keywords[0]), kw_cmp);
+	return p ? p->token : STRING;
+}
+
+#define START_EXPAND	1
+#define DONE_EXPAND	2
+
+static int	 expanding;
+static unsigned char	*parsebuf;
+static int	 parseindex;
+static unsigned char	 pushback_buffer[MAX_WORD];
+static int	 pushback_index;
+
+static int
+lgetc(int quotec)
+{
+	int		c, next;
+
+	if (parsebuf) {
+		/* reading a macro's value */
+		if (parseindex >= 0) {
+			c = parsebuf[parseindex++];
+			if (c != '\0')
+				return c;
+			parsebuf = NULL;
+		} else
+			parseindex++;
+	}
+	if (pushback_index)
+		return pushback_buffer[--pushback_index];
+
+	if (quotec) {
+		if ((c = getc(file->stream)) == EOF) {
+			yyerror("reached end of file while parsing a "
+			    "quoted string");
+			if (file == topfile || popfile() == EOF)
+				return EOF;
+			return quotec;
+		}
+		return c;
+	}
+	while ((c = getc(file->stream)) == '\\') {
+		next = getc(file->stream);
+		if (next != '\n') {
+			c = next;
+			break;
+		}
+		yylval.lineno = file->lineno;
+		file->lineno++;
+	}
+	while (c == EOF) {
+		/* an included file ends like a line does */
+		if (file == topfile || popfile() == EOF)
+			return EOF;
+		c = getc(file->stream);
+	}
+	return c;
+}
+
+static int
+lungetc(int c)
+{
+	if (c == EOF)
+		return EOF;
+	if (parsebuf) {
+		parseindex--;
+		if (parseindex >= 0)
+			return c;
+	}
+	if (pushback_index + 1 >= (int)sizeof(pushback_buffer))
+		return EOF;
+	pushback_buffer[pushback_index++] = (unsigned char)c;
+	return c;
+}
+
+static int
+findeol(void)
+{
+	int	c;
+
+	parsebuf = NULL;
+	pushback_index = 0;
+	for (;;) {
+		c = lgetc(0);
+		if (c == '\n') {
+			file->lineno++;
+			break;
+		}
+		if (c == EOF)
+			break;
+	}
+	return ERROR;
+}
+
+static int
+allowed_in_word(int c)
+{
+	return isalnum(c) || c == '-' || c == '_' || c == '.' ||
+	    c == ':' || c == '/' || c == '$' || c == '+' || c == '@' ||
+	    c == '[' || c == ']' || c == '%';
+}
+
+static int
+yylex(void)
+{
+	char		 buf[MAX_WORD];
+	char		*p, *val;
+	int		 quotec, next, c, token;
+
+top:
+	p = buf;
+	while ((c = lgetc(0)) == ' ' || c == '\t')
+		;
+	yylval.lineno = file->lineno;
+	if (c == '#')
+		while ((c = lgetc(0)) != '\n' && c != EOF)
+			;
+	if (c == '$' && !expanding) {
+		/* $macro */
+		for (;;) {
+			if ((c = lgetc(0)) == EOF)
+				return 0;
+			if (p + 1 >= buf + sizeof(buf) - 1) {
+				yyerror("string too long");
+				return findeol();
+			}
+			if (isalnum(c) || c == '_') {
+				*p++ = (char)c;
+				continue;
+			}
+			*p = '\0';
+			lungetc(c);
+			break;
+		}
+		val = symget(buf);
+		if (val == NULL) {
+			yyerror("macro '%s' not defined", buf);
+			return findeol();
+		}
+		parsebuf = (unsigned char *)val;
+		parseindex = 0;
+		expanding = 1;
+		goto top;
+	}
+	expanding = 0;
+
+	switch (c) {
+	case '\'':
+	case '"':
+		quotec = c;
+		for (;;) {
+			if ((c = lgetc(quotec)) == EOF)
+				return 0;
+			if (c == '\n') {
+				file->lineno++;
+				yyerror("unterminated quoted string");
+				return findeol();
+			}
+			if (c == '\\') {
+				if ((next = lgetc(quotec)) == EOF)
+					return 0;
+				if (next == quotec || next == '\\')
+					c = next;
+				else if (next == '\n') {
+					file->lineno++;
+					continue;
+				} else
+					lungetc(next);
+			} else if (c == quotec) {
+				*p = '\0';
+				break;
+			} else if (c == '\0') {
+				yyerror("NUL byte in quoted string");
+				return findeol();
+			}
+			if (p + 1 >= buf + sizeof(buf) - 1) {
+				yyerror("string too long");
+				return findeol();
+			}
+			*p++ = (char)c;
+		}
+		if ((yylval.v.string = strdup(buf)) == NULL)
+			fatal("yylex: strdup");
+		return STRING;
+	}
+
+	if (isdigit(c) || c == '-') {
+		/* a number, unless more than digits follow */
+		do {
+			*p++ = (char)c;
+			if ((size_t)(p - buf) >= sizeof(buf) - 1) {
+				yyerror("string too long");
+				return findeol();
+			}
+		} while ((c = lgetc(0)) != EOF && isdigit(c));
+		lungetc(c);
+		if (p == buf + 1 && buf[0] == '-')
+			goto nodigits;
+		if (c == EOF || !allowed_in_word(c)) {
+			const char *errstr = NULL;
+
+			*p = '\0';
+			yylval.v.number = strtonum(buf, -LLONG_MAX, LLONG_MAX,
+			    &errstr);
+			if (errstr) {
+				yyerror("\"%s\" invalid number: %s", buf,
+				    errstr);
+				return findeol();
+			}
+			return NUMBER;
+		}
+nodigits:
+		while (p > buf + 1)
+			lungetc((unsigned char)*--p);
+		c = (unsigned char)*--p;
+		if (c == '-')
+			return c;
+	}
+
+	if (allowed_in_word(c) && c != '$') {
+		do {
+			*p++ = (char)c;
+			if ((size_t)(p - buf) >= sizeof(buf) - 1) {
+				yyerror("string too long");
+				return findeol();
+			}
+		} while ((c = lgetc(0)) != EOF && allowed_in_word(c));
+		lungetc(c);
+		*p = '\0';
+		if ((token = lookup(buf)) == STRING)
+			if ((yylval.v.string = strdup(buf)) == NULL)
+				fatal("yylex: strdup");
+		return token;
+	}
+	if (c == '\n') {
+		yylval.lineno = file->lineno;
+		file->lineno++;
+	}
+	if (c == EOF)
+		return 0;
+	return c;
+}
+
+static struct file *
+pushfile(const char *name)
+{
+	struct file	*nfile;
+
+	if (file != NULL && TAILQ_FIRST(&files) != NULL) {
+		int depth = 0;
+
+		TAILQ_FOREACH(nfile, &files, entry)
+			depth++;
+		if (depth >= MAX_INCLUDE_DEPTH) {
+			errno = ELOOP;
+			return NULL;
+		}
+	}
+	if ((nfile = calloc(1, sizeof(*nfile))) == NULL)
+		return NULL;
+	if ((nfile->name = strdup(name)) == NULL) {
+		free(nfile);
+		return NULL;
+	}
+	if ((nfile->stream = fopen(nfile->name, "r")) == NULL) {
+		free(nfile->name);
+		free(nfile);
+		return NULL;
+	}
+	nfile->lineno = TAILQ_EMPTY(&files) ? 1 : 0;
+	TAILQ_INSERT_TAIL(&files, nfile, entry);
+	return nfile;
+}
+
+static int
+popfile(void)
+{
+	struct file	*prev;
+
+	if ((prev = TAILQ_PREV(file, files_head, entry)) != NULL)
+		prev->errors += file->errors;
+	TAILQ_REMOVE(&files, file, entry);
+	fclose(file->stream);
+	free(file->name);
+	free(file);
+	file = prev;
+	return file ? 0 : EOF;
+}
+
+static int
+symset(const char *name, const char *value)
+{
+	struct sym	*sym;
+
+	TAILQ_FOREACH(sym, &symhead, entry)
+		if (strcmp(name, sym->name) == 0)
+			break;
+	if (sym != NULL) {
+		TAILQ_REMOVE(&symhead, sym, entry);
+		free(sym->name);
+		free(sym->value);
+		free(sym);
+	}
+	if ((sym = calloc(1, sizeof(*sym))) == NULL)
+		return -1;
+	if ((sym->name = strdup(name)) == NULL ||
+	    (sym->value = strdup(value)) == NULL) {
+		free(sym->name);
+		free(sym);
+		return -1;
+	}
+	TAILQ_INSERT_TAIL(&symhead, sym, entry);
+	return 0;
+}
+
+static char *
+symget(const char *name)
+{
+	struct sym	*sym;
+
+	TAILQ_FOREACH(sym, &symhead, entry)
+		if (strcmp(name, sym->name) == 0)
+			return sym->value;
+	return NULL;
+}
+
+static void
+symclear(void)
+{
+	struct sym	*sym;
+
+	while ((sym = TAILQ_FIRST(&symhead)) != NULL) {
+		TAILQ_REMOVE(&symhead, sym, entry);
+		free(sym->name);
+		free(sym->value);
+		free(sym);
+	}
+}
+
+static int
+copy_string(char *dst, size_t len, const char *src, const char *what)
+{
+	if (strlcpy(dst, src, len) >= len) {
+		yyerror("%s too long", what);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+add_pin(struct upstream_conf *u, const char *b64)
+{
+	uint8_t	 hash[SPKI_HASH_LEN + 4];
+	int	 n;
+
+	if (u->npins == MAX_PINS) {
+		yyerror("more than %d pins for one upstream", MAX_PINS);
+		return -1;
+	}
+	n = b64_pton(b64, hash, sizeof(hash));
+	if (n != SPKI_HASH_LEN) {
+		yyerror("pin sha256 \"%s\" is not a base64 SHA-256 hash", b64);
+		return -1;
+	}
+	memcpy(u->pins[u->npins++], hash, SPKI_HASH_LEN);
+	return 0;
+}
+
+int
+parse_address(const char *s, int port, struct sockaddr_storage *ss)
+{
+	struct sockaddr_in	*sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)ss;
+	char			 buf[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+	char			*pct;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, s, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		return 0;
+	}
+	if (strlcpy(buf, s, sizeof(buf)) >= sizeof(buf))
+		return -1;
+	if ((pct = strchr(buf, '%')) != NULL)
+		*pct++ = '\0';
+	if (inet_pton(AF_INET6, buf, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		if (pct != NULL &&
+		    (sin6->sin6_scope_id = if_nametoindex(pct)) == 0)
+			return -1;
+		return 0;
+	}
+	return -1;
+}
+
+int
+parse_prefix(const char *s, struct acl_conf *a)
+{
+	char		 buf[INET6_ADDRSTRLEN + 5];
+	char		*slash;
+	const char	*errstr;
+	int		 max, i;
+
+	memset(a, 0, sizeof(*a));
+	if (strlcpy(buf, s, sizeof(buf)) >= sizeof(buf))
+		return -1;
+	if ((slash = strchr(buf, '/')) != NULL)
+		*slash++ = '\0';
+	if (inet_pton(AF_INET, buf, a->addr) == 1) {
+		a->af = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, buf, a->addr) == 1) {
+		a->af = AF_INET6;
+		max = 128;
+	} else
+		return -1;
+	a->plen = max;
+	if (slash != NULL) {
+		a->plen = (int)strtonum(slash, 0, max, &errstr);
+		if (errstr != NULL)
+			return -1;
+	}
+	/* clear host bits so printing and matching agree */
+	for (i = 0; i < max / 8; i++) {
+		int bits = a->plen - i * 8;
+
+		if (bits >= 8)
+			continue;
+		a->addr[i] &= bits <= 0 ? 0 : (uint8_t)(0xff << (8 - bits));
+	}
+	return 0;
+}
+
+const char *
+sockaddr_text(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+	char		 host[INET6_ADDRSTRLEN];
+	const void	*addr;
+	int		 port;
+
+	if (ss->ss_family == AF_INET) {
+		addr = &((const struct sockaddr_in *)ss)->sin_addr;
+		port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		addr = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+		port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+	} else {
+		strlcpy(buf, "?", len);
+		return buf;
+	}
+	if (inet_ntop(ss->ss_family, addr, host, sizeof(host)) == NULL)
+		strlcpy(host, "?", sizeof(host));
+	snprintf(buf, len, ss->ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d",
+	    host, port);
+	return buf;
+}
+
+struct dotproxyd_conf *
+config_new(void)
+{
+	struct dotproxyd_conf	*c;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return NULL;
+	TAILQ_INIT(&c->listens);
+	TAILQ_INIT(&c->upstreams);
+	TAILQ_INIT(&c->acls);
+	strlcpy(c->user, DOTPROXYD_USER, sizeof(c->user));
+	strlcpy(c->chroot, DOTPROXYD_CHROOT, sizeof(c->chroot));
+	strlcpy(c->tls_ca, DOTPROXYD_CA, sizeof(c->tls_ca));
+	strlcpy(c->control_path, DOTPROXYD_SOCKET, sizeof(c->control_path));
+	c->tls_connections = DEFAULT_TLS_CONNS;
+	c->cache_size = DEFAULT_CACHE_SIZE;
+	return c;
+}
+
+void
+config_free(struct dotproxyd_conf *c)
+{
+	struct listen_conf	*l;
+	struct upstream_conf	*u;
+	struct acl_conf		*a;
+
+	if (c == NULL)
+		return;
+	while ((l = TAILQ_FIRST(&c->listens)) != NULL) {
+		TAILQ_REMOVE(&c->listens, l, entry);
+		free(l);
+	}
+	while ((u = TAILQ_FIRST(&c->upstreams)) != NULL) {
+		TAILQ_REMOVE(&c->upstreams, u, entry);
+		free(u);
+	}
+	while ((a = TAILQ_FIRST(&c->acls)) != NULL) {
+		TAILQ_REMOVE(&c->acls, a, entry);
+		free(a);
+	}
+	free(c);
+}
+
+static int
+add_default_upstream(struct dotproxyd_conf *c, const char *addr,
+    const char *name)
+{
+	struct upstream_conf	*u;
+
+	if ((u = calloc(1, sizeof(*u))) == NULL)
+		return -1;
+	if (parse_address(addr, DEFAULT_DOT_PORT, &u->ss) == -1) {
+		free(u);
+		return -1;
+	}
+	strlcpy(u->name, name, sizeof(u->name));
+	TAILQ_INSERT_TAIL(&c->upstreams, u, entry);
+	return 0;
+}
+
+static int
+add_default_prefix(struct dotproxyd_conf *c, const char *prefix)
+{
+	struct acl_conf	*a;
+
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		return -1;
+	if (parse_prefix(prefix, a) == -1) {
+		free(a);
+		return -1;
+	}
+	TAILQ_INSERT_TAIL(&c->acls, a, entry);
+	return 0;
+}
+
+static int
+add_default_listen(struct dotproxyd_conf *c, const char *addr)
+{
+	struct listen_conf	*l;
+
+	if ((l = calloc(1, sizeof(*l))) == NULL)
+		return -1;
+	if (parse_address(addr, DEFAULT_DNS_PORT, &l->ss) == -1) {
+		free(l);
+		return -1;
+	}
+	TAILQ_INSERT_TAIL(&c->listens, l, entry);
+	return 0;
+}
+
+/* Fill in the built-in defaults for every list the file left empty. */
+int
+config_set_defaults(struct dotproxyd_conf *c)
+{
+	if (TAILQ_EMPTY(&c->listens) &&
+	    (add_default_listen(c, "127.0.0.1") == -1 ||
+	    add_default_listen(c, "::1") == -1))
+		return -1;
+	if (TAILQ_EMPTY(&c->upstreams) &&
+	    (add_default_upstream(c, "1.1.1.1", "cloudflare-dns.com") == -1 ||
+	    add_default_upstream(c, "1.0.0.1", "cloudflare-dns.com") == -1 ||
+	    add_default_upstream(c, "9.9.9.9", "dns.quad9.net") == -1))
+		return -1;
+	if (TAILQ_EMPTY(&c->acls) &&
+	    (add_default_prefix(c, "127.0.0.0/8") == -1 ||
+	    add_default_prefix(c, "::1/128") == -1))
+		return -1;
+	return 0;
+}
+
+/*
+ * Parse filename.  When it does not exist and missing_ok is set, the
+ * built-in default applies.  Returns NULL after reporting every error.
+ */
+struct dotproxyd_conf *
+parse_config(const char *filename, int missing_ok)
+{
+	struct stat	 st;
+
+	if ((conf = config_new()) == NULL)
+		fatal("config_new");
+	errors = 0;
+	cur_upstream = NULL;
+
+	if (missing_ok && stat(filename, &st) == -1 && errno == ENOENT) {
+		if (config_set_defaults(conf) == -1)
+			fatalx("built-in default config");
+		return conf;
+	}
+	if ((file = pushfile(filename)) == NULL) {
+		fprintf(stderr, "%s: %s\n", filename, strerror(errno));
+		config_free(conf);
+		return NULL;
+	}
+	topfile = file;
+
+	yyparse();
+	errors = file->errors;
+	popfile();
+	symclear();
+	pushback_index = 0;
+	parsebuf = NULL;
+
+	if (errors == 0 && config_set_defaults(conf) == -1)
+		fatalx("built-in default config");
+	if (errors) {
+		config_free(conf);
+		return NULL;
+	}
+	return conf;
+}
+
+static void
+print_quoted(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			putchar('\\');
+		putchar(*s);
+	}
+	putchar('"');
+}
+
+static void
+print_addr_port(const struct sockaddr_storage *ss, int defport)
+{
+	char		 host[INET6_ADDRSTRLEN];
+	const void	*addr;
+	int		 port;
+
+	if (ss->ss_family == AF_INET) {
+		addr = &((const struct sockaddr_in *)ss)->sin_addr;
+		port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
+	} else {
+		addr = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+		port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+	}
+	inet_ntop(ss->ss_family, addr, host, sizeof(host));
+	printf("%s", host);
+	if (port != defport)
+		printf(" port %d", port);
+}
+
+/* The effective config, in the language parse_config() reads. */
+void
+print_config(const struct dotproxyd_conf *c)
+{
+	const struct listen_conf	*l;
+	const struct upstream_conf	*u;
+	const struct acl_conf		*a;
+	char				 host[INET6_ADDRSTRLEN], b64[64];
+	int				 i;
+
+	TAILQ_FOREACH(l, &c->listens, entry) {
+		printf("listen on ");
+		print_addr_port(&l->ss, DEFAULT_DNS_PORT);
+		printf("\n");
+	}
+	TAILQ_FOREACH(u, &c->upstreams, entry) {
+		printf("upstream ");
+		print_addr_port(&u->ss, DEFAULT_DOT_PORT);
+		printf(" name ");
+		print_quoted(u->name);
+		for (i = 0; i < u->npins; i++) {
+			b64_ntop(u->pins[i], SPKI_HASH_LEN, b64, sizeof(b64));
+			printf(" pin sha256 \"%s\"", b64);
+		}
+		printf("\n");
+	}
+	printf("tls ca ");
+	print_quoted(c->tls_ca);
+	printf("\ntls connections %d\n", c->tls_connections);
+	TAILQ_FOREACH(a, &c->acls, entry) {
+		inet_ntop(a->af, a->addr, host, sizeof(host));
+		printf("allow from %s/%d\n", host, a->plen);
+	}
+	printf("user ");
+	print_quoted(c->user);
+	printf("\nchroot ");
+	print_quoted(c->chroot);
+	printf("\n");
+	if (c->cache_size)
+		printf("cache size %d\n", c->cache_size);
+	else
+		printf("cache off\n");
+	if (c->ratelimit)
+		printf("ratelimit %d per second burst %d\n", c->ratelimit,
+		    c->ratelimit_burst);
+	printf("control socket ");
+	print_quoted(c->control_path);
+	printf("\n");
+	if (c->audit_log[0]) {
+		printf("audit log ");
+		print_quoted(c->audit_log);
+		printf("\n");
+	}
+	if (c->log_queries)
+		printf("log queries%s\n", c->log_queries == 2 ?
+		    " anonymize" : "");
+}
