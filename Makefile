@@ -54,6 +54,17 @@ $(BUILD):
 $(BUILD)/%.o: src/%.c $(HDRS) | $(BUILD)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c $< -o $@
 
+POLICIES=	policy/listener.policy policy/upstream.policy policy/parent.policy
+
+$(BUILD)/policy.h: $(POLICIES) policy/policy2c.awk | $(BUILD)
+	rm -f $@.tmp
+	for p in listener upstream parent; do \
+	    awk -v name=$$p -v out=$@.tmp -f policy/policy2c.awk \
+	    policy/$$p.policy || exit 1; done
+	mv $@.tmp $@
+
+$(BUILD)/sandbox-seccomp.o: $(BUILD)/policy.h
+
 $(BUILD)/parse.c: src/parse.y | $(BUILD)
 	$(YACC) -o $@ src/parse.y
 

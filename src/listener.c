@@ -179,9 +179,9 @@ listener_main(int debug, int verbose)
 		LIST_INIT(&reqs_by_key[i]);
 	}
 
+	event_init();	/* its epoll descriptor is made before the filter */
 	sandbox_drop(PROC_LISTENER, conf);
 
-	event_init();
 	log_to_parent(&parent.ibuf, chan_kick_parent);
 	parent.dispatch = parent_dispatch;
 	upstream.dispatch = upstream_dispatch;

@@ -215,9 +215,9 @@ upstream_main(int debug, int verbose)
 	    TLS_PROTOCOL_TLSv1_3) == -1)
 		fatalx("tls protocols: %s", tls_config_error(tlscfg));
 
+	event_init();	/* its epoll descriptor is made before the filter */
 	sandbox_drop(PROC_UPSTREAM, conf);
 
-	event_init();
 	log_to_parent(&parent.ibuf, chan_kick_parent);
 	parent.dispatch = parent_dispatch;
 	listener.dispatch = listener_dispatch;
