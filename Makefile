@@ -33,7 +33,7 @@ ifeq ($(SANDBOX_DEBUG),1)
 CPPFLAGS+=	-DSANDBOX_DEBUG
 endif
 
-COMMON=		imsg.c dns.c log.c config.c acl.c
+COMMON=		imsg.c dns.c log.c config.c acl.c cache.c ratelimit.c
 DAEMON_SRCS=	dotproxyd.c listener.c upstream.c proc.c sandbox-linux.c \
 		sandbox-seccomp.c $(COMMON)
 DAEMON_OBJS=	$(DAEMON_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/parse.o
@@ -88,16 +88,16 @@ unit: all $(UNIT_TESTS)
 	prove -e '' $(UNIT_TESTS)
 
 integration: all
-	prove -v tests/integration/*.t
+	prove -e '' tests/integration/*.t
 
+# The whole suite, in one prove run so it ends in one summary.
 check:
-	$(MAKE) deps DEPS=test
+	sh contrib/deps.sh test
 	$(MAKE) all $(UNIT_TESTS)
-	prove -e '' $(UNIT_TESTS) :: && true
-	prove tests/integration/*.t $(UNIT_TESTS:%=--exec '' %) 2>/dev/null || true
+	prove -e '' $(UNIT_TESTS) tests/integration/*.t
 
 run:
-	$(MAKE) deps DEPS=run
+	sh contrib/deps.sh run
 	$(MAKE) all
 	./$(BUILD)/dotproxyd -d
 

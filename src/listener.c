@@ -18,10 +18,13 @@
 #include <unistd.h>
 
 #include "acl.h"
+#include "cache.h"
 #include "dns.h"
 #include "dotproxyd.h"
 #include "imsg.h"
 #include "log.h"
+#include "ratelimit.h"
+#include "stats.h"
 
 #define UDP_BATCH		32
 #define TCP_MAX_CLIENTS		1000
@@ -120,6 +123,8 @@ static void	 request_free(struct request *);
 static void	 cquery_free(struct cquery *);
 static void	 timer_update(void);
 static void	 timer_fire(int, short, void *);
+static void	 apply_limits(void);
+static size_t	 client_limit(const struct cquery *);
 static int	 take_startup_fd(struct imsg *);
 static void	 add_socket(int, int, const struct sockaddr_storage *);
 
@@ -135,6 +140,9 @@ static struct event		 timer;
 static uint32_t			 next_qid = 1, hash_seed;
 static int			 nrequests, ntcpc;
 static int			 upstream_fd = -1;
+static struct cache		*cache;
+static struct ratelimit		*ratelimit;
+struct listener_stats		 stats;
 static uint8_t			 outbuf[DNS_MAX_MSG + 2];
 
 static void
@@ -180,6 +188,7 @@ listener_main(int debug, int verbose)
 	}
 
 	event_init();	/* its epoll descriptor is made before the filter */
+	apply_limits();
 	sandbox_drop(PROC_LISTENER, conf);
 
 	log_to_parent(&parent.ibuf, chan_kick_parent);
@@ -201,6 +210,43 @@ listener_main(int debug, int verbose)
 
 	event_dispatch();
 	exit(0);
+}
+
+static int64_t
+now_ms(void)
+{
+	struct timespec	ts;
+
+	now(&ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Cache and rate limits follow the config; a resize keeps what fits. */
+static void
+apply_limits(void)
+{
+	size_t	entries = (size_t)conf->cache_size;
+
+	if (entries == 0) {
+		cache_free(cache);
+		cache = NULL;
+	} else if (cache == NULL) {
+		if ((cache = cache_new(entries, entries *
+		    CACHE_BYTES_PER_ENTRY)) == NULL)
+			fatal("cache_new");
+	} else
+		cache_resize(cache, entries, entries * CACHE_BYTES_PER_ENTRY);
+
+	if (conf->ratelimit == 0) {
+		ratelimit_free(ratelimit);
+		ratelimit = NULL;
+	} else if (ratelimit == NULL) {
+		if ((ratelimit = ratelimit_new(conf->ratelimit,
+		    conf->ratelimit_burst, RATELIMIT_CLIENTS)) == NULL)
+			fatal("ratelimit_new");
+	} else
+		ratelimit_set(ratelimit, conf->ratelimit,
+		    conf->ratelimit_burst);
 }
 
 static void
@@ -303,6 +349,7 @@ parent_dispatch(int fd, short event, void *arg)
 				conf = pending_conf;
 				pending_conf = NULL;
 				log_setverbose(conf->verbose);
+				apply_limits();
 				log_info("new configuration applied");
 			}
 			break;
@@ -616,19 +663,6 @@ tcp_send(struct tcpc *tc, const uint8_t *msg, size_t len)
 
 /* Queries */
 
-static uint32_t
-key_hash(const uint8_t *p, size_t len)
-{
-	uint32_t	h = 2166136261U ^ hash_seed;
-	size_t		i;
-
-	for (i = 0; i < len; i++) {
-		h ^= p[i];
-		h *= 16777619U;
-	}
-	return h ^ (h >> 15);
-}
-
 static struct request *
 request_find_key(const uint8_t *q, size_t qlen, uint32_t h)
 {
@@ -729,13 +763,20 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 	struct request	*r;
 	struct dns_msg	 qm;
 	uint8_t		 canon[DNS_MAX_MSG];
-	size_t		 clen, keep, i;
+	struct cache_hit hit;
+	size_t		 clen, keep, i, len;
 	uint32_t	 h;
 	int		 rcode;
 
+	if (tc != NULL)
+		stats.queries_tcp++;
+	else
+		stats.queries_udp++;
 	rcode = dns_check_query(q, qlen, &qm);
-	if (rcode == -1)
+	if (rcode == -1) {
+		stats.dropped++;
 		return;
+	}
 	/* what an answer needs of the query: header, question */
 	keep = qm.qend > 0 ? qm.qend : DNS_HDR_LEN;
 	if ((cq = calloc(1, sizeof(*cq) + keep)) == NULL) {
@@ -755,8 +796,20 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 	}
 
 	if (!acl_allowed(conf, (const struct sockaddr *)from)) {
+		stats.refused_acl++;
 		reply_error(cq, DNS_RCODE_REFUSED, EDE_PROHIBITED,
 		    "client not in the access list");
+		return;
+	}
+	if (ratelimit != NULL && !ratelimit_allow(ratelimit,
+	    (const struct sockaddr *)from, now_ms())) {
+		stats.ratelimited++;
+		if (tc == NULL) {
+			cquery_free(cq);	/* UDP: drop, nothing to reflect */
+			return;
+		}
+		reply_error(cq, DNS_RCODE_REFUSED, EDE_PROHIBITED,
+		    "rate limit exceeded");
 		return;
 	}
 	if (rcode != DNS_RCODE_NOERROR) {
@@ -775,8 +828,19 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 		if (*c >= 'A' && *c <= 'Z')
 			*c += 'a' - 'A';
 	}
-	h = key_hash(canon, clen);
-	if ((r = request_find_key(canon, clen, h)) == NULL) {
+	h = cache_hash(hash_seed, canon, clen);
+	if (cache != NULL && cache_lookup(cache, canon, clen, h,
+	    now_ms() / 1000, &hit)) {
+		len = dns_client_answer(outbuf, sizeof(outbuf), hit.answer,
+		    hit.len, hit.msg, cq->q, &cq->qm, hit.age, client_limit(cq));
+		if (len > 0) {
+			reply(cq, outbuf, len);
+			return;
+		}
+	}
+	if ((r = request_find_key(canon, clen, h)) != NULL)
+		stats.coalesced++;
+	else {
 		if ((r = request_new(canon, clen, h)) == NULL) {
 			reply_error(cq, DNS_RCODE_SERVFAIL, EDE_OTHER,
 			    "too many queries in flight");
@@ -811,6 +875,8 @@ client_limit(const struct cquery *cq)
 static void
 reply(struct cquery *cq, const uint8_t *msg, size_t len)
 {
+	if (len >= DNS_HDR_LEN)
+		stats.rcode[DNS_F_RCODE(dns_get16(msg + 2))]++;
 	if (cq->tc != NULL)
 		tcp_send(cq->tc, msg, len);
 	else if (sendto(cq->fd, msg, len, 0, (struct sockaddr *)&cq->from,
@@ -850,6 +916,9 @@ answer_request(uint32_t qid, const uint8_t *a, size_t alen)
 		fail_request(qid, EDE_OTHER, "invalid upstream answer");
 		return;
 	}
+	if (cache != NULL)
+		(void)cache_store(cache, r->q, r->qlen, r->keyhash, a, am.end,
+		    &am, now_ms() / 1000);
 	while ((cq = TAILQ_FIRST(&r->waiters)) != NULL) {
 		len = dns_client_answer(outbuf, sizeof(outbuf), a, alen, &am,
 		    cq->q, &cq->qm, 0, client_limit(cq));
@@ -870,6 +939,8 @@ fail_request(uint32_t qid, int ede, const char *text)
 
 	if ((r = request_find_id(qid)) == NULL)
 		return;
+	stats.upstream_fail[ede == EDE_NO_REACHABLE ? 0 :
+	    ede == EDE_NETWORK_ERROR ? 1 : 2]++;
 	while ((cq = TAILQ_FIRST(&r->waiters)) != NULL)
 		reply_error(cq, DNS_RCODE_SERVFAIL, ede, text);
 	request_free(r);

@@ -1,0 +1,22 @@
+#ifndef DOTPROXYD_STATS_H
+#define DOTPROXYD_STATS_H
+
+#include <stdint.h>
+
+/* The listener's counters, shown by dotproxyctl stats and metrics. */
+struct listener_stats {
+	uint64_t	queries_udp;
+	uint64_t	queries_tcp;
+	uint64_t	rcode[16];		/* answers sent, by rcode */
+	uint64_t	dropped;		/* not DNS queries */
+	uint64_t	refused_acl;
+	uint64_t	ratelimited;
+	uint64_t	coalesced;
+	uint64_t	upstream_fail[3];	/* unreachable, network, other */
+	uint64_t	tcp_accepted;
+	uint64_t	tcp_refused;		/* over the connection limit */
+};
+
+extern struct listener_stats	stats;
+
+#endif /* DOTPROXYD_STATS_H */

@@ -1,0 +1,227 @@
+/*
+ * The answer cache, in the listener: a hit never leaves the process.
+ * Keyed by the canonical upstream query (lower-cased name, type, class,
+ * the RD/CD flags and the DO bit), bounded by entries and by bytes,
+ * least recently used first out.  TTLs count down from the time of
+ * storing; negative answers live as long as RFC 2308 says.
+ */
+#include <sys/types.h>
+#include <sys/queue.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+
+struct centry {
+	LIST_ENTRY(centry)	 hentry;
+	TAILQ_ENTRY(centry)	 lru;
+	uint32_t		 hash;
+	int64_t			 stored;	/* seconds, monotonic */
+	int64_t			 expires;
+	struct dns_msg		 msg;
+	size_t			 keylen;
+	size_t			 anslen;
+	uint8_t			 data[];	/* key, then answer */
+};
+
+struct cache {
+	LIST_HEAD(, centry)	*buckets;
+	size_t			 nbuckets;	/* power of two */
+	TAILQ_HEAD(centry_lru, centry) lru;	/* most recent first */
+	size_t			 max_entries;
+	size_t			 max_bytes;
+	struct cache_stats	 st;
+};
+
+/* FNV-1a, seeded per process so bucket collisions are not predictable. */
+uint32_t
+cache_hash(uint32_t seed, const uint8_t *p, size_t len)
+{
+	uint32_t	h = 2166136261U ^ seed;
+	size_t		i;
+
+	for (i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 16777619U;
+	}
+	h ^= h >> 15;
+	h *= 0x2c1b3c6dU;
+	return h ^ (h >> 12);
+}
+
+struct cache *
+cache_new(size_t max_entries, size_t max_bytes)
+{
+	struct cache	*c;
+	size_t		 i;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return NULL;
+	c->nbuckets = 1024;
+	while (c->nbuckets < max_entries && c->nbuckets < (1U << 24))
+		c->nbuckets <<= 1;
+	if ((c->buckets = calloc(c->nbuckets, sizeof(*c->buckets))) == NULL) {
+		free(c);
+		return NULL;
+	}
+	for (i = 0; i < c->nbuckets; i++)
+		LIST_INIT(&c->buckets[i]);
+	TAILQ_INIT(&c->lru);
+	c->max_entries = max_entries;
+	c->max_bytes = max_bytes;
+	return c;
+}
+
+static void
+entry_remove(struct cache *c, struct centry *e)
+{
+	LIST_REMOVE(e, hentry);
+	TAILQ_REMOVE(&c->lru, e, lru);
+	c->st.entries--;
+	c->st.bytes -= e->keylen + e->anslen;
+	free(e);
+}
+
+void
+cache_flush(struct cache *c)
+{
+	struct centry	*e;
+
+	while ((e = TAILQ_FIRST(&c->lru)) != NULL)
+		entry_remove(c, e);
+}
+
+void
+cache_free(struct cache *c)
+{
+	if (c == NULL)
+		return;
+	cache_flush(c);
+	free(c->buckets);
+	free(c);
+}
+
+static void
+shrink(struct cache *c, size_t need_bytes)
+{
+	struct centry	*e;
+
+	while ((c->st.entries >= c->max_entries ||
+	    c->st.bytes + need_bytes > c->max_bytes) &&
+	    (e = TAILQ_LAST(&c->lru, centry_lru)) != NULL) {
+		entry_remove(c, e);
+		c->st.evictions++;
+	}
+}
+
+/* New bounds; the hash table keeps its size. */
+void
+cache_resize(struct cache *c, size_t max_entries, size_t max_bytes)
+{
+	c->max_entries = max_entries;
+	c->max_bytes = max_bytes;
+	shrink(c, 0);
+}
+
+/*
+ * Find key.  On a hit, fills *hit (valid until the next store or flush)
+ * and returns 1; an expired entry is dropped and counts as a miss.
+ */
+int
+cache_lookup(struct cache *c, const uint8_t *key, size_t keylen,
+    uint32_t hash, int64_t now, struct cache_hit *hit)
+{
+	struct centry	*e;
+
+	LIST_FOREACH(e, &c->buckets[hash & (c->nbuckets - 1)], hentry) {
+		if (e->hash != hash || e->keylen != keylen ||
+		    memcmp(e->data, key, keylen) != 0)
+			continue;
+		if (now >= e->expires) {
+			entry_remove(c, e);
+			break;
+		}
+		TAILQ_REMOVE(&c->lru, e, lru);
+		TAILQ_INSERT_HEAD(&c->lru, e, lru);
+		hit->answer = e->data + e->keylen;
+		hit->len = e->anslen;
+		hit->msg = &e->msg;
+		hit->age = (uint32_t)(now - e->stored);
+		c->st.hits++;
+		return 1;
+	}
+	c->st.misses++;
+	return 0;
+}
+
+/*
+ * How long an answer may be kept: the smallest TTL of its answer and
+ * authority records; for NXDOMAIN and NODATA the SOA's negative TTL
+ * (RFC 2308 5), or nothing without an SOA; a few seconds for SERVFAIL.
+ */
+uint32_t
+cache_ttl(const struct dns_msg *am)
+{
+	uint32_t	ttl;
+	int		rcode = DNS_F_RCODE(am->flags);
+
+	if (am->flags & DNS_F_TC)
+		return 0;
+	if (rcode == DNS_RCODE_SERVFAIL)
+		return CACHE_SERVFAIL_TTL;
+	if (rcode == DNS_RCODE_NXDOMAIN ||
+	    (rcode == DNS_RCODE_NOERROR && am->ancount == 0)) {
+		if (!am->has_soa)
+			return 0;
+		ttl = am->soa_min;
+	} else if (rcode == DNS_RCODE_NOERROR)
+		ttl = am->min_ttl;
+	else
+		return 0;
+	return ttl > CACHE_MAX_TTL ? CACHE_MAX_TTL : ttl;
+}
+
+/* Keep an answer for as long as cache_ttl() says.  Returns 1 if kept. */
+int
+cache_store(struct cache *c, const uint8_t *key, size_t keylen,
+    uint32_t hash, const uint8_t *ans, size_t anslen,
+    const struct dns_msg *am, int64_t now)
+{
+	struct centry	*e, *old;
+	uint32_t	 ttl;
+	size_t		 size = keylen + anslen;
+
+	if ((ttl = cache_ttl(am)) == 0 || size > c->max_bytes ||
+	    c->max_entries == 0)
+		return 0;
+	LIST_FOREACH(old, &c->buckets[hash & (c->nbuckets - 1)], hentry)
+		if (old->hash == hash && old->keylen == keylen &&
+		    memcmp(old->data, key, keylen) == 0) {
+			entry_remove(c, old);
+			break;
+		}
+	shrink(c, size);
+	if ((e = malloc(sizeof(*e) + size)) == NULL)
+		return 0;
+	e->hash = hash;
+	e->stored = now;
+	e->expires = now + ttl;
+	e->msg = *am;
+	e->keylen = keylen;
+	e->anslen = anslen;
+	memcpy(e->data, key, keylen);
+	memcpy(e->data + keylen, ans, anslen);
+	LIST_INSERT_HEAD(&c->buckets[hash & (c->nbuckets - 1)], e, hentry);
+	TAILQ_INSERT_HEAD(&c->lru, e, lru);
+	c->st.entries++;
+	c->st.bytes += size;
+	c->st.inserts++;
+	return 1;
+}
+
+void
+cache_get_stats(const struct cache *c, struct cache_stats *st)
+{
+	*st = c->st;
+}
