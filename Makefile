@@ -33,8 +33,8 @@ ifeq ($(SANDBOX_DEBUG),1)
 CPPFLAGS+=	-DSANDBOX_DEBUG
 endif
 
-COMMON=		imsg.c dns.c log.c config.c acl.c cache.c ratelimit.c
-DAEMON_SRCS=	dotproxyd.c listener.c upstream.c proc.c sandbox-linux.c \
+COMMON=		imsg.c dns.c log.c config.c acl.c cache.c ratelimit.c audit.c
+DAEMON_SRCS=	dotproxyd.c listener.c upstream.c proc.c control.c sandbox-linux.c \
 		sandbox-seccomp.c $(COMMON)
 DAEMON_OBJS=	$(DAEMON_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/parse.o
 CTL_SRCS=	dotproxyctl.c

@@ -10,6 +10,7 @@
 #include <sys/un.h>
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #define DOTPROXYD_VERSION	"0.1.0"
@@ -32,6 +33,9 @@
 #define MAX_RATELIMIT		1000000
 #define QUERY_TIMEOUT_MS	4000	/* listener gives up on upstream */
 #define UPSTREAM_TRY_MS		1500	/* upstream retries elsewhere */
+#define DRAIN_MS		2000	/* in-flight queries at shutdown */
+#define RESPAWN_WINDOW		30	/* seconds: */
+#define RESPAWN_MAX		5	/* this many deaths in it is a loop */
 
 enum proc_type {
 	PROC_PARENT,
@@ -56,6 +60,32 @@ enum imsg_type {
 	IMSG_QUERY,		/* listener -> upstream: peerid, wire query */
 	IMSG_ANSWER,		/* upstream -> listener: peerid, wire answer */
 	IMSG_FAIL,		/* upstream -> listener: struct query_fail */
+	IMSG_AUDIT,		/* child -> parent: struct audit_msg */
+	IMSG_CTL_RELOAD,	/* listener -> parent: peerid = control id */
+	IMSG_CTL_LOG,		/* listener -> parent -> children: int */
+	IMSG_CTL_RESULT,	/* parent -> listener: peerid, text */
+	IMSG_CTL_STATUS,	/* listener -> upstream: peerid */
+	IMSG_CTL_UPSTREAM,	/* upstream -> listener: upstream_status */
+	IMSG_CTL_END,		/* upstream -> listener: peerid */
+};
+
+/* One upstream as the upstream process sees it, for status and metrics. */
+struct upstream_status {
+	char		label[300];
+	int		up;		/* not backing off */
+	int		conns;		/* open, ready */
+	int		inflight;
+	int		latency_ms;	/* moving average */
+	char		tls_version[16];
+	uint64_t	queries;
+	uint64_t	answers;
+	uint64_t	handshakes;
+	uint64_t	resumed;
+	uint64_t	failures;
+	uint64_t	auth_failures;
+	uint64_t	dropped;	/* unsolicited or mismatched answers */
+	uint64_t	retries;
+	char		last_error[96];
 };
 
 struct log_msg {
@@ -112,7 +142,7 @@ struct dotproxyd_conf {
 struct dotproxyd_conf	*config_new(void);
 void			 config_free(struct dotproxyd_conf *);
 struct dotproxyd_conf	*parse_config(const char *, int);
-void			 print_config(const struct dotproxyd_conf *);
+void			 print_config(FILE *, const struct dotproxyd_conf *);
 int			 config_set_defaults(struct dotproxyd_conf *);
 int			 parse_prefix(const char *, struct acl_conf *);
 int			 parse_address(const char *, int, struct
@@ -125,6 +155,7 @@ struct imsgbuf;
 struct imsg;
 int	 config_send(struct imsgbuf *, const struct dotproxyd_conf *, int);
 int	 config_recv(struct dotproxyd_conf **, struct imsg *);
+void	 config_hash(const struct dotproxyd_conf *, char *, size_t);
 
 /* proc.c */
 struct dotproxyd_conf	*proc_startup(struct imsgbuf *,

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "dotproxyd.h"
 #include "imsg.h"
 
@@ -116,4 +118,25 @@ config_recv(struct dotproxyd_conf **pending, struct imsg *imsg)
 		return 1;
 	}
 	return -1;
+}
+
+/* A short hash of the effective config, for the audit trail. */
+void
+config_hash(const struct dotproxyd_conf *c, char *buf, size_t len)
+{
+	unsigned char	 md[EVP_MAX_MD_SIZE];
+	unsigned int	 mdlen = 0, i;
+	char		*text = NULL;
+	size_t		 textlen = 0;
+	FILE		*f;
+
+	strlcpy(buf, "?", len);
+	if ((f = open_memstream(&text, &textlen)) == NULL)
+		return;
+	print_config(f, c);
+	fclose(f);
+	if (EVP_Digest(text, textlen, md, &mdlen, EVP_sha256(), NULL) == 1)
+		for (i = 0; i < mdlen && 2 * i + 2 < len && i < 8; i++)
+			snprintf(buf + 2 * i, len - 2 * i, "%02x", md[i]);
+	free(text);
 }

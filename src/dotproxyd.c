@@ -7,7 +7,9 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
+#include <sys/un.h>
 #include <netinet/in.h>
 
 #include <err.h>
@@ -19,8 +21,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "acl.h"
+#include "audit.h"
 #include "dotproxyd.h"
 #include "imsg.h"
 #include "log.h"
@@ -31,6 +36,10 @@ struct child {
 	struct imsgbuf	 ibuf;
 	struct event	 ev;
 	short		 events;
+	struct event	 respawn;
+	time_t		 started;
+	time_t		 deaths[RESPAWN_MAX];
+	int		 audited;
 };
 
 struct lsock {
@@ -43,20 +52,26 @@ struct lsock {
 static void	 usage(void) __attribute__((__noreturn__));
 static int	 bind_socket(const struct sockaddr_storage *, int);
 static void	 bind_listeners(const struct dotproxyd_conf *);
-static void	 start_child(struct child *, enum proc_type, int);
-static void	 send_startup(const struct dotproxyd_conf *, int, int);
+static void	 open_control(const struct dotproxyd_conf *);
+static void	 child_start(struct child *, int);
+static void	 child_respawn(int, short, void *);
+static void	 child_died(struct child *, int);
 static void	 child_dispatch(int, short, void *);
 static void	 child_event_add(struct child *);
 static void	 sig_handler(int, short, void *);
-static void	 shutdown_children(int);
-static void	 reload(void);
+static void	 shutdown_children(int) __attribute__((__noreturn__));
+static int	 reload(char *, size_t);
 static void	 resolve_user(struct dotproxyd_conf *);
+static void	 warn_open_resolver(const struct dotproxyd_conf *);
+static void	 audit_confinement(void);
 
 static struct dotproxyd_conf	*conf;
 static const char		*conffile = DOTPROXYD_CONF;
 static char			 self[PATH_MAX];
 static struct child		 children[2];	/* listener, upstream */
+static int			 pending_peer[2] = { -1, -1 };
 static TAILQ_HEAD(, lsock)	 lsocks = TAILQ_HEAD_INITIALIZER(lsocks);
+static int			 control_fd = -1;
 static int			 debug, verbose;
 
 const char *
@@ -85,7 +100,8 @@ main(int argc, char *argv[])
 {
 	struct event	 ev_sigterm, ev_sigint, ev_sighup, ev_sigchld;
 	const char	*child = NULL, *sockpath = NULL;
-	int		 ch, noaction = 0, pairs[3][2], i;
+	char		 hash[16];
+	int		 ch, noaction = 0, pair[2], i;
 	ssize_t		 n;
 
 	setproctitle_init(argc, argv, environ);
@@ -136,9 +152,10 @@ main(int argc, char *argv[])
 		errx(1, "control socket path too long");
 	if (noaction) {
 		if (verbose)
-			print_config(conf);
+			print_config(stdout, conf);
 		else
 			fprintf(stderr, "configuration OK\n");
+		warn_open_resolver(conf);
 		exit(0);
 	}
 
@@ -157,25 +174,15 @@ main(int argc, char *argv[])
 		self[n] = '\0';
 
 	log_init(debug, LOG_DAEMON);
+	if (audit_open(conf->audit_log) == -1)
+		fatal("audit log %s", conf->audit_log);
 	if (!debug && daemon(0, 0) == -1)
 		fatal("daemon");
 	log_info("dotproxyd %s starting", DOTPROXYD_VERSION);
+	warn_open_resolver(conf);
 
 	bind_listeners(conf);
-
-	/* 0: parent-listener, 1: parent-upstream, 2: listener-upstream */
-	for (i = 0; i < 3; i++)
-		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK |
-		    SOCK_CLOEXEC, 0, pairs[i]) == -1)
-			fatal("socketpair");
-	start_child(&children[0], PROC_LISTENER, pairs[0][1]);
-	start_child(&children[1], PROC_UPSTREAM, pairs[1][1]);
-	close(pairs[0][1]);
-	close(pairs[1][1]);
-	if (imsgbuf_init(&children[0].ibuf, pairs[0][0]) == -1 ||
-	    imsgbuf_init(&children[1].ibuf, pairs[1][0]) == -1)
-		fatal("imsgbuf_init");
-	send_startup(conf, pairs[2][0], pairs[2][1]);
+	open_control(conf);
 
 	event_init();
 	signal(SIGPIPE, SIG_IGN);
@@ -187,17 +194,58 @@ main(int argc, char *argv[])
 	signal_add(&ev_sigint, NULL);
 	signal_add(&ev_sighup, NULL);
 	signal_add(&ev_sigchld, NULL);
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+	    pair) == -1)
+		fatal("socketpair");
+	children[0].type = PROC_LISTENER;
+	children[1].type = PROC_UPSTREAM;
 	for (i = 0; i < 2; i++) {
-		children[i].events = 0;
-		child_event_add(&children[i]);
+		evtimer_set(&children[i].respawn, child_respawn,
+		    &children[i]);
+		child_start(&children[i], pair[i]);
 	}
 
 	sandbox_parent();
 	setproctitle("parent");
+	config_hash(conf, hash, sizeof(hash));
+	audit("start", "version", DOTPROXYD_VERSION, "config", conffile,
+	    "config_hash", hash, NULL);
 
 	event_dispatch();
 	shutdown_children(0);
-	return 0;
+}
+
+/* Listening on more than loopback, with only loopback allowed? Say so. */
+static void
+warn_open_resolver(const struct dotproxyd_conf *c)
+{
+	const struct listen_conf	*l;
+	const struct acl_conf		*a;
+	int				 wide = 0, open = 0;
+
+	TAILQ_FOREACH(l, &c->listens, entry)
+		if (!acl_is_loopback((const struct sockaddr *)&l->ss))
+			wide = 1;
+	TAILQ_FOREACH(a, &c->acls, entry) {
+		struct sockaddr_storage ss;
+
+		memset(&ss, 0, sizeof(ss));
+		ss.ss_family = (sa_family_t)a->af;
+		if (a->af == AF_INET)
+			memcpy(&((struct sockaddr_in *)&ss)->sin_addr,
+			    a->addr, 4);
+		else
+			memcpy(&((struct sockaddr_in6 *)&ss)->sin6_addr,
+			    a->addr, 16);
+		if (!acl_is_loopback((struct sockaddr *)&ss) ||
+		    (a->af == AF_INET && a->plen < 8))
+			open = 1;
+	}
+	if (wide && !open)
+		log_warnx("listening beyond loopback, but no \"allow from\" "
+		    "covers a non-loopback network: such clients are "
+		    "refused");
 }
 
 static void
@@ -251,38 +299,111 @@ bind_socket(const struct sockaddr_storage *ss, int type)
 		(void)setsockopt(s, SOL_SOCKET, SO_SNDBUF, &bufsz,
 		    sizeof(bufsz));
 	}
-	if (bind(s, (const struct sockaddr *)ss, len) == -1)
-		fatal("bind %s %s", type == SOCK_DGRAM ? "udp" : "tcp",
+	if (bind(s, (const struct sockaddr *)ss, len) == -1) {
+		log_warn("bind %s %s", type == SOCK_DGRAM ? "udp" : "tcp",
 		    sockaddr_text(ss, buf, sizeof(buf)));
+		close(s);
+		return -1;
+	}
 	if (type == SOCK_STREAM && listen(s, 1024) == -1)
 		fatal("listen");
 	return s;
 }
 
-static void
-bind_listeners(const struct dotproxyd_conf *c)
+/*
+ * Bind what the config lists and is not bound yet; close what it no
+ * longer lists.  Returns new sockets to hand to the listener in *added.
+ */
+static int
+sync_listeners(const struct dotproxyd_conf *c, struct lsock **added,
+    int max)
 {
 	const struct listen_conf	*l;
-	struct lsock			*ls;
+	struct lsock			*ls, *next;
+	int				 n = 0, found;
 
 	TAILQ_FOREACH(l, &c->listens, entry) {
+		found = 0;
+		TAILQ_FOREACH(ls, &lsocks, entry)
+			if (memcmp(&ls->ss, &l->ss, sizeof(ls->ss)) == 0)
+				found = 1;
+		if (found || n == max)
+			continue;
 		if ((ls = calloc(1, sizeof(*ls))) == NULL)
 			fatal("calloc");
 		ls->ss = l->ss;
-		ls->udp = bind_socket(&l->ss, SOCK_DGRAM);
-		ls->tcp = bind_socket(&l->ss, SOCK_STREAM);
+		if ((ls->udp = bind_socket(&l->ss, SOCK_DGRAM)) == -1 ||
+		    (ls->tcp = bind_socket(&l->ss, SOCK_STREAM)) == -1) {
+			if (ls->udp != -1)
+				close(ls->udp);
+			free(ls);
+			continue;
+		}
 		TAILQ_INSERT_TAIL(&lsocks, ls, entry);
+		added[n++] = ls;
 	}
+	for (ls = TAILQ_FIRST(&lsocks); ls != NULL; ls = next) {
+		next = TAILQ_NEXT(ls, entry);
+		found = 0;
+		TAILQ_FOREACH(l, &c->listens, entry)
+			if (memcmp(&ls->ss, &l->ss, sizeof(ls->ss)) == 0)
+				found = 1;
+		if (found)
+			continue;
+		/* the listener closes its copies when the config arrives */
+		TAILQ_REMOVE(&lsocks, ls, entry);
+		close(ls->udp);
+		close(ls->tcp);
+		free(ls);
+	}
+	return n;
 }
 
 static void
-start_child(struct child *c, enum proc_type type, int fd)
+bind_listeners(const struct dotproxyd_conf *c)
+{
+	struct lsock	*added[64];
+
+	sync_listeners(c, added, 64);
+	if (TAILQ_EMPTY(&lsocks))
+		fatalx("no address to listen on");
+}
+
+/* The control socket: root and the daemon's group may connect. */
+static void
+open_control(const struct dotproxyd_conf *c)
+{
+	struct sockaddr_un	 sun;
+	mode_t			 old;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlcpy(sun.sun_path, c->control_path, sizeof(sun.sun_path)) >=
+	    sizeof(sun.sun_path))
+		fatalx("control socket path too long");
+	if ((control_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0)) == -1)
+		fatal("control socket");
+	if (unlink(c->control_path) == -1 && errno != ENOENT)
+		fatal("unlink %s", c->control_path);
+	old = umask(S_IXUSR | S_IXGRP | S_IRWXO);
+	if (bind(control_fd, (struct sockaddr *)&sun, sizeof(sun)) == -1)
+		fatal("bind %s", c->control_path);
+	umask(old);
+	if (chmod(c->control_path, 0660) == -1 ||
+	    chown(c->control_path, 0, c->gid) == -1)
+		fatal("control socket permissions");
+	if (listen(control_fd, 16) == -1)
+		fatal("listen %s", c->control_path);
+}
+
+static void
+start_process(struct child *c, int fd)
 {
 	char	*argv[6];
 	int	 argc = 0;
 	pid_t	 pid;
 
-	c->type = type;
 	switch ((pid = fork())) {
 	case -1:
 		fatal("fork");
@@ -294,9 +415,10 @@ start_child(struct child *c, enum proc_type type, int fd)
 	}
 	if (dup2(fd, PARENT_FD) == -1)
 		fatal("dup2");
+	(void)prctl(PR_SET_PDEATHSIG, SIGTERM);
 	argv[argc++] = "dotproxyd";
 	argv[argc++] = "-P";
-	argv[argc++] = (char *)proc_name(type);
+	argv[argc++] = (char *)proc_name(c->type);
 	if (debug)
 		argv[argc++] = "-d";
 	if (verbose)
@@ -307,37 +429,133 @@ start_child(struct child *c, enum proc_type type, int fd)
 }
 
 /*
- * Sockets and the CA bundle first, then the config: a child's start-up
- * ends with the config's CONF_END, so by then it holds every descriptor.
+ * Start a child and give it what it needs: its sockets or the CA bundle,
+ * its end of the channel to the other child, then the config.  Its
+ * start-up ends with the config's CONF_END.
  */
 static void
-send_startup(const struct dotproxyd_conf *c, int lpeer, int upeer)
+child_start(struct child *c, int peerfd)
 {
-	struct imsgbuf	*lib = &children[0].ibuf, *uib = &children[1].ibuf;
+	struct imsgbuf	*ib = &c->ibuf;
 	struct lsock	*ls;
-	int		 fd;
+	int		 pair[2], fd;
 
-	TAILQ_FOREACH(ls, &lsocks, entry) {
-		if ((fd = dup(ls->udp)) == -1 ||
-		    imsg_compose(lib, IMSG_SOCKET_UDP, 0, fd, &ls->ss,
-		    sizeof(ls->ss)) == -1)
-			fatal("sending a udp socket");
-		if ((fd = dup(ls->tcp)) == -1 ||
-		    imsg_compose(lib, IMSG_SOCKET_TCP, 0, fd, &ls->ss,
-		    sizeof(ls->ss)) == -1)
-			fatal("sending a tcp socket");
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+	    pair) == -1)
+		fatal("socketpair");
+	start_process(c, pair[1]);
+	close(pair[1]);
+	if (imsgbuf_init(ib, pair[0]) == -1)
+		fatal("imsgbuf_init");
+	c->started = time(NULL);
+	if (c->type == PROC_LISTENER) {
+		TAILQ_FOREACH(ls, &lsocks, entry) {
+			if ((fd = dup(ls->udp)) == -1 ||
+			    imsg_compose(ib, IMSG_SOCKET_UDP, 0, fd, &ls->ss,
+			    sizeof(ls->ss)) == -1)
+				fatal("sending a udp socket");
+			if ((fd = dup(ls->tcp)) == -1 ||
+			    imsg_compose(ib, IMSG_SOCKET_TCP, 0, fd, &ls->ss,
+			    sizeof(ls->ss)) == -1)
+				fatal("sending a tcp socket");
+		}
+		if ((fd = dup(control_fd)) == -1 ||
+		    imsg_compose(ib, IMSG_SOCKET_CONTROL, 0, fd, NULL, 0) == -1)
+			fatal("sending the control socket");
+	} else {
+		if ((fd = open(conf->tls_ca, O_RDONLY | O_CLOEXEC)) == -1)
+			fatal("tls ca %s", conf->tls_ca);
+		if (imsg_compose(ib, IMSG_CA_FD, 0, fd, NULL, 0) == -1)
+			fatal("imsg_compose");
 	}
-	if ((fd = open(c->tls_ca, O_RDONLY | O_CLOEXEC)) == -1)
-		fatal("tls ca %s", c->tls_ca);
-	if (imsg_compose(uib, IMSG_CA_FD, 0, fd, NULL, 0) == -1 ||
-	    imsg_compose(lib, IMSG_PEER_FD, 0, lpeer, NULL, 0) == -1 ||
-	    imsg_compose(uib, IMSG_PEER_FD, 0, upeer, NULL, 0) == -1)
-		fatal("imsg_compose");
-	if (config_send(lib, c, PROC_LISTENER) == -1 ||
-	    config_send(uib, c, PROC_UPSTREAM) == -1)
-		fatal("config_send");
-	if (imsg_flush(lib) == -1 || imsg_flush(uib) == -1)
-		fatal("sending the config");
+	if (imsg_compose(ib, IMSG_PEER_FD, 0, peerfd, NULL, 0) == -1 ||
+	    config_send(ib, conf, c->type) == -1 || imsg_flush(ib) == -1)
+		fatal("starting the %s", proc_name(c->type));
+	c->events = 0;
+	child_event_add(c);
+}
+
+/* A child is gone: log and audit it, then start a new one, or give up. */
+static void
+child_died(struct child *c, int status)
+{
+	struct timeval	 tv;
+	time_t		 now = time(NULL);
+	char		 pid[16], why[64];
+	int		 i, recent = 0;
+
+	snprintf(pid, sizeof(pid), "%d", (int)c->pid);
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS) {
+		log_warnx("the %s process (pid %s) violated its sandbox "
+		    "policy and was killed", proc_name(c->type), pid);
+		strlcpy(why, "sandbox violation", sizeof(why));
+	} else if (WIFSIGNALED(status)) {
+		log_warnx("the %s process (pid %s) died of signal %d",
+		    proc_name(c->type), pid, WTERMSIG(status));
+		snprintf(why, sizeof(why), "signal %d", WTERMSIG(status));
+	} else {
+		log_warnx("the %s process (pid %s) exited with status %d",
+		    proc_name(c->type), pid, WEXITSTATUS(status));
+		snprintf(why, sizeof(why), "exit %d", WEXITSTATUS(status));
+	}
+	audit("child-died", "child", proc_name(c->type), "pid", pid,
+	    "reason", why, NULL);
+	c->pid = 0;
+	if (event_initialized(&c->ev))
+		event_del(&c->ev);
+	imsgbuf_clear(&c->ibuf);
+	close(c->ibuf.fd);
+
+	memmove(c->deaths + 1, c->deaths, sizeof(c->deaths) -
+	    sizeof(c->deaths[0]));
+	c->deaths[0] = now;
+	for (i = 0; i < RESPAWN_MAX; i++)
+		if (c->deaths[i] != 0 && now - c->deaths[i] < RESPAWN_WINDOW)
+			recent++;
+	if (recent >= RESPAWN_MAX) {
+		log_warnx("the %s process died %d times in %d seconds; "
+		    "giving up", proc_name(c->type), recent, RESPAWN_WINDOW);
+		audit("crash-loop", "child", proc_name(c->type), NULL);
+		shutdown_children(1);
+	}
+	/* 0 s, then 0.2, 0.4, 0.8 s: back within a second at first */
+	tv.tv_sec = 0;
+	tv.tv_usec = recent <= 1 ? 0 : 100000 << (recent - 1);
+	evtimer_add(&c->respawn, &tv);
+}
+
+static void
+child_respawn(int fd, short event, void *arg)
+{
+	struct child	*c = arg, *other;
+	int		 pair[2], idx = c == &children[0] ? 0 : 1;
+
+	(void)fd;
+	(void)event;
+	other = &children[1 - idx];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+	    pair) == -1) {
+		log_warn("socketpair");
+		shutdown_children(1);
+	}
+	if (other->pid > 0) {
+		if (imsg_compose(&other->ibuf, IMSG_PEER_FD, 0, pair[1], NULL,
+		    0) == -1)
+			fatal("imsg_compose");
+		child_event_add(other);
+	} else {
+		if (pending_peer[1 - idx] != -1)
+			close(pending_peer[1 - idx]);
+		pending_peer[1 - idx] = pair[1];
+	}
+	if (pending_peer[idx] != -1) {
+		/* the other one was also restarted and left us its end */
+		close(pair[0]);
+		pair[0] = pending_peer[idx];
+		pending_peer[idx] = -1;
+	}
+	log_info("starting a new %s process", proc_name(c->type));
+	child_start(c, pair[0]);
 }
 
 static void
@@ -354,28 +572,30 @@ child_event_add(struct child *c)
 	event_add(&c->ev, NULL);
 }
 
+/* Messages from a child.  Anything malformed ends that child, not us. */
 static void
 child_dispatch(int fd, short event, void *arg)
 {
-	struct child	*c = arg;
-	struct imsg	 imsg;
-	struct log_msg	 lm;
-	ssize_t		 n;
-	char		 line[sizeof(lm.text) * 4];
+	struct child		*c = arg;
+	struct imsg		 imsg;
+	struct log_msg		 lm;
+	struct audit_msg	 am;
+	ssize_t			 n;
+	char			 line[sizeof(lm.text) * 4];
+	int			 v, i;
 
 	(void)fd;
 	if (event & EV_WRITE) {
-		if (imsg_write(&c->ibuf) == -1)
-			fatal("write to the %s", proc_name(c->type));
+		if (imsg_write(&c->ibuf) == -1) {
+			log_warn("write to the %s", proc_name(c->type));
+			goto bad;
+		}
 	}
 	if (event & EV_READ) {
 		n = imsg_read(&c->ibuf);
-		if (n == -1 && errno != EAGAIN)
-			fatal("read from the %s", proc_name(c->type));
-		if (n == 0) {
-			log_warnx("the %s process closed its channel",
-			    proc_name(c->type));
-			event_loopexit(NULL);
+		if ((n == -1 && errno != EAGAIN) || n == 0) {
+			/* it died: SIGCHLD does the rest */
+			event_del(&c->ev);
 			return;
 		}
 	}
@@ -383,15 +603,14 @@ child_dispatch(int fd, short event, void *arg)
 		if ((n = imsg_get(&c->ibuf, &imsg)) == -1) {
 			log_warnx("malformed message from the %s process",
 			    proc_name(c->type));
-			shutdown_children(1);
+			goto bad;
 		}
 		if (n == 0)
 			break;
 		switch (imsg.hdr.type) {
 		case IMSG_LOG:
-			if (imsg.len != sizeof(lm))
-				fatalx("bad log message from the %s",
-				    proc_name(c->type));
+			if (imsg.len != sizeof(lm) || imsg.fd != -1)
+				goto badmsg;
 			memcpy(&lm, imsg.data, sizeof(lm));
 			lm.text[sizeof(lm.text) - 1] = '\0';
 			log_sanitize(line, sizeof(line), lm.text);
@@ -399,51 +618,151 @@ child_dispatch(int fd, short event, void *arg)
 				lm.priority = LOG_ERR;
 			logit(lm.priority, "%s: %s", proc_name(c->type), line);
 			break;
+		case IMSG_AUDIT:
+			if (imsg.len != sizeof(am) || imsg.fd != -1)
+				goto badmsg;
+			memcpy(&am, imsg.data, sizeof(am));
+			am.event[sizeof(am.event) - 1] = '\0';
+			if (am.kvlen > sizeof(am.kv))
+				goto badmsg;
+			audit_write(proc_name(c->type), am.event, am.kv,
+			    am.kvlen);
+			break;
 		case IMSG_STARTED:
 			log_info("%s process confined and serving (pid %d)",
 			    proc_name(c->type), (int)c->pid);
+			audit_confinement();
+			break;
+		case IMSG_CTL_RELOAD:
+			if (c->type != PROC_LISTENER || imsg.len != 0)
+				goto badmsg;
+			line[0] = '\0';
+			reload(line, sizeof(line));
+			if (imsg_compose(&c->ibuf, IMSG_CTL_RESULT,
+			    imsg.hdr.peerid, -1, line, strlen(line) + 1) == -1)
+				log_warn("imsg_compose");
+			break;
+		case IMSG_CTL_LOG:
+			if (c->type != PROC_LISTENER || imsg.len != sizeof(v))
+				goto badmsg;
+			memcpy(&v, imsg.data, sizeof(v));
+			verbose = conf->verbose = v ? 1 : 0;
+			log_setverbose(verbose);
+			log_info("logging %s", verbose ? "verbose" : "brief");
+			for (i = 0; i < 2; i++)
+				if (children[i].pid > 0) {
+					if (imsg_compose(&children[i].ibuf,
+					    IMSG_CTL_LOG, 0, -1, &verbose,
+					    sizeof(verbose)) == -1)
+						log_warn("imsg_compose");
+					child_event_add(&children[i]);
+				}
 			break;
 		default:
-			log_warnx("unexpected message %u from the %s",
-			    imsg.hdr.type, proc_name(c->type));
-			shutdown_children(1);
+			goto badmsg;
 		}
 		imsg_free(&imsg);
 	}
 	child_event_add(c);
+	return;
+badmsg:
+	log_warnx("unexpected message %u from the %s process", imsg.hdr.type,
+	    proc_name(c->type));
+	imsg_free(&imsg);
+bad:
+	/* a child that speaks nonsense is ended and started anew */
+	event_del(&c->ev);
+	if (c->pid > 0)
+		kill(c->pid, SIGKILL);
 }
 
+/* The first confinement report of each child, in the audit trail. */
 static void
-reload(void)
+audit_confinement(void)
+{
+	char	uid[16];
+	int	i;
+
+	snprintf(uid, sizeof(uid), "%u", (unsigned)conf->uid);
+	for (i = 0; i < 2; i++)
+		if (children[i].pid > 0 && !children[i].audited) {
+			char pid[16];
+
+			snprintf(pid, sizeof(pid), "%d", (int)children[i].pid);
+			children[i].audited = 1;
+			audit("confined", "child", proc_name(children[i].type),
+			    "pid", pid, "uid", uid, "chroot", conf->chroot,
+			    "seccomp", "filter", "capabilities", "none",
+			    "no_new_privs", "1", NULL);
+		}
+}
+
+/*
+ * Re-read the config.  An invalid file keeps the running config.  What
+ * needs privileges the parent no longer has, or a new process, stays:
+ * user, chroot, tls ca, control socket, audit log.
+ */
+static int
+reload(char *result, size_t len)
 {
 	struct dotproxyd_conf	*nconf;
-	int			 i;
+	struct lsock		*added[64];
+	char			 hash[16];
+	int			 i, n, fd;
 
 	log_info("reloading %s", conffile);
 	nconf = parse_config(conffile, strcmp(conffile, DOTPROXYD_CONF) == 0);
 	if (nconf == NULL) {
 		log_warnx("reload failed: %s has errors, keeping the running "
 		    "config", conffile);
-		return;
+		audit("reload", "result", "rejected", "config", conffile,
+		    NULL);
+		snprintf(result, len, "error: %s has errors; the running "
+		    "config stays", conffile);
+		return -1;
 	}
-	/* what needs privileges or a restart stays as it was */
 	strlcpy(nconf->user, conf->user, sizeof(nconf->user));
 	strlcpy(nconf->chroot, conf->chroot, sizeof(nconf->chroot));
 	strlcpy(nconf->tls_ca, conf->tls_ca, sizeof(nconf->tls_ca));
 	strlcpy(nconf->control_path, conf->control_path,
 	    sizeof(nconf->control_path));
+	strlcpy(nconf->audit_log, conf->audit_log, sizeof(nconf->audit_log));
 	nconf->uid = conf->uid;
 	nconf->gid = conf->gid;
 	nconf->verbose = conf->verbose;
 	config_free(conf);
 	conf = nconf;
+	warn_open_resolver(conf);
+	n = sync_listeners(conf, added, 64);
 	for (i = 0; i < 2; i++) {
-		if (config_send(&children[i].ibuf, conf, children[i].type) ==
-		    -1)
-			fatal("config_send");
-		child_event_add(&children[i]);
+		struct child *c = &children[i];
+
+		if (c->pid <= 0)
+			continue;
+		if (c->type == PROC_LISTENER) {
+			int j;
+
+			for (j = 0; j < n; j++) {
+				if ((fd = dup(added[j]->udp)) == -1 ||
+				    imsg_compose(&c->ibuf, IMSG_SOCKET_UDP, 0,
+				    fd, &added[j]->ss, sizeof(added[j]->ss)) ==
+				    -1 || (fd = dup(added[j]->tcp)) == -1 ||
+				    imsg_compose(&c->ibuf, IMSG_SOCKET_TCP, 0,
+				    fd, &added[j]->ss, sizeof(added[j]->ss)) ==
+				    -1)
+					log_warn("sending a new socket");
+			}
+		}
+		if (config_send(&c->ibuf, conf, c->type) == -1)
+			log_warn("config_send");
+		child_event_add(c);
 	}
+	config_hash(conf, hash, sizeof(hash));
+	audit("reload", "result", "accepted", "config", conffile,
+	    "config_hash", hash, NULL);
 	log_info("reload done");
+	snprintf(result, len, "reloaded %s", conffile);
+	return 0;
 }
 
 static void
@@ -451,6 +770,7 @@ sig_handler(int sig, short event, void *arg)
 {
 	pid_t	pid;
 	int	status, i;
+	char	buf[256];
 
 	(void)event;
 	(void)arg;
@@ -461,35 +781,19 @@ sig_handler(int sig, short event, void *arg)
 		shutdown_children(0);
 		break;
 	case SIGHUP:
-		reload();
+		reload(buf, sizeof(buf));
 		break;
 	case SIGCHLD:
 		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 			for (i = 0; i < 2; i++)
 				if (children[i].pid == pid)
-					break;
-			if (i == 2)
-				continue;
-			children[i].pid = 0;
-			if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS)
-				log_warnx("the %s process (pid %d) violated "
-				    "its sandbox policy and was killed",
-				    proc_name(children[i].type), (int)pid);
-			else if (WIFSIGNALED(status))
-				log_warnx("the %s process (pid %d) died of "
-				    "signal %d", proc_name(children[i].type),
-				    (int)pid, WTERMSIG(status));
-			else
-				log_warnx("the %s process (pid %d) exited "
-				    "with status %d",
-				    proc_name(children[i].type), (int)pid,
-				    WEXITSTATUS(status));
-			shutdown_children(1);
+					child_died(&children[i], status);
 		}
 		break;
 	}
 }
 
+/* Stop both children, letting them drain for a bounded time, and exit. */
 static void
 shutdown_children(int failed)
 {
@@ -501,17 +805,18 @@ shutdown_children(int failed)
 	for (i = 0; i < 2; i++) {
 		if (children[i].pid <= 0)
 			continue;
-		for (tries = 0; tries < 50; tries++) {
+		for (tries = 0; tries < (DRAIN_MS + 1000) / 20; tries++) {
 			if (waitpid(children[i].pid, &status, WNOHANG) != 0)
 				break;
 			usleep(20000);
 		}
-		if (tries == 50) {
+		if (tries == (DRAIN_MS + 1000) / 20) {
 			kill(children[i].pid, SIGKILL);
 			waitpid(children[i].pid, &status, 0);
 		}
 		children[i].pid = 0;
 	}
+	audit("stop", "status", failed ? "failure" : "normal", NULL);
 	log_info("terminating");
 	exit(failed ? 1 : 0);
 }

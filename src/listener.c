@@ -18,7 +18,9 @@
 #include <unistd.h>
 
 #include "acl.h"
+#include "audit.h"
 #include "cache.h"
+#include "control.h"
 #include "dns.h"
 #include "dotproxyd.h"
 #include "imsg.h"
@@ -124,6 +126,10 @@ static void	 cquery_free(struct cquery *);
 static void	 timer_update(void);
 static void	 timer_fire(int, short, void *);
 static void	 apply_limits(void);
+static void	 upstream_lost(void);
+static void	 close_removed_sockets(void);
+static void	 drain_start(int, short, void *);
+static void	 drain_done(int, short, void *);
 static size_t	 client_limit(const struct cquery *);
 static int	 take_startup_fd(struct imsg *);
 static void	 add_socket(int, int, const struct sockaddr_storage *);
@@ -139,7 +145,9 @@ static LIST_HEAD(, request)	 reqs_by_key[REQ_HASH_SIZE];
 static struct event		 timer;
 static uint32_t			 next_qid = 1, hash_seed;
 static int			 nrequests, ntcpc;
-static int			 upstream_fd = -1;
+static int			 upstream_fd = -1, control_fd = -1;
+static int			 upstream_up, draining;
+static struct event		 ev_sigterm, drain_timer;
 static struct cache		*cache;
 static struct ratelimit		*ratelimit;
 struct listener_stats		 stats;
@@ -177,10 +185,12 @@ listener_main(int debug, int verbose)
 	if (imsgbuf_init(&parent.ibuf, PARENT_FD) == -1)
 		fatal("imsgbuf_init");
 	conf = proc_startup(&parent.ibuf, take_startup_fd);
-	if (upstream_fd == -1)
-		fatalx("no channel to the upstream process");
+	if (upstream_fd == -1 || control_fd == -1)
+		fatalx("start-up is missing the upstream channel or the "
+		    "control socket");
 	if (imsgbuf_init(&upstream.ibuf, upstream_fd) == -1)
 		fatal("imsgbuf_init");
+	upstream_up = 1;
 	hash_seed = arc4random();
 	for (i = 0; i < REQ_HASH_SIZE; i++) {
 		LIST_INIT(&reqs_by_id[i]);
@@ -188,10 +198,14 @@ listener_main(int debug, int verbose)
 	}
 
 	event_init();	/* its epoll descriptor is made before the filter */
+	signal_set(&ev_sigterm, SIGTERM, drain_start, NULL);
+	signal_add(&ev_sigterm, NULL);
 	apply_limits();
 	sandbox_drop(PROC_LISTENER, conf);
 
 	log_to_parent(&parent.ibuf, chan_kick_parent);
+	audit_to_parent(&parent.ibuf, chan_kick_parent);
+	control_init(control_fd);
 	parent.dispatch = parent_dispatch;
 	upstream.dispatch = upstream_dispatch;
 	chan_update(&parent);
@@ -277,6 +291,12 @@ take_startup_fd(struct imsg *imsg)
 		    SOCK_DGRAM : SOCK_STREAM, &ss);
 		imsg->fd = -1;
 		return 0;
+	case IMSG_SOCKET_CONTROL:
+		if (imsg->fd == -1 || imsg->len != 0 || control_fd != -1)
+			return -1;
+		control_fd = imsg->fd;
+		imsg->fd = -1;
+		return 0;
 	case IMSG_PEER_FD:
 		if (imsg->fd == -1 || imsg->len != 0 || upstream_fd != -1)
 			return -1;
@@ -292,8 +312,8 @@ chan_update(struct chan *c)
 {
 	short	events = EV_READ | (imsg_pending(&c->ibuf) ? EV_WRITE : 0);
 
-	if (c->dispatch == NULL)
-		return;
+	if (c->dispatch == NULL || c->ibuf.rbuf == NULL)
+		return;		/* not set up yet, or the peer is gone */
 	if (c->events == events && event_initialized(&c->ev))
 		return;
 	if (event_initialized(&c->ev))
@@ -350,8 +370,36 @@ parent_dispatch(int fd, short event, void *arg)
 				pending_conf = NULL;
 				log_setverbose(conf->verbose);
 				apply_limits();
+				close_removed_sockets();
 				log_info("new configuration applied");
 			}
+			break;
+		case IMSG_PEER_FD:
+			/* a new upstream process */
+			if (imsg.fd == -1 || imsg.len != 0)
+				fatalx("bad peer message from the parent");
+			if (upstream_up)
+				upstream_lost();
+			if (imsgbuf_init(&upstream.ibuf, imsg.fd) == -1)
+				fatal("imsgbuf_init");
+			imsg.fd = -1;
+			upstream_up = 1;
+			upstream.events = 0;
+			chan_update(&upstream);
+			log_info("connected to the new upstream process");
+			break;
+		case IMSG_CTL_LOG:
+			if (imsg.len != sizeof(int))
+				fatalx("bad log message from the parent");
+			memcpy(&r, imsg.data, sizeof(r));
+			conf->verbose = r;
+			log_setverbose(r);
+			break;
+		case IMSG_CTL_RESULT:
+			if (imsg.len == 0 || imsg.len > 1024 ||
+			    ((char *)imsg.data)[imsg.len - 1] != '\0')
+				fatalx("bad control result from the parent");
+			control_result(imsg.hdr.peerid, imsg.data);
 			break;
 		case IMSG_SOCKET_UDP:
 		case IMSG_SOCKET_TCP:
@@ -385,11 +433,14 @@ upstream_dispatch(int fd, short event, void *arg)
 	struct chan		*c = arg;
 	struct imsg		 imsg;
 	struct query_fail	 qf;
+	struct upstream_status	 us;
 	ssize_t			 n;
 
 	(void)fd;
-	if (!chan_io(c, event, "upstream process"))
-		fatalx("the upstream process closed its channel");
+	if (!chan_io(c, event, "upstream process")) {
+		upstream_lost();
+		return;
+	}
 	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
 		if (n == -1)
 			fatalx("malformed message from the upstream process");
@@ -406,6 +457,20 @@ upstream_dispatch(int fd, short event, void *arg)
 			memcpy(&qf, imsg.data, sizeof(qf));
 			qf.text[sizeof(qf.text) - 1] = '\0';
 			fail_request(imsg.hdr.peerid, qf.ede, qf.text);
+			break;
+		case IMSG_CTL_UPSTREAM:
+			if (imsg.len != sizeof(us) || imsg.fd != -1)
+				fatalx("bad status from the upstream process");
+			memcpy(&us, imsg.data, sizeof(us));
+			us.label[sizeof(us.label) - 1] = '\0';
+			us.tls_version[sizeof(us.tls_version) - 1] = '\0';
+			us.last_error[sizeof(us.last_error) - 1] = '\0';
+			control_upstream(imsg.hdr.peerid, &us);
+			break;
+		case IMSG_CTL_END:
+			if (imsg.len != 0 || imsg.fd != -1)
+				fatalx("bad status from the upstream process");
+			control_upstream_end(imsg.hdr.peerid);
 			break;
 		default:
 			fatalx("unexpected message %u from the upstream "
@@ -737,6 +802,8 @@ request_free(struct request *r)
 	TAILQ_REMOVE(&reqs_by_time, r, tentry);
 	nrequests--;
 	free(r);
+	if (draining == 1 && nrequests == 0)
+		drain_done(-1, 0, NULL);
 }
 
 static void
@@ -837,6 +904,11 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 			reply(cq, outbuf, len);
 			return;
 		}
+	}
+	if (!upstream_up || draining) {
+		reply_error(cq, DNS_RCODE_SERVFAIL, EDE_NOT_READY,
+		    draining ? "shutting down" : "upstream process restarting");
+		return;
 	}
 	if ((r = request_find_key(canon, clen, h)) != NULL)
 		stats.coalesced++;
@@ -987,4 +1059,142 @@ timer_fire(int fd, short event, void *arg)
 		    "no answer from any upstream in time");
 	}
 	timer_update();
+}
+
+/* The upstream process died: its queries fail now, not at the deadline. */
+static void
+upstream_lost(void)
+{
+	struct request	*r;
+
+	log_warnx("lost the upstream process");
+	upstream_up = 0;
+	if (event_initialized(&upstream.ev))
+		event_del(&upstream.ev);
+	upstream.events = 0;
+	imsgbuf_clear(&upstream.ibuf);
+	close(upstream.ibuf.fd);
+	while ((r = TAILQ_FIRST(&reqs_by_time)) != NULL)
+		fail_request(r->qid, EDE_NETWORK_ERROR,
+		    "upstream process restarting");
+}
+
+/* After a reload: stop serving addresses the config no longer lists. */
+static void
+close_removed_sockets(void)
+{
+	struct sock		*s, *next;
+	struct listen_conf	*l;
+	int			 found;
+
+	for (s = TAILQ_FIRST(&socks); s != NULL; s = next) {
+		next = TAILQ_NEXT(s, entry);
+		found = 0;
+		TAILQ_FOREACH(l, &conf->listens, entry)
+			if (memcmp(&l->ss, &s->ss, sizeof(s->ss)) == 0)
+				found = 1;
+		if (found)
+			continue;
+		event_del(&s->ev);
+		close(s->fd);
+		TAILQ_REMOVE(&socks, s, entry);
+		free(s);
+	}
+}
+
+/*
+ * SIGTERM: take no new queries, answer those in flight, then exit;
+ * after DRAIN_MS whatever is left gets SERVFAIL.
+ */
+static void
+drain_start(int sig, short event, void *arg)
+{
+	struct sock	*s;
+	struct timeval	 tv;
+
+	(void)sig;
+	(void)event;
+	(void)arg;
+	if (draining)
+		return;
+	draining = 1;
+	TAILQ_FOREACH(s, &socks, entry)
+		event_del(&s->ev);
+	if (nrequests == 0) {
+		drain_done(-1, 0, NULL);
+		return;
+	}
+	log_info("draining %d queries in flight", nrequests);
+	tv.tv_sec = DRAIN_MS / 1000;
+	tv.tv_usec = (DRAIN_MS % 1000) * 1000;
+	evtimer_set(&drain_timer, drain_done, NULL);
+	evtimer_add(&drain_timer, &tv);
+}
+
+static void
+drain_done(int fd, short event, void *arg)
+{
+	struct request	*r;
+	struct tcpc	*tc;
+
+	(void)fd;
+	(void)event;
+	(void)arg;
+	draining = 2;	/* request_free must not come back here */
+	while ((r = TAILQ_FIRST(&reqs_by_time)) != NULL)
+		fail_request(r->qid, EDE_NOT_READY, "shutting down");
+	TAILQ_FOREACH(tc, &tcpcs, entry)
+		if (!TAILQ_EMPTY(&tc->out))
+			tcp_write(tc->fd, EV_WRITE, tc);
+	(void)imsg_flush(&parent.ibuf);
+	exit(0);
+}
+
+int
+listener_to_parent(uint32_t type, uint32_t id, const void *data, size_t len)
+{
+	if (imsg_compose(&parent.ibuf, type, id, -1, data, len) == -1)
+		return -1;
+	chan_update(&parent);
+	return 0;
+}
+
+int
+listener_to_upstream(uint32_t type, uint32_t id)
+{
+	if (!upstream_up ||
+	    imsg_compose(&upstream.ibuf, type, id, -1, NULL, 0) == -1)
+		return -1;
+	chan_update(&upstream);
+	return 0;
+}
+
+int
+listener_upstream_ok(void)
+{
+	return upstream_up;
+}
+
+void
+listener_cache_flush(void)
+{
+	if (cache != NULL)
+		cache_flush(cache);
+	log_info("cache flushed");
+}
+
+int
+listener_cache_stats(struct cache_stats *cs)
+{
+	if (cache == NULL)
+		return -1;
+	cache_get_stats(cache, cs);
+	return 0;
+}
+
+void
+listener_gauges(int *tcp, int *inflight)
+{
+	*tcp = ntcpc;
+	*inflight = nrequests;
 }

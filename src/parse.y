@@ -88,7 +88,7 @@ grammar		: /* empty */
 		| grammar include '\n'
 		| grammar varset '\n'
 		| grammar main '\n'
-		| grammar error '\n'		{ file->errors++; }
+		| grammar error '\n'		{ yyerrok; }
 		;
 
 include		: INCLUDE STRING {
@@ -386,6 +386,7 @@ lookup(char *s)
 #define DONE_EXPAND	2
 
 static int	 expanding;
+static int	 at_eof;
 static unsigned char	*parsebuf;
 static int	 parseindex;
 static unsigned char	 pushback_buffer[MAX_WORD];
@@ -616,8 +617,14 @@ nodigits:
 		yylval.lineno = file->lineno;
 		file->lineno++;
 	}
-	if (c == EOF)
+	if (c == EOF) {
+		/* a last line without its newline still ends a statement */
+		if (!at_eof) {
+			at_eof = 1;
+			return '\n';
+		}
 		return 0;
+	}
 	return c;
 }
 
@@ -972,6 +979,7 @@ parse_config(const char *filename, int missing_ok)
 		return NULL;
 	}
 	topfile = file;
+	at_eof = 0;
 
 	yyparse();
 	errors = file->errors;
@@ -990,19 +998,19 @@ parse_config(const char *filename, int missing_ok)
 }
 
 static void
-print_quoted(const char *s)
+print_quoted(FILE *f, const char *s)
 {
-	putchar('"');
+	fputc('"', f);
 	for (; *s; s++) {
 		if (*s == '"' || *s == '\\')
-			putchar('\\');
-		putchar(*s);
+			fputc('\\', f);
+		fputc(*s, f);
 	}
-	putchar('"');
+	fputc('"', f);
 }
 
 static void
-print_addr_port(const struct sockaddr_storage *ss, int defport)
+print_addr_port(FILE *f, const struct sockaddr_storage *ss, int defport)
 {
 	char		 host[INET6_ADDRSTRLEN];
 	const void	*addr;
@@ -1016,14 +1024,14 @@ print_addr_port(const struct sockaddr_storage *ss, int defport)
 		port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
 	}
 	inet_ntop(ss->ss_family, addr, host, sizeof(host));
-	printf("%s", host);
+	fprintf(f, "%s", host);
 	if (port != defport)
-		printf(" port %d", port);
+		fprintf(f, " port %d", port);
 }
 
 /* The effective config, in the language parse_config() reads. */
 void
-print_config(const struct dotproxyd_conf *c)
+print_config(FILE *f, const struct dotproxyd_conf *c)
 {
 	const struct listen_conf	*l;
 	const struct upstream_conf	*u;
@@ -1032,49 +1040,49 @@ print_config(const struct dotproxyd_conf *c)
 	int				 i;
 
 	TAILQ_FOREACH(l, &c->listens, entry) {
-		printf("listen on ");
-		print_addr_port(&l->ss, DEFAULT_DNS_PORT);
-		printf("\n");
+		fprintf(f, "listen on ");
+		print_addr_port(f, &l->ss, DEFAULT_DNS_PORT);
+		fprintf(f, "\n");
 	}
 	TAILQ_FOREACH(u, &c->upstreams, entry) {
-		printf("upstream ");
-		print_addr_port(&u->ss, DEFAULT_DOT_PORT);
-		printf(" name ");
-		print_quoted(u->name);
+		fprintf(f, "upstream ");
+		print_addr_port(f, &u->ss, DEFAULT_DOT_PORT);
+		fprintf(f, " name ");
+		print_quoted(f, u->name);
 		for (i = 0; i < u->npins; i++) {
 			b64_ntop(u->pins[i], SPKI_HASH_LEN, b64, sizeof(b64));
-			printf(" pin sha256 \"%s\"", b64);
+			fprintf(f, " pin sha256 \"%s\"", b64);
 		}
-		printf("\n");
+		fprintf(f, "\n");
 	}
-	printf("tls ca ");
-	print_quoted(c->tls_ca);
-	printf("\ntls connections %d\n", c->tls_connections);
+	fprintf(f, "tls ca ");
+	print_quoted(f, c->tls_ca);
+	fprintf(f, "\ntls connections %d\n", c->tls_connections);
 	TAILQ_FOREACH(a, &c->acls, entry) {
 		inet_ntop(a->af, a->addr, host, sizeof(host));
-		printf("allow from %s/%d\n", host, a->plen);
+		fprintf(f, "allow from %s/%d\n", host, a->plen);
 	}
-	printf("user ");
-	print_quoted(c->user);
-	printf("\nchroot ");
-	print_quoted(c->chroot);
-	printf("\n");
+	fprintf(f, "user ");
+	print_quoted(f, c->user);
+	fprintf(f, "\nchroot ");
+	print_quoted(f, c->chroot);
+	fprintf(f, "\n");
 	if (c->cache_size)
-		printf("cache size %d\n", c->cache_size);
+		fprintf(f, "cache size %d\n", c->cache_size);
 	else
-		printf("cache off\n");
+		fprintf(f, "cache off\n");
 	if (c->ratelimit)
-		printf("ratelimit %d per second burst %d\n", c->ratelimit,
+		fprintf(f, "ratelimit %d per second burst %d\n", c->ratelimit,
 		    c->ratelimit_burst);
-	printf("control socket ");
-	print_quoted(c->control_path);
-	printf("\n");
+	fprintf(f, "control socket ");
+	print_quoted(f, c->control_path);
+	fprintf(f, "\n");
 	if (c->audit_log[0]) {
-		printf("audit log ");
-		print_quoted(c->audit_log);
-		printf("\n");
+		fprintf(f, "audit log ");
+		print_quoted(f, c->audit_log);
+		fprintf(f, "\n");
 	}
 	if (c->log_queries)
-		printf("log queries%s\n", c->log_queries == 2 ?
+		fprintf(f, "log queries%s\n", c->log_queries == 2 ?
 		    " anonymize" : "");
 }

@@ -28,6 +28,22 @@ set_limit(int resource, rlim_t value, const char *what)
 		fatal("sandbox: setrlimit %s", what);
 }
 
+/* Ask the kernel itself: is every capability gone from the bounding set? */
+static int
+bounding_set_empty(void)
+{
+	int	cap, r;
+
+	for (cap = 0; cap < 64; cap++) {
+		r = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+		if (r == -1 && errno == EINVAL)
+			break;		/* past the last capability */
+		if (r != 0)
+			return 0;
+	}
+	return 1;
+}
+
 void
 sandbox_drop(enum proc_type type, const struct dotproxyd_conf *c)
 {
@@ -40,8 +56,9 @@ sandbox_drop(enum proc_type type, const struct dotproxyd_conf *c)
 		fatal("sandbox: chdir /");
 	/* the bounding set needs CAP_SETPCAP, so it goes while still root */
 	capng_clear(CAPNG_SELECT_ALL);
-	if (capng_apply(CAPNG_SELECT_BOUNDS) == -1)
-		fatalx("sandbox: clearing the capability bounding set");
+	if (capng_apply(CAPNG_SELECT_BOUNDS) == -1 || !bounding_set_empty())
+		fatalx("sandbox: clearing the capability bounding set "
+		    "(does the parent hold CAP_SETPCAP?)");
 	if (setgroups(1, &c->gid) == -1)
 		fatal("sandbox: setgroups");
 	if (setresgid(c->gid, c->gid, c->gid) == -1)

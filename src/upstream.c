@@ -28,6 +28,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "audit.h"
 #include "dns.h"
 #include "dotproxyd.h"
 #include "imsg.h"
@@ -91,6 +92,8 @@ struct upstream {
 	struct timespec		 down_until;
 	enum fail_kind		 last_fail;
 	char			 last_error[96];
+	struct upstream_status	 st;	/* counters for status and metrics */
+	int			 announced_down;
 };
 
 struct chan {
@@ -115,6 +118,8 @@ static void	 conn_send(struct conn *, struct uquery *);
 static int	 take_startup_fd(struct imsg *);
 static void	 retry_timer(int, short, void *);
 static void	 retry_update(void);
+static void	 listener_lost(void);
+static void	 send_status(uint32_t);
 
 static struct dotproxyd_conf	*conf, *pending_conf;
 static struct chan		 parent, listener;
@@ -123,6 +128,7 @@ static TAILQ_HEAD(, uquery)	 sentq = TAILQ_HEAD_INITIALIZER(sentq);
 static struct tls_config	*tlscfg;
 static struct event		 rtimer;
 static int			 listener_fd = -1, ca_fd = -1, nqueries;
+static int			 listener_up;
 static uint8_t			*ca_mem;
 static size_t			 ca_len;
 
@@ -205,6 +211,7 @@ upstream_main(int debug, int verbose)
 		fatalx("start-up is missing the listener channel or the CA");
 	if (imsgbuf_init(&listener.ibuf, listener_fd) == -1)
 		fatal("imsgbuf_init");
+	listener_up = 1;
 	read_ca();
 
 	if ((tlscfg = tls_config_new()) == NULL)
@@ -219,6 +226,7 @@ upstream_main(int debug, int verbose)
 	sandbox_drop(PROC_UPSTREAM, conf);
 
 	log_to_parent(&parent.ibuf, chan_kick_parent);
+	audit_to_parent(&parent.ibuf, chan_kick_parent);
 	parent.dispatch = parent_dispatch;
 	listener.dispatch = listener_dispatch;
 	chan_update(&parent);
@@ -259,8 +267,8 @@ chan_update(struct chan *c)
 {
 	short	events = EV_READ | (imsg_pending(&c->ibuf) ? EV_WRITE : 0);
 
-	if (c->dispatch == NULL)
-		return;
+	if (c->dispatch == NULL || c->ibuf.rbuf == NULL)
+		return;		/* not set up yet, or the peer is gone */
 	if (c->events == events && event_initialized(&c->ev))
 		return;
 	if (event_initialized(&c->ev))
@@ -380,6 +388,27 @@ parent_dispatch(int fd, short event, void *arg)
 				log_info("new configuration applied");
 			}
 			break;
+		case IMSG_PEER_FD:
+			/* a new listener process */
+			if (imsg.fd == -1 || imsg.len != 0)
+				fatalx("bad peer message from the parent");
+			if (listener_up)
+				listener_lost();
+			if (imsgbuf_init(&listener.ibuf, imsg.fd) == -1)
+				fatal("imsgbuf_init");
+			imsg.fd = -1;
+			listener_up = 1;
+			listener.events = 0;
+			chan_update(&listener);
+			log_info("connected to the new listener process");
+			break;
+		case IMSG_CTL_LOG:
+			if (imsg.len != sizeof(r))
+				fatalx("bad log message from the parent");
+			memcpy(&r, imsg.data, sizeof(r));
+			conf->verbose = r;
+			log_setverbose(r);
+			break;
 		default:
 			fatalx("unexpected message %u from the parent",
 			    imsg.hdr.type);
@@ -398,11 +427,19 @@ listener_dispatch(int fd, short event, void *arg)
 	ssize_t		 n;
 
 	(void)fd;
-	if (!chan_io(c, event, "listener"))
-		fatalx("the listener closed its channel");
+	if (!chan_io(c, event, "listener")) {
+		listener_lost();
+		return;
+	}
 	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
 		if (n == -1)
 			fatalx("malformed message from the listener");
+		if (imsg.hdr.type == IMSG_CTL_STATUS && imsg.len == 0 &&
+		    imsg.fd == -1) {
+			send_status(imsg.hdr.peerid);
+			imsg_free(&imsg);
+			continue;
+		}
 		if (imsg.hdr.type != IMSG_QUERY || imsg.fd != -1)
 			fatalx("unexpected message %u from the listener",
 			    imsg.hdr.type);
@@ -591,6 +628,9 @@ conn_send(struct conn *c, struct uquery *uq)
 	uq->conn = c;
 	uq->tries++;
 	uq->last = c->up;
+	c->up->st.queries++;
+	if (uq->tries > 1)
+		c->up->st.retries++;
 	now(&uq->sent);
 	TAILQ_INSERT_TAIL(&sentq, uq, entry);
 	if (TAILQ_FIRST(&sentq) == uq)
@@ -650,6 +690,17 @@ upstream_failed(struct upstream *u, enum fail_kind kind, const char *why)
 	u->failures++;
 	u->last_fail = kind;
 	strlcpy(u->last_error, why, sizeof(u->last_error));
+	u->st.failures++;
+	if (kind == F_AUTH) {
+		u->st.auth_failures++;
+		audit("upstream-auth-failure", "upstream", u->label,
+		    "reason", why, NULL);
+	}
+	if (!u->announced_down) {
+		u->announced_down = 1;
+		audit("upstream-down", "upstream", u->label, "reason", why,
+		    NULL);
+	}
 	ms = 500LL << (u->failures > 8 ? 8 : u->failures - 1);
 	if (ms > BACKOFF_MAX_MS)
 		ms = BACKOFF_MAX_MS;
@@ -841,6 +892,15 @@ handshake(struct conn *c)
 	}
 	c->state = C_READY;
 	u->failures = 0;
+	u->st.handshakes++;
+	if (tls_conn_session_resumed(c->tls))
+		u->st.resumed++;
+	strlcpy(u->st.tls_version, tls_conn_version(c->tls),
+	    sizeof(u->st.tls_version));
+	if (u->announced_down) {
+		u->announced_down = 0;
+		audit("upstream-up", "upstream", u->label, NULL);
+	}
 	log_info("upstream %s: connected, %s, %s", u->label,
 	    tls_conn_version(c->tls), tls_conn_cipher(c->tls));
 	set_timeout(c, IDLE_MS);
@@ -869,14 +929,19 @@ conn_answer(struct conn *c, const uint8_t *a, size_t alen)
 	if (uq == NULL || uq->id != id) {
 		log_debug("upstream %s: dropped an unsolicited answer",
 		    c->up->label);
+		c->up->st.dropped++;
 		return;
 	}
 	if (dns_parse(a, alen, &am) == -1 ||
 	    !dns_answers_question(a, alen, &am, uq->q, uq->qlen, &uq->qm)) {
 		log_warnx("upstream %s: dropped an answer that does not "
 		    "match its question", c->up->label);
+		c->up->st.dropped++;
 		return;
 	}
+	c->up->st.answers++;
+	c->up->st.latency_ms = (int)((c->up->st.latency_ms * 7 +
+	    ms_since(&uq->sent)) / 8);
 	if (imsg_compose(&listener.ibuf, IMSG_ANSWER, uq->qid, -1, a,
 	    am.end) == -1) {
 		log_warn("imsg_compose");
@@ -1017,4 +1082,54 @@ retry_timer(int fd, short event, void *arg)
 			query_dispatch(uq);
 	}
 	retry_update();
+}
+
+/* The listener died: nobody waits for what is in flight any more. */
+static void
+listener_lost(void)
+{
+	struct upstream	*u;
+	struct uquery	*uq;
+
+	log_warnx("lost the listener process");
+	listener_up = 0;
+	if (event_initialized(&listener.ev))
+		event_del(&listener.ev);
+	listener.events = 0;
+	imsgbuf_clear(&listener.ibuf);
+	close(listener.ibuf.fd);
+	while ((uq = TAILQ_FIRST(&sentq)) != NULL)
+		query_done(uq);
+	TAILQ_FOREACH(u, &upstreams, entry)
+		while ((uq = TAILQ_FIRST(&u->waiting)) != NULL) {
+			TAILQ_REMOVE(&u->waiting, uq, entry);
+			query_done(uq);
+		}
+}
+
+static void
+send_status(uint32_t id)
+{
+	struct upstream	*u;
+	int		 i;
+
+	TAILQ_FOREACH(u, &upstreams, entry) {
+		strlcpy(u->st.label, u->label, sizeof(u->st.label));
+		strlcpy(u->st.last_error, u->last_error,
+		    sizeof(u->st.last_error));
+		u->st.up = !is_down(u);
+		u->st.conns = 0;
+		u->st.inflight = 0;
+		for (i = 0; i < u->nconns; i++) {
+			if (u->conns[i].state == C_READY)
+				u->st.conns++;
+			u->st.inflight += u->conns[i].ninflight;
+		}
+		if (imsg_compose(&listener.ibuf, IMSG_CTL_UPSTREAM, id, -1,
+		    &u->st, sizeof(u->st)) == -1)
+			log_warn("imsg_compose");
+	}
+	if (imsg_compose(&listener.ibuf, IMSG_CTL_END, id, -1, NULL, 0) == -1)
+		log_warn("imsg_compose");
+	chan_update(&listener);
 }

@@ -1,0 +1,24 @@
+#ifndef DOTPROXYD_AUDIT_H
+#define DOTPROXYD_AUDIT_H
+
+#include <stddef.h>
+
+#define AUDIT_KV_MAX	1024
+
+/* An audit event as a child sends it: fields as key NUL value NUL ... */
+struct audit_msg {
+	char	event[32];
+	char	kv[AUDIT_KV_MAX];
+	size_t	kvlen;
+};
+
+struct imsgbuf;
+
+int	 audit_open(const char *);
+void	 audit_close(void);
+void	 audit_write(const char *, const char *, const char *, size_t);
+void	 audit(const char *, ...) __attribute__((__sentinel__));
+void	 audit_to_parent(struct imsgbuf *, void (*)(void));
+size_t	 json_escape(char *, size_t, const char *);
+
+#endif /* DOTPROXYD_AUDIT_H */

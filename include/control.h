@@ -1,0 +1,24 @@
+#ifndef DOTPROXYD_CONTROL_H
+#define DOTPROXYD_CONTROL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct upstream_status;
+struct cache_stats;
+
+/* control.c, in the listener */
+void	 control_init(int);
+void	 control_upstream(uint32_t, const struct upstream_status *);
+void	 control_upstream_end(uint32_t);
+void	 control_result(uint32_t, const char *);
+
+/* what control.c asks of the listener */
+int	 listener_to_parent(uint32_t, uint32_t, const void *, size_t);
+int	 listener_to_upstream(uint32_t, uint32_t);
+void	 listener_cache_flush(void);
+int	 listener_cache_stats(struct cache_stats *);
+int	 listener_upstream_ok(void);
+void	 listener_gauges(int *, int *);
+
+#endif /* DOTPROXYD_CONTROL_H */

@@ -1,0 +1,480 @@
+/*
+ * The control socket, served by the listener.  The parent created it;
+ * the file's mode lets root and the daemon's group connect, and the
+ * peer's credentials decide what it may do: anyone who can connect may
+ * read (status, stats, metrics), only root may change (reload, flush,
+ * log).  One command per connection, a text answer, then close.
+ */
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <event.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "cache.h"
+#include "control.h"
+#include "dns.h"
+#include "dotproxyd.h"
+#include "imsg.h"
+#include "log.h"
+#include "stats.h"
+
+#define CTL_MAX_CONNS	16
+#define CTL_CMD_MAX	128
+#define CTL_TIMEOUT	5
+
+enum ctl_wait { W_NONE, W_UPSTREAM, W_PARENT };
+
+struct ctl {
+	TAILQ_ENTRY(ctl)	 entry;
+	uint32_t		 id;
+	int			 fd;
+	uid_t			 uid;
+	struct event		 ev;
+	struct event		 tmo;
+	char			 cmd[CTL_CMD_MAX];
+	size_t			 cmdlen;
+	enum ctl_wait		 wait;
+	struct upstream_status	*ups;
+	int			 nups;
+	char			*out;
+	size_t			 outlen;
+	size_t			 outoff;
+	FILE			*f;
+};
+
+static void	 ctl_accept(int, short, void *);
+static void	 ctl_read(int, short, void *);
+static void	 ctl_write(int, short, void *);
+static void	 ctl_timeout(int, short, void *);
+static void	 ctl_close(struct ctl *);
+static void	 ctl_run(struct ctl *);
+static void	 ctl_finish(struct ctl *);
+
+static TAILQ_HEAD(, ctl)	 ctls = TAILQ_HEAD_INITIALIZER(ctls);
+static struct event		 accept_ev;
+static uint32_t			 next_id = 1;
+static int			 nctls;
+
+static const char *rcode_names[16] = {
+	"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
+	"YXDOMAIN", "YXRRSET", "NXRRSET", "NOTAUTH", "NOTZONE", "DSOTYPENI",
+	"RCODE12", "RCODE13", "RCODE14", "RCODE15"
+};
+
+void
+control_init(int fd)
+{
+	event_set(&accept_ev, fd, EV_READ | EV_PERSIST, ctl_accept, NULL);
+	event_add(&accept_ev, NULL);
+}
+
+static struct ctl *
+ctl_find(uint32_t id)
+{
+	struct ctl	*c;
+
+	TAILQ_FOREACH(c, &ctls, entry)
+		if (c->id == id)
+			return c;
+	return NULL;
+}
+
+static void
+ctl_accept(int fd, short event, void *arg)
+{
+	struct ctl	*c;
+	struct ucred	 cred;
+	struct timeval	 tv = { CTL_TIMEOUT, 0 };
+	socklen_t	 len = sizeof(cred);
+	int		 s;
+
+	(void)event;
+	(void)arg;
+	if ((s = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) == -1)
+		return;
+	if (nctls >= CTL_MAX_CONNS ||
+	    getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1 ||
+	    (c = calloc(1, sizeof(*c))) == NULL) {
+		close(s);
+		return;
+	}
+	c->id = next_id++;
+	c->fd = s;
+	c->uid = cred.uid;
+	event_set(&c->ev, s, EV_READ | EV_PERSIST, ctl_read, c);
+	event_add(&c->ev, NULL);
+	evtimer_set(&c->tmo, ctl_timeout, c);
+	evtimer_add(&c->tmo, &tv);
+	TAILQ_INSERT_TAIL(&ctls, c, entry);
+	nctls++;
+}
+
+static void
+ctl_close(struct ctl *c)
+{
+	event_del(&c->ev);
+	evtimer_del(&c->tmo);
+	close(c->fd);
+	if (c->f != NULL)
+		fclose(c->f);
+	free(c->out);
+	free(c->ups);
+	TAILQ_REMOVE(&ctls, c, entry);
+	nctls--;
+	free(c);
+}
+
+static void
+ctl_timeout(int fd, short event, void *arg)
+{
+	(void)fd;
+	(void)event;
+	ctl_close(arg);
+}
+
+static void
+ctl_read(int fd, short event, void *arg)
+{
+	struct ctl	*c = arg;
+	ssize_t		 n;
+	char		*nl;
+
+	(void)event;
+	n = read(fd, c->cmd + c->cmdlen, sizeof(c->cmd) - 1 - c->cmdlen);
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0 && c->cmdlen == 0) {
+		ctl_close(c);
+		return;
+	}
+	if (n > 0)
+		c->cmdlen += (size_t)n;
+	c->cmd[c->cmdlen] = '\0';
+	if ((nl = strchr(c->cmd, '\n')) == NULL && n > 0 &&
+	    c->cmdlen < sizeof(c->cmd) - 1)
+		return;		/* more to come */
+	if (nl != NULL)
+		*nl = '\0';
+	event_del(&c->ev);
+	if ((c->f = open_memstream(&c->out, &c->outlen)) == NULL) {
+		ctl_close(c);
+		return;
+	}
+	ctl_run(c);
+}
+
+static int
+is_root(struct ctl *c)
+{
+	if (c->uid == 0)
+		return 1;
+	fprintf(c->f, "error: permission denied: \"%s\" needs root\n",
+	    c->cmd);
+	return 0;
+}
+
+static void
+print_stats(FILE *f)
+{
+	struct cache_stats	cs;
+	int			i, tcp, inflight;
+
+	listener_gauges(&tcp, &inflight);
+	fprintf(f, "%-28s %12s\n", "queries", "count");
+	fprintf(f, "%-28s %12llu\n", "  udp",
+	    (unsigned long long)stats.queries_udp);
+	fprintf(f, "%-28s %12llu\n", "  tcp",
+	    (unsigned long long)stats.queries_tcp);
+	fprintf(f, "%-28s %12s\n", "answers by rcode", "");
+	for (i = 0; i < 16; i++)
+		if (stats.rcode[i])
+			fprintf(f, "  %-26s %12llu\n", rcode_names[i],
+			    (unsigned long long)stats.rcode[i]);
+	if (listener_cache_stats(&cs) == 0) {
+		fprintf(f, "%-28s %12llu\n", "cache hits",
+		    (unsigned long long)cs.hits);
+		fprintf(f, "%-28s %12llu\n", "cache misses",
+		    (unsigned long long)cs.misses);
+		fprintf(f, "%-28s %12zu\n", "cache entries", cs.entries);
+		fprintf(f, "%-28s %12zu\n", "cache bytes", cs.bytes);
+		fprintf(f, "%-28s %12llu\n", "cache evictions",
+		    (unsigned long long)cs.evictions);
+	} else
+		fprintf(f, "%-28s %12s\n", "cache", "off");
+	fprintf(f, "%-28s %12llu\n", "coalesced",
+	    (unsigned long long)stats.coalesced);
+	fprintf(f, "%-28s %12llu\n", "refused (access list)",
+	    (unsigned long long)stats.refused_acl);
+	fprintf(f, "%-28s %12llu\n", "rate-limited",
+	    (unsigned long long)stats.ratelimited);
+	fprintf(f, "%-28s %12llu\n", "dropped (not queries)",
+	    (unsigned long long)stats.dropped);
+	fprintf(f, "%-28s %12llu\n", "upstream errors: unreachable",
+	    (unsigned long long)stats.upstream_fail[0]);
+	fprintf(f, "%-28s %12llu\n", "upstream errors: network",
+	    (unsigned long long)stats.upstream_fail[1]);
+	fprintf(f, "%-28s %12llu\n", "upstream errors: other",
+	    (unsigned long long)stats.upstream_fail[2]);
+	fprintf(f, "%-28s %12d\n", "tcp clients now", tcp);
+	fprintf(f, "%-28s %12d\n", "queries in flight now", inflight);
+}
+
+static void
+print_status(FILE *f, const struct upstream_status *u, int n)
+{
+	int	i;
+
+	fprintf(f, "%-40s %-5s %5s %8s %7s %-8s %8s %8s %8s\n", "upstream",
+	    "state", "conns", "inflight", "latency", "tls", "resumed",
+	    "handshk", "failures");
+	for (i = 0; i < n; i++)
+		fprintf(f, "%-40.40s %-5s %5d %8d %5dms %-8s %8llu %8llu "
+		    "%8llu\n", u[i].label, u[i].up ? "up" : "down",
+		    u[i].conns, u[i].inflight, u[i].latency_ms,
+		    u[i].tls_version[0] ? u[i].tls_version : "-",
+		    (unsigned long long)u[i].resumed,
+		    (unsigned long long)u[i].handshakes,
+		    (unsigned long long)u[i].failures);
+	for (i = 0; i < n; i++)
+		if (u[i].last_error[0])
+			fprintf(f, "%s: last error: %s\n", u[i].label,
+			    u[i].last_error);
+}
+
+/* A Prometheus label value: backslash, quote and newline escaped. */
+static void
+label(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			fputc('\\', f);
+		if (*s == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*s, f);
+	}
+}
+
+static void
+metric(FILE *f, const char *name, const char *type, const char *help)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void
+print_metrics(FILE *f, const struct upstream_status *u, int n)
+{
+	struct cache_stats	cs;
+	int			i, tcp, inflight;
+
+	listener_gauges(&tcp, &inflight);
+	metric(f, "dotproxyd_queries_total", "counter",
+	    "Client queries received.");
+	fprintf(f, "dotproxyd_queries_total{protocol=\"udp\"} %llu\n",
+	    (unsigned long long)stats.queries_udp);
+	fprintf(f, "dotproxyd_queries_total{protocol=\"tcp\"} %llu\n",
+	    (unsigned long long)stats.queries_tcp);
+	metric(f, "dotproxyd_answers_total", "counter",
+	    "Answers sent to clients, by rcode.");
+	for (i = 0; i < 16; i++)
+		if (stats.rcode[i] || i <= DNS_RCODE_REFUSED)
+			fprintf(f, "dotproxyd_answers_total{rcode=\"%s\"} "
+			    "%llu\n", rcode_names[i],
+			    (unsigned long long)stats.rcode[i]);
+	if (listener_cache_stats(&cs) == 0) {
+		metric(f, "dotproxyd_cache_hits_total", "counter",
+		    "Answers served from the cache.");
+		fprintf(f, "dotproxyd_cache_hits_total %llu\n",
+		    (unsigned long long)cs.hits);
+		metric(f, "dotproxyd_cache_misses_total", "counter",
+		    "Cache lookups that found nothing.");
+		fprintf(f, "dotproxyd_cache_misses_total %llu\n",
+		    (unsigned long long)cs.misses);
+		metric(f, "dotproxyd_cache_entries", "gauge",
+		    "Answers in the cache.");
+		fprintf(f, "dotproxyd_cache_entries %zu\n", cs.entries);
+	}
+	metric(f, "dotproxyd_refused_total", "counter",
+	    "Queries refused by the access list.");
+	fprintf(f, "dotproxyd_refused_total %llu\n",
+	    (unsigned long long)stats.refused_acl);
+	metric(f, "dotproxyd_ratelimited_total", "counter",
+	    "Queries over a client's rate limit.");
+	fprintf(f, "dotproxyd_ratelimited_total %llu\n",
+	    (unsigned long long)stats.ratelimited);
+	metric(f, "dotproxyd_upstream_errors_total", "counter",
+	    "Queries answered SERVFAIL because of the upstreams, by kind.");
+	fprintf(f, "dotproxyd_upstream_errors_total{kind=\"unreachable\"} "
+	    "%llu\n", (unsigned long long)stats.upstream_fail[0]);
+	fprintf(f, "dotproxyd_upstream_errors_total{kind=\"network\"} %llu\n",
+	    (unsigned long long)stats.upstream_fail[1]);
+	fprintf(f, "dotproxyd_upstream_errors_total{kind=\"other\"} %llu\n",
+	    (unsigned long long)stats.upstream_fail[2]);
+	metric(f, "dotproxyd_tcp_clients", "gauge",
+	    "Open client TCP connections.");
+	fprintf(f, "dotproxyd_tcp_clients %d\n", tcp);
+	metric(f, "dotproxyd_inflight", "gauge",
+	    "Queries waiting for an upstream answer.");
+	fprintf(f, "dotproxyd_inflight %d\n", inflight);
+	metric(f, "dotproxyd_upstream_up", "gauge",
+	    "1 if the upstream is in use, 0 while it backs off.");
+	for (i = 0; i < n; i++) {
+		fprintf(f, "dotproxyd_upstream_up{upstream=\"");
+		label(f, u[i].label);
+		fprintf(f, "\"} %d\n", u[i].up);
+	}
+	metric(f, "dotproxyd_upstream_queries_total", "counter",
+	    "Queries sent to the upstream.");
+	for (i = 0; i < n; i++) {
+		fprintf(f, "dotproxyd_upstream_queries_total{upstream=\"");
+		label(f, u[i].label);
+		fprintf(f, "\"} %llu\n", (unsigned long long)u[i].queries);
+	}
+	metric(f, "dotproxyd_upstream_failures_total", "counter",
+	    "Failed connections and handshakes.");
+	for (i = 0; i < n; i++) {
+		fprintf(f, "dotproxyd_upstream_failures_total{upstream=\"");
+		label(f, u[i].label);
+		fprintf(f, "\"} %llu\n", (unsigned long long)u[i].failures);
+	}
+	metric(f, "dotproxyd_upstream_latency_milliseconds", "gauge",
+	    "Moving average of the upstream's answer time.");
+	for (i = 0; i < n; i++) {
+		fprintf(f, "dotproxyd_upstream_latency_milliseconds"
+		    "{upstream=\"");
+		label(f, u[i].label);
+		fprintf(f, "\"} %d\n", u[i].latency_ms);
+	}
+}
+
+static void
+ctl_run(struct ctl *c)
+{
+	char	 uid[16];
+	int	 v;
+
+	snprintf(uid, sizeof(uid), "%u", (unsigned)c->uid);
+	audit("control", "uid", uid, "command", c->cmd, NULL);
+	if (strcmp(c->cmd, "stats") == 0)
+		print_stats(c->f);
+	else if (strcmp(c->cmd, "status") == 0 ||
+	    strcmp(c->cmd, "metrics") == 0) {
+		if (listener_upstream_ok() &&
+		    listener_to_upstream(IMSG_CTL_STATUS, c->id) == 0) {
+			c->wait = W_UPSTREAM;
+			return;
+		}
+		if (c->cmd[0] == 's')
+			fprintf(c->f, "error: the upstream process is not "
+			    "running\n");
+		else
+			print_metrics(c->f, NULL, 0);
+	} else if (strcmp(c->cmd, "reload") == 0) {
+		if (is_root(c)) {
+			if (listener_to_parent(IMSG_CTL_RELOAD, c->id, NULL,
+			    0) == 0) {
+				c->wait = W_PARENT;
+				return;
+			}
+			fprintf(c->f, "error: cannot reach the parent\n");
+		}
+	} else if (strcmp(c->cmd, "flush") == 0) {
+		if (is_root(c)) {
+			listener_cache_flush();
+			fprintf(c->f, "cache flushed\n");
+		}
+	} else if (strcmp(c->cmd, "log verbose") == 0 ||
+	    strcmp(c->cmd, "log brief") == 0) {
+		if (is_root(c)) {
+			v = c->cmd[4] == 'v';
+			if (listener_to_parent(IMSG_CTL_LOG, 0, &v,
+			    sizeof(v)) == 0)
+				fprintf(c->f, "logging %s\n", v ? "verbose" :
+				    "brief");
+			else
+				fprintf(c->f, "error: cannot reach the "
+				    "parent\n");
+		}
+	} else
+		fprintf(c->f, "error: unknown command \"%s\"\n", c->cmd);
+	ctl_finish(c);
+}
+
+static void
+ctl_finish(struct ctl *c)
+{
+	c->wait = W_NONE;
+	fclose(c->f);
+	c->f = NULL;
+	c->outoff = 0;
+	event_set(&c->ev, c->fd, EV_WRITE | EV_PERSIST, ctl_write, c);
+	event_add(&c->ev, NULL);
+}
+
+static void
+ctl_write(int fd, short event, void *arg)
+{
+	struct ctl	*c = arg;
+	ssize_t		 n;
+
+	(void)event;
+	n = write(fd, c->out + c->outoff, c->outlen - c->outoff);
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		ctl_close(c);
+		return;
+	}
+	c->outoff += (size_t)n;
+	if (c->outoff == c->outlen)
+		ctl_close(c);
+}
+
+void
+control_upstream(uint32_t id, const struct upstream_status *u)
+{
+	struct ctl		*c;
+	struct upstream_status	*p;
+
+	if ((c = ctl_find(id)) == NULL || c->wait != W_UPSTREAM ||
+	    c->nups >= 256)
+		return;
+	if ((p = reallocarray(c->ups, (size_t)c->nups + 1, sizeof(*p))) ==
+	    NULL)
+		return;
+	c->ups = p;
+	c->ups[c->nups++] = *u;
+}
+
+void
+control_upstream_end(uint32_t id)
+{
+	struct ctl	*c;
+
+	if ((c = ctl_find(id)) == NULL || c->wait != W_UPSTREAM)
+		return;
+	if (c->cmd[0] == 's')
+		print_status(c->f, c->ups, c->nups);
+	else
+		print_metrics(c->f, c->ups, c->nups);
+	ctl_finish(c);
+}
+
+void
+control_result(uint32_t id, const char *text)
+{
+	struct ctl	*c;
+
+	if ((c = ctl_find(id)) == NULL || c->wait != W_PARENT)
+		return;
+	fprintf(c->f, "%s\n", text);
+	ctl_finish(c);
+}

@@ -1,0 +1,831 @@
+# shellcheck shell=bash
+# Integration test library for dotproxyd, sourced by every *.t script.
+#
+# It provides a small TAP producer, a per-test temporary directory, free
+# loopback ports, throwaway certificates, an unbound DNS-over-TLS upstream
+# on loopback and helpers to start, query and stop dotproxyd.  Everything a
+# test starts is stopped when the test exits, however it exits.
+#
+# Environment:
+#   DOTPROXYD   the binary under test (default: $TOP/build/dotproxyd)
+#   UNBOUND     the unbound binary (default: unbound from PATH)
+#   KDIG        the kdig binary (default: kdig from PATH)
+#   T_TIMEOUT   seconds after which a test script is aborted (default 300)
+#   T_KEEP      if set to 1, keep the temporary directory for inspection
+#
+# The scripts are meant to run one at a time (plain `prove`): a test may
+# create the _dotproxyd user and /var/empty and removes them again when it
+# is the one that created them.
+
+set -u
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+DOTPROXYD=${DOTPROXYD:-$TOP/build/dotproxyd}
+UNBOUND=${UNBOUND:-unbound}
+KDIG=${KDIG:-kdig}
+T_TIMEOUT=${T_TIMEOUT:-300}
+T_KEEP=${T_KEEP:-0}
+export LC_ALL=C
+
+# Name of the system user and the chroot directory the daemon is
+# configured with in the tests.
+D_USER=_dotproxyd
+D_CHROOT=/var/empty
+
+# ---------------------------------------------------------------------
+# TAP
+
+_t_planned=0		# number of tests announced by plan, 0 if none
+_t_count=0		# tests run so far
+_t_failed=0		# tests failed so far (TODO tests excluded)
+_t_skipped_all=0
+_t_todo=""		# when set, the next results are TODO with this reason
+
+# plan N: announce the number of tests.
+plan()
+{
+	_t_planned=$1
+	echo "1..$1"
+}
+
+# skip_all REASON: skip the whole script.
+skip_all()
+{
+	_t_skipped_all=1
+	echo "1..0 # SKIP $*"
+	exit 0
+}
+
+# bail_out REASON: stop the whole test run.
+bail_out()
+{
+	echo "Bail out! $*"
+	exit 255
+}
+
+# diag TEXT...: a diagnostic line (or several) on stderr; on stdout
+# inside a TODO block, as a TODO failure is expected.
+diag()
+{
+	local line fd=2
+	[ -n "$_t_todo" ] && fd=1
+	printf '%s\n' "$*" | while IFS= read -r line; do
+		printf '# %s\n' "$line" >&"$fd"
+	done
+}
+
+# note TEXT...: a comment line (or several) on stdout.
+note()
+{
+	local line
+	printf '%s\n' "$*" | while IFS= read -r line; do
+		printf '# %s\n' "$line"
+	done
+}
+
+# diag_file FILE [MAXLINES]: show the end of a file as diagnostics.
+diag_file()
+{
+	local f=$1 max=${2:-60}
+	if [ -s "$f" ]; then
+		diag "--- last lines of ${f##*/} ---"
+		diag "$(tail -n "$max" "$f")"
+		diag "--- end of ${f##*/} ---"
+	else
+		diag "(${f##*/} is empty or missing)"
+	fi
+}
+
+# _t_result PASSED(0|1) DESC: print one result line.
+_t_result()
+{
+	local passed=$1 desc=$2 directive=""
+
+	_t_count=$((_t_count + 1))
+	# '#' would start a directive; keep descriptions plain.
+	desc=${desc//#/\\#}
+	if [ -n "$_t_todo" ]; then
+		directive=" # TODO $_t_todo"
+	fi
+	if [ "$passed" -eq 1 ]; then
+		echo "ok $_t_count - $desc$directive"
+		return 0
+	fi
+	echo "not ok $_t_count - $desc$directive"
+	if [ -z "$_t_todo" ]; then
+		_t_failed=$((_t_failed + 1))
+	fi
+	diag "  Failed${_t_todo:+ (TODO)} test '$desc'"
+	return 1
+}
+
+# pass DESC / fail DESC
+pass() { _t_result 1 "$1"; }
+fail() { _t_result 0 "$1"; }
+
+# ok DESC CMD [ARGS...]: run the command; the test passes if it exits 0.
+# On failure its output is shown as diagnostics.
+ok()
+{
+	local desc=$1 out rc
+	shift
+	out=$("$@" 2>&1)
+	rc=$?
+	if [ "$rc" -eq 0 ]; then
+		_t_result 1 "$desc"
+		return 0
+	fi
+	_t_result 0 "$desc"
+	diag "  command: $*"
+	diag "  exit status: $rc"
+	[ -n "$out" ] && diag "$out"
+	return 1
+}
+
+# not_ok DESC CMD [ARGS...]: the test passes if the command fails.
+not_ok()
+{
+	local desc=$1 out rc
+	shift
+	out=$("$@" 2>&1)
+	rc=$?
+	if [ "$rc" -ne 0 ]; then
+		_t_result 1 "$desc"
+		return 0
+	fi
+	_t_result 0 "$desc"
+	diag "  command unexpectedly succeeded: $*"
+	[ -n "$out" ] && diag "$out"
+	return 1
+}
+
+# is GOT EXPECTED DESC: string equality.
+is()
+{
+	if [ "$1" = "$2" ]; then
+		_t_result 1 "$3"
+		return 0
+	fi
+	_t_result 0 "$3"
+	diag "         got: '$1'"
+	diag "    expected: '$2'"
+	return 1
+}
+
+# isnt GOT UNEXPECTED DESC
+isnt()
+{
+	if [ "$1" != "$2" ]; then
+		_t_result 1 "$3"
+		return 0
+	fi
+	_t_result 0 "$3"
+	diag "         got: '$1'"
+	diag "    expected: anything else"
+	return 1
+}
+
+# like GOT ERE DESC: GOT matches the extended regular expression.
+like()
+{
+	if printf '%s\n' "$1" | grep -Eq -- "$2"; then
+		_t_result 1 "$3"
+		return 0
+	fi
+	_t_result 0 "$3"
+	diag "    '$1'"
+	diag "      doesn't match '$2'"
+	return 1
+}
+
+# unlike GOT ERE DESC
+unlike()
+{
+	if ! printf '%s\n' "$1" | grep -Eq -- "$2"; then
+		_t_result 1 "$3"
+		return 0
+	fi
+	_t_result 0 "$3"
+	diag "    '$1'"
+	diag "          matches '$2'"
+	return 1
+}
+
+# skip N REASON: record N skipped tests.
+skip()
+{
+	local i
+	for ((i = 0; i < $1; i++)); do
+		_t_count=$((_t_count + 1))
+		echo "ok $_t_count # skip $2"
+	done
+}
+
+# todo REASON / end_todo: results in between are TODO tests.
+todo() { _t_todo=$*; }
+end_todo() { _t_todo=""; }
+
+# done_testing: print the plan if none was given; called at exit anyway.
+done_testing()
+{
+	if [ "$_t_planned" -eq 0 ]; then
+		_t_planned=$_t_count
+		echo "1..$_t_count"
+	fi
+}
+
+# Exit status, as Test::More does it: number of failures (at most 254),
+# 255 when the plan was not followed.
+_t_summary()
+{
+	local status=0
+
+	[ "$_t_skipped_all" -eq 1 ] && return 0
+	if [ "$_t_planned" -eq 0 ]; then
+		if [ "$_t_count" -eq 0 ]; then
+			diag "No tests run!"
+			return 255
+		fi
+		echo "1..$_t_count"
+		_t_planned=$_t_count
+	fi
+	if [ "$_t_failed" -gt 0 ]; then
+		diag "Looks like you failed $_t_failed test(s) of $_t_count."
+		status=$((_t_failed > 254 ? 254 : _t_failed))
+	fi
+	if [ "$_t_count" -ne "$_t_planned" ]; then
+		diag "Looks like you planned $_t_planned test(s) but ran $_t_count."
+		status=255
+	fi
+	return "$status"
+}
+
+# ---------------------------------------------------------------------
+# Temporary directory, processes and cleanup
+
+T_DIR=$(mktemp -d "${TMPDIR:-/tmp}/dotproxyd-test.XXXXXX") ||
+	{ echo "Bail out! mktemp failed"; exit 255; }
+chmod 0755 "$T_DIR"	# readable by the unprivileged users of a test
+
+_t_pids=()		# process group leaders started by this test
+_t_created_user=0
+_t_created_chroot=0
+_t_watchdog=""
+
+# spawn LOGFILE CMD [ARGS...]: start CMD in the background in a process
+# group of its own, output to LOGFILE; the pid is left in SPAWNED_PID.
+spawn()
+{
+	local log=$1
+	shift
+	# Without job control a background child is not a group leader, so
+	# setsid(1) does not fork: the pid is that of the command itself.
+	setsid "$@" </dev/null >"$log" 2>&1 &
+	SPAWNED_PID=$!
+	_t_track "$SPAWNED_PID"
+}
+
+# _t_track PID: remember a process to stop at exit.  The list is kept in
+# a file too, so that processes started in a subshell are not forgotten.
+# Still, start_unbound and start_dotproxyd set variables (U_PID, D_PID,
+# ...) and so belong in the main shell, not in $(...) or `ok`.
+_t_track()
+{
+	_t_pids+=("$1")
+	echo "$1" >>"$T_DIR/.pids"
+}
+
+# alive PID: the process exists and is not a zombie.
+alive()
+{
+	local state
+	[ -r "/proc/$1/stat" ] || return 1
+	state=$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+	[ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# descendants PID: every descendant of PID, one a line.
+descendants()
+{
+	local c
+	for c in $(pgrep -P "$1" 2>/dev/null); do
+		echo "$c"
+		descendants "$c"
+	done
+}
+
+# wait_gone TENTHS PID...: wait at most TENTHS/10 seconds for the
+# processes to go away.  Returns 0 when all are gone.
+wait_gone()
+{
+	local tenths=$1 p left i
+	shift
+	for ((i = 0; i < tenths; i++)); do
+		left=0
+		for p in "$@"; do
+			alive "$p" && left=1
+		done
+		[ "$left" -eq 0 ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# kill_tree PID: SIGTERM the process, its group and its descendants,
+# SIGKILL whatever is left after 5 seconds, then reap it.
+kill_tree()
+{
+	local pid=$1 all
+	all="$pid $(descendants "$pid")"
+	# shellcheck disable=SC2086
+	kill -TERM -- "-$pid" $all 2>/dev/null
+	# shellcheck disable=SC2086
+	if ! wait_gone 50 $all; then
+		# shellcheck disable=SC2086
+		kill -KILL -- "-$pid" $all 2>/dev/null
+		# shellcheck disable=SC2086
+		wait_gone 20 $all
+	fi
+	wait "$pid" 2>/dev/null
+	return 0
+}
+
+_t_cleanup()
+{
+	local status=$? p
+
+	trap - EXIT INT TERM HUP
+	[ -r "$T_DIR/.pids" ] && mapfile -t -O "${#_t_pids[@]}" _t_pids <"$T_DIR/.pids"
+	for p in "${_t_pids[@]}"; do
+		alive "$p" && kill_tree "$p"
+	done
+	if [ -n "$_t_watchdog" ]; then
+		kill -KILL "$_t_watchdog" 2>/dev/null
+		wait "$_t_watchdog" 2>/dev/null
+	fi
+	if [ "$_t_created_user" -eq 1 ]; then
+		userdel "$D_USER" >/dev/null 2>&1 ||
+		    diag "could not remove user $D_USER"
+		getent group "$D_USER" >/dev/null 2>&1 &&
+		    groupdel "$D_USER" >/dev/null 2>&1
+	fi
+	if [ "$_t_created_chroot" -eq 1 ]; then
+		rmdir "$D_CHROOT" 2>/dev/null ||
+		    diag "could not remove $D_CHROOT"
+	fi
+	if [ "$T_KEEP" = 1 ]; then
+		diag "keeping $T_DIR"
+	else
+		rm -rf "$T_DIR"
+	fi
+	_t_summary
+	local rc=$?
+	# An early exit with an error (for example a bail out) keeps its status.
+	[ "$rc" -eq 0 ] && rc=$status
+	exit "$rc"
+}
+trap _t_cleanup EXIT
+trap 'diag "interrupted"; exit 255' INT HUP
+trap 'diag "terminated (timeout of ${T_TIMEOUT}s?)"; exit 255' TERM
+
+# Abort the script after T_TIMEOUT seconds, whatever it is doing.
+# One process, no grandchildren, so it is reaped when killed.
+perl -e 'sleep $ARGV[0]; kill "TERM", $ARGV[1]' "$T_TIMEOUT" $$ \
+    </dev/null >/dev/null 2>&1 &
+_t_watchdog=$!
+
+# ---------------------------------------------------------------------
+# Preconditions
+
+# need_root: skip the script unless running as root.
+need_root()
+{
+	[ "$(id -u)" -eq 0 ] || skip_all "needs root"
+}
+
+# need_cmd CMD...: skip the script unless every command exists.
+need_cmd()
+{
+	local c
+	for c in "$@"; do
+		command -v "$c" >/dev/null 2>&1 || skip_all "$c not found"
+	done
+}
+
+# need_dotproxyd: skip the script unless the daemon has been built.
+need_dotproxyd()
+{
+	[ -x "$DOTPROXYD" ] || skip_all "$DOTPROXYD not built"
+}
+
+# ensure_user: the system user and the chroot directory of the daemon.
+# Whatever this creates is removed at exit.
+ensure_user()
+{
+	if ! getent passwd "$D_USER" >/dev/null; then
+		useradd --system --no-create-home --home-dir "$D_CHROOT" \
+		    --shell /usr/sbin/nologin "$D_USER" ||
+			bail_out "cannot create user $D_USER"
+		_t_created_user=1
+	fi
+	if [ ! -d "$D_CHROOT" ]; then
+		mkdir -m 0755 "$D_CHROOT" || bail_out "cannot create $D_CHROOT"
+		_t_created_chroot=1
+	fi
+}
+
+# ---------------------------------------------------------------------
+# Ports
+
+_t_ports=" "
+
+# free_port: print a loopback port free for both TCP and UDP.  Ports
+# come from below the kernel's ephemeral range, so that no outgoing
+# connection of the processes under test can take one meanwhile.
+free_port()
+{
+	local lo hi p i
+	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null ||
+		lo=32768
+	hi=$((lo - 1))
+	[ "$hi" -gt 20000 ] || hi=60000
+	for ((i = 0; i < 200; i++)); do
+		p=$(( (RANDOM << 15 | RANDOM) % (hi - 20000 + 1) + 20000 ))
+		case $_t_ports in *" $p "*) continue ;; esac
+		if [ -z "$(ss -Hantu "( sport = :$p )" 2>/dev/null)" ]; then
+			_t_ports="$_t_ports$p "
+			echo "$p"
+			return 0
+		fi
+	done
+	bail_out "no free port found"
+}
+
+# ---------------------------------------------------------------------
+# Certificates
+
+# make_ca DIR NAME: a throwaway CA (DIR/ca.pem, DIR/ca.key) and a server
+# key and certificate for NAME signed by it (DIR/server.key,
+# DIR/server.pem) with subjectAltName DNS:NAME, IP:127.0.0.1, IP:::1.
+# NAME is saved in DIR/name.
+make_ca()
+{
+	local dir=$1 name=$2
+	mkdir -p "$dir" || return 1
+	echo "$name" >"$dir/name"
+	cat >"$dir/server.ext" <<EOF
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = DNS:$name, IP:127.0.0.1, IP:::1
+EOF
+	{
+		openssl req -x509 -new -newkey ec \
+		    -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+		    -keyout "$dir/ca.key" -out "$dir/ca.pem" -days 2 \
+		    -subj "/CN=dotproxyd test CA $name $$" \
+		    -addext "basicConstraints=critical,CA:TRUE" \
+		    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+		    -addext "subjectKeyIdentifier=hash" &&
+		openssl req -new -newkey ec \
+		    -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+		    -keyout "$dir/server.key" -out "$dir/server.csr" \
+		    -subj "/CN=$name" &&
+		openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" \
+		    -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+		    -extfile "$dir/server.ext" -out "$dir/server.pem"
+	} >"$dir/openssl.log" 2>&1 || {
+		diag "make_ca $name failed"
+		diag_file "$dir/openssl.log"
+		return 1
+	}
+	chmod 0644 "$dir/ca.pem" "$dir/server.pem"
+	return 0
+}
+
+# spki_pin CERT: the base64 SHA-256 of the certificate's public key
+# (SubjectPublicKeyInfo, DER), as used by `pin sha256 "..."`.
+spki_pin()
+{
+	openssl x509 -in "$1" -noout -pubkey |
+	    openssl pkey -pubin -outform der |
+	    openssl dgst -sha256 -binary |
+	    openssl base64 -A
+	echo
+}
+
+# ---------------------------------------------------------------------
+# unbound, the DNS-over-TLS upstream
+
+U_PID=""
+U_PORT=""
+U_DIR=""
+
+# Number of TXT records of big.example.test and their length: together
+# more than 1232 bytes on the wire (about 2.6 kB).
+BIG_TXT_COUNT=12
+BIG_TXT_LEN=200
+
+# start_unbound DIR PORT [NAME]: serve DNS over TLS on 127.0.0.1@PORT
+# with the certificate make_ca left in DIR (NAME defaults to DIR/name).
+# Sets U_PID, U_PORT and U_DIR.  Waits until unbound answers.
+start_unbound()
+{
+	local dir=$1 port=$2 name=${3:-} conf i txt rr
+	[ -n "$name" ] || name=$(cat "$dir/name")
+	conf=$dir/unbound.conf
+	txt=$(printf '%*s' "$BIG_TXT_LEN" '' | tr ' ' x)
+
+	{
+		cat <<EOF
+server:
+	verbosity: 1
+	use-syslog: no
+	logfile: ""
+	log-time-ascii: yes
+	do-daemonize: no
+	chroot: ""
+	username: ""
+	directory: "$dir"
+	pidfile: "$dir/unbound.pid"
+	interface: 127.0.0.1@$port
+	port: $port
+	tls-port: $port
+	tls-service-key: "$dir/server.key"
+	tls-service-pem: "$dir/server.pem"
+	do-ip4: yes
+	do-ip6: no
+	do-udp: yes
+	do-tcp: yes
+	incoming-num-tcp: 64
+	num-threads: 1
+	module-config: "iterator"
+	trust-anchor-signaling: no
+	root-key-sentinel: no
+	access-control: 127.0.0.0/8 allow
+	minimal-responses: no
+	rrset-roundrobin: no
+	local-zone: "example.test." static
+	local-data: "example.test. 300 IN SOA ns.example.test. hostmaster.example.test. 1 3600 600 86400 300"
+	local-data: "example.test. 300 IN NS ns.example.test."
+	local-data: "ns.example.test. 300 IN A 192.0.2.53"
+	local-data: "a.example.test. 300 IN A 192.0.2.1"
+	local-data: "a.example.test. 300 IN AAAA 2001:db8::1"
+	local-data: "b.example.test. 300 IN A 192.0.2.2"
+	local-data: "b.example.test. 300 IN AAAA 2001:db8::2"
+	local-data: "c.example.test. 300 IN A 192.0.2.3"
+	local-data: "multi.example.test. 300 IN A 192.0.2.11"
+	local-data: "multi.example.test. 300 IN A 192.0.2.12"
+	local-data: "multi.example.test. 300 IN A 192.0.2.13"
+	local-data: 'text.example.test. 300 IN TXT "hello dotproxyd"'
+EOF
+		for ((i = 1; i <= BIG_TXT_COUNT; i++)); do
+			rr=$(printf 'big.example.test. 300 IN TXT "%02d%s"' \
+			    "$i" "${txt:2}")
+			printf '\tlocal-data: '\''%s'\''\n' "$rr"
+		done
+		cat <<EOF
+
+remote-control:
+	control-enable: no
+EOF
+	} >"$conf"
+
+	spawn "$dir/unbound.log" "$UNBOUND" -d -c "$conf"
+	U_PID=$SPAWNED_PID
+	# shellcheck disable=SC2034 # for the tests
+	U_PORT=$port
+	# shellcheck disable=SC2034 # for the tests
+	U_DIR=$dir
+
+	for ((i = 0; i < 100; i++)); do
+		if ! alive "$U_PID"; then
+			diag "unbound exited during start-up"
+			diag_file "$dir/unbound.log"
+			return 1
+		fi
+		if "$KDIG" +tls +tls-ca="$dir/ca.pem" +tls-hostname="$name" \
+		    +time=1 +retry=0 @127.0.0.1 -p "$port" a.example.test A \
+		    2>/dev/null | grep -q 'status: NOERROR'; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	diag "unbound did not answer over TLS on 127.0.0.1@$port"
+	diag_file "$dir/unbound.log"
+	return 1
+}
+
+# stop_unbound: stop the unbound started last.
+stop_unbound()
+{
+	[ -n "$U_PID" ] || return 0
+	alive "$U_PID" && kill_tree "$U_PID"
+	U_PID=""
+}
+
+# ---------------------------------------------------------------------
+# dotproxyd
+
+D_PID=""
+D_PORT=""
+D_LOG=""
+
+# conf_listen_port CONF: the port of the first `listen on` statement.
+conf_listen_port()
+{
+	sed -n -E 's/^[[:space:]]*listen[[:space:]]+on[[:space:]]+[^[:space:]]+[[:space:]]+port[[:space:]]+([0-9]+).*/\1/p' \
+	    "$1" | head -n 1
+}
+
+# conf_listen_addr CONF: the address of the first `listen on` statement.
+conf_listen_addr()
+{
+	sed -n -E 's/^[[:space:]]*listen[[:space:]]+on[[:space:]]+([^[:space:]]+).*/\1/p' \
+	    "$1" | head -n 1
+}
+
+# start_dotproxyd CONF [ARGS...]: run `dotproxyd -d -f CONF ARGS` in the
+# background, stderr to $T_DIR/dotproxyd.log, and wait until it answers a
+# query (any answer: an upstream that fails gives SERVFAIL).  Sets D_PID,
+# D_PORT (the port of the first listen statement) and D_LOG.
+start_dotproxyd()
+{
+	local conf=$1 addr i deadline
+	shift
+	D_PORT=$(conf_listen_port "$conf")
+	addr=$(conf_listen_addr "$conf")
+	[ -n "$D_PORT" ] || D_PORT=53
+	[ -n "$addr" ] || addr=127.0.0.1
+	D_LOG=$T_DIR/dotproxyd.log
+	# Each start appends, so that a log survives a restart.
+	echo "=== $(date +%T) start $DOTPROXYD -d -f $conf $*" >>"$D_LOG"
+
+	setsid "$DOTPROXYD" -d -f "$conf" "$@" </dev/null >>"$D_LOG" 2>&1 &
+	D_PID=$!
+	_t_track "$D_PID"
+
+	deadline=$((SECONDS + 10))
+	for ((i = 0; i < 100 && SECONDS < deadline; i++)); do
+		if ! alive "$D_PID"; then
+			wait "$D_PID" 2>/dev/null
+			diag "dotproxyd exited during start-up (status $?)"
+			diag_file "$D_LOG"
+			return 1
+		fi
+		if "$KDIG" +time=1 +retry=0 @"$addr" -p "$D_PORT" \
+		    a.example.test A 2>/dev/null | grep -q -- '->>HEADER<<-'; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	diag "dotproxyd did not answer on $addr port $D_PORT"
+	diag_file "$D_LOG"
+	return 1
+}
+
+# stop_dotproxyd: SIGTERM the daemon, wait at most 10 s for it to exit
+# and return its exit status (124 if it had to be killed).
+stop_dotproxyd()
+{
+	local pid=$D_PID rc
+	[ -n "$pid" ] || return 0
+	D_PID=""
+	kill -TERM "$pid" 2>/dev/null
+	if wait_gone 100 "$pid"; then
+		wait "$pid" 2>/dev/null
+		return $?
+	fi
+	diag "dotproxyd did not exit within 10 s of SIGTERM"
+	kill_tree "$pid"
+	rc=124
+	return $rc
+}
+
+# last_log: the daemon's log since its last start, without the marker.
+last_log()
+{
+	awk '/^=== / { buf = ""; next } { buf = buf $0 "\n" }
+	    END { printf "%s", buf }' \
+	    "$D_LOG"
+}
+
+# log_wait ERE [TENTHS]: wait (default at most 3 s) for a line matching
+# ERE in the daemon's log since its last start; on failure show the log.
+log_wait()
+{
+	local i n=${2:-30}
+	for ((i = 0; i < n; i++)); do
+		last_log | grep -Eq -- "$1" && return 0
+		sleep 0.1
+	done
+	echo "no line matching '$1' in the log:"
+	last_log | tail -n 20
+	return 1
+}
+
+# children PID: the direct children of PID, sorted, one a line.
+children()
+{
+	pgrep -P "$1" 2>/dev/null | sort -n
+}
+
+# ---------------------------------------------------------------------
+# Queries
+
+# q [KDIG ARGS...]: query the daemon on 127.0.0.1 (Q_ADDR) port D_PORT.
+q()
+{
+	q_at "${Q_ADDR:-127.0.0.1}" "$@"
+}
+
+# q_at ADDR [KDIG ARGS...]: query the daemon on ADDR port D_PORT.
+q_at()
+{
+	local addr=$1
+	shift
+	timeout -k 1 20 "$KDIG" +time=2 +retry=0 @"$addr" -p "$D_PORT" "$@" 2>&1
+}
+
+# status_of: the first rcode (NOERROR, NXDOMAIN, SERVFAIL, ...) in kdig
+# output read from stdin; "none" if there was no answer.
+status_of()
+{
+	local s
+	s=$(sed -n -E 's/.*->>HEADER<<-.*status: ([A-Z0-9]+).*/\1/p' | head -n 1)
+	echo "${s:-none}"
+}
+
+# statuses_of: every rcode in kdig output (several queries), one a line.
+statuses_of()
+{
+	sed -n -E 's/.*->>HEADER<<-.*status: ([A-Z0-9]+).*/\1/p'
+}
+
+# flags_of: the header flags of the first answer in kdig output,
+# e.g. "qr rd ra tc".
+flags_of()
+{
+	sed -n -E 's/^;; Flags: ([a-z ]*);.*/\1/p' | head -n 1 |
+	    sed -e 's/ *$//'
+}
+
+# rdata_of TYPE: the data of every TYPE record in the answer sections of
+# kdig output, one a line, in order.
+rdata_of()
+{
+	awk -v t="$1" '
+		/^;; ANSWER SECTION:/ { a = 1; next }
+		/^;; / || /^$/ { a = 0 }
+		a && $3 == "IN" && $4 == t {
+			sub(/^[^ \t]+[ \t]+[0-9]+[ \t]+IN[ \t]+[A-Z0-9]+[ \t]+/, "")
+			print
+		}'
+}
+
+# count_rr TYPE: the number of TYPE records in the answer sections.
+count_rr()
+{
+	rdata_of "$1" | wc -l | tr -d ' '
+}
+
+# udp_send ADDR PORT HEX: send one datagram with the given bytes (hex).
+udp_send()
+{
+	perl -MIO::Socket::IP -e '
+		my ($a, $p, $h) = @ARGV;
+		my $s = IO::Socket::IP->new(PeerHost => $a, PeerPort => $p,
+		    Proto => "udp") or die "socket: $@\n";
+		defined $s->send(pack("H*", $h)) or die "send: $!\n";
+	' "$@"
+}
+
+# udp_query ADDR PORT HEX [SECONDS]: send one datagram and print the
+# reply in hex; fails when there is no reply within SECONDS (default 2).
+udp_query()
+{
+	perl -MIO::Socket::IP -MIO::Select -e '
+		my ($a, $p, $h, $t) = @ARGV;
+		my $s = IO::Socket::IP->new(PeerHost => $a, PeerPort => $p,
+		    Proto => "udp") or die "socket: $@\n";
+		defined $s->send(pack("H*", $h)) or die "send: $!\n";
+		IO::Select->new($s)->can_read($t) or die "no reply\n";
+		defined $s->recv(my $buf, 65535) or die "recv: $!\n";
+		print unpack("H*", $buf), "\n";
+	' "$1" "$2" "$3" "${4:-2}"
+}
+
+# dns_query_hex ID NAME TYPE: a DNS query (RD set, no EDNS) in hex.
+dns_query_hex()
+{
+	perl -e '
+		my ($id, $name, $type) = @ARGV;
+		my %t = (A => 1, NS => 2, TXT => 16, AAAA => 28);
+		my $q = pack("n n n n n n", $id, 0x0100, 1, 0, 0, 0);
+		$q .= pack("C/a*", $_) for split /\./, $name;
+		$q .= pack("C n n", 0, $t{$type} // $type, 1);
+		print unpack("H*", $q), "\n";
+	' "$@"
+}
