@@ -44,7 +44,7 @@ HDRS=		$(wildcard include/*.h)
 UNIT_TESTS=	$(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 UNIT_OBJS=	$(COMMON:%.c=$(BUILD)/%.o) $(BUILD)/parse.o
 
-.PHONY: all clean check unit integration deps run install uninstall lint
+.PHONY: all clean check unit integration deps run install uninstall bench fuzz
 
 all: $(BUILD)/dotproxyd $(BUILD)/dotproxyctl
 
@@ -95,6 +95,17 @@ check:
 	sh contrib/deps.sh test
 	$(MAKE) all $(UNIT_TESTS)
 	prove -e '' $(UNIT_TESTS) tests/integration/*.t
+
+# dnsperf against dotproxyd and its peers on one local upstream
+bench: all
+	sh contrib/deps.sh test
+	bash tests/bench/bench.sh
+
+# libFuzzer targets, each for FUZZTIME seconds
+FUZZTIME?=	120
+fuzz:
+	sh contrib/deps.sh test
+	$(MAKE) -C tests/fuzz FUZZTIME=$(FUZZTIME)
 
 run:
 	sh contrib/deps.sh run
