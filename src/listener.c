@@ -90,6 +90,14 @@ struct tcpc {
 	uint8_t			 rbuf[2 + DNS_MAX_MSG];
 };
 
+struct udp_reply {
+	int			 fd;
+	struct sockaddr_storage	 to;
+	socklen_t		 tolen;
+	size_t			 len;
+	uint8_t			 buf[DNS_EDNS_UDP];
+};
+
 struct sock {
 	TAILQ_ENTRY(sock)	 entry;
 	int			 fd;
@@ -126,6 +134,7 @@ static void	 cquery_free(struct cquery *);
 static void	 timer_update(void);
 static void	 timer_fire(int, short, void *);
 static void	 apply_limits(void);
+static void	 udp_flush(void);
 static void	 upstream_lost(void);
 static void	 close_removed_sockets(void);
 static void	 drain_start(int, short, void *);
@@ -152,6 +161,8 @@ static struct cache		*cache;
 static struct ratelimit		*ratelimit;
 struct listener_stats		 stats;
 static uint8_t			 outbuf[DNS_MAX_MSG + 2];
+static struct udp_reply		 udp_out[UDP_BATCH];
+static int			 n_udp_out;
 
 static void
 now(struct timespec *ts)
@@ -307,13 +318,21 @@ take_startup_fd(struct imsg *imsg)
 	return -1;
 }
 
+/*
+ * Write what is queued now, many messages in one call, and wait for the
+ * socket only if it is full: the usual case costs no epoll change.
+ */
 static void
 chan_update(struct chan *c)
 {
-	short	events = EV_READ | (imsg_pending(&c->ibuf) ? EV_WRITE : 0);
+	short	events;
 
 	if (c->dispatch == NULL || c->ibuf.rbuf == NULL)
 		return;		/* not set up yet, or the peer is gone */
+	if (imsg_pending(&c->ibuf) && imsg_write(&c->ibuf) == -1 &&
+	    errno != EPIPE && errno != ECONNRESET)
+		log_warn("write to a peer process");
+	events = EV_READ | (imsg_pending(&c->ibuf) ? EV_WRITE : 0);
 	if (c->events == events && event_initialized(&c->ev))
 		return;
 	if (event_initialized(&c->ev))
@@ -329,8 +348,11 @@ chan_io(struct chan *c, short event, const char *peer)
 {
 	ssize_t	n;
 
-	if (event & EV_WRITE && imsg_write(&c->ibuf) == -1)
-		fatal("write to the %s", peer);
+	if (event & EV_WRITE && imsg_write(&c->ibuf) == -1) {
+		if (c == &parent)
+			fatal("write to the %s", peer);
+		return 0;	/* the peer process is gone */
+	}
 	if (event & EV_READ) {
 		n = imsg_read(&c->ibuf);
 		if (n == -1 && errno != EAGAIN)
@@ -424,6 +446,7 @@ parent_dispatch(int fd, short event, void *arg)
 		}
 		imsg_free(&imsg);
 	}
+	udp_flush();
 	chan_update(c);
 }
 
@@ -439,6 +462,7 @@ upstream_dispatch(int fd, short event, void *arg)
 	(void)fd;
 	if (!chan_io(c, event, "upstream process")) {
 		upstream_lost();
+		udp_flush();
 		return;
 	}
 	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
@@ -478,6 +502,7 @@ upstream_dispatch(int fd, short event, void *arg)
 		}
 		imsg_free(&imsg);
 	}
+	udp_flush();
 	chan_update(c);
 	chan_update(&upstream);
 }
@@ -512,6 +537,7 @@ udp_read(int fd, short event, void *arg)
 	for (i = 0; i < n; i++)
 		handle_query(bufs[i], msgs[i].msg_len, fd, NULL, &from[i],
 		    msgs[i].msg_hdr.msg_namelen);
+	udp_flush();
 	chan_update(&upstream);
 }
 
@@ -943,17 +969,72 @@ client_limit(const struct cquery *cq)
 	return lim > DNS_EDNS_UDP ? DNS_EDNS_UDP : lim;
 }
 
+/*
+ * UDP answers wait here until the end of the event callback that made
+ * them, then leave in one sendmmsg() per socket.
+ */
+static void
+udp_flush(void)
+{
+	struct mmsghdr	 msgs[UDP_BATCH];
+	struct iovec	 iov[UDP_BATCH];
+	int		 i = 0, j, k, n, sent;
+
+	while (i < n_udp_out) {
+		for (j = i; j < n_udp_out && udp_out[j].fd == udp_out[i].fd;
+		    j++) {
+			k = j - i;
+			memset(&msgs[k], 0, sizeof(msgs[k]));
+			iov[k].iov_base = udp_out[j].buf;
+			iov[k].iov_len = udp_out[j].len;
+			msgs[k].msg_hdr.msg_iov = &iov[k];
+			msgs[k].msg_hdr.msg_iovlen = 1;
+			msgs[k].msg_hdr.msg_name = &udp_out[j].to;
+			msgs[k].msg_hdr.msg_namelen = udp_out[j].tolen;
+		}
+		for (sent = 0; sent < j - i; sent += n) {
+			n = sendmmsg(udp_out[i].fd, msgs + sent, j - i - sent,
+			    0);
+			if (n == -1 && errno == EINTR) {
+				n = 0;
+				continue;
+			}
+			if (n <= 0) {
+				/* UDP: what the socket will not take is lost */
+				log_debug("sendmmsg: %s", strerror(errno));
+				sent++;
+				n = 0;
+			}
+		}
+		i = j;
+	}
+	n_udp_out = 0;
+}
+
 /* Send a finished answer and forget the client's query. */
 static void
 reply(struct cquery *cq, const uint8_t *msg, size_t len)
 {
+	struct udp_reply	*u;
+
 	if (len >= DNS_HDR_LEN)
 		stats.rcode[DNS_F_RCODE(dns_get16(msg + 2))]++;
 	if (cq->tc != NULL)
 		tcp_send(cq->tc, msg, len);
-	else if (sendto(cq->fd, msg, len, 0, (struct sockaddr *)&cq->from,
-	    cq->fromlen) == -1 && errno != EAGAIN)
-		log_debug("sendto: %s", strerror(errno));
+	else if (len > sizeof(u->buf)) {
+		if (sendto(cq->fd, msg, len, 0, (struct sockaddr *)&cq->from,
+		    cq->fromlen) == -1)
+			log_debug("sendto: %s", strerror(errno));
+	} else {
+		if (n_udp_out == UDP_BATCH)
+			udp_flush();
+		u = &udp_out[n_udp_out++];
+		u->fd = cq->fd;
+		u->to = cq->from;
+		u->tolen = cq->fromlen;
+		u->len = len;
+		memcpy(u->buf, msg, len);
+	}
 	cquery_free(cq);
 }
 
@@ -1058,6 +1139,7 @@ timer_fire(int fd, short event, void *arg)
 		fail_request(r->qid, EDE_NO_REACHABLE,
 		    "no answer from any upstream in time");
 	}
+	udp_flush();
 	timer_update();
 }
 
@@ -1143,6 +1225,7 @@ drain_done(int fd, short event, void *arg)
 	draining = 2;	/* request_free must not come back here */
 	while ((r = TAILQ_FIRST(&reqs_by_time)) != NULL)
 		fail_request(r->qid, EDE_NOT_READY, "shutting down");
+	udp_flush();
 	TAILQ_FOREACH(tc, &tcpcs, entry)
 		if (!TAILQ_EMPTY(&tc->out))
 			tcp_write(tc->fd, EV_WRITE, tc);

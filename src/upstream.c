@@ -119,6 +119,7 @@ static int	 take_startup_fd(struct imsg *);
 static void	 retry_timer(int, short, void *);
 static void	 retry_update(void);
 static void	 listener_lost(void);
+static void	 flush_conns(void);
 static void	 send_status(uint32_t);
 
 static struct dotproxyd_conf	*conf, *pending_conf;
@@ -262,13 +263,21 @@ take_startup_fd(struct imsg *imsg)
 	return -1;
 }
 
+/*
+ * Write what is queued now, many messages in one call, and wait for the
+ * socket only if it is full: the usual case costs no epoll change.
+ */
 static void
 chan_update(struct chan *c)
 {
-	short	events = EV_READ | (imsg_pending(&c->ibuf) ? EV_WRITE : 0);
+	short	events;
 
 	if (c->dispatch == NULL || c->ibuf.rbuf == NULL)
 		return;		/* not set up yet, or the peer is gone */
+	if (imsg_pending(&c->ibuf) && imsg_write(&c->ibuf) == -1 &&
+	    errno != EPIPE && errno != ECONNRESET)
+		log_warn("write to a peer process");
+	events = EV_READ | (imsg_pending(&c->ibuf) ? EV_WRITE : 0);
 	if (c->events == events && event_initialized(&c->ev))
 		return;
 	if (event_initialized(&c->ev))
@@ -283,8 +292,11 @@ chan_io(struct chan *c, short event, const char *peer)
 {
 	ssize_t	n;
 
-	if (event & EV_WRITE && imsg_write(&c->ibuf) == -1)
-		fatal("write to the %s", peer);
+	if (event & EV_WRITE && imsg_write(&c->ibuf) == -1) {
+		if (c == &parent)
+			fatal("write to the %s", peer);
+		return 0;	/* the peer process is gone */
+	}
 	if (event & EV_READ) {
 		n = imsg_read(&c->ibuf);
 		if (n == -1 && errno != EAGAIN)
@@ -355,6 +367,7 @@ apply_config(struct dotproxyd_conf *nc)
 		}
 		free(u);
 	}
+	flush_conns();
 }
 
 static void
@@ -460,6 +473,7 @@ listener_dispatch(int fd, short event, void *arg)
 			query_dispatch(uq);
 		imsg_free(&imsg);
 	}
+	flush_conns();
 	chan_update(c);
 }
 
@@ -635,7 +649,46 @@ conn_send(struct conn *c, struct uquery *uq)
 	TAILQ_INSERT_TAIL(&sentq, uq, entry);
 	if (TAILQ_FIRST(&sentq) == uq)
 		retry_update();
-	conn_update(c);
+	/* written by flush_conns(), with whatever else this turn queues */
+}
+
+/*
+ * Write every connection's queued queries: all queries of one event
+ * loop turn leave in as few TLS writes as possible, and a connection
+ * waits for writability only when the socket is full.
+ */
+static void
+flush_conns(void)
+{
+	static int	 busy;
+	struct upstream	*u;
+	struct conn	*c;
+	ssize_t		 n;
+	int		 i;
+
+	if (busy)
+		return;
+	busy = 1;
+	TAILQ_FOREACH(u, &upstreams, entry) {
+		for (i = 0; i < u->nconns; i++) {
+			c = &u->conns[i];
+			if (c->state != C_READY || c->wlen == 0)
+				continue;
+			n = tls_write(c->tls, c->wbuf, c->wlen);
+			if (n == -1) {
+				conn_close(c, F_NETWORK, tls_error(c->tls) ?
+				    tls_error(c->tls) : "write failed");
+				continue;
+			}
+			if (n > 0) {
+				memmove(c->wbuf, c->wbuf + n,
+				    c->wlen - (size_t)n);
+				c->wlen -= (size_t)n;
+			}
+			conn_update(c);
+		}
+	}
+	busy = 0;
 }
 
 static void
@@ -810,11 +863,13 @@ conn_timeout(int fd, short event, void *arg)
 			log_debug("upstream %s: closing idle connection",
 			    c->up->label);
 			conn_close(c, F_NETWORK, "idle");
+			flush_conns();
 		} else
 			set_timeout(c, IDLE_MS);
 		return;
 	}
 	conn_close(c, F_TIMEOUT, "connect or handshake timed out");
+	flush_conns();
 }
 
 /* Check the server's public key against the pins, if there are any. */
@@ -1013,14 +1068,14 @@ conn_event(int fd, short event, void *arg)
 			err = errno;
 		if (err != 0) {
 			conn_close(c, F_NETWORK, strerror(err));
-			return;
+			break;
 		}
 		if ((c->tls = tls_client()) == NULL ||
 		    tls_configure(c->tls, tlscfg) == -1 ||
 		    tls_connect_socket(c->tls, c->fd, c->up->uc.name) == -1) {
 			conn_close(c, F_NETWORK, c->tls && tls_error(c->tls) ?
 			    tls_error(c->tls) : "tls setup failed");
-			return;
+			break;
 		}
 		c->state = C_HANDSHAKE;
 		handshake(c);
@@ -1034,6 +1089,7 @@ conn_event(int fd, short event, void *arg)
 	default:
 		break;
 	}
+	flush_conns();
 }
 
 /* A query without an answer for a while is tried again elsewhere. */
@@ -1081,6 +1137,7 @@ retry_timer(int fd, short event, void *arg)
 		} else
 			query_dispatch(uq);
 	}
+	flush_conns();
 	retry_update();
 }
 
