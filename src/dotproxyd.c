@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <event.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -793,29 +794,49 @@ sig_handler(int sig, short event, void *arg)
 	}
 }
 
-/* Stop both children, letting them drain for a bounded time, and exit. */
+/*
+ * Stop both children, letting them drain for a bounded time while their
+ * last log and audit records are still read, and exit.
+ */
 static void
 shutdown_children(int failed)
 {
-	int	i, status, tries;
+	struct pollfd	 pfd[2];
+	int		 i, n, status, left, tries;
 
 	for (i = 0; i < 2; i++)
 		if (children[i].pid > 0)
 			kill(children[i].pid, SIGTERM);
-	for (i = 0; i < 2; i++) {
-		if (children[i].pid <= 0)
-			continue;
-		for (tries = 0; tries < (DRAIN_MS + 1000) / 20; tries++) {
-			if (waitpid(children[i].pid, &status, WNOHANG) != 0)
-				break;
-			usleep(20000);
+	for (tries = 0; tries < (DRAIN_MS + 1000) / 20; tries++) {
+		for (i = 0, left = 0; i < 2; i++) {
+			if (children[i].pid > 0 &&
+			    waitpid(children[i].pid, &status, WNOHANG) != 0)
+				children[i].pid = 0;
+			if (children[i].pid > 0)
+				left++;
 		}
-		if (tries == (DRAIN_MS + 1000) / 20) {
+		for (i = 0, n = 0; i < 2; i++)
+			if (children[i].ibuf.rbuf != NULL) {
+				pfd[n].fd = children[i].ibuf.fd;
+				pfd[n++].events = POLLIN;
+			}
+		if (poll(pfd, (nfds_t)n, 20) > 0)
+			for (i = 0; i < 2; i++)
+				if (children[i].ibuf.rbuf != NULL &&
+				    event_initialized(&children[i].ev) &&
+				    event_pending(&children[i].ev, EV_READ,
+				    NULL))
+					child_dispatch(children[i].ibuf.fd,
+					    EV_READ, &children[i]);
+		if (left == 0)
+			break;
+	}
+	for (i = 0; i < 2; i++)
+		if (children[i].pid > 0) {
 			kill(children[i].pid, SIGKILL);
 			waitpid(children[i].pid, &status, 0);
+			children[i].pid = 0;
 		}
-		children[i].pid = 0;
-	}
 	audit("stop", "status", failed ? "failure" : "normal", NULL);
 	log_info("terminating");
 	exit(failed ? 1 : 0);

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
 
 #include <errno.h>
 #include <event.h>
@@ -48,6 +49,7 @@ struct cquery {
 	struct sockaddr_storage	 from;
 	socklen_t		 fromlen;
 	struct dns_msg		 qm;
+	struct timespec		 t0;		/* arrival, for query logs */
 	size_t			 qlen;
 	uint8_t			 q[];		/* header + question */
 };
@@ -125,7 +127,11 @@ static void	 tcp_close(struct tcpc *);
 static void	 tcp_update(struct tcpc *);
 static void	 handle_query(const uint8_t *, size_t, int, struct tcpc *,
 		    const struct sockaddr_storage *, socklen_t);
-static void	 reply(struct cquery *, const uint8_t *, size_t);
+static void	 reply(struct cquery *, const uint8_t *, size_t, const char *);
+static void	 log_query(const struct cquery *, const uint8_t *, size_t,
+		    const char *);
+static void	 note_client(int, const struct sockaddr_storage *);
+static void	 audit_clients(int, short, void *);
 static void	 reply_error(struct cquery *, int, int, const char *);
 static void	 answer_request(uint32_t, const uint8_t *, size_t);
 static void	 fail_request(uint32_t, int, const char *);
@@ -156,7 +162,17 @@ static uint32_t			 next_qid = 1, hash_seed;
 static int			 nrequests, ntcpc;
 static int			 upstream_fd = -1, control_fd = -1;
 static int			 upstream_up, draining;
-static struct event		 ev_sigterm, drain_timer;
+static struct event		 ev_sigterm, drain_timer, audit_timer;
+static uint32_t			 anon_key;
+
+/* Refused and rate-limited clients, audited once a minute, not per packet. */
+#define AUDIT_CLIENTS	256
+static struct audit_client {
+	struct sockaddr_storage	 ss;
+	uint64_t		 count;
+} audit_cl[2][AUDIT_CLIENTS];
+static int			 n_audit_cl[2];
+static uint64_t			 audit_others[2];
 static struct cache		*cache;
 static struct ratelimit		*ratelimit;
 struct listener_stats		 stats;
@@ -222,6 +238,8 @@ listener_main(int debug, int verbose)
 	chan_update(&parent);
 	chan_update(&upstream);
 	evtimer_set(&timer, timer_fire, NULL);
+	evtimer_set(&audit_timer, audit_clients, NULL);
+	anon_key = arc4random();
 	TAILQ_FOREACH(s, &socks, entry) {
 		event_set(&s->ev, s->fd, EV_READ | EV_PERSIST,
 		    s->type == SOCK_DGRAM ? udp_read : tcp_accept, s);
@@ -878,6 +896,8 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 	}
 	memcpy(cq->q, q, keep);
 	cq->qlen = keep;
+	if (conf->log_queries)
+		now(&cq->t0);
 	cq->qm = qm;
 	cq->fd = fd;
 	cq->from = *from;
@@ -890,6 +910,7 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 
 	if (!acl_allowed(conf, (const struct sockaddr *)from)) {
 		stats.refused_acl++;
+		note_client(0, from);
 		reply_error(cq, DNS_RCODE_REFUSED, EDE_PROHIBITED,
 		    "client not in the access list");
 		return;
@@ -897,6 +918,7 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 	if (ratelimit != NULL && !ratelimit_allow(ratelimit,
 	    (const struct sockaddr *)from, now_ms())) {
 		stats.ratelimited++;
+		note_client(1, from);
 		if (tc == NULL) {
 			cquery_free(cq);	/* UDP: drop, nothing to reflect */
 			return;
@@ -927,7 +949,7 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 		len = dns_client_answer(outbuf, sizeof(outbuf), hit.answer,
 		    hit.len, hit.msg, cq->q, &cq->qm, hit.age, client_limit(cq));
 		if (len > 0) {
-			reply(cq, outbuf, len);
+			reply(cq, outbuf, len, "cache");
 			return;
 		}
 	}
@@ -1013,12 +1035,14 @@ udp_flush(void)
 
 /* Send a finished answer and forget the client's query. */
 static void
-reply(struct cquery *cq, const uint8_t *msg, size_t len)
+reply(struct cquery *cq, const uint8_t *msg, size_t len, const char *how)
 {
 	struct udp_reply	*u;
 
 	if (len >= DNS_HDR_LEN)
 		stats.rcode[DNS_F_RCODE(dns_get16(msg + 2))]++;
+	if (conf->log_queries)
+		log_query(cq, msg, len, how);
 	if (cq->tc != NULL)
 		tcp_send(cq->tc, msg, len);
 	else if (len > sizeof(u->buf)) {
@@ -1049,7 +1073,7 @@ reply_error(struct cquery *cq, int rcode, int ede, const char *text)
 		cquery_free(cq);
 		return;
 	}
-	reply(cq, outbuf, len);
+	reply(cq, outbuf, len, "local");
 }
 
 static void
@@ -1079,7 +1103,7 @@ answer_request(uint32_t qid, const uint8_t *a, size_t alen)
 			reply_error(cq, DNS_RCODE_SERVFAIL, EDE_OTHER,
 			    "answer too large");
 		else
-			reply(cq, outbuf, len);
+			reply(cq, outbuf, len, "upstream");
 	}
 	request_free(r);
 }
@@ -1226,6 +1250,7 @@ drain_done(int fd, short event, void *arg)
 	while ((r = TAILQ_FIRST(&reqs_by_time)) != NULL)
 		fail_request(r->qid, EDE_NOT_READY, "shutting down");
 	udp_flush();
+	audit_clients(-1, 0, NULL);	/* what this minute has counted */
 	TAILQ_FOREACH(tc, &tcpcs, entry)
 		if (!TAILQ_EMPTY(&tc->out))
 			tcp_write(tc->fd, EV_WRITE, tc);
@@ -1280,4 +1305,131 @@ listener_gauges(int *tcp, int *inflight)
 {
 	*tcp = ntcpc;
 	*inflight = nrequests;
+}
+
+static int
+same_client(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return 0;
+	if (a->ss_family == AF_INET)
+		return memcmp(&((const struct sockaddr_in *)a)->sin_addr,
+		    &((const struct sockaddr_in *)b)->sin_addr, 4) == 0;
+	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+	    &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+}
+
+/* Count a refusal (kind 0) or rate-limit trip (kind 1) for the audit. */
+static void
+note_client(int kind, const struct sockaddr_storage *ss)
+{
+	struct timeval	 tv = { 60, 0 };
+	int		 i;
+
+	for (i = 0; i < n_audit_cl[kind]; i++)
+		if (same_client(&audit_cl[kind][i].ss, ss)) {
+			audit_cl[kind][i].count++;
+			return;
+		}
+	if (n_audit_cl[kind] == AUDIT_CLIENTS) {
+		audit_others[kind]++;
+		return;
+	}
+	audit_cl[kind][n_audit_cl[kind]].ss = *ss;
+	audit_cl[kind][n_audit_cl[kind]++].count = 1;
+	if (!evtimer_pending(&audit_timer, NULL))
+		evtimer_add(&audit_timer, &tv);
+}
+
+static void
+client_text(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+	const void	*a;
+
+	if (ss->ss_family == AF_INET)
+		a = &((const struct sockaddr_in *)ss)->sin_addr;
+	else
+		a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+	if (inet_ntop(ss->ss_family, a, buf, (socklen_t)len) == NULL)
+		strlcpy(buf, "?", len);
+}
+
+/* The first event of a minute starts it; at its end, one record each. */
+static void
+audit_clients(int fd, short event, void *arg)
+{
+	static const char	*ev[2] = { "access-refused", "rate-limited" };
+	char			 addr[INET6_ADDRSTRLEN], n[24];
+	int			 k, i;
+
+	(void)fd;
+	(void)event;
+	(void)arg;
+	for (k = 0; k < 2; k++) {
+		for (i = 0; i < n_audit_cl[k]; i++) {
+			client_text(&audit_cl[k][i].ss, addr, sizeof(addr));
+			snprintf(n, sizeof(n), "%llu",
+			    (unsigned long long)audit_cl[k][i].count);
+			audit(ev[k], "client", addr, "queries", n,
+			    "period", "60s", NULL);
+		}
+		if (audit_others[k]) {
+			snprintf(n, sizeof(n), "%llu",
+			    (unsigned long long)audit_others[k]);
+			audit(ev[k], "client", "others", "queries", n,
+			    "period", "60s", NULL);
+		}
+		n_audit_cl[k] = 0;
+		audit_others[k] = 0;
+	}
+}
+
+/*
+ * One line per answered query, when "log queries" is set: the client
+ * (with "anonymize": its /24 or /48 and a keyed hash of the address),
+ * the name, type, rcode, where the answer came from and how long it took.
+ */
+static void
+log_query(const struct cquery *cq, const uint8_t *msg, size_t len,
+    const char *how)
+{
+	static const char	*rcodes[] = { "NOERROR", "FORMERR", "SERVFAIL",
+	    "NXDOMAIN", "NOTIMP", "REFUSED" };
+	struct sockaddr_storage	 ss = cq->from;
+	struct timespec		 t1;
+	char			 addr[INET6_ADDRSTRLEN + 16], name[1024];
+	int			 rcode;
+	long long		 us;
+
+	if (cq->qm.qend == 0 || dns_name_to_text(cq->q + cq->qm.qname_off,
+	    cq->qm.qname_len, name, sizeof(name)) == -1)
+		strlcpy(name, "-", sizeof(name));
+	if (conf->log_queries == 2) {
+		uint32_t	h;
+		uint8_t		*a;
+		size_t		 alen, keep;
+
+		if (ss.ss_family == AF_INET) {
+			a = (uint8_t *)&((struct sockaddr_in *)&ss)->sin_addr;
+			alen = 4;
+			keep = 3;
+		} else {
+			a = (uint8_t *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
+			alen = 16;
+			keep = 6;
+		}
+		h = cache_hash(anon_key, a, alen);
+		memset(a + keep, 0, alen - keep);
+		client_text(&ss, addr, sizeof(addr));
+		snprintf(addr + strlen(addr), sizeof(addr) - strlen(addr),
+		    "#%08x", h);
+	} else
+		client_text(&ss, addr, sizeof(addr));
+	rcode = len >= DNS_HDR_LEN ? DNS_F_RCODE(dns_get16(msg + 2)) : -1;
+	now(&t1);
+	us = (long long)(t1.tv_sec - cq->t0.tv_sec) * 1000000 +
+	    (t1.tv_nsec - cq->t0.tv_nsec) / 1000;
+	log_info("query %s %s %s type %u %s %s %lldus", addr,
+	    cq->tc ? "tcp" : "udp", name, cq->qm.qtype,
+	    rcode >= 0 && rcode <= 5 ? rcodes[rcode] : "other", how, us);
 }
