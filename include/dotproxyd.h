@@ -143,6 +143,7 @@ struct dotproxyd_conf	*config_new(void);
 void			 config_free(struct dotproxyd_conf *);
 struct dotproxyd_conf	*parse_config(const char *, int);
 void			 print_config(FILE *, const struct dotproxyd_conf *);
+void			 parse_errors_to_log(int);
 int			 config_set_defaults(struct dotproxyd_conf *);
 int			 parse_prefix(const char *, struct acl_conf *);
 int			 parse_address(const char *, int, struct

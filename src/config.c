@@ -136,7 +136,7 @@ config_hash(const struct dotproxyd_conf *c, char *buf, size_t len)
 	print_config(f, c);
 	fclose(f);
 	if (EVP_Digest(text, textlen, md, &mdlen, EVP_sha256(), NULL) == 1)
-		for (i = 0; i < mdlen && 2 * i + 2 < len && i < 8; i++)
+		for (i = 0; i < mdlen && 2 * i + 2 < len + 1 && i < 8; i++)
 			snprintf(buf + 2 * i, len - 2 * i, "%02x", md[i]);
 	free(text);
 }

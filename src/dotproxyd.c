@@ -40,7 +40,6 @@ struct child {
 	struct event	 respawn;
 	time_t		 started;
 	time_t		 deaths[RESPAWN_MAX];
-	int		 audited;
 };
 
 struct lsock {
@@ -64,7 +63,7 @@ static void	 shutdown_children(int) __attribute__((__noreturn__));
 static int	 reload(char *, size_t);
 static void	 resolve_user(struct dotproxyd_conf *);
 static void	 warn_open_resolver(const struct dotproxyd_conf *);
-static void	 audit_confinement(void);
+static void	 audit_confinement(const struct child *);
 
 static struct dotproxyd_conf	*conf;
 static const char		*conffile = DOTPROXYD_CONF;
@@ -179,6 +178,7 @@ main(int argc, char *argv[])
 		fatal("audit log %s", conf->audit_log);
 	if (!debug && daemon(0, 0) == -1)
 		fatal("daemon");
+	parse_errors_to_log(1);		/* stderr is gone now */
 	log_info("dotproxyd %s starting", DOTPROXYD_VERSION);
 	warn_open_resolver(conf);
 
@@ -632,7 +632,7 @@ child_dispatch(int fd, short event, void *arg)
 		case IMSG_STARTED:
 			log_info("%s process confined and serving (pid %d)",
 			    proc_name(c->type), (int)c->pid);
-			audit_confinement();
+			audit_confinement(c);
 			break;
 		case IMSG_CTL_RELOAD:
 			if (c->type != PROC_LISTENER || imsg.len != 0)
@@ -677,25 +677,17 @@ bad:
 		kill(c->pid, SIGKILL);
 }
 
-/* The first confinement report of each child, in the audit trail. */
+/* A child reports itself confined: that goes into the audit trail. */
 static void
-audit_confinement(void)
+audit_confinement(const struct child *c)
 {
-	char	uid[16];
-	int	i;
+	char	uid[16], pid[16];
 
 	snprintf(uid, sizeof(uid), "%u", (unsigned)conf->uid);
-	for (i = 0; i < 2; i++)
-		if (children[i].pid > 0 && !children[i].audited) {
-			char pid[16];
-
-			snprintf(pid, sizeof(pid), "%d", (int)children[i].pid);
-			children[i].audited = 1;
-			audit("confined", "child", proc_name(children[i].type),
-			    "pid", pid, "uid", uid, "chroot", conf->chroot,
-			    "seccomp", "filter", "capabilities", "none",
-			    "no_new_privs", "1", NULL);
-		}
+	snprintf(pid, sizeof(pid), "%d", (int)c->pid);
+	audit("confined", "child", proc_name(c->type), "pid", pid, "uid", uid,
+	    "chroot", conf->chroot, "seccomp", "filter", "capabilities",
+	    "none", "no_new_privs", "1", NULL);
 }
 
 /*
@@ -728,6 +720,8 @@ reload(char *result, size_t len)
 	strlcpy(nconf->control_path, conf->control_path,
 	    sizeof(nconf->control_path));
 	strlcpy(nconf->audit_log, conf->audit_log, sizeof(nconf->audit_log));
+	if (audit_open(conf->audit_log) == -1)	/* after rotation, say */
+		log_warn("audit log %s", conf->audit_log);
 	nconf->uid = conf->uid;
 	nconf->gid = conf->gid;
 	nconf->verbose = conf->verbose;

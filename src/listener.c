@@ -33,6 +33,8 @@
 #define TCP_MAX_CLIENTS		1000
 #define TCP_MAX_INFLIGHT	128	/* per connection, then stop reading */
 #define TCP_IDLE_MS		10000
+#define TCP_PARTIAL_MS		5000	/* to finish a message once begun */
+#define TCP_MAX_PER_CLIENT	64
 #define MAX_REQUESTS		65536
 #define REQ_HASH_SIZE		16384	/* power of two */
 
@@ -88,6 +90,7 @@ struct tcpc {
 	TAILQ_HEAD(, obuf)	 out;
 	int			 reading;
 	int			 eof;
+	int64_t			 partial_ms;	/* a message began arriving */
 	size_t			 rlen;
 	uint8_t			 rbuf[2 + DNS_MAX_MSG];
 };
@@ -140,6 +143,9 @@ static void	 cquery_free(struct cquery *);
 static void	 timer_update(void);
 static void	 timer_fire(int, short, void *);
 static void	 apply_limits(void);
+static int	 same_client(const struct sockaddr_storage *,
+		    const struct sockaddr_storage *);
+static int64_t	 now_ms(void);
 static void	 udp_flush(void);
 static void	 upstream_lost(void);
 static void	 close_removed_sockets(void);
@@ -561,15 +567,53 @@ udp_read(int fd, short event, void *arg)
 
 /* TCP, RFC 7766 */
 
+/* Make room at the limit: the oldest connection with nothing to do. */
+static int
+tcp_evict_idle(void)
+{
+	struct tcpc	*tc;
+
+	TAILQ_FOREACH(tc, &tcpcs, entry)
+		if (tc->inflight == 0 && TAILQ_EMPTY(&tc->out)) {
+			stats.tcp_refused++;
+			tcp_close(tc);
+			return 0;
+		}
+	return -1;
+}
+
+static int
+tcp_per_client(const struct sockaddr_storage *ss)
+{
+	struct tcpc	*tc;
+	int		 n = 0;
+
+	TAILQ_FOREACH(tc, &tcpcs, entry)
+		if (same_client(&tc->from, ss))
+			n++;
+	return n;
+}
+
+static void
+tcp_accept_resume(int fd, short event, void *arg)
+{
+	struct sock	*s = arg;
+
+	(void)fd;
+	(void)event;
+	event_set(&s->ev, s->fd, EV_READ | EV_PERSIST, tcp_accept, s);
+	event_add(&s->ev, NULL);
+}
+
 static void
 tcp_accept(int fd, short event, void *arg)
 {
+	struct sock	*ls = arg;
 	struct tcpc	*tc;
 	struct timeval	 tv;
 	int		 s, i;
 
 	(void)event;
-	(void)arg;
 	for (i = 0; i < 32; i++) {
 		if ((tc = calloc(1, sizeof(*tc))) == NULL) {
 			log_warn("calloc");
@@ -579,14 +623,25 @@ tcp_accept(int fd, short event, void *arg)
 		s = accept4(fd, (struct sockaddr *)&tc->from, &tc->fromlen,
 		    SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (s == -1) {
-			if (errno != EAGAIN && errno != EINTR &&
+			free(tc);
+			if (errno == EMFILE || errno == ENFILE) {
+				/* out of descriptors: pause, do not spin */
+				log_warnx("accept: %s; pausing for a second",
+				    strerror(errno));
+				event_del(&ls->ev);
+				tv.tv_sec = 1;
+				tv.tv_usec = 0;
+				event_once(-1, EV_TIMEOUT, tcp_accept_resume,
+				    ls, &tv);
+			} else if (errno != EAGAIN && errno != EINTR &&
 			    errno != ECONNABORTED)
 				log_warn("accept");
-			free(tc);
 			return;
 		}
-		if (ntcpc >= TCP_MAX_CLIENTS) {
-			log_debug("too many tcp clients, closing one");
+		stats.tcp_accepted++;
+		if ((ntcpc >= TCP_MAX_CLIENTS && tcp_evict_idle() == -1) ||
+		    tcp_per_client(&tc->from) >= TCP_MAX_PER_CLIENT) {
+			stats.tcp_refused++;
 			close(s);
 			free(tc);
 			continue;
@@ -665,9 +720,25 @@ tcp_read(int fd, short event, void *arg)
 	if (off > 0) {
 		memmove(tc->rbuf, tc->rbuf + off, tc->rlen - off);
 		tc->rlen -= off;
+		tc->partial_ms = 0;
 	}
-	tv.tv_sec = TCP_IDLE_MS / 1000;
-	tv.tv_usec = (TCP_IDLE_MS % 1000) * 1000;
+	if (tc->rlen > 0) {
+		/* a message begun must be finished in time (slow loris) */
+		int64_t left;
+
+		if (tc->partial_ms == 0)
+			tc->partial_ms = now_ms();
+		left = TCP_PARTIAL_MS - (now_ms() - tc->partial_ms);
+		if (left <= 0) {
+			tcp_close(tc);
+			return;
+		}
+		tv.tv_sec = left / 1000;
+		tv.tv_usec = (left % 1000) * 1000;
+	} else {
+		tv.tv_sec = TCP_IDLE_MS / 1000;
+		tv.tv_usec = (TCP_IDLE_MS % 1000) * 1000;
+	}
 	evtimer_add(&tc->tmo, &tv);
 	tcp_update(tc);
 	chan_update(&upstream);
@@ -722,7 +793,7 @@ tcp_timeout(int fd, short event, void *arg)
 
 	(void)fd;
 	(void)event;
-	if (tc->inflight > 0 || !TAILQ_EMPTY(&tc->out)) {
+	if (tc->rlen == 0 && (tc->inflight > 0 || !TAILQ_EMPTY(&tc->out))) {
 		/* busy, not idle: look again later */
 		tv.tv_sec = TCP_IDLE_MS / 1000;
 		tv.tv_usec = 0;

@@ -49,6 +49,7 @@ static TAILQ_HEAD(, sym)	 symhead = TAILQ_HEAD_INITIALIZER(symhead);
 static struct dotproxyd_conf	*conf;
 static struct upstream_conf	*cur_upstream;
 static int			 errors;
+static int			 errors_to_log;
 
 int		 yyparse(void);
 static int	 yylex(void);
@@ -294,6 +295,10 @@ main		: LISTEN ON STRING port {
 				YYERROR;
 			}
 			free($3);
+			if (conf->audit_log[0] != '/') {
+				yyerror("audit log must be an absolute path");
+				YYERROR;
+			}
 		}
 		| LOG QUERIES anonymize	{ conf->log_queries = (int)$3; }
 		;
@@ -330,7 +335,11 @@ yyerror(const char *fmt, ...)
 	if (vasprintf(&msg, fmt, ap) == -1)
 		fatalx("yyerror vasprintf");
 	va_end(ap);
-	fprintf(stderr, "%s:%d: %s\n", file->name, yylval.lineno, msg);
+	if (errors_to_log)
+		log_warnx("%s:%d: %s", file->name, yylval.lineno, msg);
+	else
+		fprintf(stderr, "%s:%d: %s\n", file->name, yylval.lineno,
+		    msg);
 	free(msg);
 	return 0;
 }
@@ -844,6 +853,13 @@ sockaddr_text(const struct sockaddr_storage *ss, char *buf, size_t len)
 	return buf;
 }
 
+/* Once the daemon runs without a terminal, parse errors go to the log. */
+void
+parse_errors_to_log(int on)
+{
+	errors_to_log = on;
+}
+
 struct dotproxyd_conf *
 config_new(void)
 {
@@ -974,7 +990,10 @@ parse_config(const char *filename, int missing_ok)
 		return conf;
 	}
 	if ((file = pushfile(filename)) == NULL) {
-		fprintf(stderr, "%s: %s\n", filename, strerror(errno));
+		if (errors_to_log)
+			log_warn("%s", filename);
+		else
+			fprintf(stderr, "%s: %s\n", filename, strerror(errno));
 		config_free(conf);
 		return NULL;
 	}

@@ -120,6 +120,7 @@ static void	 retry_timer(int, short, void *);
 static void	 retry_update(void);
 static void	 listener_lost(void);
 static void	 flush_conns(void);
+static void	 upstream_sigterm(int, short, void *);
 static void	 send_status(uint32_t);
 
 static struct dotproxyd_conf	*conf, *pending_conf;
@@ -129,7 +130,8 @@ static TAILQ_HEAD(, uquery)	 sentq = TAILQ_HEAD_INITIALIZER(sentq);
 static struct tls_config	*tlscfg;
 static struct event		 rtimer;
 static int			 listener_fd = -1, ca_fd = -1, nqueries;
-static int			 listener_up;
+static int			 listener_up, terminating;
+static struct event		 ev_sigterm;
 static uint8_t			*ca_mem;
 static size_t			 ca_len;
 
@@ -224,6 +226,8 @@ upstream_main(int debug, int verbose)
 		fatalx("tls protocols: %s", tls_config_error(tlscfg));
 
 	event_init();	/* its epoll descriptor is made before the filter */
+	signal_set(&ev_sigterm, SIGTERM, upstream_sigterm, NULL);
+	signal_add(&ev_sigterm, NULL);
 	sandbox_drop(PROC_UPSTREAM, conf);
 
 	log_to_parent(&parent.ibuf, chan_kick_parent);
@@ -349,6 +353,10 @@ apply_config(struct dotproxyd_conf *nc)
 				u->conns[i].fd = -1;
 			}
 		}
+		for (i = nc->tls_connections; i < MAX_TLS_CONNS; i++)
+			if (u->conns[i].state != C_CLOSED)
+				conn_close(&u->conns[i], F_NETWORK,
+				    "fewer connections configured");
 		u->nconns = nc->tls_connections;
 		TAILQ_INSERT_TAIL(&upstreams, u, entry);
 	}
@@ -937,8 +945,12 @@ handshake(struct conn *c)
 		return;
 	}
 	if (r == -1) {
-		conn_close(c, F_AUTH, tls_error(c->tls) ? tls_error(c->tls) :
-		    "TLS handshake failed");
+		const char *e = tls_error(c->tls) ? tls_error(c->tls) :
+		    "TLS handshake failed";
+
+		/* a certificate or name that does not verify is not a reset */
+		conn_close(c, strstr(e, "certificate") != NULL ||
+		    strstr(e, "verif") != NULL ? F_AUTH : F_NETWORK, e);
 		return;
 	}
 	if (check_pins(c, why, sizeof(why)) == -1) {
@@ -1148,6 +1160,8 @@ listener_lost(void)
 	struct upstream	*u;
 	struct uquery	*uq;
 
+	if (terminating)
+		exit(0);	/* the listener has drained: done */
 	log_warnx("lost the listener process");
 	listener_up = 0;
 	if (event_initialized(&listener.ev))
@@ -1189,4 +1203,19 @@ send_status(uint32_t id)
 	if (imsg_compose(&listener.ibuf, IMSG_CTL_END, id, -1, NULL, 0) == -1)
 		log_warn("imsg_compose");
 	chan_update(&listener);
+}
+
+/*
+ * SIGTERM: keep answering what the listener still waits for while it
+ * drains; exit once it has gone (or the parent has).
+ */
+static void
+upstream_sigterm(int sig, short event, void *arg)
+{
+	(void)sig;
+	(void)event;
+	(void)arg;
+	terminating = 1;
+	if (!listener_up)
+		exit(0);
 }
