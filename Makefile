@@ -42,7 +42,8 @@ CTL_OBJS=	$(CTL_SRCS:%.c=$(BUILD)/%.o)
 HDRS=		$(wildcard include/*.h)
 
 UNIT_TESTS=	$(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
-UNIT_OBJS=	$(COMMON:%.c=$(BUILD)/%.o) $(BUILD)/parse.o
+UNIT_OBJS=	$(COMMON:%.c=$(BUILD)/%.o) $(BUILD)/parse.o $(BUILD)/proc.o \
+		$(BUILD)/sandbox-seccomp.o
 
 .PHONY: all clean check unit integration deps run install uninstall bench fuzz
 

@@ -74,20 +74,6 @@ static TAILQ_HEAD(, lsock)	 lsocks = TAILQ_HEAD_INITIALIZER(lsocks);
 static int			 control_fd = -1;
 static int			 debug, verbose;
 
-const char *
-proc_name(enum proc_type t)
-{
-	switch (t) {
-	case PROC_PARENT:
-		return "parent";
-	case PROC_LISTENER:
-		return "listener";
-	case PROC_UPSTREAM:
-		return "upstream";
-	}
-	return "?";
-}
-
 static void
 usage(void)
 {

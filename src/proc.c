@@ -13,6 +13,20 @@
 #include "imsg.h"
 #include "log.h"
 
+const char *
+proc_name(enum proc_type t)
+{
+	switch (t) {
+	case PROC_PARENT:
+		return "parent";
+	case PROC_LISTENER:
+		return "listener";
+	case PROC_UPSTREAM:
+		return "upstream";
+	}
+	return "?";
+}
+
 /*
  * Read from the parent until the first config is complete.  Descriptor
  * messages before it go to take_fd, which returns -1 for a message it

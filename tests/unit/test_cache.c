@@ -1,0 +1,215 @@
+/*
+ * The answer cache: TTLs, negative entries, eviction, key handling.
+ */
+#include <sys/types.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "dns.h"
+#include "tap.h"
+
+/* "www.example.test" in wire form */
+static const uint8_t qname[] = { 3, 'w', 'w', 'w', 7, 'e', 'x', 'a', 'm',
+    'p', 'l', 'e', 4, 't', 'e', 's', 't', 0 };
+
+static size_t
+put16(uint8_t *p, uint16_t v)
+{
+	p[0] = v >> 8;
+	p[1] = v & 0xff;
+	return 2;
+}
+
+static size_t
+put32(uint8_t *p, uint32_t v)
+{
+	put16(p, v >> 16);
+	put16(p + 2, v & 0xffff);
+	return 4;
+}
+
+/*
+ * An answer: rcode, nan A records with ttl, and an SOA in the authority
+ * section when soa_ttl is not 0 (its MINIMUM is soa_min).
+ */
+static size_t
+answer(uint8_t *m, int rcode, int nan, uint32_t ttl, uint32_t soa_ttl,
+    uint32_t soa_min)
+{
+	size_t	o = 0;
+	int	i;
+
+	o += put16(m + o, 0x1234);
+	o += put16(m + o, 0x8180 | rcode);
+	o += put16(m + o, 1);
+	o += put16(m + o, (uint16_t)nan);
+	o += put16(m + o, soa_ttl ? 1 : 0);
+	o += put16(m + o, 0);
+	memcpy(m + o, qname, sizeof(qname));
+	o += sizeof(qname);
+	o += put16(m + o, DNS_T_A);
+	o += put16(m + o, DNS_C_IN);
+	for (i = 0; i < nan; i++) {
+		o += put16(m + o, 0xc00c);
+		o += put16(m + o, DNS_T_A);
+		o += put16(m + o, DNS_C_IN);
+		o += put32(m + o, ttl + (uint32_t)i * 10);
+		o += put16(m + o, 4);
+		o += put32(m + o, 0xc0000201 + (uint32_t)i);
+	}
+	if (soa_ttl) {
+		o += put16(m + o, 0xc00c + 4);	/* example.test */
+		o += put16(m + o, DNS_T_SOA);
+		o += put16(m + o, DNS_C_IN);
+		o += put32(m + o, soa_ttl);
+		o += put16(m + o, 2 + 2 + 20);
+		o += put16(m + o, 0xc00c + 4);	/* mname */
+		o += put16(m + o, 0xc00c + 4);	/* rname */
+		o += put32(m + o, 1);
+		o += put32(m + o, 3600);
+		o += put32(m + o, 600);
+		o += put32(m + o, 86400);
+		o += put32(m + o, soa_min);
+	}
+	return o;
+}
+
+static uint32_t
+ttl_of_first(const uint8_t *m)
+{
+	size_t	off = DNS_HDR_LEN + sizeof(qname) + 4 + 2 + 4;
+
+	return (uint32_t)m[off] << 24 | (uint32_t)m[off + 1] << 16 |
+	    (uint32_t)m[off + 2] << 8 | m[off + 3];
+}
+
+static int
+store(struct cache *c, const char *key, const uint8_t *a, size_t alen,
+    int64_t now)
+{
+	struct dns_msg	am;
+
+	if (dns_parse(a, alen, &am) == -1)
+		return -1;
+	return cache_store(c, (const uint8_t *)key, strlen(key),
+	    cache_hash(1, (const uint8_t *)key, strlen(key)), a, alen, &am,
+	    now);
+}
+
+static int
+lookup(struct cache *c, const char *key, int64_t now, struct cache_hit *h)
+{
+	return cache_lookup(c, (const uint8_t *)key, strlen(key),
+	    cache_hash(1, (const uint8_t *)key, strlen(key)), now, h);
+}
+
+int
+main(void)
+{
+	struct cache		*c;
+	struct cache_hit	 h;
+	struct cache_stats	 st;
+	struct dns_msg		 am, qm;
+	uint8_t			 a[1024], out[1024], q[512];
+	size_t			 alen, len, qlen;
+	char			 key[32];
+	int			 i;
+
+	plan(27);
+
+	c = cache_new(100, 100 * CACHE_BYTES_PER_ENTRY);
+	ok(c != NULL, "cache_new");
+
+	/* positive answer: kept for the smallest TTL of its records */
+	alen = answer(a, DNS_RCODE_NOERROR, 2, 300, 0, 0);
+	ok(dns_parse(a, alen, &am) == 0, "test answer parses");
+	is_int(cache_ttl(&am), 300, "ttl is the smallest of the records");
+	is_int(store(c, "k1", a, alen, 1000), 1, "stored");
+	ok(lookup(c, "k1", 1000, &h) == 1 && h.age == 0, "hit at once, age 0");
+	ok(lookup(c, "k1", 1100, &h) == 1 && h.age == 100, "hit later, age 100");
+	ok(lookup(c, "K1", 1100, &h) == 0, "the key is compared exactly");
+	ok(lookup(c, "k1", 1300, &h) == 0, "expired at its TTL");
+	ok(lookup(c, "k1", 1100, &h) == 0, "an expired entry is gone");
+
+	/* the served copy's TTLs count down */
+	store(c, "k2", a, alen, 2000);
+	lookup(c, "k2", 2040, &h);
+	qlen = answer(q, 0, 0, 0, 0, 0);
+	q[2] = 0x01;	/* a query: RD */
+	q[3] = 0x00;
+	ok(dns_parse(q, qlen, &qm) == 0, "test query parses");
+	len = dns_client_answer(out, sizeof(out), h.answer, h.len, h.msg, q,
+	    &qm, h.age, DNS_MAX_MSG);
+	ok(len > 0 && ttl_of_first(out) == 260, "served TTL 300 - 40 = %u",
+	    len > 0 ? ttl_of_first(out) : 0);
+
+	/* negative answers: the SOA's negative TTL (RFC 2308) */
+	alen = answer(a, DNS_RCODE_NXDOMAIN, 0, 0, 3600, 60);
+	dns_parse(a, alen, &am);
+	is_int(cache_ttl(&am), 60, "NXDOMAIN: min(SOA TTL, MINIMUM)");
+	alen = answer(a, DNS_RCODE_NOERROR, 0, 0, 30, 900);
+	dns_parse(a, alen, &am);
+	is_int(cache_ttl(&am), 30, "NODATA: min(SOA TTL, MINIMUM)");
+	alen = answer(a, DNS_RCODE_NXDOMAIN, 0, 0, 0, 0);
+	dns_parse(a, alen, &am);
+	is_int(cache_ttl(&am), 0, "NXDOMAIN without SOA is not cached");
+	is_int(store(c, "k3", a, alen, 0), 0, "and store refuses it");
+	alen = answer(a, DNS_RCODE_SERVFAIL, 0, 0, 0, 0);
+	dns_parse(a, alen, &am);
+	is_int(cache_ttl(&am), CACHE_SERVFAIL_TTL, "SERVFAIL kept briefly");
+	alen = answer(a, DNS_RCODE_REFUSED, 0, 0, 0, 0);
+	dns_parse(a, alen, &am);
+	is_int(cache_ttl(&am), 0, "REFUSED is not cached");
+	alen = answer(a, DNS_RCODE_NOERROR, 1, 0x90000000U, 0, 0);
+	dns_parse(a, alen, &am);
+	is_int(cache_ttl(&am), 0, "a TTL with the top bit set counts as 0");
+	alen = answer(a, DNS_RCODE_NOERROR, 1, 10 * 86400, 0, 0);
+	dns_parse(a, alen, &am);
+	is_int(cache_ttl(&am), CACHE_MAX_TTL, "TTLs are capped");
+	a[3] |= 0x00;
+	a[2] |= DNS_F_TC >> 8;
+	dns_parse(a, alen, &am);
+	is_int(cache_ttl(&am), 0, "a truncated answer is not cached");
+
+	/* replacing an entry */
+	alen = answer(a, DNS_RCODE_NOERROR, 1, 100, 0, 0);
+	store(c, "k4", a, alen, 0);
+	alen = answer(a, DNS_RCODE_NOERROR, 1, 500, 0, 0);
+	store(c, "k4", a, alen, 0);
+	ok(lookup(c, "k4", 200, &h) == 1, "a newer answer replaces the old");
+	cache_get_stats(c, &st);
+	is_int(st.entries, 2, "two entries (k2, k4)");
+
+	/* eviction by entries: least recently used first */
+	cache_flush(c);
+	cache_get_stats(c, &st);
+	is_int(st.entries, 0, "flush empties it");
+	for (i = 0; i < 150; i++) {
+		snprintf(key, sizeof(key), "n%d", i);
+		store(c, key, a, alen, 0);
+		if (i >= 1)
+			lookup(c, "n0", 0, &h);	/* keep n0 recently used */
+	}
+	cache_get_stats(c, &st);
+	ok(st.entries == 100 && st.evictions == 50,
+	    "bounded at 100 entries (%zu, %llu evicted)", st.entries,
+	    (unsigned long long)st.evictions);
+	ok(lookup(c, "n0", 0, &h) == 1 && lookup(c, "n1", 0, &h) == 0,
+	    "the recently used entry stayed, an old one went");
+
+	/* eviction by bytes */
+	cache_resize(c, 100, 3 * (alen + 4));
+	cache_get_stats(c, &st);
+	ok(st.entries <= 3 && st.bytes <= 3 * (alen + 4),
+	    "bounded by bytes after a resize (%zu entries, %zu bytes)",
+	    st.entries, st.bytes);
+	cache_free(c);
+
+	c = cache_new(0, 0);
+	is_int(store(c, "x", a, alen, 0), 0, "a zero-size cache keeps nothing");
+	cache_free(c);
+	return done();
+}
