@@ -8,7 +8,7 @@ DESTDIR?=
 BUILD?=		build
 
 CC?=		cc
-YACC?=		bison -y
+YACC?=		bison -y -Wno-yacc
 PKG_CONFIG?=	pkg-config
 PKGS=		libtls libseccomp libcap-ng libevent libbsd-overlay libcrypto
 

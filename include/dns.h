@@ -73,6 +73,7 @@ struct dns_msg {
 	int		edns;		/* an OPT RR was present */
 	size_t		opt_off;	/* start of the OPT RR */
 	size_t		opt_end;
+	uint16_t	ar_before_opt;	/* additional records before it */
 	uint16_t	udpsize;
 	uint8_t		ext_rcode;
 	uint8_t		edns_version;

@@ -44,33 +44,35 @@ put32(uint8_t *p, uint32_t v)
 }
 
 /*
- * Step over a possibly compressed name at *off.  Pointers must point
- * strictly backwards, so following them always ends.  The expanded name
- * must fit in 255 bytes.
+ * Step over a possibly compressed name at *off.  A pointer must point
+ * strictly backwards, and the name it leads to must end before the
+ * pointer itself: so following pointers always ends, and a name can
+ * never run into the bytes that follow it (a TTL, the next record).
+ * The expanded name must fit in 255 bytes.
  */
 static int
 skip_name(const uint8_t *m, size_t len, size_t *off)
 {
-	size_t	pos = *off, end = 0, total = 0, limit = *off;
+	size_t	pos = *off, end = 0, total = 0, bound = len;
 	int	jumped = 0, hops = 0;
 	uint8_t	l;
 
 	for (;;) {
-		if (pos >= len)
+		if (pos >= bound)
 			return -1;
 		l = m[pos];
 		if ((l & 0xc0) == 0xc0) {
 			size_t ptr;
 
-			if (pos + 1 >= len || ++hops > MAX_PTR_HOPS)
+			if (pos + 1 >= bound || ++hops > MAX_PTR_HOPS)
 				return -1;
 			ptr = (size_t)(l & 0x3f) << 8 | m[pos + 1];
-			if (ptr >= limit || ptr < DNS_HDR_LEN)
+			if (ptr >= pos || ptr < DNS_HDR_LEN)
 				return -1;
 			if (!jumped)
 				end = pos + 2;
 			jumped = 1;
-			limit = ptr;
+			bound = pos;
 			pos = ptr;
 			continue;
 		}
@@ -83,7 +85,7 @@ skip_name(const uint8_t *m, size_t len, size_t *off)
 			pos++;
 			break;
 		}
-		if (pos + 1 + l > len)
+		if (pos + 1 + l > bound)
 			return -1;
 		pos += 1 + (size_t)l;
 	}
@@ -188,8 +190,11 @@ parse_rr_cb(void *arg, const uint8_t *m, enum dns_section s, size_t rr,
 		msg->opt_end = ttl_off + 6 + rdlen;
 		return 0;
 	}
-	if (s == DNS_S_AR)
+	if (s == DNS_S_AR) {
+		if (!msg->edns)
+			msg->ar_before_opt++;
 		return 0;
+	}
 	ttl = get32(m + ttl_off);
 	if (ttl > 0x7fffffff)		/* RFC 2181 8: treat as zero */
 		ttl = 0;
@@ -456,7 +461,7 @@ dns_client_answer(uint8_t *out, size_t outlen, const uint8_t *a, size_t alen,
 	struct ttl_arg	 ta;
 	uint8_t		 opts[DNS_MAX_MSG];
 	size_t		 len, optlen = 0, n, o;
-	uint16_t	 arcount = am->arcount;
+	uint16_t	 arcount;
 
 	len = am->end;
 	if (len > alen || len > outlen)
@@ -470,8 +475,12 @@ dns_client_answer(uint8_t *out, size_t outlen, const uint8_t *a, size_t alen,
 		if (dns_walk_rrs(out, len, am, age_ttl_cb, &ta) == -1)
 			return 0;
 	}
-	if (am->edns && am->opt_end == am->end) {
-		/* keep the upstream's options but padding (RFC 8467) */
+	if (am->edns) {
+		/*
+		 * Keep the upstream's options but padding (RFC 8467).  Records
+		 * after its OPT, if any, go with it: names in them may point
+		 * into what moves.
+		 */
 		const uint8_t *rd = a + am->opt_off + OPT_FIXED;
 		size_t rdlen = am->opt_end - am->opt_off - OPT_FIXED;
 
@@ -486,7 +495,7 @@ dns_client_answer(uint8_t *out, size_t outlen, const uint8_t *a, size_t alen,
 			optlen += l;
 		}
 		len = am->opt_off;
-		arcount--;
+		arcount = am->ar_before_opt;
 		if (qm->edns) {
 			n = put_opt(out + len, outlen - len, am->ext_rcode,
 			    qm->edns_flags & DNS_EDNS_DO, opts, optlen);

@@ -83,6 +83,7 @@ struct tcpc {
 	struct event		 rev;
 	struct event		 wev;
 	struct event		 tmo;
+	struct event		 resume;
 	struct sockaddr_storage	 from;
 	socklen_t		 fromlen;
 	LIST_HEAD(, cquery)	 queries;
@@ -128,6 +129,8 @@ static void	 tcp_write(int, short, void *);
 static void	 tcp_timeout(int, short, void *);
 static void	 tcp_close(struct tcpc *);
 static void	 tcp_update(struct tcpc *);
+static int	 tcp_has_message(const struct tcpc *);
+static void	 tcp_resume(int, short, void *);
 static void	 handle_query(const uint8_t *, size_t, int, struct tcpc *,
 		    const struct sockaddr_storage *, socklen_t);
 static void	 reply(struct cquery *, const uint8_t *, size_t, const char *);
@@ -652,6 +655,7 @@ tcp_accept(int fd, short event, void *arg)
 		event_set(&tc->rev, s, EV_READ | EV_PERSIST, tcp_read, tc);
 		event_set(&tc->wev, s, EV_WRITE | EV_PERSIST, tcp_write, tc);
 		evtimer_set(&tc->tmo, tcp_timeout, tc);
+		evtimer_set(&tc->resume, tcp_resume, tc);
 		TAILQ_INSERT_TAIL(&tcpcs, tc, entry);
 		ntcpc++;
 		tc->reading = 0;
@@ -679,37 +683,43 @@ tcp_update(struct tcpc *tc)
 		event_del(&tc->wev);
 }
 
-static void
-tcp_read(int fd, short event, void *arg)
+/* Is a whole message waiting at the front of the read buffer? */
+static int
+tcp_has_message(const struct tcpc *tc)
 {
-	struct tcpc	*tc = arg;
-	struct timeval	 tv;
-	ssize_t		 n;
-	size_t		 mlen, off = 0;
+	return tc->rlen >= 2 && tc->rlen - 2 >= dns_get16(tc->rbuf);
+}
 
-	(void)event;
-	n = read(fd, tc->rbuf + tc->rlen, sizeof(tc->rbuf) - tc->rlen);
-	if (n == -1) {
-		if (errno == EAGAIN || errno == EINTR)
-			return;
+/* Nothing more will come in and nothing is left to send: close. */
+static int
+tcp_done(struct tcpc *tc)
+{
+	if (tc->eof && TAILQ_EMPTY(&tc->out) && tc->inflight == 0 &&
+	    !tcp_has_message(tc)) {
 		tcp_close(tc);
-		return;
+		return 1;
 	}
-	if (n == 0) {
-		tc->eof = 1;
-		if (TAILQ_EMPTY(&tc->out) && tc->inflight == 0) {
-			tcp_close(tc);
-			return;
-		}
-		tcp_update(tc);
-		return;
-	}
-	tc->rlen += (size_t)n;
+	return 0;
+}
+
+/*
+ * Take the whole messages buffered, as many as the in-flight cap allows,
+ * and arm the right timer: a message begun must be finished within
+ * TCP_PARTIAL_MS (slow loris), a quiet connection goes after TCP_IDLE_MS.
+ * Returns -1 if the connection was closed.
+ */
+static int
+tcp_process(struct tcpc *tc)
+{
+	struct timeval	 tv;
+	size_t		 mlen, off = 0;
+	int64_t		 left;
+
 	while (tc->rlen - off >= 2 && tc->inflight < TCP_MAX_INFLIGHT) {
 		mlen = dns_get16(tc->rbuf + off);
 		if (mlen == 0) {
 			tcp_close(tc);	/* RFC 7766 has no empty message */
-			return;
+			return -1;
 		}
 		if (tc->rlen - off - 2 < mlen)
 			break;
@@ -722,25 +732,57 @@ tcp_read(int fd, short event, void *arg)
 		tc->rlen -= off;
 		tc->partial_ms = 0;
 	}
-	if (tc->rlen > 0) {
-		/* a message begun must be finished in time (slow loris) */
-		int64_t left;
-
+	if (tc->rlen > 0 && !tcp_has_message(tc)) {
 		if (tc->partial_ms == 0)
 			tc->partial_ms = now_ms();
 		left = TCP_PARTIAL_MS - (now_ms() - tc->partial_ms);
 		if (left <= 0) {
 			tcp_close(tc);
-			return;
+			return -1;
 		}
-		tv.tv_sec = left / 1000;
-		tv.tv_usec = (left % 1000) * 1000;
-	} else {
-		tv.tv_sec = TCP_IDLE_MS / 1000;
-		tv.tv_usec = (TCP_IDLE_MS % 1000) * 1000;
-	}
+	} else
+		left = TCP_IDLE_MS;
+	tv.tv_sec = left / 1000;
+	tv.tv_usec = (left % 1000) * 1000;
 	evtimer_add(&tc->tmo, &tv);
+	if (tcp_done(tc))
+		return -1;
 	tcp_update(tc);
+	return 0;
+}
+
+/* Answers went out under the cap: take the queries that waited. */
+static void
+tcp_resume(int fd, short event, void *arg)
+{
+	(void)fd;
+	(void)event;
+	if (tcp_process(arg) == 0)
+		udp_flush();
+	chan_update(&upstream);
+}
+
+static void
+tcp_read(int fd, short event, void *arg)
+{
+	struct tcpc	*tc = arg;
+	ssize_t		 n;
+
+	(void)event;
+	if (tc->rlen == sizeof(tc->rbuf))
+		return;		/* full of a whole message: tcp_process */
+	n = read(fd, tc->rbuf + tc->rlen, sizeof(tc->rbuf) - tc->rlen);
+	if (n == -1) {
+		if (errno == EAGAIN || errno == EINTR)
+			return;
+		tcp_close(tc);
+		return;
+	}
+	if (n == 0)
+		tc->eof = 1;
+	tc->rlen += (size_t)n;
+	if (tcp_process(tc) == -1)
+		return;
 	chan_update(&upstream);
 }
 
@@ -778,10 +820,8 @@ tcp_write(int fd, short event, void *arg)
 		TAILQ_REMOVE(&tc->out, o, entry);
 		free(o);
 	}
-	if (tc->eof && TAILQ_EMPTY(&tc->out) && tc->inflight == 0) {
-		tcp_close(tc);
+	if (tcp_done(tc))
 		return;
-	}
 	tcp_update(tc);
 }
 
@@ -793,7 +833,8 @@ tcp_timeout(int fd, short event, void *arg)
 
 	(void)fd;
 	(void)event;
-	if (tc->rlen == 0 && (tc->inflight > 0 || !TAILQ_EMPTY(&tc->out))) {
+	if ((tc->rlen == 0 || tcp_has_message(tc)) &&
+	    (tc->inflight > 0 || !TAILQ_EMPTY(&tc->out))) {
 		/* busy, not idle: look again later */
 		tv.tv_sec = TCP_IDLE_MS / 1000;
 		tv.tv_usec = 0;
@@ -818,6 +859,7 @@ tcp_close(struct tcpc *tc)
 	event_del(&tc->rev);
 	event_del(&tc->wev);
 	evtimer_del(&tc->tmo);
+	event_del(&tc->resume);
 	close(tc->fd);
 	TAILQ_REMOVE(&tcpcs, tc, entry);
 	ntcpc--;
@@ -928,7 +970,9 @@ cquery_free(struct cquery *cq)
 		TAILQ_REMOVE(&cq->req->waiters, cq, rentry);
 	if (cq->tc != NULL) {
 		LIST_REMOVE(cq, centry);
-		cq->tc->inflight--;
+		if (cq->tc->inflight-- == TCP_MAX_INFLIGHT &&
+		    tcp_has_message(cq->tc))
+			event_active(&cq->tc->resume, EV_TIMEOUT, 1);
 	}
 	free(cq);
 }

@@ -120,6 +120,9 @@ logit(int pri, const char *fmt, ...)
 	va_end(ap);
 }
 
+static void vwarn_errno(int, int, const char *, va_list)
+    __attribute__((__format__ (printf, 3, 0)));
+
 static void
 vwarn_errno(int pri, int err, const char *fmt, va_list ap)
 {
@@ -175,6 +178,9 @@ log_debug(const char *fmt, ...)
 	vlog(LOG_DEBUG, fmt, ap);
 	va_end(ap);
 }
+
+static __attribute__((__noreturn__)) void vfatal(int, const char *,
+    va_list) __attribute__((__format__ (printf, 2, 0)));
 
 static __attribute__((__noreturn__)) void
 vfatal(int err, const char *fmt, va_list ap)

@@ -81,6 +81,7 @@ typedef struct {
 %token	<v.number>	NUMBER
 %type	<v.number>	port burst anonymize
 %type	<v.string>	string
+%destructor	{ free($$); } <v.string>
 
 %%
 
@@ -183,24 +184,23 @@ main		: LISTEN ON STRING port {
 				yyerror("invalid upstream address %s "
 				    "(an IP address is required)", $2);
 				free(u);
-				free($2);
-				free($5);
-				YYERROR;
+				YYERROR;	/* $2, $5: freed as discarded */
 			}
 			free($2);
+			$2 = NULL;	/* the rule is still on the stack */
 			if (copy_string(u->name, sizeof(u->name), $5,
 			    "upstream name") == -1 || u->name[0] == '\0') {
 				if (u->name[0] == '\0')
 					yyerror("upstream name is empty");
 				free(u);
-				free($5);
 				YYERROR;
 			}
 			free($5);
+			$5 = NULL;
 			TAILQ_INSERT_TAIL(&conf->upstreams, u, entry);
 			cur_upstream = u;
 		} pins
-		| UPSTREAM STRING port pins {
+		| UPSTREAM STRING port { cur_upstream = NULL; } pins {
 			yyerror("upstream %s needs an authentication name: "
 			    "upstream ADDRESS name \"NAME\"", $2);
 			free($2);
@@ -306,8 +306,9 @@ main		: LISTEN ON STRING port {
 pins		: /* empty */
 		| pins PIN SHA256 STRING {
 			if (cur_upstream == NULL) {
+				/* an upstream without a name: reported below */
 				free($4);
-				YYERROR;
+				break;
 			}
 			if (add_pin(cur_upstream, $4) == -1) {
 				free($4);
@@ -1044,6 +1045,14 @@ print_addr_port(FILE *f, const struct sockaddr_storage *ss, int defport)
 	}
 	inet_ntop(ss->ss_family, addr, host, sizeof(host));
 	fprintf(f, "%s", host);
+	if (ss->ss_family == AF_INET6 &&
+	    ((const struct sockaddr_in6 *)ss)->sin6_scope_id != 0) {
+		char ifname[IF_NAMESIZE];
+
+		if (if_indextoname(((const struct sockaddr_in6 *)ss)->
+		    sin6_scope_id, ifname) != NULL)
+			fprintf(f, "%%%s", ifname);
+	}
 	if (port != defport)
 		fprintf(f, " port %d", port);
 }

@@ -1,0 +1,70 @@
+/*
+ * A client's query: validation, the query sent upstream, and the
+ * synthesized error answer, on arbitrary bytes.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dns.h"
+
+int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static uint8_t	 out[DNS_MAX_MSG];
+	struct dns_msg	 qm, om;
+	uint8_t		*small;
+	size_t		 n, outlen;
+	int		 rc;
+	char		 text[DNS_MAX_NAME * 4 + 2];
+
+	rc = dns_check_query(data, size, &qm);
+	if (rc == -1)
+		return 0;
+	if (rc == DNS_RCODE_NOERROR) {
+		n = dns_make_query(out, sizeof(out), data, &qm, 0xabcd,
+		    DNS_PAD_BLOCK);
+		/* what goes upstream is a well-formed padded query */
+		if (n == 0 || n % DNS_PAD_BLOCK != 0 ||
+		    dns_check_query(out, n, &om) != DNS_RCODE_NOERROR ||
+		    om.id != 0xabcd || om.has_ecs || !om.edns ||
+		    om.qname_len != qm.qname_len)
+			abort();
+		n = dns_make_query(out, sizeof(out), data, &qm, 1, 0);
+		if (n != qm.qend + 11)
+			abort();
+		/* a tight output buffer, exactly sized for ASan */
+		outlen = qm.qend + (size % 160);
+		if ((small = malloc(outlen)) == NULL)
+			return 0;
+		n = dns_make_query(small, outlen, data, &qm, 2, DNS_PAD_BLOCK);
+		if (n > outlen)
+			abort();
+		free(small);
+		(void)dns_name_to_text(data + qm.qname_off, qm.qname_len,
+		    text, sizeof(text));
+		(void)dns_name_to_text(data + qm.qname_off, qm.qname_len,
+		    text, 1 + size % 32);
+	}
+
+	n = dns_make_error(out, sizeof(out), data, size, &qm,
+	    rc == DNS_RCODE_NOERROR ? DNS_RCODE_REFUSED : rc, EDE_PROHIBITED,
+	    "refused by the access list");
+	if (n < DNS_HDR_LEN || !(dns_get16(out + 2) & DNS_F_QR) ||
+	    dns_get16(out) != dns_get16(data))
+		abort();
+	if (n > DNS_HDR_LEN && dns_parse(out, n, &om) == -1)
+		abort();
+
+	outlen = size % 300;
+	if ((small = malloc(outlen ? outlen : 1)) == NULL)
+		return 0;
+	n = dns_make_error(small, outlen, data, size, &qm,
+	    DNS_RCODE_SERVFAIL, (int)(size % 30) - 1, "upstream unreachable");
+	if (n > outlen)
+		abort();
+	free(small);
+	return 0;
+}

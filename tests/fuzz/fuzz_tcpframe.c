@@ -1,0 +1,143 @@
+/*
+ * DNS over TCP (RFC 7766): 2-byte length-prefixed messages arriving in
+ * arbitrary pieces.  There is no shared reassembly function in src/ yet:
+ * the listener's loop lives inside tcp_read() in src/listener.c.  This
+ * target mirrors that loop (buffer of 2 + 65535 bytes, stop at
+ * TCP_MAX_INFLIGHT queries in flight, close on a zero length, move the
+ * unread rest to the front) and runs every extracted frame through
+ * dns_check_query() and the answer builders, as handle_query() does.
+ *
+ * Input: byte 0 picks the read size, byte 1 how many queries get
+ * answered between reads; the rest is the client's byte stream.
+ *
+ * Built with -DTCPFRAME_STRICT, it also aborts when a complete query is
+ * left unhandled in the buffer at end of input (see README in this
+ * directory for why that is a listener bug, not a fuzzing artefact).
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dns.h"
+
+#define TCP_MAX_INFLIGHT	128	/* as in src/listener.c */
+
+int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
+
+struct conn {
+	size_t	 rlen;
+	int	 inflight;
+	int	 closed;
+	size_t	 handled;
+	uint8_t	 rbuf[2 + DNS_MAX_MSG];
+};
+
+static void
+handle_query(struct conn *c, const uint8_t *frame, size_t len)
+{
+	static uint8_t	 out[DNS_MAX_MSG];
+	struct dns_msg	 qm;
+	uint8_t		*q;
+	int		 rc;
+
+	/* an exactly sized copy, so ASan sees any read past the frame */
+	if ((q = malloc(len)) == NULL)
+		return;
+	memcpy(q, frame, len);
+	c->handled++;
+	rc = dns_check_query(q, len, &qm);
+	if (rc == DNS_RCODE_NOERROR) {
+		if (dns_make_query(out, sizeof(out), q, &qm, 1,
+		    DNS_PAD_BLOCK) == 0)
+			abort();
+		c->inflight++;
+	} else if (rc != -1)
+		(void)dns_make_error(out, sizeof(out), q, len, &qm, rc, -1,
+		    NULL);
+	free(q);
+}
+
+/* One read event of the listener's tcp_read(). */
+static void
+tcp_read(struct conn *c, const uint8_t *p, size_t n)
+{
+	size_t	mlen, off = 0;
+
+	memcpy(c->rbuf + c->rlen, p, n);
+	c->rlen += n;
+	while (c->rlen - off >= 2 && c->inflight < TCP_MAX_INFLIGHT) {
+		mlen = dns_get16(c->rbuf + off);
+		if (mlen == 0) {
+			c->closed = 1;
+			return;
+		}
+		if (c->rlen - off - 2 < mlen)
+			break;
+		handle_query(c, c->rbuf + off + 2, mlen);
+		off += 2 + mlen;
+	}
+	if (off > 0) {
+		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+		c->rlen -= off;
+	}
+	if (c->rlen > sizeof(c->rbuf))
+		abort();
+}
+
+/* A complete message waiting at the front of the buffer? */
+static int
+complete_frame_buffered(const struct conn *c)
+{
+	size_t	mlen;
+
+	if (c->rlen < 2)
+		return 0;
+	mlen = dns_get16(c->rbuf);
+	return mlen > 0 && c->rlen - 2 >= mlen;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static struct conn	 c;
+	size_t			 chunk, answers, off, n, room;
+
+	if (size < 2)
+		return 0;
+	chunk = (size_t)(data[0] % 64) + 1;
+	if (data[0] & 0x80)
+		chunk *= 97;		/* some big reads too */
+	answers = data[1];
+	data += 2;
+	size -= 2;
+
+	memset(&c, 0, offsetof(struct conn, rbuf));
+	for (off = 0; off < size && !c.closed; off += n) {
+		/* the listener reads only while below the in-flight cap */
+		if (c.inflight >= TCP_MAX_INFLIGHT) {
+			if (answers == 0)
+				break;
+			c.inflight -= c.inflight < (int)answers ?
+			    c.inflight : (int)answers;
+		}
+		room = sizeof(c.rbuf) - c.rlen;
+		n = size - off < chunk ? size - off : chunk;
+		if (n > room)
+			n = room;
+		if (n == 0)
+			break;	/* read(2) of 0 bytes: seen as EOF */
+		tcp_read(&c, data + off, n);
+		/* answers arriving between reads */
+		c.inflight -= c.inflight < (int)answers ? c.inflight :
+		    (int)answers;
+	}
+#ifdef TCPFRAME_STRICT
+	if (!c.closed && c.inflight < TCP_MAX_INFLIGHT &&
+	    complete_frame_buffered(&c))
+		abort();	/* a whole query that is never answered */
+#else
+	(void)complete_frame_buffered;
+#endif
+	return 0;
+}
