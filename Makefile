@@ -28,6 +28,8 @@ LIBS=		$(PKG_LIBS) -lresolv
 ifeq ($(SANITIZE),1)
 ALL_CFLAGS+=	-fsanitize=address,undefined -fno-omit-frame-pointer -O1
 LDFLAGS+=	-fsanitize=address,undefined
+CPPFLAGS+=	-DSANITIZE
+SANITIZER_POLICY=	policy/sanitizer.policy
 endif
 ifeq ($(SANDBOX_DEBUG),1)
 CPPFLAGS+=	-DSANDBOX_DEBUG
@@ -57,11 +59,11 @@ $(BUILD)/%.o: src/%.c $(HDRS) | $(BUILD)
 
 POLICIES=	policy/listener.policy policy/upstream.policy policy/parent.policy
 
-$(BUILD)/policy.h: $(POLICIES) policy/policy2c.awk | $(BUILD)
+$(BUILD)/policy.h: $(POLICIES) $(SANITIZER_POLICY) policy/policy2c.awk | $(BUILD)
 	rm -f $@.tmp
 	for p in listener upstream parent; do \
 	    awk -v name=$$p -v out=$@.tmp -f policy/policy2c.awk \
-	    policy/$$p.policy || exit 1; done
+	    policy/$$p.policy $(SANITIZER_POLICY) || exit 1; done
 	mv $@.tmp $@
 
 $(BUILD)/sandbox-seccomp.o: $(BUILD)/policy.h

@@ -74,6 +74,21 @@ static TAILQ_HEAD(, lsock)	 lsocks = TAILQ_HEAD_INITIALIZER(lsocks);
 static int			 control_fd = -1;
 static int			 debug, verbose;
 
+#ifdef SANITIZE
+/*
+ * LeakSanitizer stops a process with ptrace at exit, which no process's
+ * seccomp policy allows: the daemon runs without it.  The unit tests and
+ * fuzz targets, which run unconfined, keep it.
+ */
+const char *__asan_default_options(void);
+
+const char *
+__asan_default_options(void)
+{
+	return "detect_leaks=0";
+}
+#endif
+
 static void
 usage(void)
 {

@@ -1,0 +1,890 @@
+#!/bin/bash
+# Benchmark dotproxyd against other DNS-over-TLS forwarders: unbound (as a
+# forwarder), stubby and dnsdist.  Every forwarder runs on loopback, on the
+# same machine, pointed at the same unbound DNS-over-TLS upstream with the
+# same throwaway CA, and is measured with dnsperf in the same run.  The
+# results are printed as one table, followed by the ratios dotproxyd/peer.
+# See tests/bench/README.md for what is measured and how to read it.
+#
+# Environment:
+#   DOTPROXYD          binary under test (default: build/dotproxyd)
+#   BENCH_SECONDS      length of each dnsperf run (default 10)
+#   BENCH_CLIENTS      dnsperf clients, -c (default 20)
+#   BENCH_OUTSTANDING  dnsperf outstanding queries, -q (default 500)
+#   BENCH_RATE         query rate of the latency run, -Q (default 1000)
+#   BENCH_HIT_NAMES    distinct names of the cache-hit run (default 1000)
+#   BENCH_PEERS        forwarders to measure (default
+#                      "dotproxyd unbound stubby dnsdist")
+#   BENCH_UPSTREAM_THREADS  threads of the upstream unbound (default 2)
+#   BENCH_UNBOUND_THREADS   threads of the forwarding unbound (default 1)
+#   BENCH_TLS_CONNS    dotproxyd `tls connections` (default 4)
+#   BENCH_INSTALL      0 to never install missing packages (default 1)
+#   BENCH_KEEP         1 to keep the temporary directory (default 0)
+
+set -u
+export LC_ALL=C
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+DOTPROXYD=${DOTPROXYD:-$TOP/build/dotproxyd}
+BENCH_SECONDS=${BENCH_SECONDS:-10}
+BENCH_CLIENTS=${BENCH_CLIENTS:-20}
+BENCH_OUTSTANDING=${BENCH_OUTSTANDING:-500}
+BENCH_RATE=${BENCH_RATE:-1000}
+BENCH_HIT_NAMES=${BENCH_HIT_NAMES:-1000}
+BENCH_PEERS=${BENCH_PEERS:-"dotproxyd unbound stubby dnsdist"}
+BENCH_UPSTREAM_THREADS=${BENCH_UPSTREAM_THREADS:-2}
+BENCH_UNBOUND_THREADS=${BENCH_UNBOUND_THREADS:-1}
+BENCH_TLS_CONNS=${BENCH_TLS_CONNS:-4}
+BENCH_INSTALL=${BENCH_INSTALL:-1}
+BENCH_KEEP=${BENCH_KEEP:-0}
+
+AUTH_NAME=dot.bench.test	# name in the upstream's certificate
+ZONE=bench.test			# every name under it answers 192.0.2.1
+ANSWER=192.0.2.1
+D_USER=_dotproxyd
+D_CHROOT=/var/empty
+DNSPERF_TIMEOUT=3		# seconds before dnsperf counts a query lost
+HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+case $BENCH_SECONDS in
+''|*[!0-9]*|0) echo "bench: BENCH_SECONDS must be a positive number" >&2
+	exit 2 ;;
+esac
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "bench: $*"; exit 1; }
+
+# ---------------------------------------------------------------------
+# Temporary directory, processes, cleanup
+
+B_DIR=$(mktemp -d "${TMPDIR:-/tmp}/dotproxyd-bench.XXXXXX") ||
+	die "mktemp failed"
+chmod 0755 "$B_DIR"
+
+B_PIDS=()
+B_CREATED_USER=0
+B_CREATED_CHROOT=0
+B_POLICY_RCD=0
+
+# alive PID: the process exists and is not a zombie.
+alive()
+{
+	local state
+	[ -r "/proc/$1/stat" ] || return 1
+	state=$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+	[ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# descendants PID: every descendant of PID, one a line.
+descendants()
+{
+	local c
+	for c in $(pgrep -P "$1" 2>/dev/null); do
+		echo "$c"
+		descendants "$c"
+	done
+}
+
+# wait_gone TENTHS PID...: wait at most TENTHS/10 s for the processes to
+# go away.
+wait_gone()
+{
+	local tenths=$1 p left i
+	shift
+	for ((i = 0; i < tenths; i++)); do
+		left=0
+		for p in "$@"; do
+			alive "$p" && left=1
+		done
+		[ "$left" -eq 0 ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# kill_tree PID: SIGTERM the process, its group and its descendants,
+# SIGKILL what is left after 5 s, reap it.
+kill_tree()
+{
+	local pid=$1 all
+	all="$pid $(descendants "$pid")"
+	# shellcheck disable=SC2086
+	kill -TERM -- "-$pid" $all 2>/dev/null
+	# shellcheck disable=SC2086
+	if ! wait_gone 50 $all; then
+		# shellcheck disable=SC2086
+		kill -KILL -- "-$pid" $all 2>/dev/null
+		# shellcheck disable=SC2086
+		wait_gone 20 $all
+	fi
+	wait "$pid" 2>/dev/null
+	return 0
+}
+
+# spawn LOG CMD [ARGS...]: start CMD in a process group of its own,
+# stdout and stderr to LOG; the pid is left in SPAWNED_PID.
+spawn()
+{
+	local log=$1
+	shift
+	setsid "$@" </dev/null >"$log" 2>&1 &
+	SPAWNED_PID=$!
+	B_PIDS+=("$SPAWNED_PID")
+}
+
+cleanup()
+{
+	local status=$? p
+	trap - EXIT INT TERM HUP
+	for p in "${B_PIDS[@]}"; do
+		alive "$p" && kill_tree "$p"
+	done
+	if [ "$B_CREATED_USER" -eq 1 ]; then
+		userdel "$D_USER" >/dev/null 2>&1
+		getent group "$D_USER" >/dev/null 2>&1 &&
+		    groupdel "$D_USER" >/dev/null 2>&1
+	fi
+	[ "$B_CREATED_CHROOT" -eq 1 ] && rmdir "$D_CHROOT" 2>/dev/null
+	[ "$B_POLICY_RCD" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
+	if [ "$BENCH_KEEP" = 1 ]; then
+		say "bench: keeping $B_DIR"
+	else
+		rm -rf "$B_DIR"
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'say "bench: interrupted"; exit 130' INT HUP TERM
+
+# ---------------------------------------------------------------------
+# Packages
+
+# install_peers: install from Debian what is missing, without starting
+# the packaged services (a policy-rc.d that denies them, for the
+# duration of the installation only).  A package that cannot be
+# installed is reported and its forwarder skipped.
+HAVE_PKG=" "
+install_peers()
+{
+	local p cand missing=""
+	for p in unbound stubby dnsdist dnsperf knot-dnsutils; do
+		if dpkg-query -W -f '${Status}' "$p" 2>/dev/null |
+		    grep -q 'install ok installed'; then
+			HAVE_PKG="$HAVE_PKG$p "
+			continue
+		fi
+		if [ "$BENCH_INSTALL" != 1 ] || [ "$(id -u)" -ne 0 ]; then
+			say "bench: $p is not installed"
+			continue
+		fi
+		cand=$(apt-cache policy "$p" 2>/dev/null |
+		    sed -n 's/^ *Candidate: *//p')
+		if [ -z "$cand" ] || [ "$cand" = "(none)" ]; then
+			say "bench: $p is not installable from the configured" \
+			    "apt sources; skipping it"
+			continue
+		fi
+		missing="$missing $p"
+	done
+	[ -n "$missing" ] || return 0
+	say "bench: installing$missing"
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d &&
+		    chmod 0755 /usr/sbin/policy-rc.d && B_POLICY_RCD=1
+	fi
+	# shellcheck disable=SC2086
+	if ! DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q \
+	    --no-install-recommends $missing >"$B_DIR/apt.log" 2>&1; then
+		say "bench: apt-get install failed; going on with what is there"
+		tail -n 5 "$B_DIR/apt.log" >&2
+	fi
+	if [ "$B_POLICY_RCD" -eq 1 ]; then
+		rm -f /usr/sbin/policy-rc.d
+		B_POLICY_RCD=0
+	fi
+	for p in $missing; do
+		dpkg-query -W -f '${Status}' "$p" 2>/dev/null |
+		    grep -q 'install ok installed' &&
+		    HAVE_PKG="$HAVE_PKG$p "
+	done
+}
+
+has_pkg() { case $HAVE_PKG in *" $1 "*) return 0 ;; esac; return 1; }
+
+pkg_version()
+{
+	dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo "?"
+}
+
+# ---------------------------------------------------------------------
+# Ports, certificates
+
+B_PORTS=" "
+
+# free_port: a loopback port free for TCP and UDP, below the ephemeral
+# range so that no outgoing connection takes it meanwhile.
+free_port()
+{
+	local lo hi p i
+	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null ||
+		lo=32768
+	hi=$((lo - 1))
+	[ "$hi" -gt 20000 ] || hi=60000
+	for ((i = 0; i < 200; i++)); do
+		p=$(( (RANDOM << 15 | RANDOM) % (hi - 20000 + 1) + 20000 ))
+		case $B_PORTS in *" $p "*) continue ;; esac
+		if [ -z "$(ss -Hantu "( sport = :$p )" 2>/dev/null)" ]; then
+			B_PORTS="$B_PORTS$p "
+			echo "$p"
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+
+# make_ca DIR NAME: a throwaway CA (DIR/ca.pem) and a server key and
+# certificate for NAME signed by it (DIR/server.key, DIR/server.pem).
+make_ca()
+{
+	local dir=$1 name=$2
+	mkdir -p "$dir" || return 1
+	cat >"$dir/server.ext" <<EOF
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = DNS:$name, IP:127.0.0.1
+EOF
+	{
+		openssl req -x509 -new -newkey ec \
+		    -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+		    -keyout "$dir/ca.key" -out "$dir/ca.pem" -days 2 \
+		    -subj "/CN=dotproxyd bench CA $$" \
+		    -addext "basicConstraints=critical,CA:TRUE" \
+		    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+		    -addext "subjectKeyIdentifier=hash" &&
+		openssl req -new -newkey ec \
+		    -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+		    -keyout "$dir/server.key" -out "$dir/server.csr" \
+		    -subj "/CN=$name" &&
+		openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" \
+		    -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+		    -extfile "$dir/server.ext" -out "$dir/server.pem"
+	} >"$dir/openssl.log" 2>&1 || { tail -n 20 "$dir/openssl.log" >&2
+		return 1; }
+	chmod 0644 "$dir/ca.pem" "$dir/server.pem" "$dir/server.key"
+}
+
+# ---------------------------------------------------------------------
+# Readiness
+
+# ready PID PORT LOG [TENTHS]: wait until the server on 127.0.0.1 PORT
+# answers a name under the zone with the expected address.
+ready()
+{
+	local pid=$1 port=$2 log=$3 n=${4:-150} i
+	shift 3
+	for ((i = 0; i < n; i++)); do
+		if ! alive "$pid"; then
+			say "bench: the process exited during start-up:"
+			tail -n 20 "$log" >&2
+			return 1
+		fi
+		if timeout -k 1 5 kdig +time=1 +retry=0 @127.0.0.1 -p "$port" \
+		    "ready-$i-$RANDOM.$ZONE" A 2>/dev/null |
+		    grep -q "IN[[:space:]]*A[[:space:]]*$ANSWER"; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	say "bench: no answer on 127.0.0.1 port $port; last lines of its log:"
+	tail -n 20 "$log" >&2
+	return 1
+}
+
+# ---------------------------------------------------------------------
+# The upstream: unbound serving DNS over TLS, every name under $ZONE
+# answered from a redirect local zone (no cache involved), everything
+# else NXDOMAIN from a static root zone, so nothing leaves the machine.
+
+start_upstream()
+{
+	local dir=$B_DIR/upstream
+	mkdir -p "$dir"
+	UP_PORT=$(free_port)
+	cat >"$dir/unbound.conf" <<EOF
+server:
+	verbosity: 1
+	use-syslog: no
+	logfile: ""
+	do-daemonize: no
+	chroot: ""
+	username: ""
+	directory: "$dir"
+	pidfile: "$dir/unbound.pid"
+	interface: 127.0.0.1@$UP_PORT
+	port: $UP_PORT
+	tls-port: $UP_PORT
+	tls-service-key: "$B_DIR/ca/server.key"
+	tls-service-pem: "$B_DIR/ca/server.pem"
+	do-ip4: yes
+	do-ip6: no
+	do-udp: yes
+	do-tcp: yes
+	num-threads: $BENCH_UPSTREAM_THREADS
+	incoming-num-tcp: 256
+	tcp-idle-timeout: 120000
+	module-config: "iterator"
+	trust-anchor-signaling: no
+	root-key-sentinel: no
+	access-control: 127.0.0.0/8 allow
+	local-zone: "." static
+	local-zone: "test." nodefault
+	local-zone: "$ZONE." redirect
+	local-data: "$ZONE. 300 IN A $ANSWER"
+remote-control:
+	control-enable: no
+EOF
+	spawn "$dir/unbound.log" unbound -d -c "$dir/unbound.conf"
+	UP_PID=$SPAWNED_PID
+	local i
+	for ((i = 0; i < 100; i++)); do
+		alive "$UP_PID" || break
+		if timeout -k 1 5 kdig +tls +tls-ca="$B_DIR/ca/ca.pem" \
+		    +tls-hostname="$AUTH_NAME" +time=1 +retry=0 \
+		    @127.0.0.1 -p "$UP_PORT" "x.$ZONE" A 2>/dev/null |
+		    grep -q "IN[[:space:]]*A[[:space:]]*$ANSWER"; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	tail -n 20 "$dir/unbound.log" >&2
+	die "the upstream unbound does not answer over TLS"
+}
+
+# ---------------------------------------------------------------------
+# The forwarders.  start_PEER DIR PORT: start it, set PEER_PID.
+
+ensure_user()
+{
+	if ! getent passwd "$D_USER" >/dev/null; then
+		useradd --system --no-create-home --home-dir "$D_CHROOT" \
+		    --shell /usr/sbin/nologin "$D_USER" ||
+			die "cannot create the user $D_USER"
+		B_CREATED_USER=1
+	fi
+	if [ ! -d "$D_CHROOT" ]; then
+		mkdir -m 0755 "$D_CHROOT" || die "cannot create $D_CHROOT"
+		B_CREATED_CHROOT=1
+	fi
+}
+
+start_dotproxyd()
+{
+	local dir=$1 port=$2
+	ensure_user
+	cat >"$dir/dotproxyd.conf" <<EOF
+listen on 127.0.0.1 port $port
+upstream 127.0.0.1 port $UP_PORT name "$AUTH_NAME"
+tls ca "$B_DIR/ca/ca.pem"
+tls connections $BENCH_TLS_CONNS
+allow from 127.0.0.0/8
+user $D_USER
+chroot "$D_CHROOT"
+control socket "$dir/dotproxyd.sock"
+EOF
+	spawn "$dir/log" "$DOTPROXYD" -d -f "$dir/dotproxyd.conf"
+	PEER_PID=$SPAWNED_PID
+}
+
+start_unbound()
+{
+	local dir=$1 port=$2
+	cat >"$dir/unbound.conf" <<EOF
+server:
+	verbosity: 1
+	use-syslog: no
+	logfile: ""
+	do-daemonize: no
+	chroot: ""
+	username: ""
+	directory: "$dir"
+	pidfile: "$dir/unbound.pid"
+	interface: 127.0.0.1@$port
+	port: $port
+	do-ip4: yes
+	do-ip6: no
+	do-udp: yes
+	do-tcp: yes
+	num-threads: $BENCH_UNBOUND_THREADS
+	incoming-num-tcp: 100
+	module-config: "iterator"
+	trust-anchor-signaling: no
+	root-key-sentinel: no
+	access-control: 127.0.0.0/8 allow
+	do-not-query-localhost: no
+	local-zone: "test." nodefault
+	tls-cert-bundle: "$B_DIR/ca/ca.pem"
+forward-zone:
+	name: "."
+	forward-tls-upstream: yes
+	forward-addr: 127.0.0.1@$UP_PORT#$AUTH_NAME
+remote-control:
+	control-enable: no
+EOF
+	spawn "$dir/log" unbound -d -c "$dir/unbound.conf"
+	PEER_PID=$SPAWNED_PID
+}
+
+start_stubby()
+{
+	local dir=$1 port=$2
+	mkdir -p "$dir/appdata"
+	cat >"$dir/stubby.yml" <<EOF
+resolution_type: GETDNS_RESOLUTION_STUB
+dns_transport_list:
+  - GETDNS_TRANSPORT_TLS
+tls_authentication: GETDNS_AUTHENTICATION_REQUIRED
+tls_ca_file: "$B_DIR/ca/ca.pem"
+tls_query_padding_blocksize: 128
+edns_client_subnet_private: 1
+round_robin_upstreams: 1
+idle_timeout: 10000
+appdata_dir: "$dir/appdata"
+listen_addresses:
+  - 127.0.0.1@$port
+upstream_recursive_servers:
+  - address_data: 127.0.0.1
+    tls_port: $UP_PORT
+    tls_auth_name: "$AUTH_NAME"
+EOF
+	spawn "$dir/log" stubby -C "$dir/stubby.yml" -l
+	PEER_PID=$SPAWNED_PID
+}
+
+start_dnsdist()
+{
+	local dir=$1 port=$2
+	cat >"$dir/dnsdist.conf" <<EOF
+setSecurityPollSuffix("")
+setLocal("127.0.0.1:$port")
+setACL({"127.0.0.0/8"})
+newServer({address="127.0.0.1:$UP_PORT", tls="openssl",
+    subjectName="$AUTH_NAME", caStore="$B_DIR/ca/ca.pem",
+    validateCertificates=true, checkName="health.$ZONE."})
+pc = newPacketCache(10000)
+getPool(""):setCache(pc)
+EOF
+	spawn "$dir/log" dnsdist --supervised --disable-syslog \
+	    -C "$dir/dnsdist.conf"
+	PEER_PID=$SPAWNED_PID
+}
+
+# ---------------------------------------------------------------------
+# Measurements
+
+# make_names FILE COUNT TAG: COUNT distinct names under the zone, one
+# dnsperf line each ("NAME A"), in random order.
+make_names()
+{
+	awk -v n="$2" -v tag="$3" -v zone="$ZONE" -v seed="$RANDOM$$" '
+	BEGIN {
+		srand(seed)
+		for (i = 0; i < n; i++)
+			printf "%s-%d-%06x.%s A\n", tag, i,
+			    int(rand() * 16777216), zone
+	}' >"$1"
+}
+
+# ticks_of PID: user + system ticks of one process.
+ticks_of()
+{
+	local f
+	f=$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+	# shellcheck disable=SC2086
+	set -- $f
+	echo $(( ${12:-0} + ${13:-0} ))
+}
+
+# rss_kb PID...: VmRSS summed over the processes, in kB.
+rss_kb()
+{
+	local p sum=0 v
+	for p in "$@"; do
+		v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null)
+		sum=$((sum + ${v:-0}))
+	done
+	echo "$sum"
+}
+
+# pct TICKS NANOSECONDS: CPU ticks as a percentage of one CPU over a
+# wall-clock time.
+pct()
+{
+	awk -v d="$1" -v hz="$HZ" -v ns="$2" \
+	    'BEGIN { printf "%.0f", (ns > 0 ? 100 * d / hz / (ns / 1e9) : 0) }'
+}
+
+# perf_run OUT ARGS...: run dnsperf ARGS against the current forwarder
+# for BENCH_SECONDS, output to OUT.  The CPU used meanwhile goes to
+# OUT.cpu, a line per process: "fwd|up|gen PID PERCENT NAME" for the
+# forwarder's processes, the upstream and dnsperf itself.
+perf_run()
+{
+	local out=$1 procs p t0 t1 w0 w1 d0 gen TIMEFORMAT
+	shift
+	procs="$PEER_PID $(descendants "$PEER_PID")"
+	: >"$out.cpu"
+	declare -A before
+	for p in $procs $UP_PID; do
+		before[$p]=$(ticks_of "$p")
+	done
+	settle
+	TIMEFORMAT='%U %S'
+	d0=$(udp_drops)
+	w0=$(date +%s%N)
+	gen=$( { time timeout -k 5 $((BENCH_SECONDS + DNSPERF_TIMEOUT + 30)) \
+	    dnsperf -s 127.0.0.1 -p "$PEER_PORT" -t "$DNSPERF_TIMEOUT" \
+	    -l "$BENCH_SECONDS" "$@" >"$out" 2>&1; } 2>&1 )
+	w1=$(date +%s%N)
+	echo $(( $(udp_drops) - d0 )) >"$out.drops"
+	if ! alive "$PEER_PID"; then
+		say "bench: the forwarder exited during ${out##*/}; last lines of its log:"
+		tail -n 15 "${out%/*}/log" >&2
+	fi
+	for p in $procs $UP_PID; do
+		t1=$(ticks_of "$p")
+		t0=${before[$p]}
+		[ "$t1" -ge "$t0" ] || t1=$t0
+		printf '%s %s %s %s\n' "$([ "$p" = "$UP_PID" ] && echo up || echo fwd)" \
+		    "$p" "$(pct $((t1 - t0)) $((w1 - w0)))" \
+		    "$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | cut -c1-40)" \
+		    >>"$out.cpu"
+	done
+	# shellcheck disable=SC2086
+	set -- $gen
+	printf 'gen - %s dnsperf\n' "$(awk -v u="${1:-0}" -v s="${2:-0}" \
+	    -v ns=$((w1 - w0)) 'BEGIN { printf "%.0f", (ns > 0 ? 100 * (u + s) / (ns / 1e9) : 0) }')" \
+	    >>"$out.cpu"
+}
+
+# settle: wait (at most 15 s) until the forwarder is idle, below 5% of
+# one CPU over half a second, so that a backlog left by one run does not
+# count against the next.
+settle()
+{
+	local procs i a b
+	procs="$PEER_PID $(descendants "$PEER_PID")"
+	for ((i = 0; i < 30; i++)); do
+		# shellcheck disable=SC2086
+		a=$(sum_ticks $procs)
+		sleep 0.5
+		# shellcheck disable=SC2086
+		b=$(sum_ticks $procs)
+		[ $(( (b - a) * 40 )) -le "$HZ" ] && return 0
+	done
+	say "bench: the forwarder is still busy after 15 s"
+}
+
+# sum_ticks PID...: user + system ticks of the processes, summed.
+sum_ticks()
+{
+	local p sum=0
+	for p in "$@"; do
+		sum=$((sum + $(ticks_of "$p")))
+	done
+	echo "$sum"
+}
+
+# udp_drops: the kernel's count of UDP datagrams dropped for want of
+# receive-buffer space (machine-wide, IPv4).
+udp_drops()
+{
+	awk '$1 == "Udp:" && !h { for (i = 2; i <= NF; i++) c[$i] = i; h = 1; next }
+	    $1 == "Udp:" { print $c["RcvbufErrors"]; exit }' /proc/net/snmp
+}
+
+# cpu_of OUT.cpu KIND: the summed CPU percentage of the processes of KIND.
+cpu_of()
+{
+	awk -v k="$2" '$1 == k { s += $3 } END { print s + 0 }' "$1"
+}
+
+# us_per_query PERCENT QPS: CPU microseconds per answered query.
+us_per_query()
+{
+	awk -v c="$1" -v q="$2" \
+	    'BEGIN { if (q > 0) printf "%.1f", c * 1e4 / q; else print "-" }'
+}
+
+# qps_of, lost_of, ... OUT: a value from dnsperf's summary in OUT.
+qps_of()
+{
+	sed -n 's/^ *Queries per second: *\([0-9.]*\).*/\1/p' "$1" |
+	    awk '{ printf "%.0f", $1 }'
+}
+lost_of() { sed -n 's/^ *Queries lost: *\([0-9]*\).*/\1/p' "$1"; }
+sent_of() { sed -n 's/^ *Queries sent: *\([0-9]*\).*/\1/p' "$1"; }
+avg_lat_of()
+{
+	sed -n 's/^ *Average Latency (s): *\([0-9.]*\).*/\1/p' "$1" |
+	    awk '{ printf "%.3f", $1 * 1000 }'
+}
+max_lat_of()
+{
+	sed -n 's/^ *Average Latency (s):.*max \([0-9.]*\)).*/\1/p' "$1" |
+	    awk '{ printf "%.1f", $1 * 1000 }'
+}
+# noerror_of OUT: percentage of NOERROR among the answers.
+noerror_of()
+{
+	sed -n 's/^ *Response codes: *//p' "$1" |
+	    awk '{ for (i = 1; i < NF; i++) if ($i == "NOERROR") {
+		v = $(i + 2); gsub(/[(%),]/, "", v); print v; exit } }'
+}
+
+declare -A R		# R[metric,peer] = value
+
+# bench_peer PEER: start the forwarder, run the measurements, stop it.
+bench_peer()
+{
+	local peer=$1 dir=$B_DIR/$1 n procs p
+	mkdir -p "$dir"
+	PEER_PORT=$(free_port)
+	"start_$peer" "$dir" "$PEER_PORT"
+	if ! ready "$PEER_PID" "$PEER_PORT" "$dir/log"; then
+		say "bench: $peer does not answer; skipped"
+		kill_tree "$PEER_PID"
+		return 1
+	fi
+	say "bench: $peer on 127.0.0.1 port $PEER_PORT ($(date +%T))"
+
+	# Distinct names per run and per forwarder, enough that no name
+	# repeats within a run at the rates seen here (dnsperf wraps
+	# around at the end of its data file; the check below tells).
+	n=$((BENCH_SECONDS * 60000))
+	make_names "$dir/miss-udp" "$n" "mu-$peer"
+	make_names "$dir/miss-tcp" "$n" "mt-$peer"
+	make_names "$dir/miss-lat" $((BENCH_SECONDS * BENCH_RATE + 1000)) \
+	    "ml-$peer"
+	make_names "$dir/hit" "$BENCH_HIT_NAMES" "h-$peer"
+
+	# (1) UDP, cache hits: the same small set of names, after two
+	# passes over it to fill the cache.  This runs first, while every
+	# cache has room (dnsdist's packet cache, once full, takes no new
+	# entries until old ones expire)
+	local i
+	for i in 1 2; do
+		timeout -k 5 60 dnsperf -s 127.0.0.1 -p "$PEER_PORT" \
+		    -t "$DNSPERF_TIMEOUT" -d "$dir/hit" -n 1 -c 4 -q 100 \
+		    >"$dir/r-warm$i" 2>&1
+	done
+	perf_run "$dir/r-hit-udp" -d "$dir/hit" \
+	    -c "$BENCH_CLIENTS" -q "$BENCH_OUTSTANDING"
+	R[hu_qps,$peer]=$(qps_of "$dir/r-hit-udp")
+	R[hu_lost,$peer]=$(lost_of "$dir/r-hit-udp")
+	R[hu_drops,$peer]=$(cat "$dir/r-hit-udp.drops")
+	R[hu_cpu,$peer]=$(cpu_of "$dir/r-hit-udp.cpu" fwd)
+	R[hu_gencpu,$peer]=$(cpu_of "$dir/r-hit-udp.cpu" gen)
+	R[hu_upcpu,$peer]=$(cpu_of "$dir/r-hit-udp.cpu" up)
+	R[hu_us,$peer]=$(us_per_query "${R[hu_cpu,$peer]}" "${R[hu_qps,$peer]}")
+
+	# (2) UDP, every query a cache miss, as fast as the forwarder goes
+	perf_run "$dir/r-miss-udp" -d "$dir/miss-udp" \
+	    -c "$BENCH_CLIENTS" -q "$BENCH_OUTSTANDING"
+	R[mu_qps,$peer]=$(qps_of "$dir/r-miss-udp")
+	R[mu_lost,$peer]=$(lost_of "$dir/r-miss-udp")
+	R[mu_ok,$peer]=$(noerror_of "$dir/r-miss-udp")
+	R[mu_drops,$peer]=$(cat "$dir/r-miss-udp.drops")
+	R[mu_cpu,$peer]=$(cpu_of "$dir/r-miss-udp.cpu" fwd)
+	R[mu_upcpu,$peer]=$(cpu_of "$dir/r-miss-udp.cpu" up)
+	R[mu_gencpu,$peer]=$(cpu_of "$dir/r-miss-udp.cpu" gen)
+	R[mu_us,$peer]=$(us_per_query "${R[mu_cpu,$peer]}" "${R[mu_qps,$peer]}")
+	[ "$(sent_of "$dir/r-miss-udp")" -gt "$n" ] 2>/dev/null &&
+	    say "bench: $peer: more queries than names in the cache-miss run; some were cache hits"
+
+	# (3) TCP clients, cache misses
+	perf_run "$dir/r-miss-tcp" -m tcp -d "$dir/miss-tcp" \
+	    -c "$BENCH_CLIENTS" -q "$BENCH_OUTSTANDING"
+	R[mt_qps,$peer]=$(qps_of "$dir/r-miss-tcp")
+	R[mt_lost,$peer]=$(lost_of "$dir/r-miss-tcp")
+	R[mt_cpu,$peer]=$(cpu_of "$dir/r-miss-tcp.cpu" fwd)
+	R[mt_us,$peer]=$(us_per_query "${R[mt_cpu,$peer]}" "${R[mt_qps,$peer]}")
+
+	# (4) latency of cache misses at a fixed low rate
+	perf_run "$dir/r-lat" -d "$dir/miss-lat" -c 4 -q 100 \
+	    -Q "$BENCH_RATE"
+	R[lat_avg,$peer]=$(avg_lat_of "$dir/r-lat")
+	R[lat_max,$peer]=$(max_lat_of "$dir/r-lat")
+	R[lat_lost,$peer]=$(lost_of "$dir/r-lat")
+
+	# (5) resident memory after the runs, all processes of the forwarder
+	procs="$PEER_PID $(descendants "$PEER_PID")"
+	# shellcheck disable=SC2086
+	R[rss,$peer]=$(awk -v k="$(rss_kb $procs)" 'BEGIN { printf "%.1f", k / 1024 }')
+	local nthr=0 t
+	for p in $procs; do
+		t=$(awk '/^Threads:/ { print $2 }' "/proc/$p/status" 2>/dev/null)
+		nthr=$((nthr + ${t:-0}))
+	done
+	# shellcheck disable=SC2086
+	R[nproc,$peer]="$(echo $procs | wc -w)/$nthr"
+
+	if [ "$peer" = dotproxyd ]; then
+		DP_CPU=$(awk '$1 == "fwd" { n = $5; if (n == "") n = $4
+		    printf "%s%s %s%%", sep, n, $3; sep = ", " }' \
+		    "$dir/r-miss-udp.cpu")
+		DP_CPU_HIT=$(awk '$1 == "fwd" { n = $5; if (n == "") n = $4
+		    printf "%s%s %s%%", sep, n, $3; sep = ", " }' \
+		    "$dir/r-hit-udp.cpu")
+	fi
+	local lost=$(( ${R[mu_lost,$peer]:-0} + ${R[hu_lost,$peer]:-0} + \
+	    ${R[mt_lost,$peer]:-0} + ${R[lat_lost,$peer]:-0} ))
+	if [ "$lost" -gt 0 ] && [ "$peer" = dotproxyd ]; then
+		say "bench: dotproxyd lost $lost queries; last lines of its log:"
+		tail -n 15 "$dir/log" >&2
+	fi
+	kill_tree "$PEER_PID"
+	return 0
+}
+
+# ---------------------------------------------------------------------
+# Report
+
+# ratio A B: A/B with two decimals, "-" when either is missing or B is 0.
+ratio()
+{
+	awk -v a="$1" -v b="$2" 'BEGIN {
+		if (a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0)
+			print "-"
+		else
+			printf "%.2f", a / b }'
+}
+
+print_report()
+{
+	local peer row key label cols=""
+	for peer in $RAN; do cols="$cols $peer"; done
+
+	echo
+	echo "Machine: load average before the runs $LOAD0"
+	echo "Machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' \
+	    /proc/cpuinfo | head -n 1), Linux $(uname -r)"
+	printf 'Versions: dotproxyd %s' "$(git -C "$TOP" describe --always --dirty 2>/dev/null || echo '?')"
+	for peer in $RAN; do
+		case $peer in
+		unbound|stubby|dnsdist) printf ', %s %s' "$peer" "$(pkg_version "$peer")" ;;
+		esac
+	done
+	printf ', dnsperf %s\n' "$(pkg_version dnsperf)"
+	echo "Upstream: unbound, DNS over TLS on 127.0.0.1, $BENCH_UPSTREAM_THREADS thread(s); runs of ${BENCH_SECONDS}s, dnsperf -c $BENCH_CLIENTS -q $BENCH_OUTSTANDING"
+	echo
+
+	local rows=(
+		"mu_qps|UDP cache-miss queries/s"
+		"mu_lost|UDP cache-miss lost"
+		"mu_drops|UDP cache-miss socket drops"
+		"mu_ok|UDP cache-miss NOERROR %"
+		"mu_cpu|UDP cache-miss CPU % forwarder"
+		"mu_us|UDP cache-miss CPU us/query"
+		"mu_upcpu|UDP cache-miss CPU % upstream"
+		"mu_gencpu|UDP cache-miss CPU % dnsperf"
+		"hu_qps|UDP cache-hit queries/s"
+		"hu_lost|UDP cache-hit lost"
+		"hu_drops|UDP cache-hit socket drops"
+		"hu_cpu|UDP cache-hit CPU % forwarder"
+		"hu_us|UDP cache-hit CPU us/query"
+		"hu_upcpu|UDP cache-hit CPU % upstream"
+		"hu_gencpu|UDP cache-hit CPU % dnsperf"
+		"mt_qps|TCP cache-miss queries/s"
+		"mt_lost|TCP cache-miss lost"
+		"mt_us|TCP cache-miss CPU us/query"
+		"lat_avg|latency avg ms @${BENCH_RATE} q/s"
+		"lat_max|latency max ms @${BENCH_RATE} q/s"
+		"lat_lost|latency run lost"
+		"rss|memory RSS MiB, all processes"
+		"nproc|processes/threads"
+	)
+	{
+		printf '%-36s' "metric"
+		for peer in $cols; do printf '%12s' "$peer"; done
+		echo
+		for row in "${rows[@]}"; do
+			key=${row%%|*}
+			label=${row#*|}
+			printf '%-36s' "$label"
+			for peer in $cols; do
+				printf '%12s' "${R[$key,$peer]:--}"
+			done
+			echo
+		done
+	}
+
+	if [ -n "${DP_CPU:-}" ]; then
+		echo
+		echo "dotproxyd CPU per process (% of one CPU), UDP cache miss: $DP_CPU"
+		echo "dotproxyd CPU per process (% of one CPU), UDP cache hit:  $DP_CPU_HIT"
+	fi
+	case " $RAN " in *" dotproxyd "*) ;; *) return 0 ;; esac
+	[ "$(wc -w <<<"$RAN")" -gt 1 ] || return 0
+	echo
+	echo "Ratios dotproxyd/peer (queries/s: above 1 = dotproxyd faster;"
+	echo "CPU per query, latency, memory: below 1 = dotproxyd better)"
+	local rrows=(
+		"mu_qps|UDP cache-miss queries/s"
+		"hu_qps|UDP cache-hit queries/s"
+		"mt_qps|TCP cache-miss queries/s"
+		"mu_us|UDP cache-miss CPU us/query"
+		"hu_us|UDP cache-hit CPU us/query"
+		"lat_avg|latency avg"
+		"lat_max|latency max"
+		"rss|memory RSS"
+	)
+	printf '%-36s' "dotproxyd / peer"
+	for peer in $cols; do
+		[ "$peer" = dotproxyd ] || printf '%12s' "$peer"
+	done
+	echo
+	for row in "${rrows[@]}"; do
+		key=${row%%|*}
+		label=${row#*|}
+		printf '%-36s' "$label"
+		for peer in $cols; do
+			[ "$peer" = dotproxyd ] && continue
+			printf '%12s' "$(ratio "${R[$key,dotproxyd]:-}" "${R[$key,$peer]:-}")"
+		done
+		echo
+	done
+}
+
+# ---------------------------------------------------------------------
+# Main
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (dotproxyd needs it)"
+[ -x "$DOTPROXYD" ] || die "$DOTPROXYD not built (run make)"
+install_peers
+for c in unbound kdig dnsperf openssl ss pgrep setsid; do
+	command -v "$c" >/dev/null 2>&1 || die "$c not found"
+done
+
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+make_ca "$B_DIR/ca" "$AUTH_NAME" || die "cannot make certificates"
+start_upstream
+say "bench: upstream unbound on 127.0.0.1 port $UP_PORT (DNS over TLS)"
+
+RAN=""
+for peer in $BENCH_PEERS; do
+	case $peer in
+	dotproxyd) ;;
+	unbound|stubby|dnsdist)
+		if ! has_pkg "$peer" || ! command -v "$peer" >/dev/null; then
+			say "bench: $peer not available; skipped"
+			continue
+		fi ;;
+	*) say "bench: unknown forwarder $peer; skipped"; continue ;;
+	esac
+	bench_peer "$peer" && RAN="$RAN $peer"
+done
+[ -n "$RAN" ] || die "no forwarder could be measured"
+print_report
