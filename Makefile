@@ -5,6 +5,9 @@ SBINDIR?=	$(PREFIX)/sbin
 MANDIR?=	$(PREFIX)/share/man
 EXAMPLEDIR?=	$(PREFIX)/share/examples/dotproxyd
 DESTDIR?=
+ifeq ($(SANITIZE),1)
+BUILD?=		build/asan
+endif
 BUILD?=		build
 
 CC?=		cc
@@ -91,13 +94,17 @@ unit: all $(UNIT_TESTS)
 	prove -e '' $(UNIT_TESTS)
 
 integration: all
-	prove -e '' tests/integration/*.t
+	$(TEST_ENV) prove -e '' tests/integration/*.t
 
-# The whole suite, in one prove run so it ends in one summary.
+# The whole suite, in one prove run so it ends in one summary.  With
+# SANITIZE=1 everything is built with ASan and UBSan into build/asan and
+# the integration tests run that daemon.
+TEST_ENV=	DOTPROXYD=$(CURDIR)/$(BUILD)/dotproxyd \
+		DOTPROXYCTL=$(CURDIR)/$(BUILD)/dotproxyctl
 check:
 	sh contrib/deps.sh test
 	$(MAKE) all $(UNIT_TESTS)
-	prove -e '' $(UNIT_TESTS) tests/integration/*.t
+	$(TEST_ENV) prove -e '' $(UNIT_TESTS) tests/integration/*.t
 
 # dnsperf against dotproxyd and its peers on one local upstream
 bench: all
