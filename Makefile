@@ -1,4 +1,4 @@
-# dotproxyd
+# dotproxyd: GNU make, on Linux (Debian) or OpenBSD (gmake)
 
 PREFIX?=	/usr/local
 SBINDIR?=	$(PREFIX)/sbin
@@ -11,22 +11,33 @@ endif
 BUILD?=		build
 
 CC?=		cc
-YACC?=		bison -y -Wno-yacc
+ifeq ($(origin YACC),default)
+YACC=		bison -y -Wno-yacc
+endif
 PKG_CONFIG?=	pkg-config
+UNAME_S:=	$(shell uname -s)
+ifeq ($(UNAME_S),OpenBSD)
+# libtls, libcrypto and libevent are in base; pledge(2) and unveil(2)
+PKG_CFLAGS?=
+PKG_LIBS?=	-ltls -lssl -lcrypto -levent
+OS_LIBS=
+SANDBOX_SRCS=	sandbox-openbsd.c
+else
 PKGS=		libtls libseccomp libcap-ng libevent libbsd-overlay libcrypto
+PKG_CFLAGS?=	$(shell $(PKG_CONFIG) --cflags $(PKGS))
+PKG_LIBS?=	$(shell $(PKG_CONFIG) --libs $(PKGS))
+OS_LIBS=	-lresolv
+SANDBOX_SRCS=	sandbox-linux.c sandbox-seccomp.c
+endif
 
 WARN=		-Wall -Wextra -Werror -Wshadow -Wpointer-arith \
 		-Wmissing-prototypes -Wstrict-prototypes -Wformat=2
 CFLAGS?=	-O2 -g
 CPPFLAGS+=	-D_GNU_SOURCE -Iinclude -I$(BUILD)
-PKG_CFLAGS!=	$(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null
-PKG_LIBS!=	$(PKG_CONFIG) --libs $(PKGS) 2>/dev/null
-PKG_CFLAGS?=	$(shell $(PKG_CONFIG) --cflags $(PKGS))
-PKG_LIBS?=	$(shell $(PKG_CONFIG) --libs $(PKGS))
 ALL_CFLAGS=	$(CFLAGS) $(WARN) $(PKG_CFLAGS) -fstack-protector-strong \
 		-D_FORTIFY_SOURCE=2 -fPIE
 LDFLAGS+=	-pie -Wl,-z,relro,-z,now
-LIBS=		$(PKG_LIBS) -lresolv
+LIBS=		$(PKG_LIBS) $(OS_LIBS)
 
 ifeq ($(SANITIZE),1)
 ALL_CFLAGS+=	-fsanitize=address,undefined -fno-omit-frame-pointer -O1
@@ -39,8 +50,8 @@ CPPFLAGS+=	-DSANDBOX_DEBUG
 endif
 
 COMMON=		imsg.c dns.c log.c config.c acl.c cache.c ratelimit.c audit.c
-DAEMON_SRCS=	dotproxyd.c listener.c upstream.c proc.c control.c sandbox-linux.c \
-		sandbox-seccomp.c $(COMMON)
+DAEMON_SRCS=	dotproxyd.c listener.c upstream.c proc.c control.c \
+		$(SANDBOX_SRCS) $(COMMON)
 DAEMON_OBJS=	$(DAEMON_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/parse.o
 CTL_SRCS=	dotproxyctl.c
 CTL_OBJS=	$(CTL_SRCS:%.c=$(BUILD)/%.o)
@@ -48,7 +59,7 @@ HDRS=		$(wildcard include/*.h)
 
 UNIT_TESTS=	$(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 UNIT_OBJS=	$(COMMON:%.c=$(BUILD)/%.o) $(BUILD)/parse.o $(BUILD)/proc.o \
-		$(BUILD)/sandbox-seccomp.o
+		$(BUILD)/$(lastword $(SANDBOX_SRCS:.c=.o))
 
 .PHONY: all clean check unit integration deps run install uninstall bench fuzz
 

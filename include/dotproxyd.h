@@ -18,7 +18,11 @@
 #define DOTPROXYD_USER		"_dotproxyd"
 #define DOTPROXYD_CHROOT	"/var/empty"
 #define DOTPROXYD_SOCKET	"/run/dotproxyd.sock"
+#ifdef __OpenBSD__
+#define DOTPROXYD_CA		"/etc/ssl/cert.pem"
+#else
 #define DOTPROXYD_CA		"/etc/ssl/certs/ca-certificates.crt"
+#endif
 
 #define PARENT_FD		3	/* a child's end of its parent channel */
 

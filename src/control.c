@@ -91,9 +91,9 @@ static void
 ctl_accept(int fd, short event, void *arg)
 {
 	struct ctl	*c;
-	struct ucred	 cred;
 	struct timeval	 tv = { CTL_TIMEOUT, 0 };
-	socklen_t	 len = sizeof(cred);
+	uid_t		 uid;
+	gid_t		 gid;
 	int		 s;
 
 	(void)event;
@@ -101,14 +101,14 @@ ctl_accept(int fd, short event, void *arg)
 	if ((s = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) == -1)
 		return;
 	if (nctls >= CTL_MAX_CONNS ||
-	    getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1 ||
+	    getpeereid(s, &uid, &gid) == -1 ||
 	    (c = calloc(1, sizeof(*c))) == NULL) {
 		close(s);
 		return;
 	}
 	c->id = next_id++;
 	c->fd = s;
-	c->uid = cred.uid;
+	c->uid = uid;
 	event_set(&c->ev, s, EV_READ | EV_PERSIST, ctl_read, c);
 	event_add(&c->ev, NULL);
 	evtimer_set(&c->tmo, ctl_timeout, c);

@@ -7,7 +7,9 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#ifdef __linux__
 #include <sys/prctl.h>
+#endif
 #include <sys/wait.h>
 #include <sys/un.h>
 #include <netinet/in.h>
@@ -30,6 +32,7 @@
 #include "dotproxyd.h"
 #include "imsg.h"
 #include "log.h"
+#include "sandbox.h"
 
 struct child {
 	enum proc_type	 type;
@@ -105,7 +108,9 @@ main(int argc, char *argv[])
 	int		 ch, noaction = 0, pair[2], i;
 	ssize_t		 n;
 
+#ifdef __linux__
 	setproctitle_init(argc, argv, environ);
+#endif
 	while ((ch = getopt(argc, argv, "dnf:P:s:v")) != -1) {
 		switch (ch) {
 		case 'd':
@@ -208,6 +213,9 @@ main(int argc, char *argv[])
 		child_start(&children[i], pair[i]);
 	}
 
+#ifdef __OpenBSD__
+	sandbox_parent_unveil(self, conffile, conf);
+#endif
 	sandbox_parent();
 	setproctitle("parent");
 	config_hash(conf, hash, sizeof(hash));
@@ -417,7 +425,9 @@ start_process(struct child *c, int fd)
 	}
 	if (dup2(fd, PARENT_FD) == -1)
 		fatal("dup2");
+#ifdef __linux__
 	(void)prctl(PR_SET_PDEATHSIG, SIGTERM);
+#endif
 	argv[argc++] = "dotproxyd";
 	argv[argc++] = "-P";
 	argv[argc++] = (char *)proc_name(c->type);

@@ -726,8 +726,13 @@ conn_open(struct conn *c)
 	}
 	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 	(void)setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+#ifdef TCP_USER_TIMEOUT
+	/* a half-open connection fails in seconds, not minutes */
 	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &utmo,
 	    sizeof(utmo));
+#else
+	(void)utmo;
+#endif
 	c->state = C_CONNECTING;
 	c->rlen = 0;
 	c->evmask = 0;
