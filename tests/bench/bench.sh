@@ -20,6 +20,9 @@
 #   BENCH_TLS_CONNS    dotproxyd `tls connections` (default 4)
 #   BENCH_INSTALL      0 to never install missing packages (default 1)
 #   BENCH_KEEP         1 to keep the temporary directory (default 0)
+#   BENCH_SOAK_SECONDS length of the dotproxyd soak run, 0 to skip it
+#                      (default 60)
+#   BENCH_SOAK_RATE    its steady query rate (default 2000)
 
 set -u
 export LC_ALL=C
@@ -37,6 +40,8 @@ BENCH_UNBOUND_THREADS=${BENCH_UNBOUND_THREADS:-1}
 BENCH_TLS_CONNS=${BENCH_TLS_CONNS:-4}
 BENCH_INSTALL=${BENCH_INSTALL:-1}
 BENCH_KEEP=${BENCH_KEEP:-0}
+BENCH_SOAK_SECONDS=${BENCH_SOAK_SECONDS:-60}
+BENCH_SOAK_RATE=${BENCH_SOAK_RATE:-2000}
 
 AUTH_NAME=dot.bench.test	# name in the upstream's certificate
 ZONE=bench.test			# every name under it answers 192.0.2.1
@@ -888,3 +893,47 @@ for peer in $BENCH_PEERS; do
 done
 [ -n "$RAN" ] || die "no forwarder could be measured"
 print_report
+
+# ---------------------------------------------------------------------
+# Soak: dotproxyd alone at a steady rate well below its capacity, half
+# the names new (upstream) and half repeated (cache), for a while: no
+# query may be lost and resident memory should stay flat.
+
+soak()
+{
+	local dir=$B_DIR/soak port procs rss0 rss1 n
+	mkdir -p "$dir"
+	port=$(free_port)
+	start_dotproxyd "$dir" "$port"
+	if ! ready "$PEER_PID" "$port" "$dir/log"; then
+		say "bench: dotproxyd does not answer; no soak run"
+		return 1
+	fi
+	n=$((BENCH_SOAK_SECONDS * BENCH_SOAK_RATE / 2 + 1000))
+	make_names "$dir/new" "$n" "soak"
+	make_names "$dir/old" 500 "soak-old"
+	paste -d '\n' "$dir/new" <(for ((i = 0; i < n / 500 + 1; i++)); do
+	    cat "$dir/old"; done | head -n "$n") >"$dir/names"
+	procs="$PEER_PID $(descendants "$PEER_PID" | tr '\n' ' ')"
+	timeout -k 5 $((BENCH_SOAK_SECONDS + 30)) dnsperf -s 127.0.0.1 \
+	    -p "$port" -t "$DNSPERF_TIMEOUT" -d "$dir/names" -c 10 \
+	    -Q "$BENCH_SOAK_RATE" -l "$BENCH_SOAK_SECONDS" >"$dir/r" 2>&1 &
+	local gen=$!
+	sleep 5
+	# shellcheck disable=SC2086
+	rss0=$(rss_kb $procs)
+	wait "$gen"
+	# shellcheck disable=SC2086
+	rss1=$(rss_kb $procs)
+	echo
+	echo "Soak: dotproxyd at $BENCH_SOAK_RATE queries/s for" \
+	    "${BENCH_SOAK_SECONDS} s, half new names, half cached"
+	printf '  queries sent %s, lost %s; resident memory %s KiB after 5 s,' \
+	    "$(sent_of "$dir/r")" "$(lost_of "$dir/r")" "$rss0"
+	printf ' %s KiB at the end\n' "$rss1"
+	kill_tree "$PEER_PID"
+}
+
+if [ "$BENCH_SOAK_SECONDS" -gt 0 ]; then
+	soak
+fi
