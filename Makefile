@@ -21,13 +21,13 @@ ifeq ($(UNAME_S),OpenBSD)
 PKG_CFLAGS?=
 PKG_LIBS?=	-ltls -lssl -lcrypto -levent
 OS_LIBS=
-SANDBOX_SRCS=	sandbox-openbsd.c
+SANDBOX_SRCS=	sandbox.c sandbox-openbsd.c
 else
 PKGS=		libtls libseccomp libcap-ng libevent libbsd-overlay libcrypto
 PKG_CFLAGS?=	$(shell $(PKG_CONFIG) --cflags $(PKGS))
 PKG_LIBS?=	$(shell $(PKG_CONFIG) --libs $(PKGS))
 OS_LIBS=	-lresolv
-SANDBOX_SRCS=	sandbox-linux.c sandbox-seccomp.c
+SANDBOX_SRCS=	sandbox.c sandbox-linux.c sandbox-seccomp.c
 endif
 
 WARN=		-Wall -Wextra -Werror -Wshadow -Wpointer-arith \
@@ -50,7 +50,7 @@ CPPFLAGS+=	-DSANDBOX_DEBUG
 endif
 
 COMMON=		imsg.c dns.c log.c config.c acl.c cache.c ratelimit.c audit.c
-DAEMON_SRCS=	dotproxyd.c listener.c upstream.c proc.c control.c \
+DAEMON_SRCS=	dotproxyd.c listener.c upstream.c proc.c control.c chan.c \
 		$(SANDBOX_SRCS) $(COMMON)
 DAEMON_OBJS=	$(DAEMON_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/parse.o
 CTL_SRCS=	dotproxyctl.c

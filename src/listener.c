@@ -22,6 +22,7 @@
 #include "audit.h"
 #include "cache.h"
 #include "control.h"
+#include "chan.h"
 #include "dns.h"
 #include "dotproxyd.h"
 #include "imsg.h"
@@ -112,14 +113,6 @@ struct sock {
 	struct event		 ev;
 };
 
-struct chan {
-	struct imsgbuf		 ibuf;
-	struct event		 ev;
-	short			 events;
-	void			(*dispatch)(int, short, void *);
-};
-
-static void	 chan_update(struct chan *);
 static void	 parent_dispatch(int, short, void *);
 static void	 upstream_dispatch(int, short, void *);
 static void	 udp_read(int, short, void *);
@@ -243,7 +236,10 @@ listener_main(int debug, int verbose)
 	audit_to_parent(&parent.ibuf, chan_kick_parent);
 	control_init(control_fd);
 	parent.dispatch = parent_dispatch;
+	parent.peer = "parent";
+	parent.vital = 1;
 	upstream.dispatch = upstream_dispatch;
+	upstream.peer = "upstream process";
 	chan_update(&parent);
 	chan_update(&upstream);
 	evtimer_set(&timer, timer_fire, NULL);
@@ -345,51 +341,6 @@ take_startup_fd(struct imsg *imsg)
 	return -1;
 }
 
-/*
- * Write what is queued now, many messages in one call, and wait for the
- * socket only if it is full: the usual case costs no epoll change.
- */
-static void
-chan_update(struct chan *c)
-{
-	short	events;
-
-	if (c->dispatch == NULL || c->ibuf.rbuf == NULL)
-		return;		/* not set up yet, or the peer is gone */
-	if (imsg_pending(&c->ibuf) && imsg_write(&c->ibuf) == -1 &&
-	    errno != EPIPE && errno != ECONNRESET)
-		log_warn("write to a peer process");
-	events = EV_READ | (imsg_pending(&c->ibuf) ? EV_WRITE : 0);
-	if (c->events == events && event_initialized(&c->ev))
-		return;
-	if (event_initialized(&c->ev))
-		event_del(&c->ev);
-	c->events = events;
-	event_set(&c->ev, c->ibuf.fd, events | EV_PERSIST, c->dispatch, c);
-	event_add(&c->ev, NULL);
-}
-
-/* Read and write a channel; returns 0 on EOF. */
-static int
-chan_io(struct chan *c, short event, const char *peer)
-{
-	ssize_t	n;
-
-	if (event & EV_WRITE && imsg_write(&c->ibuf) == -1) {
-		if (c == &parent)
-			fatal("write to the %s", peer);
-		return 0;	/* the peer process is gone */
-	}
-	if (event & EV_READ) {
-		n = imsg_read(&c->ibuf);
-		if (n == -1 && errno != EAGAIN)
-			fatal("read from the %s", peer);
-		if (n == 0)
-			return 0;
-	}
-	return 1;
-}
-
 static void
 parent_dispatch(int fd, short event, void *arg)
 {
@@ -400,8 +351,7 @@ parent_dispatch(int fd, short event, void *arg)
 	int			 r;
 
 	(void)fd;
-	if (!chan_io(c, event, "parent"))
-		exit(0);	/* the parent is gone: so are we */
+	chan_io(c, event);	/* the parent gone, we exit */
 	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
 		if (n == -1)
 			fatalx("malformed message from the parent");
@@ -487,7 +437,7 @@ upstream_dispatch(int fd, short event, void *arg)
 	ssize_t			 n;
 
 	(void)fd;
-	if (!chan_io(c, event, "upstream process")) {
+	if (!chan_io(c, event)) {
 		upstream_lost();
 		udp_flush();
 		return;

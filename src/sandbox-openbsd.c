@@ -1,14 +1,12 @@
 /*
- * Confinement on OpenBSD: chroot, an unprivileged user, then pledge(2);
- * the parent unveils what reload and respawn need.  The same interface
- * as sandbox-linux.c and sandbox-seccomp.c, built only on OpenBSD.
+ * Confinement on OpenBSD: after the chroot and user change of sandbox.c,
+ * pledge(2); the parent unveils what reload and respawn need.  The same
+ * interface as sandbox-linux.c and sandbox-seccomp.c, built only there.
  */
 #include <sys/types.h>
-#include <sys/resource.h>
 
 #include <err.h>
 #include <errno.h>
-#include <grp.h>
 #include <limits.h>
 #include <string.h>
 #include <unistd.h>
@@ -41,35 +39,15 @@ sandbox_filter(enum proc_type type)
 		fatal("sandbox: pledge %s", proc_name(type));
 }
 
-static void
-set_limit(int resource, rlim_t value, const char *what)
+/* No capabilities here: the user change in sandbox.c is the drop. */
+void
+sandbox_os_before_ids(void)
 {
-	struct rlimit	rl;
-
-	rl.rlim_cur = rl.rlim_max = value;
-	if (setrlimit(resource, &rl) == -1)
-		fatal("sandbox: setrlimit %s", what);
 }
 
 void
-sandbox_drop(enum proc_type type, const struct dotproxyd_conf *c)
+sandbox_os_after_ids(void)
 {
-	if (chroot(c->chroot) == -1)
-		fatal("sandbox: chroot %s", c->chroot);
-	if (chdir("/") == -1)
-		fatal("sandbox: chdir /");
-	if (setgroups(1, &c->gid) == -1)
-		fatal("sandbox: setgroups");
-	if (setresgid(c->gid, c->gid, c->gid) == -1)
-		fatal("sandbox: setresgid");
-	if (setresuid(c->uid, c->uid, c->uid) == -1)
-		fatal("sandbox: setresuid");
-	if (setuid(0) != -1 || seteuid(0) != -1)
-		fatalx("sandbox: could regain root");
-	set_limit(RLIMIT_NPROC, 0, "NPROC");
-	set_limit(RLIMIT_FSIZE, 0, "FSIZE");
-	set_limit(RLIMIT_CORE, 0, "CORE");
-	sandbox_filter(type);
 }
 
 /*

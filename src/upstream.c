@@ -29,6 +29,7 @@
 #include <openssl/x509.h>
 
 #include "audit.h"
+#include "chan.h"
 #include "dns.h"
 #include "dotproxyd.h"
 #include "imsg.h"
@@ -96,14 +97,6 @@ struct upstream {
 	int			 announced_down;
 };
 
-struct chan {
-	struct imsgbuf		 ibuf;
-	struct event		 ev;
-	short			 events;
-	void			(*dispatch)(int, short, void *);
-};
-
-static void	 chan_update(struct chan *);
 static void	 parent_dispatch(int, short, void *);
 static void	 listener_dispatch(int, short, void *);
 static void	 apply_config(struct dotproxyd_conf *);
@@ -233,7 +226,10 @@ upstream_main(int debug, int verbose)
 	log_to_parent(&parent.ibuf, chan_kick_parent);
 	audit_to_parent(&parent.ibuf, chan_kick_parent);
 	parent.dispatch = parent_dispatch;
+	parent.peer = "parent";
+	parent.vital = 1;
 	listener.dispatch = listener_dispatch;
+	listener.peer = "listener process";
 	chan_update(&parent);
 	chan_update(&listener);
 	evtimer_set(&rtimer, retry_timer, NULL);
@@ -265,50 +261,6 @@ take_startup_fd(struct imsg *imsg)
 		return 0;
 	}
 	return -1;
-}
-
-/*
- * Write what is queued now, many messages in one call, and wait for the
- * socket only if it is full: the usual case costs no epoll change.
- */
-static void
-chan_update(struct chan *c)
-{
-	short	events;
-
-	if (c->dispatch == NULL || c->ibuf.rbuf == NULL)
-		return;		/* not set up yet, or the peer is gone */
-	if (imsg_pending(&c->ibuf) && imsg_write(&c->ibuf) == -1 &&
-	    errno != EPIPE && errno != ECONNRESET)
-		log_warn("write to a peer process");
-	events = EV_READ | (imsg_pending(&c->ibuf) ? EV_WRITE : 0);
-	if (c->events == events && event_initialized(&c->ev))
-		return;
-	if (event_initialized(&c->ev))
-		event_del(&c->ev);
-	c->events = events;
-	event_set(&c->ev, c->ibuf.fd, events | EV_PERSIST, c->dispatch, c);
-	event_add(&c->ev, NULL);
-}
-
-static int
-chan_io(struct chan *c, short event, const char *peer)
-{
-	ssize_t	n;
-
-	if (event & EV_WRITE && imsg_write(&c->ibuf) == -1) {
-		if (c == &parent)
-			fatal("write to the %s", peer);
-		return 0;	/* the peer process is gone */
-	}
-	if (event & EV_READ) {
-		n = imsg_read(&c->ibuf);
-		if (n == -1 && errno != EAGAIN)
-			fatal("read from the %s", peer);
-		if (n == 0)
-			return 0;
-	}
-	return 1;
 }
 
 static int
@@ -387,8 +339,7 @@ parent_dispatch(int fd, short event, void *arg)
 	int		 r;
 
 	(void)fd;
-	if (!chan_io(c, event, "parent"))
-		exit(0);
+	chan_io(c, event);	/* the parent gone, we exit */
 	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
 		if (n == -1)
 			fatalx("malformed message from the parent");
@@ -448,7 +399,7 @@ listener_dispatch(int fd, short event, void *arg)
 	ssize_t		 n;
 
 	(void)fd;
-	if (!chan_io(c, event, "listener")) {
+	if (!chan_io(c, event)) {
 		listener_lost();
 		return;
 	}

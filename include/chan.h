@@ -1,0 +1,21 @@
+#ifndef DOTPROXYD_CHAN_H
+#define DOTPROXYD_CHAN_H
+
+#include <event.h>
+
+#include "imsg.h"
+
+/* A message channel to another process, driven by the event loop. */
+struct chan {
+	struct imsgbuf	 ibuf;
+	struct event	 ev;
+	short		 events;
+	void		(*dispatch)(int, short, void *);
+	const char	*peer;		/* for messages: "parent", ... */
+	int		 vital;		/* losing it ends this process */
+};
+
+void	 chan_update(struct chan *);
+int	 chan_io(struct chan *, short);
+
+#endif /* DOTPROXYD_CHAN_H */

@@ -1,0 +1,60 @@
+/*
+ * Confining a child, the same on every system: chroot, an unprivileged
+ * user that cannot become root again, rlimits, then the process's own
+ * policy.  What differs (capabilities, the system call filter) is in
+ * sandbox-linux.c and sandbox-openbsd.c.  Any step that fails is fatal:
+ * a child never runs half-confined.
+ */
+#include <sys/types.h>
+#include <sys/resource.h>
+
+#include <grp.h>
+#include <unistd.h>
+
+#include "dotproxyd.h"
+#include "log.h"
+#include "sandbox.h"
+
+static void
+set_limit(int resource, rlim_t value, const char *what)
+{
+	struct rlimit	rl;
+
+	rl.rlim_cur = rl.rlim_max = value;
+	if (setrlimit(resource, &rl) == -1)
+		fatal("sandbox: setrlimit %s", what);
+}
+
+void
+sandbox_drop(enum proc_type type, const struct dotproxyd_conf *c)
+{
+	uid_t	ruid, euid, suid;
+	gid_t	rgid, egid, sgid;
+
+	if (chroot(c->chroot) == -1)
+		fatal("sandbox: chroot %s", c->chroot);
+	if (chdir("/") == -1)
+		fatal("sandbox: chdir /");
+	sandbox_os_before_ids();
+	if (setgroups(1, &c->gid) == -1)
+		fatal("sandbox: setgroups");
+	if (setresgid(c->gid, c->gid, c->gid) == -1)
+		fatal("sandbox: setresgid");
+	if (setresuid(c->uid, c->uid, c->uid) == -1)
+		fatal("sandbox: setresuid");
+	if (getresuid(&ruid, &euid, &suid) == -1 ||
+	    getresgid(&rgid, &egid, &sgid) == -1)
+		fatal("sandbox: getresuid");
+	if (ruid != c->uid || euid != c->uid || suid != c->uid ||
+	    rgid != c->gid || egid != c->gid || sgid != c->gid)
+		fatalx("sandbox: ids did not change");
+	if (setuid(0) != -1 || seteuid(0) != -1)
+		fatalx("sandbox: could regain root");
+	sandbox_os_after_ids();
+
+	set_limit(RLIMIT_NPROC, 0, "NPROC");
+	set_limit(RLIMIT_FSIZE, 0, "FSIZE");
+	set_limit(RLIMIT_CORE, 0, "CORE");
+
+	sandbox_filter(type);
+}
