@@ -355,6 +355,9 @@ _t_cleanup()
 	local status=$? p
 
 	trap - EXIT INT TERM HUP
+	# Only the test script itself cleans up, not a child of it that
+	# ran into an error (an unset variable under set -u, say).
+	[ "${BASHPID:-$$}" = "$$" ] || exit "$status"
 	[ -r "$T_DIR/.pids" ] && mapfile -t -O "${#_t_pids[@]}" _t_pids <"$T_DIR/.pids"
 	for p in "${_t_pids[@]}"; do
 		alive "$p" && kill_tree "$p"
@@ -828,4 +831,175 @@ dns_query_hex()
 		$q .= pack("C n n", 0, $t{$type} // $type, 1);
 		print unpack("H*", $q), "\n";
 	' "$@"
+}
+
+# ---------------------------------------------------------------------
+# Control socket, processes, audit log
+
+DOTPROXYCTL=${DOTPROXYCTL:-$TOP/build/dotproxyctl}
+CTL_SOCK=""		# the control socket of the daemon under test
+
+# ctl ARGS...: dotproxyctl on CTL_SOCK, bounded in time.
+ctl()
+{
+	timeout -k 1 15 "$DOTPROXYCTL" -s "$CTL_SOCK" "$@"
+}
+
+# now_ms: a clock in milliseconds.
+now_ms()
+{
+	date +%s%3N
+}
+
+# wait_for TENTHS CMD [ARGS...]: run CMD every 0.1 s, at most TENTHS
+# times, until it succeeds.
+wait_for()
+{
+	local n=$1 i
+	shift
+	for ((i = 0; i < n; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# child_named PID NAME: the pid of the child of PID that runs as NAME
+# (listener or upstream); fails if there is none.
+child_named()
+{
+	local c args
+	for c in $(pgrep -P "$1" 2>/dev/null); do
+		args=$(tr '\0' ' ' <"/proc/$c/cmdline" 2>/dev/null)
+		case $args in
+		*"dotproxyd: $2"* | *"-P $2"*)
+			echo "$c"
+			return 0
+			;;
+		esac
+	done
+	return 1
+}
+
+# audit_check FILE: every line of FILE is a JSON object with an "event"
+# string; prints the events, one a line.  Fails on the first bad line.
+audit_check()
+{
+	perl -MJSON::PP -e '
+		my $n = 0;
+		while (my $l = <STDIN>) {
+			$n++;
+			chomp $l;
+			my $o = eval { JSON::PP->new->decode($l) };
+			if (!$o || ref $o ne "HASH" || !defined $o->{event} ||
+			    ref $o->{event}) {
+				print STDERR "line $n is not an audit record: $l\n";
+				exit 1;
+			}
+			print "$o->{event}\n";
+		}
+	' <"$1"
+}
+
+# ---------------------------------------------------------------------
+# Upstreams that misbehave
+
+# start_mute_tcp PORT: a TCP server on 127.0.0.1@PORT that accepts
+# connections and never says anything (no TLS).  Sets MUTE_PID.
+start_mute_tcp()
+{
+	spawn "$T_DIR/mute-$1.log" perl -MIO::Socket::IP -e '
+		alarm 600;
+		my $l = IO::Socket::IP->new(LocalHost => "127.0.0.1",
+		    LocalPort => $ARGV[0], Listen => 64, ReuseAddr => 1)
+		    or die "listen: $@\n";
+		my @keep;
+		while (my $c = $l->accept) { push @keep, $c; }
+	' "$1"
+	# shellcheck disable=SC2034 # for the tests
+	MUTE_PID=$SPAWNED_PID
+	wait_for 50 port_listening "$1"
+}
+
+# port_listening PORT: something listens on TCP 127.0.0.1@PORT.
+port_listening()
+{
+	[ -n "$(ss -Htln "( sport = :$1 )" 2>/dev/null)" ]
+}
+
+# start_fake_dot DIR PORT MODE: a small DNS-over-TLS server on
+# 127.0.0.1@PORT with the certificate make_ca left in DIR.  It answers
+# every A query with 192.0.2.99 (TTL 60), other types with no data, and
+# MODE says how it misbehaves:
+#   answer    not at all
+#   once      it closes each connection after its first answer
+#   wrongid   answers carry another ID than the query
+#   garbage   each query gets a frame of random bytes instead
+#   capture   not at all, and each query is written in hex to
+#             DIR/queries.hex
+# Sets FAKE_PID.
+start_fake_dot()
+{
+	local dir=$1 port=$2 mode=$3
+	spawn "$dir/fake-dot-$port.log" perl -MIO::Socket::SSL -e '
+		my ($dir, $port, $mode) = @ARGV;
+		alarm 600;
+		$SIG{CHLD} = "IGNORE";
+		my $l = IO::Socket::SSL->new(LocalAddr => "127.0.0.1",
+		    LocalPort => $port, Listen => 64, ReuseAddr => 1,
+		    SSL_server => 1, SSL_cert_file => "$dir/server.pem",
+		    SSL_key_file => "$dir/server.key") or die "listen: $SSL_ERROR $@\n";
+		sub readn {
+			my ($c, $n) = @_;
+			my $b = "";
+			while (length($b) < $n) {
+				my $r = $c->sysread($b, $n - length($b), length($b));
+				return undef unless $r;
+			}
+			return $b;
+		}
+		for (;;) {
+			my $c = $l->accept or next;
+			my $pid = fork;
+			next if !defined $pid;
+			if ($pid) { $c->close(SSL_no_shutdown => 1); next; }
+			while (defined(my $h = readn($c, 2))) {
+				my $q = readn($c, unpack("n", $h));
+				last unless defined $q && length($q) >= 12;
+				if ($mode eq "capture") {
+					open my $f, ">>", "$dir/queries.hex" or die;
+					print $f unpack("H*", $q), "\n";
+					close $f;
+				}
+				if ($mode eq "garbage") {
+					my $g = join "", map { chr int rand 256 } 1 .. 40;
+					print $c pack("n", length $g), $g;
+					next;
+				}
+				# the question: header, then labels up to the root
+				my $o = 12;
+				while ($o < length($q)) {
+					my $n = ord substr($q, $o, 1);
+					$o += 1 + $n;
+					last if $n == 0;
+				}
+				my $question = substr($q, 12, $o + 4 - 12);
+				my $qtype = unpack("n", substr($q, $o, 2));
+				my ($id, $fl) = unpack("n n", $q);
+				$id ^= 0x5555 if $mode eq "wrongid";
+				my $an = $qtype == 1 ? 1 : 0;
+				my $a = pack("n n n n n n", $id,
+				    0x8080 | ($fl & 0x0100), 1, $an, 0, 0) . $question;
+				$a .= pack("n n n N n C4", 0xc00c, 1, 1, 60, 4,
+				    192, 0, 2, 99) if $an;
+				print $c pack("n", length $a), $a;
+				last if $mode eq "once";
+			}
+			$c->close(SSL_no_shutdown => 1);
+			exit 0;
+		}
+	' "$dir" "$port" "$mode"
+	# shellcheck disable=SC2034 # for the tests
+	FAKE_PID=$SPAWNED_PID
+	wait_for 50 port_listening "$port"
 }

@@ -1,0 +1,231 @@
+#!/bin/bash
+# Operations: dotproxyctl (status, stats, metrics, reload, flush, log),
+# who may use the control socket, reloading on SIGHUP and the audit log.
+
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+need_root
+need_cmd "$KDIG" "$UNBOUND" openssl perl ss pgrep setpriv
+need_dotproxyd
+[ -x "$DOTPROXYCTL" ] || skip_all "$DOTPROXYCTL not built"
+ensure_user
+perl -MJSON::PP -e 1 2>/dev/null || skip_all "perl JSON::PP not found"
+
+plan 50
+
+make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
+UPORT=$(free_port)
+PORT=$(free_port)
+NEWPORT=$(free_port)
+CTL_SOCK=$T_DIR/ctl.sock
+AUDIT=$T_DIR/audit.log
+CONF=$T_DIR/dotproxyd.conf
+start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
+
+# write_conf [EXTRA LINES...]: the config file, with more statements.
+write_conf()
+{
+	local line
+	cat >"$CONF.new" <<EOF
+listen on 127.0.0.1 port $PORT
+upstream 127.0.0.1 port $UPORT name "dot.test"
+tls ca "$T_DIR/ca/ca.pem"
+allow from 127.0.0.1/32
+user $D_USER
+chroot "$D_CHROOT"
+control socket "$CTL_SOCK"
+audit log "$AUDIT"
+EOF
+	for line in "$@"; do
+		echo "$line" >>"$CONF.new"
+	done
+	mv "$CONF.new" "$CONF"
+}
+
+# stat_value NAME: a value of `dotproxyctl stats`, by its label.
+stat_value()
+{
+	ctl stats 2>/dev/null | awk -v k="$1" '
+		{ v = $NF; $NF = ""; sub(/^ +/, ""); sub(/ +$/, "") }
+		$0 == k { print v; exit }'
+}
+
+# status_from ADDR: the rcode of a query for a.example.test from ADDR.
+status_from()
+{
+	q -b "$1" a.example.test A | status_of
+}
+
+# as_group_member ARGS...: dotproxyctl as nobody, in the daemon's group.
+DGID=$(getent group "$D_USER" | cut -d: -f3)
+as_group_member()
+{
+	setpriv --reuid=nobody --regid="$DGID" --clear-groups \
+	    timeout -k 1 15 "$DOTPROXYCTL" -s "$CTL_SOCK" "$@"
+}
+
+write_conf
+if start_dotproxyd "$CONF"; then
+	pass "dotproxyd starts with a control socket and an audit log"
+else
+	fail "dotproxyd starts with a control socket and an audit log"
+	bail_out "cannot go on without the daemon"
+fi
+PARENT=$D_PID
+LPID=$(child_named "$D_PID" listener)
+
+# ---------------------------------------------------------------------
+# The control socket
+
+ok "the control socket exists" test -S "$CTL_SOCK"
+is "$(stat -c '%a %U %G' "$CTL_SOCK" 2>&1)" "660 root $D_USER" \
+    "the control socket is mode 0660, root:$D_USER"
+
+out=$(ctl status 2>&1)
+is "$?" 0 "status: exits 0" || diag "$out"
+like "$out" "127\.0\.0\.1:$UPORT \(dot\.test\) +up " \
+    "status: lists the upstream, state up" || diag "$out"
+like "$out" 'TLSv1\.3' "status: the upstream connection uses TLSv1.3" ||
+    diag "$out"
+
+before=$(stat_value udp)
+for n in a b c; do
+	q "$n.example.test" A >/dev/null
+done
+after=$(stat_value udp)
+ok "stats: UDP queries counted ($before, then $after after three more)" \
+    test "${after:-0}" -ge $(( ${before:-999999} + 3 ))
+tcp=$(stat_value tcp)
+q +tcp a.example.test A >/dev/null
+ok "stats: TCP queries counted" test "$(stat_value tcp)" -ge $(( ${tcp:-999999} + 1 ))
+ok "stats: answers by rcode (NOERROR)" test "$(stat_value NOERROR)" -ge 4
+
+metrics=$(ctl metrics 2>&1)
+is "$?" 0 "metrics: exits 0"
+bad=$(grep -v '^#' <<<"$metrics" | grep -Ev '^[a-z_]+(\{[^}]*\})? [0-9]+$')
+is "$bad" "" "metrics: every sample line is name{labels} value"
+missing=$(perl -e '
+	my (%help, %type, %seen);
+	while (<STDIN>) {
+		chomp;
+		if (/^# HELP (\S+) \S/) { $help{$1} = 1; next }
+		if (/^# TYPE (\S+) (counter|gauge|histogram|summary|untyped)$/) {
+			$type{$1} = 1; next
+		}
+		next if /^#/ || /^$/;
+		/^([a-z_]+)/ and $seen{$1} = 1;
+	}
+	for (sort keys %seen) {
+		print "$_ (no HELP)\n" unless $help{$_};
+		print "$_ (no TYPE)\n" unless $type{$_};
+	}
+' <<<"$metrics")
+is "$missing" "" "metrics: every metric has # HELP and # TYPE lines"
+like "$metrics" '^dotproxyd_queries_total\{protocol="udp"\} [1-9]' \
+    "metrics: the UDP query counter is not zero"
+like "$metrics" "dotproxyd_upstream_up\{upstream=\"127\.0\.0\.1:$UPORT \(dot\.test\)\"\} 1" \
+    "metrics: the upstream is up"
+
+# ---------------------------------------------------------------------
+# Who may do what
+
+out=$(setpriv --reuid=nobody --regid=nogroup --clear-groups \
+    timeout -k 1 15 "$DOTPROXYCTL" -s "$CTL_SOCK" stats 2>&1)
+rc=$?
+ok "a user outside the group cannot use the socket (exit $rc)" test "$rc" -ne 0
+unlike "$out" 'queries' "a user outside the group sees no statistics"
+
+out=$(as_group_member stats 2>&1)
+is "$?" 0 "a member of the group may read stats" || diag "$out"
+like "$out" 'cache hits' "a member of the group gets the statistics"
+out=$(as_group_member reload 2>&1)
+rc=$?
+ok "a member of the group may not reload (exit $rc)" test "$rc" -ne 0
+like "$out" 'permission denied' "reload by a member of the group: permission denied"
+out=$(as_group_member flush 2>&1)
+rc=$?
+ok "a member of the group may not flush (exit $rc)" test "$rc" -ne 0
+out=$(as_group_member log verbose 2>&1)
+rc=$?
+ok "a member of the group may not change logging (exit $rc)" test "$rc" -ne 0
+
+# ---------------------------------------------------------------------
+# Reload on SIGHUP
+
+is "$(status_from 127.0.0.2)" REFUSED "before the reload: 127.0.0.2 is REFUSED"
+write_conf "allow from 127.0.0.0/8"
+kill -HUP "$PARENT"
+if wait_for 50 eval '[ "$(status_from 127.0.0.2)" = NOERROR ]'; then
+	pass "SIGHUP: the new access list applies (127.0.0.2 answered)"
+else
+	fail "SIGHUP: the new access list applies (127.0.0.2 answered)"
+	diag_file "$D_LOG" 20
+fi
+ok "SIGHUP: the parent is the same process" alive "$PARENT"
+is "$(child_named "$PARENT" listener)" "$LPID" \
+    "SIGHUP: the listener is the same process"
+
+# ---------------------------------------------------------------------
+# dotproxyctl reload
+
+cp "$CONF" "$T_DIR/good.conf"
+printf 'allow from 127.0.0.1/32\nthis is not a statement\n' >>"$CONF"
+out=$(ctl reload 2>&1)
+rc=$?
+ok "reload of a broken file exits non-zero (exit $rc)" test "$rc" -ne 0
+like "$out" 'error' "reload of a broken file prints an error" || diag "$out"
+is "$(status_from 127.0.0.2)" NOERROR \
+    "after the rejected reload: the running config stays (127.0.0.2 answered)"
+ok "after the rejected reload: the parent is alive" alive "$PARENT"
+
+cp "$T_DIR/good.conf" "$CONF"
+echo "listen on 127.0.0.1 port $NEWPORT" >>"$CONF"
+out=$(ctl reload 2>&1)
+is "$?" 0 "reload adding a listen statement exits 0" || diag "$out"
+like "$out" 'reloaded' "reload says it reloaded" || diag "$out"
+if wait_for 30 eval '[ "$(D_PORT=$NEWPORT q b.example.test A | status_of)" = NOERROR ]'; then
+	pass "after the reload: the new port $NEWPORT answers"
+else
+	fail "after the reload: the new port $NEWPORT answers"
+	diag_file "$D_LOG" 20
+fi
+out=$(D_PORT=$NEWPORT q +tcp b.example.test A)
+is "$(rdata_of A <<<"$out")" 192.0.2.2 "after the reload: TCP on the new port answers" ||
+    diag "$out"
+is "$(q c.example.test A | status_of)" NOERROR "after the reload: the old port still answers"
+
+# ---------------------------------------------------------------------
+# flush, log
+
+q a.example.test A >/dev/null
+ok "the cache holds entries before a flush" test "$(stat_value 'cache entries')" -gt 0
+out=$(ctl flush 2>&1)
+is "$?" 0 "flush exits 0" || diag "$out"
+is "$(stat_value 'cache entries')" 0 "after a flush the cache is empty"
+
+out=$(ctl log verbose 2>&1)
+is "$?:$out" "0:logging verbose" "log verbose succeeds"
+ok "log verbose: the daemon logs it" log_wait 'logging verbose'
+out=$(ctl log brief 2>&1)
+is "$?:$out" "0:logging brief" "log brief succeeds"
+ok "log brief: the daemon logs it" log_wait 'logging brief'
+
+# ---------------------------------------------------------------------
+# The audit log
+
+stop_dotproxyd
+is "$?" 0 "SIGTERM: dotproxyd exits 0"
+
+events=$(audit_check "$AUDIT" 2>&1)
+ok "the audit log is JSON, one object a line" audit_check "$AUDIT"
+like "$(head -n 1 <<<"$events")" '^start$' "audit: the first event is start"
+is "$(grep -c '^confined$' <<<"$events")" 2 "audit: two confined events"
+like "$events" '^control$' "audit: control commands are recorded"
+results=$(perl -MJSON::PP -ne '
+	my $o = eval { decode_json($_) } or next;
+	print "$o->{result}\n" if $o->{event} eq "reload";
+' "$AUDIT" | sort -u | tr '\n' ' ')
+like "$results" 'accepted' "audit: an accepted reload" || diag "$events"
+like "$results" 'rejected' "audit: a rejected reload"
+is "$(tail -n 1 <<<"$events")" stop "audit: the last event is stop"
