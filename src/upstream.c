@@ -40,6 +40,7 @@
 #define CONNECT_MS		3000	/* TCP connect and TLS handshake */
 #define IDLE_MS			30000	/* close an idle connection */
 #define MAX_TRIES		3
+#define MAX_REQUEUES		8
 #define BACKOFF_MAX_MS		60000
 #define MAX_QUERIES		65536
 #define CA_MAX			(8 * 1024 * 1024)
@@ -56,6 +57,7 @@ struct uquery {
 	struct conn		*conn;	/* NULL while waiting */
 	uint16_t		 id;	/* on conn */
 	int			 tries;
+	int			 requeues;	/* resent, the server closed */
 	struct upstream		*last;	/* tried last */
 	struct timespec		 sent;
 	struct dns_msg		 qm;
@@ -75,6 +77,7 @@ struct conn {
 	uint8_t			 gen[SLOTS];
 	int			 ninflight;
 	int			 next_slot;
+	uint64_t		 answered;	/* since it opened */
 	uint8_t			*wbuf;
 	size_t			 wlen;
 	size_t			 wcap;
@@ -95,6 +98,7 @@ struct upstream {
 	char			 last_error[96];
 	struct upstream_status	 st;	/* counters for status and metrics */
 	int			 announced_down;
+	int			 removed;	/* by a reload, going away */
 };
 
 static void	 parent_dispatch(int, short, void *);
@@ -316,6 +320,7 @@ apply_config(struct dotproxyd_conf *nc)
 		struct uquery *uq;
 
 		next = TAILQ_NEXT(u, entry);
+		u->removed = 1;
 		for (i = 0; i < MAX_TLS_CONNS; i++)
 			if (u->conns[i].state != C_CLOSED)
 				conn_close(&u->conns[i], F_NETWORK,
@@ -469,6 +474,8 @@ is_down(const struct upstream *u)
 {
 	struct timespec	ts;
 
+	if (u->removed)
+		return 1;
 	if (u->failures == 0)
 		return 0;
 	now(&ts);
@@ -520,13 +527,14 @@ query_dispatch(struct uquery *uq)
 		query_fail_last(uq);
 		return;
 	}
-	TAILQ_FOREACH(u, &upstreams, entry) {
-		if (is_down(u) || (u == uq->last && TAILQ_NEXT(u, entry) !=
-		    NULL))
-			continue;
-		pick = u;
-		break;
-	}
+	/* another upstream than the one that just failed it, if any is up */
+	TAILQ_FOREACH(u, &upstreams, entry)
+		if (!is_down(u) && u != uq->last) {
+			pick = u;
+			break;
+		}
+	if (pick == NULL && uq->last != NULL && !is_down(uq->last))
+		pick = uq->last;
 	if (pick == NULL) {
 		/* everything is down: try the one that failed longest ago? */
 		if (uq->last == NULL)
@@ -686,6 +694,7 @@ conn_open(struct conn *c)
 #endif
 	c->state = C_CONNECTING;
 	c->rlen = 0;
+	c->answered = 0;
 	c->evmask = 0;
 	evtimer_set(&c->tmo, conn_timeout, c);
 	set_timeout(c, CONNECT_MS);
@@ -773,6 +782,16 @@ conn_close(struct conn *c, enum fail_kind kind, const char *why)
 		c->ninflight--;
 		TAILQ_REMOVE(&sentq, uq, entry);
 		uq->conn = NULL;
+		/*
+		 * A server may close a connection that has been answering
+		 * with queries still on it (RFC 7766 6.2.3): those are sent
+		 * again without counting a try, a few times at most.
+		 */
+		if (had_state == C_READY && c->answered > 0 &&
+		    uq->requeues < MAX_REQUEUES) {
+			uq->requeues++;
+			uq->tries--;
+		}
 		requeue[n++] = uq;
 	}
 	for (i = 0; i < n; i++)
@@ -963,6 +982,7 @@ conn_answer(struct conn *c, const uint8_t *a, size_t alen)
 		return;
 	}
 	c->up->st.answers++;
+	c->answered++;
 	c->up->st.latency_ms = (int)((c->up->st.latency_ms * 7 +
 	    ms_since(&uq->sent)) / 8);
 	if (imsg_compose(&listener.ibuf, IMSG_ANSWER, uq->qid, -1, a,
@@ -1057,6 +1077,7 @@ conn_event(int fd, short event, void *arg)
 	default:
 		break;
 	}
+	chan_update(&listener);	/* answers read, even if it closed */
 	flush_conns();
 }
 
