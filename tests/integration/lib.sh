@@ -257,6 +257,16 @@ _t_summary()
 		diag "Looks like you planned $_t_planned test(s) but ran $_t_count."
 		status=255
 	fi
+	# A sanitizer build reports memory and undefined-behaviour errors on
+	# the daemon's stderr: any such report fails the script.
+	if [ -n "${D_LOG:-}" ] && [ -f "$D_LOG" ] && grep -qE \
+	    'ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer' \
+	    "$D_LOG"; then
+		diag "sanitizer reports in $D_LOG:"
+		grep -E -A12 'ERROR: AddressSanitizer|runtime error:' "$D_LOG" |
+		    head -40 | sed 's/^/# /'
+		[ "$status" -eq 0 ] && status=254
+	fi
 	return "$status"
 }
 
@@ -376,13 +386,13 @@ _t_cleanup()
 		rmdir "$D_CHROOT" 2>/dev/null ||
 		    diag "could not remove $D_CHROOT"
 	fi
+	_t_summary
+	local rc=$?
 	if [ "$T_KEEP" = 1 ]; then
 		diag "keeping $T_DIR"
 	else
 		rm -rf "$T_DIR"
 	fi
-	_t_summary
-	local rc=$?
 	# An early exit with an error (for example a bail out) keeps its status.
 	[ "$rc" -eq 0 ] && rc=$status
 	exit "$rc"
