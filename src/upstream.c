@@ -557,7 +557,7 @@ query_dispatch(struct uquery *uq)
 		conn_send(best, uq);
 		return;
 	}
-	if (closed != NULL && (best == NULL || !opening))
+	if (closed != NULL && !opening)	/* one handshake at a time */
 		conn_open(closed);
 	if (best != NULL) {
 		conn_send(best, uq);
