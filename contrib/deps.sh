@@ -12,7 +12,7 @@ build_pkgs="build-essential pkg-config bison libtls-dev libseccomp-dev \
 libcap-ng-dev libevent-dev libbsd-dev libssl-dev ca-certificates"
 test_pkgs="unbound knot-dnsutils dnsperf openssl perl clang \
 libclang-rt-14-dev mandoc iproute2 procps python3-yaml debhelper \
-dpkg-dev lintian fakeroot shellcheck yamllint systemd"
+dpkg-dev lintian fakeroot shellcheck yamllint systemd valgrind"
 
 case "$what" in
 build|run)	pkgs=$build_pkgs ;;
