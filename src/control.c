@@ -59,7 +59,7 @@ static void	 ctl_run(struct ctl *);
 static void	 ctl_finish(struct ctl *);
 
 static TAILQ_HEAD(, ctl)	 ctls = TAILQ_HEAD_INITIALIZER(ctls);
-static struct event		 accept_ev;
+static struct event		 accept_ev, accept_pause;
 static uint32_t			 next_id = 1;
 static int			 nctls;
 
@@ -69,11 +69,21 @@ static const char *rcode_names[16] = {
 	"RCODE12", "RCODE13", "RCODE14", "RCODE15"
 };
 
+static void
+ctl_resume(int fd, short event, void *arg)
+{
+	(void)fd;
+	(void)event;
+	(void)arg;
+	event_add(&accept_ev, NULL);
+}
+
 void
 control_init(int fd)
 {
 	event_set(&accept_ev, fd, EV_READ | EV_PERSIST, ctl_accept, NULL);
 	event_add(&accept_ev, NULL);
+	evtimer_set(&accept_pause, ctl_resume, NULL);
 }
 
 static struct ctl *
@@ -98,8 +108,16 @@ ctl_accept(int fd, short event, void *arg)
 
 	(void)event;
 	(void)arg;
-	if ((s = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) == -1)
+	if ((s = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) == -1) {
+		if (errno == EMFILE || errno == ENFILE) {
+			struct timeval pause = { 1, 0 };
+
+			/* out of descriptors: wait, do not spin */
+			event_del(&accept_ev);
+			evtimer_add(&accept_pause, &pause);
+		}
 		return;
+	}
 	if (nctls >= CTL_MAX_CONNS ||
 	    getpeereid(s, &uid, &gid) == -1 ||
 	    (c = calloc(1, sizeof(*c))) == NULL) {

@@ -5,6 +5,7 @@
  */
 #include <sys/types.h>
 #include <sys/queue.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <netinet/in.h>
@@ -36,6 +37,8 @@
 #define TCP_IDLE_MS		10000
 #define TCP_PARTIAL_MS		5000	/* to finish a message once begun */
 #define TCP_MAX_PER_CLIENT	64
+#define FD_RESERVE		128	/* besides TCP clients */
+#define TCP_MAX_OUT		(128 * 1024)	/* unsent answers, then stop */
 #define MAX_REQUESTS		65536
 #define REQ_HASH_SIZE		16384	/* power of two */
 
@@ -93,6 +96,8 @@ struct tcpc {
 	int			 reading;
 	int			 eof;
 	int64_t			 partial_ms;	/* a message began arriving */
+	int64_t			 write_ms;	/* output last moved */
+	size_t			 outbytes;	/* queued in out */
 	size_t			 rlen;
 	uint8_t			 rbuf[2 + DNS_MAX_MSG];
 };
@@ -111,6 +116,7 @@ struct sock {
 	int			 type;
 	struct sockaddr_storage	 ss;
 	struct event		 ev;
+	struct event		 pause;		/* out of descriptors */
 };
 
 static void	 parent_dispatch(int, short, void *);
@@ -123,6 +129,7 @@ static void	 tcp_timeout(int, short, void *);
 static void	 tcp_close(struct tcpc *);
 static void	 tcp_update(struct tcpc *);
 static int	 tcp_has_message(const struct tcpc *);
+static int	 tcp_can_take(const struct tcpc *);
 static void	 tcp_resume(int, short, void *);
 static void	 handle_query(const uint8_t *, size_t, int, struct tcpc *,
 		    const struct sockaddr_storage *, socklen_t);
@@ -139,6 +146,9 @@ static void	 cquery_free(struct cquery *);
 static void	 timer_update(void);
 static void	 timer_fire(int, short, void *);
 static void	 apply_limits(void);
+static void	 tcp_accept_resume(int, short, void *);
+static void	 sock_start(struct sock *);
+static void	 fd_limit(void);
 static int	 same_client(const struct sockaddr_storage *,
 		    const struct sockaddr_storage *);
 static int64_t	 now_ms(void);
@@ -162,6 +172,7 @@ static LIST_HEAD(, request)	 reqs_by_key[REQ_HASH_SIZE];
 static struct event		 timer;
 static uint32_t			 next_qid = 1, hash_seed;
 static int			 nrequests, ntcpc;
+static int			 tcp_max_clients = TCP_MAX_CLIENTS;
 static int			 upstream_fd = -1, control_fd = -1;
 static int			 upstream_up, draining;
 static struct event		 ev_sigterm, drain_timer, audit_timer;
@@ -230,6 +241,7 @@ listener_main(int debug, int verbose)
 	signal_set(&ev_sigterm, SIGTERM, drain_start, NULL);
 	signal_add(&ev_sigterm, NULL);
 	apply_limits();
+	fd_limit();
 	sandbox_drop(PROC_LISTENER, conf);
 
 	log_to_parent(&parent.ibuf, chan_kick_parent);
@@ -245,11 +257,8 @@ listener_main(int debug, int verbose)
 	evtimer_set(&timer, timer_fire, NULL);
 	evtimer_set(&audit_timer, audit_clients, NULL);
 	anon_key = arc4random();
-	TAILQ_FOREACH(s, &socks, entry) {
-		event_set(&s->ev, s->fd, EV_READ | EV_PERSIST,
-		    s->type == SOCK_DGRAM ? udp_read : tcp_accept, s);
-		event_add(&s->ev, NULL);
-	}
+	TAILQ_FOREACH(s, &socks, entry)
+		sock_start(s);
 	if (imsg_compose(&parent.ibuf, IMSG_STARTED, 0, -1, NULL, 0) == -1)
 		fatal("imsg_compose");
 	chan_update(&parent);
@@ -295,6 +304,43 @@ apply_limits(void)
 	} else
 		ratelimit_set(ratelimit, conf->ratelimit,
 		    conf->ratelimit_burst);
+}
+
+/*
+ * Descriptors: raise the soft limit as far as the hard one allows, and
+ * keep enough below it for the TCP client limit that accept never fails
+ * for want of one (listening sockets, channels, control connections).
+ */
+static void
+fd_limit(void)
+{
+	struct rlimit	rl;
+	rlim_t		want = TCP_MAX_CLIENTS + FD_RESERVE;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		fatal("getrlimit");
+	if (rl.rlim_cur < want) {
+		rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			fatal("setrlimit");
+	}
+	if (rl.rlim_cur < want)
+		tcp_max_clients = rl.rlim_cur > 2 * FD_RESERVE ?
+		    (int)(rl.rlim_cur - FD_RESERVE) : FD_RESERVE / 2;
+	if (tcp_max_clients < TCP_MAX_CLIENTS)
+		log_warnx("only %d TCP clients at a time: the descriptor limit "
+		    "is %llu", tcp_max_clients,
+		    (unsigned long long)rl.rlim_cur);
+}
+
+/* Serve a listening socket (once the event loop exists). */
+static void
+sock_start(struct sock *s)
+{
+	event_set(&s->ev, s->fd, EV_READ | EV_PERSIST,
+	    s->type == SOCK_DGRAM ? udp_read : tcp_accept, s);
+	event_add(&s->ev, NULL);
+	evtimer_set(&s->pause, tcp_accept_resume, s);
 }
 
 static void
@@ -407,14 +453,7 @@ parent_dispatch(int fd, short event, void *arg)
 			memcpy(&ss, imsg.data, sizeof(ss));
 			add_socket(imsg.fd, imsg.hdr.type == IMSG_SOCKET_UDP ?
 			    SOCK_DGRAM : SOCK_STREAM, &ss);
-			{
-				struct sock *s = TAILQ_LAST(&socks, sock_head);
-
-				event_set(&s->ev, s->fd, EV_READ | EV_PERSIST,
-				    s->type == SOCK_DGRAM ? udp_read :
-				    tcp_accept, s);
-				event_add(&s->ev, NULL);
-			}
+			sock_start(TAILQ_LAST(&socks, sock_head));
 			imsg.fd = -1;
 			break;
 		default:
@@ -554,8 +593,8 @@ tcp_accept_resume(int fd, short event, void *arg)
 
 	(void)fd;
 	(void)event;
-	event_set(&s->ev, s->fd, EV_READ | EV_PERSIST, tcp_accept, s);
-	event_add(&s->ev, NULL);
+	if (!draining)
+		event_add(&s->ev, NULL);
 }
 
 static void
@@ -584,15 +623,14 @@ tcp_accept(int fd, short event, void *arg)
 				event_del(&ls->ev);
 				tv.tv_sec = 1;
 				tv.tv_usec = 0;
-				event_once(-1, EV_TIMEOUT, tcp_accept_resume,
-				    ls, &tv);
+				evtimer_add(&ls->pause, &tv);
 			} else if (errno != EAGAIN && errno != EINTR &&
 			    errno != ECONNABORTED)
 				log_warn("accept");
 			return;
 		}
 		stats.tcp_accepted++;
-		if ((ntcpc >= TCP_MAX_CLIENTS && tcp_evict_idle() == -1) ||
+		if ((ntcpc >= tcp_max_clients && tcp_evict_idle() == -1) ||
 		    tcp_per_client(&tc->from) >= TCP_MAX_PER_CLIENT) {
 			stats.tcp_refused++;
 			close(s);
@@ -617,10 +655,20 @@ tcp_accept(int fd, short event, void *arg)
 }
 
 /* Read while there is room for more queries, write while there is output. */
+/*
+ * May this connection take another query?  Not while 128 are in flight,
+ * nor while a client that does not read has 128 KiB of answers waiting.
+ */
+static int
+tcp_can_take(const struct tcpc *tc)
+{
+	return tc->inflight < TCP_MAX_INFLIGHT && tc->outbytes < TCP_MAX_OUT;
+}
+
 static void
 tcp_update(struct tcpc *tc)
 {
-	int	want_read = !tc->eof && tc->inflight < TCP_MAX_INFLIGHT;
+	int	want_read = !tc->eof && tcp_can_take(tc);
 
 	if (want_read && !tc->reading)
 		event_add(&tc->rev, NULL);
@@ -665,7 +713,7 @@ tcp_process(struct tcpc *tc)
 	size_t		 mlen, off = 0;
 	int64_t		 left;
 
-	while (tc->rlen - off >= 2 && tc->inflight < TCP_MAX_INFLIGHT) {
+	while (tc->rlen - off >= 2 && tcp_can_take(tc)) {
 		mlen = dns_get16(tc->rbuf + off);
 		if (mlen == 0) {
 			tcp_close(tc);	/* RFC 7766 has no empty message */
@@ -761,6 +809,8 @@ tcp_write(int fd, short event, void *arg)
 		return;
 	}
 	left = (size_t)n;
+	tc->outbytes -= left;
+	tc->write_ms = now_ms();
 	while (left > 0 && (o = TAILQ_FIRST(&tc->out)) != NULL) {
 		if (left < o->len - o->off) {
 			o->off += left;
@@ -772,6 +822,8 @@ tcp_write(int fd, short event, void *arg)
 	}
 	if (tcp_done(tc))
 		return;
+	if (tcp_can_take(tc) && tcp_has_message(tc))
+		event_active(&tc->resume, EV_TIMEOUT, 1);
 	tcp_update(tc);
 }
 
@@ -783,6 +835,10 @@ tcp_timeout(int fd, short event, void *arg)
 
 	(void)fd;
 	(void)event;
+	if (!TAILQ_EMPTY(&tc->out) && now_ms() - tc->write_ms >= TCP_IDLE_MS) {
+		tcp_close(tc);	/* a client that does not read its answers */
+		return;
+	}
 	if ((tc->rlen == 0 || tcp_has_message(tc)) &&
 	    (tc->inflight > 0 || !TAILQ_EMPTY(&tc->out))) {
 		/* busy, not idle: look again later */
@@ -829,7 +885,10 @@ tcp_send(struct tcpc *tc, const uint8_t *msg, size_t len)
 	o->off = 0;
 	dns_put16(o->data, (uint16_t)len);
 	memcpy(o->data + 2, msg, len);
+	if (TAILQ_EMPTY(&tc->out))
+		tc->write_ms = now_ms();
 	TAILQ_INSERT_TAIL(&tc->out, o, entry);
+	tc->outbytes += o->len;
 	tcp_update(tc);
 }
 
@@ -920,8 +979,8 @@ cquery_free(struct cquery *cq)
 		TAILQ_REMOVE(&cq->req->waiters, cq, rentry);
 	if (cq->tc != NULL) {
 		LIST_REMOVE(cq, centry);
-		if (cq->tc->inflight-- == TCP_MAX_INFLIGHT &&
-		    tcp_has_message(cq->tc))
+		cq->tc->inflight--;
+		if (tcp_can_take(cq->tc) && tcp_has_message(cq->tc))
 			event_active(&cq->tc->resume, EV_TIMEOUT, 1);
 	}
 	free(cq);
@@ -973,13 +1032,6 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 		tc->inflight++;
 	}
 
-	if (!acl_allowed(conf, (const struct sockaddr *)from)) {
-		stats.refused_acl++;
-		note_client(0, from);
-		reply_error(cq, DNS_RCODE_REFUSED, EDE_PROHIBITED,
-		    "client not in the access list");
-		return;
-	}
 	if (ratelimit != NULL && !ratelimit_allow(ratelimit,
 	    (const struct sockaddr *)from, now_ms())) {
 		stats.ratelimited++;
@@ -990,6 +1042,13 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 		}
 		reply_error(cq, DNS_RCODE_REFUSED, EDE_PROHIBITED,
 		    "rate limit exceeded");
+		return;
+	}
+	if (!acl_allowed(conf, (const struct sockaddr *)from)) {
+		stats.refused_acl++;
+		note_client(0, from);
+		reply_error(cq, DNS_RCODE_REFUSED, EDE_PROHIBITED,
+		    "client not in the access list");
 		return;
 	}
 	if (rcode != DNS_RCODE_NOERROR) {
@@ -1267,6 +1326,7 @@ close_removed_sockets(void)
 		if (found)
 			continue;
 		event_del(&s->ev);
+		evtimer_del(&s->pause);
 		close(s->fd);
 		TAILQ_REMOVE(&socks, s, entry);
 		free(s);
@@ -1289,8 +1349,10 @@ drain_start(int sig, short event, void *arg)
 	if (draining)
 		return;
 	draining = 1;
-	TAILQ_FOREACH(s, &socks, entry)
+	TAILQ_FOREACH(s, &socks, entry) {
 		event_del(&s->ev);
+		evtimer_del(&s->pause);
+	}
 	if (nrequests == 0) {
 		drain_done(-1, 0, NULL);
 		return;
@@ -1306,7 +1368,7 @@ static void
 drain_done(int fd, short event, void *arg)
 {
 	struct request	*r;
-	struct tcpc	*tc;
+	struct tcpc	*tc, *next;
 
 	(void)fd;
 	(void)event;
@@ -1316,9 +1378,11 @@ drain_done(int fd, short event, void *arg)
 		fail_request(r->qid, EDE_NOT_READY, "shutting down");
 	udp_flush();
 	audit_clients(-1, 0, NULL);	/* what this minute has counted */
-	TAILQ_FOREACH(tc, &tcpcs, entry)
+	for (tc = TAILQ_FIRST(&tcpcs); tc != NULL; tc = next) {
+		next = TAILQ_NEXT(tc, entry);	/* tcp_write may free tc */
 		if (!TAILQ_EMPTY(&tc->out))
 			tcp_write(tc->fd, EV_WRITE, tc);
+	}
 	(void)imsg_flush(&parent.ibuf);
 	exit(0);
 }

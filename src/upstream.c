@@ -46,7 +46,7 @@
 #define CA_MAX			(8 * 1024 * 1024)
 
 enum conn_state { C_CLOSED, C_CONNECTING, C_HANDSHAKE, C_READY };
-enum fail_kind { F_NETWORK, F_AUTH, F_TIMEOUT };
+enum fail_kind { F_NETWORK, F_AUTH, F_TIMEOUT, F_CONFIG };
 
 struct upstream;
 struct conn;
@@ -309,12 +309,12 @@ apply_config(struct dotproxyd_conf *nc)
 				u->conns[i].fd = -1;
 			}
 		}
-		for (i = nc->tls_connections; i < MAX_TLS_CONNS; i++)
-			if (u->conns[i].state != C_CLOSED)
-				conn_close(&u->conns[i], F_NETWORK,
-				    "fewer connections configured");
 		u->nconns = nc->tls_connections;
 		TAILQ_INSERT_TAIL(&upstreams, u, entry);
+		for (i = nc->tls_connections; i < MAX_TLS_CONNS; i++)
+			if (u->conns[i].state != C_CLOSED)
+				conn_close(&u->conns[i], F_CONFIG,
+				    "fewer connections configured");
 	}
 	for (u = TAILQ_FIRST(&old); u != NULL; u = next) {
 		struct uquery *uq;
@@ -323,7 +323,7 @@ apply_config(struct dotproxyd_conf *nc)
 		u->removed = 1;
 		for (i = 0; i < MAX_TLS_CONNS; i++)
 			if (u->conns[i].state != C_CLOSED)
-				conn_close(&u->conns[i], F_NETWORK,
+				conn_close(&u->conns[i], F_CONFIG,
 				    "upstream removed from the config");
 		while ((uq = TAILQ_FIRST(&u->waiting)) != NULL) {
 			TAILQ_REMOVE(&u->waiting, uq, entry);
@@ -557,8 +557,14 @@ query_dispatch(struct uquery *uq)
 		conn_send(best, uq);
 		return;
 	}
-	if (closed != NULL && !opening)	/* one handshake at a time */
+	if (closed != NULL && !opening) {	/* one handshake at a time */
 		conn_open(closed);
+		if (closed->state == C_CLOSED && best == NULL) {
+			/* it failed at once and pick is down now: elsewhere */
+			query_dispatch(uq);
+			return;
+		}
+	}
 	if (best != NULL) {
 		conn_send(best, uq);
 		return;
@@ -629,30 +635,46 @@ flush_conns(void)
 {
 	static int	 busy;
 	struct upstream	*u;
+	struct uquery	*uq;
 	struct conn	*c;
 	ssize_t		 n;
-	int		 i;
+	int		 i, pass, closed;
 
 	if (busy)
 		return;
 	busy = 1;
-	TAILQ_FOREACH(u, &upstreams, entry) {
-		for (i = 0; i < u->nconns; i++) {
-			c = &u->conns[i];
-			if (c->state != C_READY || c->wlen == 0)
-				continue;
-			n = tls_write(c->tls, c->wbuf, c->wlen);
-			if (n == -1) {
-				conn_close(c, F_NETWORK, tls_error(c->tls) ?
-				    tls_error(c->tls) : "write failed");
-				continue;
+	/* a connection closed in one pass may have queued on another */
+	for (pass = 0, closed = 1; closed && pass < 4; pass++) {
+		closed = 0;
+		TAILQ_FOREACH(u, &upstreams, entry) {
+			for (i = 0; i < u->nconns; i++) {
+				c = &u->conns[i];
+				if (c->state != C_READY)
+					continue;
+				/* queries that waited for a free slot */
+				while (c->ninflight < SLOTS &&
+				    (uq = TAILQ_FIRST(&u->waiting)) != NULL) {
+					TAILQ_REMOVE(&u->waiting, uq, entry);
+					uq->tries--;	/* waiting was no try */
+					conn_send(c, uq);
+				}
+				if (c->wlen == 0)
+					continue;
+				n = tls_write(c->tls, c->wbuf, c->wlen);
+				if (n == -1) {
+					conn_close(c, F_NETWORK,
+					    tls_error(c->tls) ?
+					    tls_error(c->tls) : "write failed");
+					closed = 1;
+					continue;
+				}
+				if (n > 0) {
+					memmove(c->wbuf, c->wbuf + n,
+					    c->wlen - (size_t)n);
+					c->wlen -= (size_t)n;
+				}
+				conn_update(c);
 			}
-			if (n > 0) {
-				memmove(c->wbuf, c->wbuf + n,
-				    c->wlen - (size_t)n);
-				c->wlen -= (size_t)n;
-			}
-			conn_update(c);
 		}
 	}
 	busy = 0;
@@ -680,7 +702,7 @@ conn_open(struct conn *c)
 	c->fd = socket(u->uc.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0);
 	if (c->fd == -1) {
-		log_warn("socket");
+		conn_close(c, F_NETWORK, strerror(errno));
 		return;
 	}
 	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
@@ -754,7 +776,8 @@ conn_close(struct conn *c, enum fail_kind kind, const char *why)
 	struct uquery	*uq, *requeue[SLOTS];
 	int		 i, n = 0, had_state = c->state;
 
-	if (c->state != C_READY || kind == F_AUTH || kind == F_TIMEOUT)
+	if (kind != F_CONFIG &&
+	    (c->state != C_READY || kind == F_AUTH || kind == F_TIMEOUT))
 		upstream_failed(u, kind, why);
 	else
 		log_debug("upstream %s: connection closed: %s", u->label, why);
