@@ -1,0 +1,114 @@
+#!/bin/bash
+# Load the listener and the upstream process cannot be allowed to choke
+# on: a burst beyond every connection's in-flight slots, and a TCP client
+# that sends without ever reading its answers.
+
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+need_root
+need_cmd unbound kdig openssl python3
+need_dotproxyd
+ensure_user
+
+plan 6
+
+make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
+UPORT=$(free_port)
+PORT=$(free_port)
+CTL_SOCK=$T_DIR/ctl.sock
+start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
+cat >"$T_DIR/d.conf" <<EOF
+listen on 127.0.0.1 port $PORT
+upstream 127.0.0.1 port $UPORT name "dot.test"
+tls ca "$T_DIR/ca/ca.pem"
+tls connections 1
+allow from 127.0.0.0/8
+user $D_USER
+chroot "$D_CHROOT"
+control socket "$CTL_SOCK"
+EOF
+start_dotproxyd "$T_DIR/d.conf" || bail_out "cannot start dotproxyd"
+
+# 1500 distinct names at once: more than one connection's 256 in-flight
+# slots, so most wait for a slot and must be sent as slots free up.
+answered=$(timeout 30 python3 - "$PORT" <<'PY'
+import socket, struct, sys, time
+port = int(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.settimeout(0.5)
+def query(i):
+    labels = [b"burst%d" % i, b"example", b"test"]
+    name = b"".join(bytes([len(l)]) + l for l in labels) + b"\0"
+    return struct.pack(">HHHHHH", i, 0x0100, 1, 0, 0, 0) + name + \
+        struct.pack(">HH", 1, 1)
+n = 1500
+for i in range(n):
+    s.sendto(query(i), ("127.0.0.1", port))
+got = set()
+end = time.time() + 10
+while time.time() < end and len(got) < n:
+    try:
+        d, _ = s.recvfrom(4096)
+    except socket.timeout:
+        continue
+    if len(d) >= 4 and (d[3] & 15) in (0, 3):	# NOERROR, NXDOMAIN
+        got.add(struct.unpack(">H", d[:2])[0])
+print(len(got))
+PY
+)
+is "$answered" 1500 "burst: 1500 queries on one connection all answered"
+out=$(ctl status 2>&1)
+like "$out" "127\.0\.0\.1:$UPORT \(dot\.test\) +up +1 " \
+    "burst: still one connection, as configured" || diag "$out"
+
+# A client that sends queries for a large answer and never reads: what
+# waits for it stays bounded, and everyone else is still served.
+L=$(child_named "$D_PID" listener)
+rss0=$(awk '/^VmRSS:/ { print $2 }' "/proc/$L/status")
+rss1=$(timeout 20 python3 - "$PORT" "$L" <<'PY'
+import socket, struct, sys, time
+port = int(sys.argv[1])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", port))
+labels = [b"big", b"example", b"test"]
+name = b"".join(bytes([len(l)]) + l for l in labels) + b"\0"
+q = struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0) + name + \
+    struct.pack(">HH", 16, 1)
+msg = struct.pack(">H", len(q)) + q
+s.sendall(msg)		# once, read: now the answer is cached
+s.settimeout(5)
+want, got = None, b""
+while want is None or len(got) < want + 2:
+    chunk = s.recv(65536)
+    if not chunk:
+        sys.exit(1)
+    got += chunk
+    if want is None and len(got) >= 2:
+        want = struct.unpack(">H", got[:2])[0]
+s.setblocking(False)
+end = time.time() + 4
+while time.time() < end:
+    try:
+        s.send(msg * 64)
+    except BlockingIOError:
+        time.sleep(0.01)
+    except OSError:
+        break
+time.sleep(0.5)
+# the listener's memory while this connection is still open
+for line in open("/proc/%s/status" % sys.argv[2]):
+    if line.startswith("VmRSS:"):
+        print(line.split()[1])
+PY
+)
+ok "non-reading client: listener memory bounded (${rss0} kB before, ${rss1} kB after)" \
+    test "$((rss1 - rss0))" -lt 32768
+is "$(child_named "$D_PID" listener)" "$L" "non-reading client: the same listener"
+out=$(q a.example.test A)
+is "$(status_of <<<"$out")" NOERROR "non-reading client: others are still served"
+
+stop_dotproxyd
+is "$?" 0 "SIGTERM exits 0"
