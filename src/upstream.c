@@ -696,6 +696,9 @@ conn_open(struct conn *c)
 	struct upstream	*u = c->up;
 	socklen_t	 len;
 	int		 on = 1, utmo = 5000;
+#ifdef TCP_KEEPIDLE
+	int		 kidle = 15, kintvl = 5, kcnt = 3;
+#endif
 
 	len = u->uc.ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) :
 	    sizeof(struct sockaddr_in6);
@@ -713,6 +716,14 @@ conn_open(struct conn *c)
 	    sizeof(utmo));
 #else
 	(void)utmo;
+#endif
+#ifdef TCP_KEEPIDLE
+	/* and an idle one is probed after 15 s, given up after 3 more tries */
+	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &kidle,
+	    sizeof(kidle));
+	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, &kintvl,
+	    sizeof(kintvl));
+	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPCNT, &kcnt, sizeof(kcnt));
 #endif
 	c->state = C_CONNECTING;
 	c->rlen = 0;
