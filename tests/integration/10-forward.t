@@ -10,7 +10,7 @@ need_cmd "$KDIG" "$UNBOUND" openssl perl ss pgrep
 need_dotproxyd
 ensure_user
 
-plan 44
+plan 46
 
 # IPv6 loopback may be missing in some containers.
 HAVE_V6=0
@@ -177,6 +177,14 @@ done
 for ((; n < 2; n++)); do
 	skip 4 "child $((n + 1)) missing"
 done
+# the parent, once its children run: its own filter, capabilities cut to
+# NET_BIND_SERVICE SETUID SETGID SYS_CHROOT SETPCAP KILL (0x405e0)
+st=$(cat "/proc/${D_PID:-0}/status" 2>/dev/null)
+is "$(awk '/^NoNewPrivs:/ { print $2 }' <<<"$st"):$(awk '/^Seccomp:/ { print $2 }' <<<"$st")" \
+    "1:2" "the parent has no_new_privs and a seccomp filter"
+is "$(awk '/^CapEff:/ { print $2 }' <<<"$st"):$(awk '/^CapBnd:/ { print $2 }' <<<"$st")" \
+    "00000000000405e0:00000000000405e0" \
+    "the parent keeps only the six capabilities it needs"
 
 # --- malformed input does not take anything down
 
