@@ -104,6 +104,7 @@ size_t	 dns_client_answer(uint8_t *, size_t, const uint8_t *, size_t,
 	    const struct dns_msg *, const uint8_t *, const struct dns_msg *,
 	    uint32_t, size_t);
 int	 dns_name_to_text(const uint8_t *, size_t, char *, size_t);
+int	 dns_tcp_frame(const uint8_t *, size_t, size_t *);
 uint16_t dns_get16(const uint8_t *);
 void	 dns_put16(uint8_t *, uint16_t);
 

@@ -526,6 +526,23 @@ dns_client_answer(uint8_t *out, size_t outlen, const uint8_t *a, size_t alen,
 	return len;
 }
 
+/*
+ * RFC 7766 framing: is a whole length-prefixed message at the front of
+ * buf?  Returns 1 and its length in *mlen (the message starts at buf +
+ * 2), 0 when more bytes are needed, -1 for a zero length, which no DNS
+ * message has.
+ */
+int
+dns_tcp_frame(const uint8_t *buf, size_t len, size_t *mlen)
+{
+	if (len < 2)
+		return 0;
+	*mlen = dns_get16(buf);
+	if (*mlen == 0)
+		return -1;
+	return len - 2 >= *mlen;
+}
+
 /* Presentation form of an uncompressed wire name, for logs. */
 int
 dns_name_to_text(const uint8_t *n, size_t len, char *buf, size_t buflen)

@@ -685,7 +685,9 @@ tcp_update(struct tcpc *tc)
 static int
 tcp_has_message(const struct tcpc *tc)
 {
-	return tc->rlen >= 2 && tc->rlen - 2 >= dns_get16(tc->rbuf);
+	size_t	mlen;
+
+	return dns_tcp_frame(tc->rbuf, tc->rlen, &mlen) != 0;
 }
 
 /* Nothing more will come in and nothing is left to send: close. */
@@ -712,15 +714,14 @@ tcp_process(struct tcpc *tc)
 	struct timeval	 tv;
 	size_t		 mlen, off = 0;
 	int64_t		 left;
+	int		 r;
 
-	while (tc->rlen - off >= 2 && tcp_can_take(tc)) {
-		mlen = dns_get16(tc->rbuf + off);
-		if (mlen == 0) {
+	while (tcp_can_take(tc) &&
+	    (r = dns_tcp_frame(tc->rbuf + off, tc->rlen - off, &mlen)) != 0) {
+		if (r == -1) {
 			tcp_close(tc);	/* RFC 7766 has no empty message */
 			return -1;
 		}
-		if (tc->rlen - off - 2 < mlen)
-			break;
 		handle_query(tc->rbuf + off + 2, mlen, -1, tc, &tc->from,
 		    tc->fromlen);
 		off += 2 + mlen;

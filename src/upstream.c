@@ -1032,6 +1032,7 @@ conn_io(struct conn *c)
 {
 	ssize_t	 n;
 	size_t	 off, mlen;
+	int	 r;
 
 	while (c->wlen > 0) {
 		n = tls_write(c->tls, c->wbuf, c->wlen);
@@ -1061,10 +1062,12 @@ conn_io(struct conn *c)
 		}
 		c->rlen += (size_t)n;
 		off = 0;
-		while (c->rlen - off >= 2) {
-			mlen = dns_get16(c->rbuf + off);
-			if (c->rlen - off - 2 < mlen)
-				break;
+		while ((r = dns_tcp_frame(c->rbuf + off, c->rlen - off,
+		    &mlen)) != 0) {
+			if (r == -1) {
+				conn_close(c, F_NETWORK, "an empty message");
+				return;
+			}
 			conn_answer(c, c->rbuf + off + 2, mlen);
 			off += 2 + mlen;
 		}

@@ -1,10 +1,10 @@
 /*
  * DNS over TCP (RFC 7766): 2-byte length-prefixed messages arriving in
- * arbitrary pieces.  There is no shared reassembly function in src/ yet:
- * the listener's loop lives inside tcp_read() in src/listener.c.  This
- * target mirrors that loop (buffer of 2 + 65535 bytes, stop at
- * TCP_MAX_INFLIGHT queries in flight, close on a zero length, move the
- * unread rest to the front) and runs every extracted frame through
+ * arbitrary pieces.  The framing is dns_tcp_frame(), which both the
+ * listener and the upstream process use; this target drives it the way
+ * tcp_process() in src/listener.c does (buffer of 2 + 65535 bytes, stop
+ * at TCP_MAX_INFLIGHT queries in flight, close on a zero length, move
+ * the unread rest to the front) and runs every extracted frame through
  * dns_check_query() and the answer builders, as handle_query() does.
  *
  * Input: byte 0 picks the read size, byte 1 how many queries get
@@ -63,17 +63,16 @@ static void
 tcp_read(struct conn *c, const uint8_t *p, size_t n)
 {
 	size_t	mlen, off = 0;
+	int	r;
 
 	memcpy(c->rbuf + c->rlen, p, n);
 	c->rlen += n;
-	while (c->rlen - off >= 2 && c->inflight < TCP_MAX_INFLIGHT) {
-		mlen = dns_get16(c->rbuf + off);
-		if (mlen == 0) {
+	while (c->inflight < TCP_MAX_INFLIGHT &&
+	    (r = dns_tcp_frame(c->rbuf + off, c->rlen - off, &mlen)) != 0) {
+		if (r == -1) {
 			c->closed = 1;
 			return;
 		}
-		if (c->rlen - off - 2 < mlen)
-			break;
 		handle_query(c, c->rbuf + off + 2, mlen);
 		off += 2 + mlen;
 	}
@@ -91,10 +90,7 @@ complete_frame_buffered(const struct conn *c)
 {
 	size_t	mlen;
 
-	if (c->rlen < 2)
-		return 0;
-	mlen = dns_get16(c->rbuf);
-	return mlen > 0 && c->rlen - 2 >= mlen;
+	return dns_tcp_frame(c->rbuf, c->rlen, &mlen) == 1;
 }
 
 int

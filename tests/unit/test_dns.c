@@ -871,9 +871,30 @@ test_name_to_text(void)
 	    "text: small buffer fails");
 }
 
+/* RFC 7766 framing, as the listener and the upstream process use it. */
+static void
+test_tcp_frame(void)
+{
+	static const uint8_t	two[] = { 0x00, 0x03, 'a', 'b', 'c', 0x00, 0x01,
+	    'd' };
+	static const uint8_t	empty[] = { 0x00, 0x00, 'x' };
+	size_t			mlen = 0;
+
+	is_int(dns_tcp_frame(two, 0, &mlen), 0, "frame: nothing yet");
+	is_int(dns_tcp_frame(two, 1, &mlen), 0, "frame: half a length");
+	is_int(dns_tcp_frame(two, 4, &mlen), 0, "frame: part of a message");
+	ok(dns_tcp_frame(two, 5, &mlen) == 1 && mlen == 3,
+	    "frame: a whole message of 3 bytes");
+	ok(dns_tcp_frame(two + 5, 3, &mlen) == 1 && mlen == 1,
+	    "frame: the next one behind it");
+	is_int(dns_tcp_frame(empty, sizeof(empty), &mlen), -1,
+	    "frame: a zero length is invalid");
+}
+
 int
 main(void)
 {
+	test_tcp_frame();
 	test_check_query();
 	test_make_query();
 	test_make_error();
