@@ -66,8 +66,8 @@ UNIT_OBJS=	$(COMMON:%.c=$(BUILD)/%.o) $(BUILD)/parse.o $(BUILD)/proc.o \
 
 all: $(BUILD)/dotproxyd $(BUILD)/dotproxyctl
 
-$(BUILD):
-	mkdir -p $(BUILD)/tests
+$(BUILD) $(BUILD)/tests:
+	mkdir -p $@
 
 $(BUILD)/%.o: src/%.c $(HDRS) | $(BUILD)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c $< -o $@
@@ -95,7 +95,7 @@ $(BUILD)/dotproxyd: $(DAEMON_OBJS)
 $(BUILD)/dotproxyctl: $(CTL_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $(CTL_OBJS) $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(UNIT_OBJS) tests/unit/tap.h $(HDRS) | $(BUILD)
+$(BUILD)/tests/%: tests/unit/%.c $(UNIT_OBJS) tests/unit/tap.h $(HDRS) | $(BUILD)/tests
 	$(CC) $(CPPFLAGS) -Itests/unit $(ALL_CFLAGS) -Wno-missing-prototypes \
 	    -o $@ $< $(UNIT_OBJS) $(LDFLAGS) $(LIBS)
 
