@@ -163,8 +163,12 @@ int	 config_recv(struct dotproxyd_conf **, struct imsg *);
 void	 config_hash(const struct dotproxyd_conf *, char *, size_t);
 
 /* proc.c */
+struct chan;
 struct dotproxyd_conf	*proc_startup(struct imsgbuf *,
 			    int (*)(struct imsg *));
+int			 proc_parent_message(struct imsg *,
+			    struct dotproxyd_conf *, struct dotproxyd_conf **,
+			    struct chan *, int *, void (*)(void));
 
 /* sandbox */
 void	 sandbox_drop(enum proc_type, const struct dotproxyd_conf *);

@@ -401,45 +401,22 @@ parent_dispatch(int fd, short event, void *arg)
 	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
 		if (n == -1)
 			fatalx("malformed message from the parent");
+		r = proc_parent_message(&imsg, conf, &pending_conf, &upstream,
+		    &upstream_up, upstream_lost);
+		if (r == 2) {
+			config_free(conf);
+			conf = pending_conf;
+			pending_conf = NULL;
+			log_setverbose(conf->verbose);
+			apply_limits();
+			close_removed_sockets();
+			log_info("new configuration applied");
+		}
+		if (r != 0) {
+			imsg_free(&imsg);
+			continue;
+		}
 		switch (imsg.hdr.type) {
-		case IMSG_CONF_MAIN:
-		case IMSG_CONF_LISTEN:
-		case IMSG_CONF_UPSTREAM:
-		case IMSG_CONF_ACL:
-		case IMSG_CONF_END:
-			if ((r = config_recv(&pending_conf, &imsg)) == -1)
-				fatalx("bad config message from the parent");
-			if (r == 1) {
-				config_free(conf);
-				conf = pending_conf;
-				pending_conf = NULL;
-				log_setverbose(conf->verbose);
-				apply_limits();
-				close_removed_sockets();
-				log_info("new configuration applied");
-			}
-			break;
-		case IMSG_PEER_FD:
-			/* a new upstream process */
-			if (imsg.fd == -1 || imsg.len != 0)
-				fatalx("bad peer message from the parent");
-			if (upstream_up)
-				upstream_lost();
-			if (imsgbuf_init(&upstream.ibuf, imsg.fd) == -1)
-				fatal("imsgbuf_init");
-			imsg.fd = -1;
-			upstream_up = 1;
-			upstream.events = 0;
-			chan_update(&upstream);
-			log_info("connected to the new upstream process");
-			break;
-		case IMSG_CTL_LOG:
-			if (imsg.len != sizeof(int))
-				fatalx("bad log message from the parent");
-			memcpy(&r, imsg.data, sizeof(r));
-			conf->verbose = r;
-			log_setverbose(r);
-			break;
 		case IMSG_CTL_RESULT:
 			if (imsg.len == 0 || imsg.len > 1024 ||
 			    ((char *)imsg.data)[imsg.len - 1] != '\0')

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chan.h"
 #include "dotproxyd.h"
 #include "imsg.h"
 #include "log.h"
@@ -78,4 +79,51 @@ proc_startup(struct imsgbuf *ibuf, int (*take_fd)(struct imsg *))
 		if (n == -1 && errno != EAGAIN)
 			fatal("imsg_read");
 	}
+}
+
+/*
+ * What both children do with their parent's messages once running: a
+ * new config (returned in *pending when complete, for the caller to
+ * apply: the return value is then 2), a new channel to the other child
+ * (after peer_lost() has dropped the old one), a log level.  Returns 1
+ * for a message handled here, 0 for one the caller handles.
+ */
+int
+proc_parent_message(struct imsg *imsg, struct dotproxyd_conf *conf,
+    struct dotproxyd_conf **pending, struct chan *peer, int *peer_up,
+    void (*peer_lost)(void))
+{
+	int	r, v;
+
+	switch (imsg->hdr.type) {
+	case IMSG_CONF_MAIN:
+	case IMSG_CONF_LISTEN:
+	case IMSG_CONF_UPSTREAM:
+	case IMSG_CONF_ACL:
+	case IMSG_CONF_END:
+		if ((r = config_recv(pending, imsg)) == -1)
+			fatalx("bad config message from the parent");
+		return r == 1 ? 2 : 1;
+	case IMSG_PEER_FD:
+		if (imsg->fd == -1 || imsg->len != 0)
+			fatalx("bad peer message from the parent");
+		if (*peer_up)
+			peer_lost();
+		if (imsgbuf_init(&peer->ibuf, imsg->fd) == -1)
+			fatal("imsgbuf_init");
+		imsg->fd = -1;
+		*peer_up = 1;
+		peer->events = 0;
+		chan_update(peer);
+		log_info("connected to the new %s", peer->peer);
+		return 1;
+	case IMSG_CTL_LOG:
+		if (imsg->len != sizeof(v))
+			fatalx("bad log message from the parent");
+		memcpy(&v, imsg->data, sizeof(v));
+		conf->verbose = v;
+		log_setverbose(v);
+		return 1;
+	}
+	return 0;
 }

@@ -348,48 +348,19 @@ parent_dispatch(int fd, short event, void *arg)
 	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
 		if (n == -1)
 			fatalx("malformed message from the parent");
-		switch (imsg.hdr.type) {
-		case IMSG_CONF_MAIN:
-		case IMSG_CONF_LISTEN:
-		case IMSG_CONF_UPSTREAM:
-		case IMSG_CONF_ACL:
-		case IMSG_CONF_END:
-			if ((r = config_recv(&pending_conf, &imsg)) == -1)
-				fatalx("bad config message from the parent");
-			if (r == 1) {
-				apply_config(pending_conf);
-				config_free(conf);
-				conf = pending_conf;
-				pending_conf = NULL;
-				log_setverbose(conf->verbose);
-				log_info("new configuration applied");
-			}
-			break;
-		case IMSG_PEER_FD:
-			/* a new listener process */
-			if (imsg.fd == -1 || imsg.len != 0)
-				fatalx("bad peer message from the parent");
-			if (listener_up)
-				listener_lost();
-			if (imsgbuf_init(&listener.ibuf, imsg.fd) == -1)
-				fatal("imsgbuf_init");
-			imsg.fd = -1;
-			listener_up = 1;
-			listener.events = 0;
-			chan_update(&listener);
-			log_info("connected to the new listener process");
-			break;
-		case IMSG_CTL_LOG:
-			if (imsg.len != sizeof(r))
-				fatalx("bad log message from the parent");
-			memcpy(&r, imsg.data, sizeof(r));
-			conf->verbose = r;
-			log_setverbose(r);
-			break;
-		default:
+		r = proc_parent_message(&imsg, conf, &pending_conf, &listener,
+		    &listener_up, listener_lost);
+		if (r == 2) {
+			apply_config(pending_conf);
+			config_free(conf);
+			conf = pending_conf;
+			pending_conf = NULL;
+			log_setverbose(conf->verbose);
+			log_info("new configuration applied");
+		}
+		if (r == 0)
 			fatalx("unexpected message %u from the parent",
 			    imsg.hdr.type);
-		}
 		imsg_free(&imsg);
 	}
 	chan_update(c);
