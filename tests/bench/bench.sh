@@ -28,6 +28,8 @@ set -u
 export LC_ALL=C
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=tests/procs.sh
+. "$TOP/tests/procs.sh"
 DOTPROXYD=${DOTPROXYD:-$TOP/build/dotproxyd}
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_CLIENTS=${BENCH_CLIENTS:-20}
@@ -71,60 +73,9 @@ B_CREATED_USER=0
 B_CREATED_CHROOT=0
 B_POLICY_RCD=0
 
-# alive PID: the process exists and is not a zombie.
-alive()
-{
-	local state
-	[ -r "/proc/$1/stat" ] || return 1
-	state=$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
-	[ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
-}
 
-# descendants PID: every descendant of PID, one a line.
-descendants()
-{
-	local c
-	for c in $(pgrep -P "$1" 2>/dev/null); do
-		echo "$c"
-		descendants "$c"
-	done
-}
 
-# wait_gone TENTHS PID...: wait at most TENTHS/10 s for the processes to
-# go away.
-wait_gone()
-{
-	local tenths=$1 p left i
-	shift
-	for ((i = 0; i < tenths; i++)); do
-		left=0
-		for p in "$@"; do
-			alive "$p" && left=1
-		done
-		[ "$left" -eq 0 ] && return 0
-		sleep 0.1
-	done
-	return 1
-}
 
-# kill_tree PID: SIGTERM the process, its group and its descendants,
-# SIGKILL what is left after 5 s, reap it.
-kill_tree()
-{
-	local pid=$1 all
-	all="$pid $(descendants "$pid")"
-	# shellcheck disable=SC2086
-	kill -TERM -- "-$pid" $all 2>/dev/null
-	# shellcheck disable=SC2086
-	if ! wait_gone 50 $all; then
-		# shellcheck disable=SC2086
-		kill -KILL -- "-$pid" $all 2>/dev/null
-		# shellcheck disable=SC2086
-		wait_gone 20 $all
-	fi
-	wait "$pid" 2>/dev/null
-	return 0
-}
 
 # spawn LOG CMD [ARGS...]: start CMD in a process group of its own,
 # stdout and stderr to LOG; the pid is left in SPAWNED_PID.
