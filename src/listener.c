@@ -31,7 +31,7 @@
 #include "ratelimit.h"
 #include "stats.h"
 
-#define UDP_BATCH		32
+#define UDP_BATCH		64
 #define TCP_MAX_CLIENTS		1000
 #define TCP_MAX_INFLIGHT	128	/* per connection, then stop reading */
 #define TCP_IDLE_MS		10000
