@@ -430,7 +430,8 @@ parent_dispatch(int fd, short event, void *arg)
 			memcpy(&ss, imsg.data, sizeof(ss));
 			add_socket(imsg.fd, imsg.hdr.type == IMSG_SOCKET_UDP ?
 			    SOCK_DGRAM : SOCK_STREAM, &ss);
-			sock_start(TAILQ_LAST(&socks, sock_head));
+			if (!draining)
+				sock_start(TAILQ_LAST(&socks, sock_head));
 			imsg.fd = -1;
 			break;
 		default:

@@ -284,6 +284,7 @@ apply_config(struct dotproxyd_conf *nc)
 {
 	struct upstream_conf	*uc;
 	struct upstream		*u, *next;
+	struct uquery		*uq;
 	TAILQ_HEAD(, upstream)	 old;
 	char			 addr[64];
 	int			 i;
@@ -311,25 +312,30 @@ apply_config(struct dotproxyd_conf *nc)
 		}
 		u->nconns = nc->tls_connections;
 		TAILQ_INSERT_TAIL(&upstreams, u, entry);
-		for (i = nc->tls_connections; i < MAX_TLS_CONNS; i++)
+	}
+	TAILQ_FOREACH(u, &old, entry)
+		u->removed = 1;
+
+	/* the new list complete, what it no longer has can go */
+	TAILQ_FOREACH(u, &upstreams, entry)
+		for (i = u->nconns; i < MAX_TLS_CONNS; i++)
 			if (u->conns[i].state != C_CLOSED)
 				conn_close(&u->conns[i], F_CONFIG,
 				    "fewer connections configured");
-	}
 	for (u = TAILQ_FIRST(&old); u != NULL; u = next) {
-		struct uquery *uq;
-
 		next = TAILQ_NEXT(u, entry);
-		u->removed = 1;
 		for (i = 0; i < MAX_TLS_CONNS; i++)
 			if (u->conns[i].state != C_CLOSED)
 				conn_close(&u->conns[i], F_CONFIG,
 				    "upstream removed from the config");
 		while ((uq = TAILQ_FIRST(&u->waiting)) != NULL) {
 			TAILQ_REMOVE(&u->waiting, uq, entry);
+			uq->tries--;	/* waiting was no try */
 			uq->last = NULL;
 			query_dispatch(uq);
 		}
+		for (i = 0; i < MAX_TLS_CONNS; i++)
+			free(u->conns[i].wbuf);
 		free(u);
 	}
 	flush_conns();
@@ -614,8 +620,11 @@ flush_conns(void)
 	if (busy)
 		return;
 	busy = 1;
-	/* a connection closed in one pass may have queued on another */
-	for (pass = 0, closed = 1; closed && pass < 4; pass++) {
+	/*
+	 * A connection closed in one pass may have queued on another: go
+	 * again.  This ends: connections opened meanwhile are not ready.
+	 */
+	for (pass = 0, closed = 1; closed && pass < 64; pass++) {
 		closed = 0;
 		TAILQ_FOREACH(u, &upstreams, entry) {
 			for (i = 0; i < u->nconns; i++) {
@@ -648,6 +657,11 @@ flush_conns(void)
 			}
 		}
 	}
+	TAILQ_FOREACH(u, &upstreams, entry)
+		for (i = 0; i < u->nconns; i++)
+			if (u->conns[i].state == C_READY &&
+			    u->conns[i].wlen > 0)
+				conn_update(&u->conns[i]);
 	busy = 0;
 }
 
@@ -666,7 +680,7 @@ conn_open(struct conn *c)
 {
 	struct upstream	*u = c->up;
 	socklen_t	 len;
-	int		 on = 1, utmo = 5000;
+	int		 on = 1, utmo = 5000, i;
 #ifdef TCP_KEEPIDLE
 	int		 kidle = 15, kintvl = 5, kcnt = 3;
 #endif
@@ -676,6 +690,12 @@ conn_open(struct conn *c)
 	c->fd = socket(u->uc.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0);
 	if (c->fd == -1) {
+		for (i = 0; i < u->nconns; i++)
+			if (u->conns[i].state == C_READY) {
+				/* out of descriptors: the others go on */
+				log_warn("socket");
+				return;
+			}
 		conn_close(c, F_NETWORK, strerror(errno));
 		return;
 	}
@@ -689,7 +709,7 @@ conn_open(struct conn *c)
 	(void)utmo;
 #endif
 #ifdef TCP_KEEPIDLE
-	/* and an idle one is probed after 15 s, given up after 3 more tries */
+	/* and an idle one is probed after 15 s (the user timeout ends it) */
 	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &kidle,
 	    sizeof(kidle));
 	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, &kintvl,
@@ -792,7 +812,10 @@ conn_close(struct conn *c, enum fail_kind kind, const char *why)
 		 * with queries still on it (RFC 7766 6.2.3): those are sent
 		 * again without counting a try, a few times at most.
 		 */
-		if (had_state == C_READY && c->answered > 0 &&
+		if (kind == F_CONFIG) {
+			uq->tries--;	/* a reload moved it, no failure */
+			uq->last = NULL;
+		} else if (had_state == C_READY && c->answered > 0 &&
 		    uq->requeues < MAX_REQUEUES) {
 			uq->requeues++;
 			uq->tries--;
@@ -807,6 +830,10 @@ conn_close(struct conn *c, enum fail_kind kind, const char *why)
 			return;
 	while ((uq = TAILQ_FIRST(&u->waiting)) != NULL) {
 		TAILQ_REMOVE(&u->waiting, uq, entry);
+		if (kind == F_CONFIG) {
+			uq->tries--;
+			uq->last = NULL;
+		}
 		query_dispatch(uq);
 	}
 }
