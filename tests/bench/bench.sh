@@ -28,8 +28,8 @@ set -u
 export LC_ALL=C
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# shellcheck source=tests/procs.sh
-. "$TOP/tests/procs.sh"
+# shellcheck source=tests/common.sh
+. "$TOP/tests/common.sh"
 DOTPROXYD=${DOTPROXYD:-$TOP/build/dotproxyd}
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_CLIENTS=${BENCH_CLIENTS:-20}
@@ -170,66 +170,6 @@ has_pkg() { case $HAVE_PKG in *" $1 "*) return 0 ;; esac; return 1; }
 pkg_version()
 {
 	dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo "?"
-}
-
-# ---------------------------------------------------------------------
-# Ports, certificates
-
-B_PORTS=" "
-
-# free_port: a loopback port free for TCP and UDP, below the ephemeral
-# range so that no outgoing connection takes it meanwhile.
-free_port()
-{
-	local lo hi p i
-	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null ||
-		lo=32768
-	hi=$((lo - 1))
-	[ "$hi" -gt 20000 ] || hi=60000
-	for ((i = 0; i < 200; i++)); do
-		p=$(( (RANDOM << 15 | RANDOM) % (hi - 20000 + 1) + 20000 ))
-		case $B_PORTS in *" $p "*) continue ;; esac
-		if [ -z "$(ss -Hantu "( sport = :$p )" 2>/dev/null)" ]; then
-			B_PORTS="$B_PORTS$p "
-			echo "$p"
-			return 0
-		fi
-	done
-	die "no free port found"
-}
-
-# make_ca DIR NAME: a throwaway CA (DIR/ca.pem) and a server key and
-# certificate for NAME signed by it (DIR/server.key, DIR/server.pem).
-make_ca()
-{
-	local dir=$1 name=$2
-	mkdir -p "$dir" || return 1
-	cat >"$dir/server.ext" <<EOF
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-subjectAltName = DNS:$name, IP:127.0.0.1
-EOF
-	{
-		openssl req -x509 -new -newkey ec \
-		    -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-		    -keyout "$dir/ca.key" -out "$dir/ca.pem" -days 2 \
-		    -subj "/CN=dotproxyd bench CA $$" \
-		    -addext "basicConstraints=critical,CA:TRUE" \
-		    -addext "keyUsage=critical,keyCertSign,cRLSign" \
-		    -addext "subjectKeyIdentifier=hash" &&
-		openssl req -new -newkey ec \
-		    -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-		    -keyout "$dir/server.key" -out "$dir/server.csr" \
-		    -subj "/CN=$name" &&
-		openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" \
-		    -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
-		    -extfile "$dir/server.ext" -out "$dir/server.pem"
-	} >"$dir/openssl.log" 2>&1 || { tail -n 20 "$dir/openssl.log" >&2
-		return 1; }
-	chmod 0644 "$dir/ca.pem" "$dir/server.pem" "$dir/server.key"
 }
 
 # ---------------------------------------------------------------------

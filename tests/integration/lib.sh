@@ -20,8 +20,8 @@
 set -u
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# shellcheck source=tests/procs.sh
-. "$TOP/tests/procs.sh"
+# shellcheck source=tests/common.sh
+. "$TOP/tests/common.sh"
 DOTPROXYD=${DOTPROXYD:-$TOP/build/dotproxyd}
 UNBOUND=${UNBOUND:-unbound}
 KDIG=${KDIG:-kdig}
@@ -399,75 +399,7 @@ ensure_user()
 }
 
 # ---------------------------------------------------------------------
-# Ports
-
-_t_ports=" "
-
-# free_port: print a loopback port free for both TCP and UDP.  Ports
-# come from below the kernel's ephemeral range, so that no outgoing
-# connection of the processes under test can take one meanwhile.
-free_port()
-{
-	local lo hi p i
-	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null ||
-		lo=32768
-	hi=$((lo - 1))
-	[ "$hi" -gt 20000 ] || hi=60000
-	for ((i = 0; i < 200; i++)); do
-		p=$(( (RANDOM << 15 | RANDOM) % (hi - 20000 + 1) + 20000 ))
-		case $_t_ports in *" $p "*) continue ;; esac
-		if [ -z "$(ss -Hantu "( sport = :$p )" 2>/dev/null)" ]; then
-			_t_ports="$_t_ports$p "
-			echo "$p"
-			return 0
-		fi
-	done
-	bail_out "no free port found"
-}
-
-# ---------------------------------------------------------------------
-# Certificates
-
-# make_ca DIR NAME: a throwaway CA (DIR/ca.pem, DIR/ca.key) and a server
-# key and certificate for NAME signed by it (DIR/server.key,
-# DIR/server.pem) with subjectAltName DNS:NAME, IP:127.0.0.1, IP:::1.
-# NAME is saved in DIR/name.
-make_ca()
-{
-	local dir=$1 name=$2
-	mkdir -p "$dir" || return 1
-	echo "$name" >"$dir/name"
-	cat >"$dir/server.ext" <<EOF
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-subjectAltName = DNS:$name, IP:127.0.0.1, IP:::1
-EOF
-	{
-		openssl req -x509 -new -newkey ec \
-		    -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-		    -keyout "$dir/ca.key" -out "$dir/ca.pem" -days 2 \
-		    -subj "/CN=dotproxyd test CA $name $$" \
-		    -addext "basicConstraints=critical,CA:TRUE" \
-		    -addext "keyUsage=critical,keyCertSign,cRLSign" \
-		    -addext "subjectKeyIdentifier=hash" &&
-		openssl req -new -newkey ec \
-		    -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-		    -keyout "$dir/server.key" -out "$dir/server.csr" \
-		    -subj "/CN=$name" &&
-		openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" \
-		    -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
-		    -extfile "$dir/server.ext" -out "$dir/server.pem"
-	} >"$dir/openssl.log" 2>&1 || {
-		diag "make_ca $name failed"
-		diag_file "$dir/openssl.log"
-		return 1
-	}
-	chmod 0644 "$dir/ca.pem" "$dir/server.pem"
-	return 0
-}
+# Certificates (make_ca and free_port are in tests/common.sh)
 
 # spki_pin CERT: the base64 SHA-256 of the certificate's public key
 # (SubjectPublicKeyInfo, DER), as used by `pin sha256 "..."`.

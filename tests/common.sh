@@ -1,0 +1,124 @@
+# Helpers shared by the integration tests (tests/integration/lib.sh) and
+# the benchmark (tests/bench/bench.sh): processes, ports, certificates.
+# Sourced, not run.
+
+# alive PID: the process exists and is not a zombie.
+alive()
+{
+	local state
+	[ -r "/proc/$1/stat" ] || return 1
+	state=$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+	[ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# descendants PID: every descendant of PID, one a line.
+descendants()
+{
+	local c
+	for c in $(pgrep -P "$1" 2>/dev/null); do
+		echo "$c"
+		descendants "$c"
+	done
+}
+
+# wait_gone TENTHS PID...: wait at most TENTHS/10 seconds for the
+# processes to go away.  Returns 0 when all are gone.
+wait_gone()
+{
+	local tenths=$1 p left i
+	shift
+	for ((i = 0; i < tenths; i++)); do
+		left=0
+		for p in "$@"; do
+			alive "$p" && left=1
+		done
+		[ "$left" -eq 0 ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# kill_tree PID: SIGTERM the process, its group and its descendants,
+# SIGKILL whatever is left after 5 seconds, then reap it.
+kill_tree()
+{
+	local pid=$1 all
+	all="$pid $(descendants "$pid")"
+	# shellcheck disable=SC2086
+	kill -TERM -- "-$pid" $all 2>/dev/null
+	# shellcheck disable=SC2086
+	if ! wait_gone 50 $all; then
+		# shellcheck disable=SC2086
+		kill -KILL -- "-$pid" $all 2>/dev/null
+		# shellcheck disable=SC2086
+		wait_gone 20 $all
+	fi
+	wait "$pid" 2>/dev/null
+	return 0
+}
+
+_used_ports=" "
+
+# free_port: print a loopback port free for both TCP and UDP.  Ports
+# come from below the kernel's ephemeral range, so that no outgoing
+# connection of the processes under test can take one meanwhile.
+free_port()
+{
+	local lo hi p i
+	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null ||
+		lo=32768
+	hi=$((lo - 1))
+	[ "$hi" -gt 20000 ] || hi=60000
+	for ((i = 0; i < 200; i++)); do
+		p=$(( (RANDOM << 15 | RANDOM) % (hi - 20000 + 1) + 20000 ))
+		case $_used_ports in *" $p "*) continue ;; esac
+		if [ -z "$(ss -Hantu "( sport = :$p )" 2>/dev/null)" ]; then
+			_used_ports="$_used_ports$p "
+			echo "$p"
+			return 0
+		fi
+	done
+	echo "free_port: no free port found" >&2
+	return 1
+}
+
+# make_ca DIR NAME: a throwaway CA (DIR/ca.pem, DIR/ca.key) and a server
+# key and certificate for NAME signed by it (DIR/server.key,
+# DIR/server.pem) with subjectAltName DNS:NAME, IP:127.0.0.1, IP:::1.
+# NAME is saved in DIR/name.
+make_ca()
+{
+	local dir=$1 name=$2
+	mkdir -p "$dir" || return 1
+	echo "$name" >"$dir/name"
+	cat >"$dir/server.ext" <<EOF
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = DNS:$name, IP:127.0.0.1, IP:::1
+EOF
+	{
+		openssl req -x509 -new -newkey ec \
+		    -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+		    -keyout "$dir/ca.key" -out "$dir/ca.pem" -days 2 \
+		    -subj "/CN=dotproxyd test CA $name $$" \
+		    -addext "basicConstraints=critical,CA:TRUE" \
+		    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+		    -addext "subjectKeyIdentifier=hash" &&
+		openssl req -new -newkey ec \
+		    -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+		    -keyout "$dir/server.key" -out "$dir/server.csr" \
+		    -subj "/CN=$name" &&
+		openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" \
+		    -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+		    -extfile "$dir/server.ext" -out "$dir/server.pem"
+	} >"$dir/openssl.log" 2>&1 || {
+		echo "make_ca $name failed:" >&2
+		tail -n 20 "$dir/openssl.log" >&2
+		return 1
+	}
+	chmod 0644 "$dir/ca.pem" "$dir/server.pem"
+	return 0
+}
