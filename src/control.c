@@ -287,6 +287,38 @@ metric(FILE *f, const char *name, const char *type, const char *help)
 	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+enum upstream_field { U_UP, U_QUERIES, U_FAILURES, U_LATENCY };
+
+/* One metric with a sample per upstream, labelled with its name. */
+static void
+upstream_metric(FILE *f, const char *name, const char *type,
+    const char *help, const struct upstream_status *u, int n,
+    enum upstream_field which)
+{
+	unsigned long long	v;
+	int			i;
+
+	metric(f, name, type, help);
+	for (i = 0; i < n; i++) {
+		switch (which) {
+		case U_UP:
+			v = (unsigned long long)u[i].up;
+			break;
+		case U_QUERIES:
+			v = u[i].queries;
+			break;
+		case U_FAILURES:
+			v = u[i].failures;
+			break;
+		default:
+			v = (unsigned long long)u[i].latency_ms;
+		}
+		fprintf(f, "%s{upstream=\"", name);
+		label(f, u[i].label);
+		fprintf(f, "\"} %llu\n", v);
+	}
+}
+
 static void
 print_metrics(FILE *f, const struct upstream_status *u, int n)
 {
@@ -342,35 +374,14 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 	metric(f, "dotproxyd_inflight", "gauge",
 	    "Queries waiting for an upstream answer.");
 	fprintf(f, "dotproxyd_inflight %d\n", inflight);
-	metric(f, "dotproxyd_upstream_up", "gauge",
-	    "1 if the upstream is in use, 0 while it backs off.");
-	for (i = 0; i < n; i++) {
-		fprintf(f, "dotproxyd_upstream_up{upstream=\"");
-		label(f, u[i].label);
-		fprintf(f, "\"} %d\n", u[i].up);
-	}
-	metric(f, "dotproxyd_upstream_queries_total", "counter",
-	    "Queries sent to the upstream.");
-	for (i = 0; i < n; i++) {
-		fprintf(f, "dotproxyd_upstream_queries_total{upstream=\"");
-		label(f, u[i].label);
-		fprintf(f, "\"} %llu\n", (unsigned long long)u[i].queries);
-	}
-	metric(f, "dotproxyd_upstream_failures_total", "counter",
-	    "Failed connections and handshakes.");
-	for (i = 0; i < n; i++) {
-		fprintf(f, "dotproxyd_upstream_failures_total{upstream=\"");
-		label(f, u[i].label);
-		fprintf(f, "\"} %llu\n", (unsigned long long)u[i].failures);
-	}
-	metric(f, "dotproxyd_upstream_latency_milliseconds", "gauge",
-	    "Moving average of the upstream's answer time.");
-	for (i = 0; i < n; i++) {
-		fprintf(f, "dotproxyd_upstream_latency_milliseconds"
-		    "{upstream=\"");
-		label(f, u[i].label);
-		fprintf(f, "\"} %d\n", u[i].latency_ms);
-	}
+	upstream_metric(f, "dotproxyd_upstream_up", "gauge",
+	    "1 if the upstream is in use, 0 while it backs off.", u, n, U_UP);
+	upstream_metric(f, "dotproxyd_upstream_queries_total", "counter",
+	    "Queries sent to the upstream.", u, n, U_QUERIES);
+	upstream_metric(f, "dotproxyd_upstream_failures_total", "counter",
+	    "Failed connections and handshakes.", u, n, U_FAILURES);
+	upstream_metric(f, "dotproxyd_upstream_latency_milliseconds", "gauge",
+	    "Moving average of the upstream's answer time.", u, n, U_LATENCY);
 }
 
 static void
