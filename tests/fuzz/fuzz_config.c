@@ -22,17 +22,6 @@ static char	 path[] = "/tmp/dotproxyd-fuzz-config.XXXXXX";
 static int	 fd = -1;
 static FILE	*devnull;
 
-/*
- * Known bug in src/parse.y (no %destructor): a STRING token's value
- * leaks when error recovery discards it.  Suppress exactly that so the
- * target finds other problems.
- */
-const char *
-__lsan_default_suppressions(void)
-{
-	return "leak:yylex\n";
-}
-
 static void
 cleanup(void)
 {

@@ -32,22 +32,6 @@ static const uint8_t pin_two[32] = {
 	0xd7, 0xd3, 0xd3, 0x76, 0xb0, 0xdb, 0xe6, 0x85, 0xe2, 0xf3,
 };
 
-/*
- * Known bug in src/parse.y: the grammar has no %destructor, so a STRING
- * token's strdup()ed value leaks when error recovery discards it (an
- * unknown statement) or when an action YYERRORs before freeing an
- * earlier STRING (listen on ADDR port 0: ADDR leaks).  Only in
- * LeakSanitizer builds: suppress exactly those allocations so the other
- * leak checks stay on.
- */
-const char	*__lsan_default_suppressions(void);
-
-const char *
-__lsan_default_suppressions(void)
-{
-	return "leak:yylex\n";
-}
-
 static char	*tmpfiles[64];
 static int	 ntmpfiles;
 static char	 errtext[8192];
