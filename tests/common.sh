@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by the integration tests (tests/integration/lib.sh) and
 # the benchmark (tests/bench/bench.sh): processes, ports, certificates.
 # Sourced, not run.
@@ -121,4 +122,32 @@ EOF
 	}
 	chmod 0644 "$dir/ca.pem" "$dir/server.pem"
 	return 0
+}
+
+# shellcheck disable=SC2034 # read by the sourcing script
+created_user=0
+created_chroot=0
+
+# ensure_user: the daemon's system user ($D_USER) and chroot directory
+# ($D_CHROOT).  What this creates is flagged in created_user and
+# created_chroot, for the caller to remove at exit.  Returns 1 on failure.
+ensure_user()
+{
+	if ! getent passwd "$D_USER" >/dev/null; then
+		useradd --system --no-create-home --home-dir "$D_CHROOT" \
+		    --shell /usr/sbin/nologin "$D_USER" || {
+			echo "cannot create the user $D_USER" >&2
+			return 1
+		}
+		# shellcheck disable=SC2034
+		created_user=1
+	fi
+	if [ ! -d "$D_CHROOT" ]; then
+		mkdir -m 0755 "$D_CHROOT" || {
+			echo "cannot create $D_CHROOT" >&2
+			return 1
+		}
+		# shellcheck disable=SC2034
+		created_chroot=1
+	fi
 }

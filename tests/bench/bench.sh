@@ -69,8 +69,6 @@ B_DIR=$(mktemp -d "${TMPDIR:-/tmp}/dotproxyd-bench.XXXXXX") ||
 chmod 0755 "$B_DIR"
 
 B_PIDS=()
-B_CREATED_USER=0
-B_CREATED_CHROOT=0
 B_POLICY_RCD=0
 
 
@@ -95,12 +93,12 @@ cleanup()
 	for p in "${B_PIDS[@]}"; do
 		alive "$p" && kill_tree "$p"
 	done
-	if [ "$B_CREATED_USER" -eq 1 ]; then
+	if [ "$created_user" -eq 1 ]; then
 		userdel "$D_USER" >/dev/null 2>&1
 		getent group "$D_USER" >/dev/null 2>&1 &&
 		    groupdel "$D_USER" >/dev/null 2>&1
 	fi
-	[ "$B_CREATED_CHROOT" -eq 1 ] && rmdir "$D_CHROOT" 2>/dev/null
+	[ "$created_chroot" -eq 1 ] && rmdir "$D_CHROOT" 2>/dev/null
 	[ "$B_POLICY_RCD" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
 	if [ "$BENCH_KEEP" = 1 ]; then
 		say "bench: keeping $B_DIR"
@@ -262,24 +260,11 @@ EOF
 # ---------------------------------------------------------------------
 # The forwarders.  start_PEER DIR PORT: start it, set PEER_PID.
 
-ensure_user()
-{
-	if ! getent passwd "$D_USER" >/dev/null; then
-		useradd --system --no-create-home --home-dir "$D_CHROOT" \
-		    --shell /usr/sbin/nologin "$D_USER" ||
-			die "cannot create the user $D_USER"
-		B_CREATED_USER=1
-	fi
-	if [ ! -d "$D_CHROOT" ]; then
-		mkdir -m 0755 "$D_CHROOT" || die "cannot create $D_CHROOT"
-		B_CREATED_CHROOT=1
-	fi
-}
 
 start_dotproxyd()
 {
 	local dir=$1 port=$2
-	ensure_user
+	ensure_user || die "cannot create the daemon's user or chroot"
 	cat >"$dir/dotproxyd.conf" <<EOF
 listen on 127.0.0.1 port $port
 upstream 127.0.0.1 port $UP_PORT name "$AUTH_NAME"

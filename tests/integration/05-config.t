@@ -7,7 +7,7 @@
 need_root
 need_cmd openssl setpriv
 need_dotproxyd
-ensure_user
+ensure_user || bail_out "cannot create the daemon's user or chroot"
 
 plan 9
 

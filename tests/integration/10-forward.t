@@ -8,7 +8,7 @@
 need_root
 need_cmd "$KDIG" "$UNBOUND" openssl perl ss pgrep
 need_dotproxyd
-ensure_user
+ensure_user || bail_out "cannot create the daemon's user or chroot"
 
 plan 46
 

@@ -9,7 +9,7 @@
 need_root
 need_cmd "$KDIG" "$UNBOUND" openssl
 need_dotproxyd
-ensure_user
+ensure_user || bail_out "cannot create the daemon's user or chroot"
 
 plan 24
 

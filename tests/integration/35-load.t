@@ -9,7 +9,7 @@
 need_root
 need_cmd unbound kdig openssl python3
 need_dotproxyd
-ensure_user
+ensure_user || bail_out "cannot create the daemon's user or chroot"
 
 plan 6
 

@@ -9,7 +9,7 @@
 need_root
 need_cmd "$KDIG" "$UNBOUND" openssl perl ss pgrep dnsperf
 need_dotproxyd
-ensure_user
+ensure_user || bail_out "cannot create the daemon's user or chroot"
 perl -MJSON::PP -e 1 2>/dev/null || skip_all "perl JSON::PP not found"
 
 plan 33

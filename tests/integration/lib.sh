@@ -280,8 +280,6 @@ T_DIR=$(mktemp -d "${TMPDIR:-/tmp}/dotproxyd-test.XXXXXX") ||
 chmod 0755 "$T_DIR"	# readable by the unprivileged users of a test
 
 _t_pids=()		# process group leaders started by this test
-_t_created_user=0
-_t_created_chroot=0
 _t_watchdog=""
 
 # spawn LOGFILE CMD [ARGS...]: start CMD in the background in a process
@@ -327,13 +325,13 @@ _t_cleanup()
 		kill -KILL "$_t_watchdog" 2>/dev/null
 		wait "$_t_watchdog" 2>/dev/null
 	fi
-	if [ "$_t_created_user" -eq 1 ]; then
+	if [ "$created_user" -eq 1 ]; then
 		userdel "$D_USER" >/dev/null 2>&1 ||
 		    diag "could not remove user $D_USER"
 		getent group "$D_USER" >/dev/null 2>&1 &&
 		    groupdel "$D_USER" >/dev/null 2>&1
 	fi
-	if [ "$_t_created_chroot" -eq 1 ]; then
+	if [ "$created_chroot" -eq 1 ]; then
 		rmdir "$D_CHROOT" 2>/dev/null ||
 		    diag "could not remove $D_CHROOT"
 	fi
@@ -382,21 +380,6 @@ need_dotproxyd()
 	[ -x "$DOTPROXYD" ] || skip_all "$DOTPROXYD not built"
 }
 
-# ensure_user: the system user and the chroot directory of the daemon.
-# Whatever this creates is removed at exit.
-ensure_user()
-{
-	if ! getent passwd "$D_USER" >/dev/null; then
-		useradd --system --no-create-home --home-dir "$D_CHROOT" \
-		    --shell /usr/sbin/nologin "$D_USER" ||
-			bail_out "cannot create user $D_USER"
-		_t_created_user=1
-	fi
-	if [ ! -d "$D_CHROOT" ]; then
-		mkdir -m 0755 "$D_CHROOT" || bail_out "cannot create $D_CHROOT"
-		_t_created_chroot=1
-	fi
-}
 
 # ---------------------------------------------------------------------
 # Certificates (make_ca and free_port are in tests/common.sh)
