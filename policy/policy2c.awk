@@ -3,7 +3,7 @@
 #
 #   allow NAME...                         allow these system calls
 #   allow NAME if COND [and COND]         allow when every COND holds
-#   errno NAME ERRNO                      fail with ERRNO, do not kill
+#   errno NAME ERRNO [if COND [and COND]] fail with ERRNO, do not kill
 #
 # COND is "argN == V", "argN in V1 V2..." (one rule each) or
 # "argN & MASK == V".  Values are C constants or numbers.
@@ -41,10 +41,37 @@ BEGIN {
 
 /^[ \t]*(#|$)/ { next }
 
+# conditional(SYS, ACTION, ERRNAME, FIRST): the rule for the words from
+# field FIRST on, "if COND [and COND]".
+function conditional(sys, action, errname, first,    rest, i, n, m, parts,
+    vals) {
+	if ($first != "if")
+		fail("one system call per conditional rule")
+	rest = ""
+	for (i = first + 1; i <= NF; i++)
+		rest = rest (rest == "" ? "" : " ") $i
+	n = split(rest, parts, / and /)
+	if (n > 2)
+		fail("at most two conditions")
+	if (n == 1 && parts[1] ~ /^arg[0-5] in /) {
+		m = split(parts[1], vals, " ")
+		for (i = 3; i <= m; i++)
+			emit(sys, action, errname, 1,
+			    sprintf("CMP(%s, SCMP_CMP_EQ, %s, 0)",
+			    substr(vals[1], 4), vals[i]), 0, "")
+		return
+	}
+	emit(sys, action, errname, 1, cond(parts[1]), n == 2 ? 1 : 0,
+	    n == 2 ? cond(parts[2]) : "")
+}
+
 $1 == "errno" {
-	if (NF != 3)
-		fail("errno NAME ERRNO")
-	emit($2, "RULE_ERRNO", $3, 0, "", 0, "")
+	if (NF == 3)
+		emit($2, "RULE_ERRNO", $3, 0, "", 0, "")
+	else if (NF > 4)
+		conditional($2, "RULE_ERRNO", $3, 4)
+	else
+		fail("errno NAME ERRNO [if COND]")
 	next
 }
 
@@ -58,24 +85,7 @@ $1 == "allow" {
 			emit($i, "RULE_ALLOW", 0, 0, "", 0, "")
 		next
 	}
-	if (ifpos != 3)
-		fail("one system call per conditional rule")
-	rest = ""
-	for (i = ifpos + 1; i <= NF; i++)
-		rest = rest (rest == "" ? "" : " ") $i
-	if (split(rest, parts, " and ") > 2)
-		fail("at most two conditions")
-	n = split(rest, parts, / and /)
-	if (n == 1 && parts[1] ~ /^arg[0-5] in /) {
-		m = split(parts[1], vals, " ")
-		for (i = 3; i <= m; i++)
-			emit($2, "RULE_ALLOW", 0, 1,
-			    sprintf("CMP(%s, SCMP_CMP_EQ, %s, 0)",
-			    substr(vals[1], 4), vals[i]), 0, "")
-		next
-	}
-	emit($2, "RULE_ALLOW", 0, 1, cond(parts[1]), n == 2 ? 1 : 0,
-	    n == 2 ? cond(parts[2]) : "")
+	conditional($2, "RULE_ALLOW", 0, 3)
 	next
 }
 
