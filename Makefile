@@ -60,7 +60,7 @@ HDRS=		$(wildcard include/*.h)
 
 UNIT_TESTS=	$(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 UNIT_OBJS=	$(COMMON:%.c=$(BUILD)/%.o) $(BUILD)/parse.o $(BUILD)/proc.o \
-		$(BUILD)/$(lastword $(SANDBOX_SRCS:.c=.o))
+		$(SANDBOX_SRCS:%.c=$(BUILD)/%.o)
 
 .PHONY: all clean check unit integration deps run install uninstall bench fuzz \
 		valgrind

@@ -9,6 +9,16 @@ void	 sandbox_filter(enum proc_type);
 /* The system's steps before and after the user change in sandbox.c. */
 void	 sandbox_os_before_ids(void);
 void	 sandbox_os_after_ids(void);
+
+/*
+ * An anonymous file, mode 0600, that only this process holds: for state
+ * a library keeps in a file descriptor (the TLS session store).  -1 and
+ * errno where the system has no such file or the policy forbids it.
+ */
+int	 sandbox_memfile(const char *);
+
+/* How large the upstream process's session store may grow (RLIMIT_FSIZE). */
+#define SESSION_STORE_MAX	(1024 * 1024)
 #ifdef __OpenBSD__
 void	 sandbox_parent_unveil(const char *, const char *,
 	    const struct dotproxyd_conf *);

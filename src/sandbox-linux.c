@@ -5,10 +5,13 @@
  * process is not dumpable.  The seccomp filter is sandbox-seccomp.c.
  */
 #include <sys/types.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 
 #include <cap-ng.h>
 #include <errno.h>
+#include <unistd.h>
 
 #include "dotproxyd.h"
 #include "log.h"
@@ -54,4 +57,20 @@ sandbox_os_after_ids(void)
 		fatal("sandbox: PR_SET_NO_NEW_PRIVS");
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1)
 		fatal("sandbox: PR_SET_DUMPABLE");
+}
+
+int
+sandbox_memfile(const char *name)
+{
+	int	fd, saved;
+
+	if ((fd = memfd_create(name, MFD_CLOEXEC)) == -1)
+		return -1;
+	if (fchmod(fd, S_IRUSR | S_IWUSR) == -1) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
 }

@@ -50,6 +50,15 @@ sandbox_os_after_ids(void)
 {
 }
 
+/* No anonymous files under pledge("stdio inet"): no session store. */
+int
+sandbox_memfile(const char *name)
+{
+	(void)name;
+	errno = EOPNOTSUPP;
+	return -1;
+}
+
 /*
  * The parent sees only what it opens after start-up: its own binary to
  * start a child again, the config directory, the CA bundle and the audit

@@ -53,7 +53,9 @@ sandbox_drop(enum proc_type type, const struct dotproxyd_conf *c)
 	sandbox_os_after_ids();
 
 	set_limit(RLIMIT_NPROC, 0, "NPROC");
-	set_limit(RLIMIT_FSIZE, 0, "FSIZE");
+	/* the upstream process's TLS session store is its only file */
+	set_limit(RLIMIT_FSIZE, type == PROC_UPSTREAM ? SESSION_STORE_MAX : 0,
+	    "FSIZE");
 	set_limit(RLIMIT_CORE, 0, "CORE");
 
 	sandbox_filter(type);

@@ -34,6 +34,7 @@
 #include "dotproxyd.h"
 #include "imsg.h"
 #include "log.h"
+#include "sandbox.h"
 
 #define SLOTS			256	/* in-flight queries per connection */
 #define SPREAD_AT		16	/* open another connection beyond */
@@ -97,6 +98,8 @@ struct upstream {
 	enum fail_kind		 last_fail;
 	char			 last_error[96];
 	struct upstream_status	 st;	/* counters for status and metrics */
+	struct tls_config	*tlscfg;	/* its own, for its session store */
+	int			 sessfd;	/* the TLS session store, or -1 */
 	int			 announced_down;
 	int			 removed;	/* by a reload, going away */
 };
@@ -124,7 +127,6 @@ static struct dotproxyd_conf	*conf, *pending_conf;
 static struct chan		 parent, listener;
 static TAILQ_HEAD(, upstream)	 upstreams = TAILQ_HEAD_INITIALIZER(upstreams);
 static TAILQ_HEAD(, uquery)	 sentq = TAILQ_HEAD_INITIALIZER(sentq);
-static struct tls_config	*tlscfg;
 static struct event		 rtimer;
 static int			 listener_fd = -1, ca_fd = -1, nqueries;
 static int			 listener_up, terminating;
@@ -199,6 +201,7 @@ upstream_main(int debug, int verbose)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
+	sigaction(SIGXFSZ, &sa, NULL);	/* a session too large: EFBIG */
 	sigaction(SIGHUP, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 
@@ -213,14 +216,6 @@ upstream_main(int debug, int verbose)
 		fatal("imsgbuf_init");
 	listener_up = 1;
 	read_ca();
-
-	if ((tlscfg = tls_config_new()) == NULL)
-		fatalx("tls_config_new");
-	if (tls_config_set_ca_mem(tlscfg, ca_mem, ca_len) == -1)
-		fatalx("tls ca: %s", tls_config_error(tlscfg));
-	if (tls_config_set_protocols(tlscfg, TLS_PROTOCOL_TLSv1_2 |
-	    TLS_PROTOCOL_TLSv1_3) == -1)
-		fatalx("tls protocols: %s", tls_config_error(tlscfg));
 
 	event_init();	/* its epoll descriptor is made before the filter */
 	signal_set(&ev_sigterm, SIGTERM, upstream_sigterm, NULL);
@@ -276,6 +271,75 @@ same_upstream(const struct upstream_conf *a, const struct upstream_conf *b)
 }
 
 /*
+ * Each upstream has a TLS config of its own for its own session store:
+ * an anonymous file libtls reads before each handshake and writes after
+ * one, so that a new connection resumes the last session instead of a
+ * full handshake.  libtls writes it when the handshake completes, which
+ * holds a TLS 1.2 ticket or session ID; a TLS 1.3 ticket comes later and
+ * is not kept.  Without the file, connections make full handshakes.
+ */
+static void
+upstream_tls_init(struct upstream *u)
+{
+	if ((u->tlscfg = tls_config_new()) == NULL)
+		fatalx("tls_config_new");
+	if (tls_config_set_ca_mem(u->tlscfg, ca_mem, ca_len) == -1)
+		fatalx("tls ca: %s", tls_config_error(u->tlscfg));
+	if (tls_config_set_protocols(u->tlscfg, TLS_PROTOCOL_TLSv1_2 |
+	    TLS_PROTOCOL_TLSv1_3) == -1)
+		fatalx("tls protocols: %s", tls_config_error(u->tlscfg));
+	if ((u->sessfd = sandbox_memfile("tls-session")) == -1) {
+		if (errno != EOPNOTSUPP)
+			log_warn("upstream %s: no TLS session store",
+			    u->label);
+	} else if (tls_config_set_session_fd(u->tlscfg, u->sessfd) == -1) {
+		log_warnx("upstream %s: TLS session store: %s", u->label,
+		    tls_config_error(u->tlscfg));
+		close(u->sessfd);
+		u->sessfd = -1;
+	}
+}
+
+/* A session from a handshake that failed our checks is not kept. */
+static void
+upstream_tls_forget(struct upstream *u)
+{
+	if (u->sessfd != -1 && ftruncate(u->sessfd, 0) == -1)
+		log_warn("upstream %s: clearing the TLS session", u->label);
+}
+
+/*
+ * A store libtls cannot read or write (a session larger than the file
+ * size limit, say) would fail every handshake: give the store up.
+ */
+static void
+upstream_tls_check_store(struct upstream *u, const char *err)
+{
+	if (u->sessfd == -1 || (strstr(err, "session file") == NULL &&
+	    strstr(err, "parse session") == NULL &&
+	    strstr(err, "set session") == NULL))
+		return;
+	log_warnx("upstream %s: %s; TLS sessions are no longer kept",
+	    u->label, err);
+	(void)tls_config_set_session_fd(u->tlscfg, -1);
+	close(u->sessfd);
+	u->sessfd = -1;
+}
+
+static void
+upstream_free(struct upstream *u)
+{
+	int	i;
+
+	for (i = 0; i < MAX_TLS_CONNS; i++)
+		free(u->conns[i].wbuf);
+	tls_config_free(u->tlscfg);
+	if (u->sessfd != -1)
+		close(u->sessfd);
+	free(u);
+}
+
+/*
  * Take a new config: unchanged upstreams keep their connections, the
  * others are closed (their queries go elsewhere) and new ones start idle.
  */
@@ -309,6 +373,7 @@ apply_config(struct dotproxyd_conf *nc)
 				u->conns[i].up = u;
 				u->conns[i].fd = -1;
 			}
+			upstream_tls_init(u);
 		}
 		u->nconns = nc->tls_connections;
 		TAILQ_INSERT_TAIL(&upstreams, u, entry);
@@ -334,9 +399,7 @@ apply_config(struct dotproxyd_conf *nc)
 			uq->last = NULL;
 			query_dispatch(uq);
 		}
-		for (i = 0; i < MAX_TLS_CONNS; i++)
-			free(u->conns[i].wbuf);
-		free(u);
+		upstream_free(u);
 	}
 	flush_conns();
 }
@@ -955,12 +1018,14 @@ handshake(struct conn *c)
 		const char *e = tls_error(c->tls) ? tls_error(c->tls) :
 		    "TLS handshake failed";
 
+		upstream_tls_check_store(u, e);
 		/* a certificate or name that does not verify is not a reset */
 		conn_close(c, strstr(e, "certificate") != NULL ||
 		    strstr(e, "verif") != NULL ? F_AUTH : F_NETWORK, e);
 		return;
 	}
 	if (check_pins(c, why, sizeof(why)) == -1) {
+		upstream_tls_forget(u);
 		conn_close(c, F_AUTH, why);
 		return;
 	}
@@ -975,8 +1040,9 @@ handshake(struct conn *c)
 		u->announced_down = 0;
 		audit("upstream-up", "upstream", u->label, NULL);
 	}
-	log_info("upstream %s: connected, %s, %s", u->label,
-	    tls_conn_version(c->tls), tls_conn_cipher(c->tls));
+	log_info("upstream %s: connected, %s, %s%s", u->label,
+	    tls_conn_version(c->tls), tls_conn_cipher(c->tls),
+	    tls_conn_session_resumed(c->tls) ? ", resumed" : "");
 	set_timeout(c, IDLE_MS);
 	while ((uq = TAILQ_FIRST(&u->waiting)) != NULL &&
 	    c->ninflight < SLOTS) {
@@ -1081,6 +1147,7 @@ static void
 conn_event(int fd, short event, void *arg)
 {
 	struct conn	*c = arg;
+	const char	*e;
 	socklen_t	 len = sizeof(int);
 	int		 err = 0;
 
@@ -1094,10 +1161,12 @@ conn_event(int fd, short event, void *arg)
 			break;
 		}
 		if ((c->tls = tls_client()) == NULL ||
-		    tls_configure(c->tls, tlscfg) == -1 ||
+		    tls_configure(c->tls, c->up->tlscfg) == -1 ||
 		    tls_connect_socket(c->tls, c->fd, c->up->uc.name) == -1) {
-			conn_close(c, F_NETWORK, c->tls && tls_error(c->tls) ?
-			    tls_error(c->tls) : "tls setup failed");
+			e = c->tls && tls_error(c->tls) ? tls_error(c->tls) :
+			    "tls setup failed";
+			upstream_tls_check_store(c->up, e);
+			conn_close(c, F_NETWORK, e);
 			break;
 		}
 		c->state = C_HANDSHAKE;

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Upstreams: failover past one that refuses connections or never speaks
 # TLS, recovery when the upstream restarts, the connection pool under
-# load, and upstreams that close connections or send wrong answers.
+# load, upstreams that close connections or send wrong answers, and TLS
+# session resumption.
 
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -13,7 +14,7 @@ ensure_user || bail_out "cannot create the daemon's user or chroot"
 perl -MIO::Socket::SSL -e 1 2>/dev/null ||
     skip_all "perl IO::Socket::SSL not found"
 
-plan 36
+plan 42
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
@@ -131,10 +132,10 @@ stop_dotproxyd
 is "$?" 0 "restart: SIGTERM exits 0"
 
 # ---------------------------------------------------------------------
-# 20,000 queries, no cache, two TLS connections at most
+# 50,000 queries, no cache, two TLS connections at most
 
 start pool "$(printf 'cache off\ntls connections 2')" "$UPORT"
-for ((i = 0; i < 2500; i++)); do
+for ((i = 0; i < 6250; i++)); do
 	printf '%s\n' "a.example.test A" "b.example.test A" "c.example.test A" \
 	    "a.example.test AAAA" "b.example.test AAAA" "multi.example.test A" \
 	    "text.example.test TXT" "nx.example.test A"
@@ -153,12 +154,12 @@ done >"$T_DIR/perf.txt"
 ) &
 watcher=$!
 perf=$(timeout -k 1 120 dnsperf -s 127.0.0.1 -p "$PORT" -d "$T_DIR/perf.txt" \
-    -n 1 -c 4 -q 64 -Q 4000 -t 5 2>&1 | grep -v '^\[Timeout\]')
+    -n 1 -c 4 -q 64 -Q 10000 -t 5 2>&1 | grep -v '^\[Timeout\]')
 touch "$T_DIR/perf.done"
 wait "$watcher"
 sent=$(sed -n -E 's/^ *Queries sent: *([0-9]+).*/\1/p' <<<"$perf")
 lost=$(sed -n -E 's/^ *Queries lost: *([0-9]+).*/\1/p' <<<"$perf")
-is "${sent:-none}" 20000 "pool: dnsperf sent 20000 queries" || diag "$perf"
+is "${sent:-none}" 50000 "pool: dnsperf sent 50000 queries" || diag "$perf"
 is "${lost:-none}" 0 "pool: no query lost" || diag "$perf"
 like "$perf" 'NOERROR' "pool: NOERROR answers" || diag "$perf"
 unlike "$perf" 'SERVFAIL' "pool: no SERVFAIL" || diag "$perf"
@@ -222,3 +223,58 @@ is "$(children "$D_PID" | tr '\n' ' ')" "$kids" \
     "garbage: the same children (nothing crashed)"
 stop_dotproxyd
 is "$?" 0 "garbage: SIGTERM exits 0"
+
+# ---------------------------------------------------------------------
+# TLS session resumption: a TLS 1.2 upstream that closes connections idle
+# for half a second.  Each new connection resumes the session of the
+# last, and the pin is still checked on a resumed session.
+
+cat >"$T_DIR/tls12.cnf" <<'EOC'
+openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+MaxProtocol = TLSv1.2
+EOC
+RPORT=$(free_port)
+UNBOUND_EXTRA="tcp-idle-timeout: 500" UNBOUND_OPENSSL_CONF=$T_DIR/tls12.cnf \
+    start_unbound "$T_DIR/ca" "$RPORT" || bail_out "cannot start a TLS 1.2 unbound"
+pin=$(spki_pin "$T_DIR/ca/server.pem")
+conf resume "cache off" "$RPORT"
+sed -i "s|name \"dot.test\"|& pin sha256 \"$pin\"|" "$CONF_FILE"
+start_dotproxyd "$CONF_FILE" || bail_out "cannot start dotproxyd"
+
+# upstream_field N: field N of the upstream's line in `status`.
+upstream_field()
+{
+	ctl status 2>/dev/null |
+	    awk -v u="127.0.0.1:$RPORT" -v n="$1" '$1 == u { print $(n + 1) }'
+}
+
+bad=""
+for n in a b c; do
+	timed_q "$n.example.test" A
+	[ "$STATUS" = NOERROR ] || bad="$bad $n:$STATUS"
+	# wait for the upstream to close the idle connection
+	for ((i = 0; i < 50; i++)); do
+		[ "$(upstream_field 3)" = 0 ] && break
+		sleep 0.1
+	done
+done
+is "$bad" "" "resumption: three queries, each on a new connection, answered"
+out=$(ctl status 2>&1)
+handshakes=$(upstream_field 8)
+resumed=$(upstream_field 7)
+is "$(upstream_field 6)" TLSv1.2 "resumption: the upstream speaks TLS 1.2" ||
+    diag "$out"
+ok "resumption: three handshakes or more (${handshakes:-none})" \
+    test "${handshakes:-0}" -ge 3
+ok "resumption: the later handshakes resumed the session (${resumed:-none})" \
+    test "${resumed:-0}" -ge 2
+like "$(cat "$D_LOG")" 'connected, TLSv1\.2, [^ ]+, resumed' \
+    "resumption: the log says a connection resumed"
+stop_dotproxyd
+is "$?" 0 "resumption: SIGTERM exits 0"
+stop_unbound

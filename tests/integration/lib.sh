@@ -410,9 +410,11 @@ BIG_TXT_LEN=200
 # start_unbound DIR PORT [NAME]: serve DNS over TLS on 127.0.0.1@PORT
 # with the certificate make_ca left in DIR (NAME defaults to DIR/name).
 # Sets U_PID, U_PORT and U_DIR.  Waits until unbound answers.
+# UNBOUND_EXTRA, if set, is one more line for its server clause, and
+# UNBOUND_OPENSSL_CONF an OpenSSL config file for it (OPENSSL_CONF).
 start_unbound()
 {
-	local dir=$1 port=$2 name=${3:-} conf i txt rr
+	local dir=$1 port=$2 name=${3:-} conf i txt rr env
 	[ -n "$name" ] || name=$(cat "$dir/name")
 	conf=$dir/unbound.conf
 	txt=$(printf '%*s' "$BIG_TXT_LEN" '' | tr ' ' x)
@@ -465,6 +467,7 @@ EOF
 			    "$i" "${txt:2}")
 			printf '\tlocal-data: '\''%s'\''\n' "$rr"
 		done
+		[ -z "${UNBOUND_EXTRA:-}" ] || printf '\t%s\n' "$UNBOUND_EXTRA"
 		cat <<EOF
 
 remote-control:
@@ -472,7 +475,10 @@ remote-control:
 EOF
 	} >"$conf"
 
-	spawn "$dir/unbound.log" "$UNBOUND" -d -c "$conf"
+	env=()
+	[ -z "${UNBOUND_OPENSSL_CONF:-}" ] ||
+	    env=(OPENSSL_CONF="$UNBOUND_OPENSSL_CONF")
+	spawn "$dir/unbound.log" env "${env[@]}" "$UNBOUND" -d -c "$conf"
 	U_PID=$SPAWNED_PID
 	# shellcheck disable=SC2034 # for the tests
 	U_PORT=$port

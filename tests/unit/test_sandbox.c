@@ -5,6 +5,7 @@
 #include <sys/types.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
 
@@ -24,7 +25,8 @@
 enum action {
 	A_NOTHING, A_SOCKET_INET_STREAM, A_SOCKET_INET_DGRAM, A_SOCKET_UNIX,
 	A_OPEN, A_EXECVE, A_BIND, A_LISTEN, A_MMAP_EXEC, A_MPROTECT_EXEC,
-	A_PTRACE, A_SETSOCKOPT_IP, A_FCNTL_DUPFD, A_OPEN_ERRNO
+	A_PTRACE, A_SETSOCKOPT_IP, A_FCNTL_DUPFD, A_OPEN_ERRNO, A_STAT_ERRNO,
+	A_MEMFILE, A_FCHMOD_WIDE
 };
 
 static const char *names[] = {
@@ -32,14 +34,34 @@ static const char *names[] = {
 	"socket(AF_INET, SOCK_DGRAM)", "socket(AF_UNIX)", "open()",
 	"execve()", "bind()", "listen()", "mmap(PROT_EXEC)",
 	"mprotect(PROT_EXEC)", "ptrace()", "setsockopt(IPPROTO_IP)",
-	"fcntl(F_DUPFD)", "open() refused with EACCES"
+	"fcntl(F_DUPFD)", "open() refused with EACCES",
+	"stat() refused with EACCES", "a session store (memfd_create, fchmod "
+	"0600, fstat, ftruncate, pwrite, pread)", "fchmod(0644)"
 };
+
+/* What libtls does with its session file, in an anonymous file. */
+static int
+memfile_work(void)
+{
+	struct stat	sb;
+	char		buf[8];
+	int		fd;
+
+	if ((fd = sandbox_memfile("test")) == -1 || fstat(fd, &sb) == -1 ||
+	    (sb.st_mode & 0777) != 0600 || sb.st_uid != getuid() ||
+	    ftruncate(fd, 5) == -1 || pwrite(fd, "hello", 5, 0) != 5 ||
+	    pread(fd, buf, 5, 0) != 5 || memcmp(buf, "hello", 5) != 0 ||
+	    close(fd) == -1)
+		return -1;
+	return 0;
+}
 
 /* In the child: allowed work first, reported on the pipe, then the call. */
 static void
 child(enum proc_type type, enum action a, int report)
 {
 	struct sockaddr_in	sin;
+	struct stat		sb;
 	void			*p;
 	int			 s, one = 1;
 	char			*argv[] = { "/bin/true", NULL };
@@ -104,6 +126,17 @@ child(enum proc_type type, enum action a, int report)
 	case A_FCNTL_DUPFD:
 		(void)fcntl(report, F_DUPFD, 100);
 		break;
+	case A_STAT_ERRNO:
+		if (stat("/etc/passwd", &sb) != -1 || errno != EACCES)
+			_exit(5);
+		break;
+	case A_MEMFILE:
+		if (memfile_work() == -1)
+			_exit(7);
+		break;
+	case A_FCHMOD_WIDE:
+		(void)fchmod(report, 0644);
+		break;
 	}
 	_exit(0);
 }
@@ -147,7 +180,7 @@ expect(enum proc_type type, enum action a, int want)
 int
 main(void)
 {
-	plan(17);
+	plan(21);
 
 	expect(PROC_LISTENER, A_NOTHING, 0);
 	expect(PROC_LISTENER, A_SOCKET_INET_STREAM, SIGSYS);
@@ -157,6 +190,7 @@ main(void)
 	expect(PROC_LISTENER, A_MMAP_EXEC, SIGSYS);
 	expect(PROC_LISTENER, A_MPROTECT_EXEC, SIGSYS);
 	expect(PROC_LISTENER, A_FCNTL_DUPFD, SIGSYS);
+	expect(PROC_LISTENER, A_MEMFILE, SIGSYS);
 
 	expect(PROC_UPSTREAM, A_SOCKET_INET_STREAM, 0);
 	expect(PROC_UPSTREAM, A_SOCKET_INET_DGRAM, SIGSYS);
@@ -166,6 +200,9 @@ main(void)
 	expect(PROC_UPSTREAM, A_EXECVE, SIGSYS);
 	expect(PROC_UPSTREAM, A_SETSOCKOPT_IP, SIGSYS);
 	expect(PROC_UPSTREAM, A_OPEN_ERRNO, 0);
+	expect(PROC_UPSTREAM, A_STAT_ERRNO, 0);
+	expect(PROC_UPSTREAM, A_MEMFILE, 0);
+	expect(PROC_UPSTREAM, A_FCHMOD_WIDE, SIGSYS);
 
 	expect(PROC_PARENT, A_PTRACE, SIGSYS);
 	return done();
