@@ -397,8 +397,9 @@ lookup(char *s)
 
 static int	 expanding;
 static int	 at_eof;
-static unsigned char	*parsebuf;
+static unsigned char	*parsebuf;	/* into expansion, while read */
 static int	 parseindex;
+static char	*expansion;	/* a copy of the macro value being read */
 static unsigned char	 pushback_buffer[MAX_WORD];
 static int	 pushback_index;
 
@@ -528,7 +529,14 @@ top:
 			yyerror("macro '%s' not defined", buf);
 			return findeol();
 		}
-		parsebuf = (unsigned char *)val;
+		/*
+		 * Read from a copy: the tokens of a macro's value may
+		 * redefine that very macro, freeing the value.
+		 */
+		free(expansion);
+		if ((expansion = strdup(val)) == NULL)
+			fatal("strdup");
+		parsebuf = (unsigned char *)expansion;
 		parseindex = 0;
 		expanding = 1;
 		goto top;
@@ -1007,6 +1015,8 @@ parse_config(const char *filename, int missing_ok)
 	symclear();
 	pushback_index = 0;
 	parsebuf = NULL;
+	free(expansion);
+	expansion = NULL;
 
 	if (errors == 0 && config_set_defaults(conf) == -1)
 		fatalx("built-in default config");

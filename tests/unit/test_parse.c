@@ -332,6 +332,13 @@ test_macros_include_comments(void)
 	} else
 		diag("%s", errtext);
 
+	c = parse_text("c = 'c = \"4\"'\n$c\ntls connections $c\n");
+	ok(c != NULL && c->tls_connections == 4,
+	    "macro: a macro whose value redefines it");
+	if (c == NULL)
+		diag("%s", errtext);
+	config_free(c);
+
 	inc = write_file("upstream 149.112.112.112 name \"dns.quad9.net\"\n"
 	    "# a comment in the included file\n"
 	    "tls connections 3\n");
@@ -494,6 +501,9 @@ test_errors(void)
 		{ "tls connections 99999999999999999999\n", 1,
 		    "number too big" },
 		{ "bad-name = \"x\"\n", 1, "macro name with '-'" },
+		/* found by fuzz_config: read after the value was freed */
+		{ "x = \"x = w\001\"\n$x\n", 2,
+		    "macro redefining itself, then junk" },
 		{ "log queries loudly\n", 1, "log queries junk" },
 		{ "listen 127.0.0.1\n", 1, "listen without on" },
 	};
