@@ -17,8 +17,15 @@ void	 sandbox_os_after_ids(void);
  */
 int	 sandbox_memfile(const char *);
 
-/* How large the upstream process's session store may grow (RLIMIT_FSIZE). */
+/*
+ * How large the upstream process's session store may grow: its
+ * RLIMIT_FSIZE, 0 (no file at all) where there is no store.
+ */
+#ifdef __OpenBSD__
+#define SESSION_STORE_MAX	0
+#else
 #define SESSION_STORE_MAX	(1024 * 1024)
+#endif
 #ifdef __OpenBSD__
 void	 sandbox_parent_unveil(const char *, const char *,
 	    const struct dotproxyd_conf *);

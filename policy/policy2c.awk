@@ -5,8 +5,8 @@
 #   allow NAME if COND [and COND]         allow when every COND holds
 #   errno NAME ERRNO [if COND [and COND]] fail with ERRNO, do not kill
 #
-# COND is "argN == V", "argN in V1 V2..." (one rule each) or
-# "argN & MASK == V".  Values are C constants or numbers.
+# COND is "argN == V", "argN > V", "argN in V1 V2..." (one rule each)
+# or "argN & MASK == V".  Values are C constants or numbers.
 
 function emit(sys, action, errname, n1, c1, n2, c2) {
 	printf("\t{ \"%s\", %s, %s, %d, { %s, %s } },\n", sys, action,
@@ -21,6 +21,8 @@ function cond(s,    f, n) {
 	idx = substr(f[1], 4)
 	if (n == 3 && f[2] == "==")
 		return sprintf("CMP(%d, SCMP_CMP_EQ, %s, 0)", idx, f[3])
+	if (n == 3 && f[2] == ">")
+		return sprintf("CMP(%d, SCMP_CMP_GT, %s, 0)", idx, f[3])
 	if (n == 5 && f[2] == "&" && f[4] == "==")
 		return sprintf("CMP(%d, SCMP_CMP_MASKED_EQ, %s, %s)", idx,
 		    f[3], f[5])

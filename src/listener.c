@@ -242,10 +242,11 @@ listener_main(int debug, int verbose)
 	signal_add(&ev_sigterm, NULL);
 	apply_limits();
 	fd_limit();
-	sandbox_drop(PROC_LISTENER, conf);
-
+	/* from here on, even a fatal confinement error, through the parent */
 	log_to_parent(&parent.ibuf, chan_kick_parent);
 	audit_to_parent(&parent.ibuf, chan_kick_parent);
+	sandbox_drop(PROC_LISTENER, conf);
+
 	control_init(control_fd);
 	parent.dispatch = parent_dispatch;
 	parent.peer = "parent";

@@ -8,7 +8,9 @@
 #include <sys/types.h>
 #include <sys/resource.h>
 
+#include <fcntl.h>
 #include <grp.h>
+#include <paths.h>
 #include <unistd.h>
 
 #include "dotproxyd.h"
@@ -25,12 +27,38 @@ set_limit(int resource, rlim_t value, const char *what)
 		fatal("sandbox: setrlimit %s", what);
 }
 
+/*
+ * A child's standard descriptors become /dev/null: it logs through the
+ * parent, and a log file it inherited is not its to write (the upstream
+ * process may grow files, for its session store).  Sanitizer and sandbox
+ * debug builds keep standard error for their reports.
+ */
+static void
+null_stdio(void)
+{
+	int	fd, i;
+
+	if ((fd = open(_PATH_DEVNULL, O_RDWR)) == -1)
+		fatal("sandbox: %s", _PATH_DEVNULL);
+	for (i = STDIN_FILENO; i <= STDERR_FILENO; i++) {
+#if defined(SANITIZE) || defined(SANDBOX_DEBUG)
+		if (i == STDERR_FILENO)
+			break;
+#endif
+		if (fd != i && dup2(fd, i) == -1)
+			fatal("sandbox: dup2 %s", _PATH_DEVNULL);
+	}
+	if (fd > STDERR_FILENO)
+		close(fd);
+}
+
 void
 sandbox_drop(enum proc_type type, const struct dotproxyd_conf *c)
 {
 	uid_t	ruid, euid, suid;
 	gid_t	rgid, egid, sgid;
 
+	null_stdio();
 	if (chroot(c->chroot) == -1)
 		fatal("sandbox: chroot %s", c->chroot);
 	if (chdir("/") == -1)

@@ -220,10 +220,11 @@ upstream_main(int debug, int verbose)
 	event_init();	/* its epoll descriptor is made before the filter */
 	signal_set(&ev_sigterm, SIGTERM, upstream_sigterm, NULL);
 	signal_add(&ev_sigterm, NULL);
-	sandbox_drop(PROC_UPSTREAM, conf);
-
+	/* from here on, even a fatal confinement error, through the parent */
 	log_to_parent(&parent.ibuf, chan_kick_parent);
 	audit_to_parent(&parent.ibuf, chan_kick_parent);
+	sandbox_drop(PROC_UPSTREAM, conf);
+
 	parent.dispatch = parent_dispatch;
 	parent.peer = "parent";
 	parent.vital = 1;
@@ -300,30 +301,44 @@ upstream_tls_init(struct upstream *u)
 	}
 }
 
+/* Without its store, an upstream's connections make full handshakes. */
+static void
+upstream_tls_no_store(struct upstream *u, const char *why)
+{
+	log_warnx("upstream %s: %s; TLS sessions are no longer kept",
+	    u->label, why);
+	(void)tls_config_set_session_fd(u->tlscfg, -1);
+	close(u->sessfd);
+	u->sessfd = -1;
+}
+
 /* A session from a handshake that failed our checks is not kept. */
 static void
 upstream_tls_forget(struct upstream *u)
 {
-	if (u->sessfd != -1 && ftruncate(u->sessfd, 0) == -1)
-		log_warn("upstream %s: clearing the TLS session", u->label);
+	char	why[128];
+
+	if (u->sessfd == -1 || ftruncate(u->sessfd, 0) == 0)
+		return;
+	snprintf(why, sizeof(why), "clearing the TLS session: %s",
+	    strerror(errno));
+	upstream_tls_no_store(u, why);
 }
 
 /*
- * A store libtls cannot read or write (a session larger than the file
- * size limit, say) would fail every handshake: give the store up.
+ * Did libtls fail on the store itself (a session larger than the file
+ * size limit, say)?  That would fail every handshake: the store is given
+ * up, and the failure is not the upstream's.
  */
-static void
-upstream_tls_check_store(struct upstream *u, const char *err)
+static int
+upstream_tls_store_failed(struct upstream *u, const char *err)
 {
 	if (u->sessfd == -1 || (strstr(err, "session file") == NULL &&
 	    strstr(err, "parse session") == NULL &&
 	    strstr(err, "set session") == NULL))
-		return;
-	log_warnx("upstream %s: %s; TLS sessions are no longer kept",
-	    u->label, err);
-	(void)tls_config_set_session_fd(u->tlscfg, -1);
-	close(u->sessfd);
-	u->sessfd = -1;
+		return 0;
+	upstream_tls_no_store(u, err);
+	return 1;
 }
 
 static void
@@ -1018,10 +1033,12 @@ handshake(struct conn *c)
 		const char *e = tls_error(c->tls) ? tls_error(c->tls) :
 		    "TLS handshake failed";
 
-		upstream_tls_check_store(u, e);
 		/* a certificate or name that does not verify is not a reset */
-		conn_close(c, strstr(e, "certificate") != NULL ||
-		    strstr(e, "verif") != NULL ? F_AUTH : F_NETWORK, e);
+		if (upstream_tls_store_failed(u, e))
+			conn_close(c, F_CONFIG, e);
+		else
+			conn_close(c, strstr(e, "certificate") != NULL ||
+			    strstr(e, "verif") != NULL ? F_AUTH : F_NETWORK, e);
 		return;
 	}
 	if (check_pins(c, why, sizeof(why)) == -1) {
@@ -1165,8 +1182,8 @@ conn_event(int fd, short event, void *arg)
 		    tls_connect_socket(c->tls, c->fd, c->up->uc.name) == -1) {
 			e = c->tls && tls_error(c->tls) ? tls_error(c->tls) :
 			    "tls setup failed";
-			upstream_tls_check_store(c->up, e);
-			conn_close(c, F_NETWORK, e);
+			conn_close(c, upstream_tls_store_failed(c->up, e) ?
+			    F_CONFIG : F_NETWORK, e);
 			break;
 		}
 		c->state = C_HANDSHAKE;

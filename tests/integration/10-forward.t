@@ -10,7 +10,7 @@ need_cmd "$KDIG" "$UNBOUND" openssl perl ss pgrep
 need_dotproxyd
 ensure_user || bail_out "cannot create the daemon's user or chroot"
 
-plan 46
+plan 48
 
 # IPv6 loopback may be missing in some containers.
 HAVE_V6=0
@@ -173,9 +173,13 @@ for c in $kids; do
 	    "child $n (pid $c) has no capabilities, empty bounding set"
 	is "$(awk '/^NoNewPrivs:/ { print $2 }' <<<"$st"):$(awk '/^Seccomp:/ { print $2 }' <<<"$st")" \
 	    "1:2" "child $n (pid $c) has no_new_privs and a seccomp filter"
+	# the daemon's standard output is the test's log file, not theirs
+	is "$(readlink "/proc/$c/fd/0"):$(readlink "/proc/$c/fd/1")" \
+	    "/dev/null:/dev/null" \
+	    "child $n (pid $c) has /dev/null as standard input and output"
 done
 for ((; n < 2; n++)); do
-	skip 4 "child $((n + 1)) missing"
+	skip 5 "child $((n + 1)) missing"
 done
 # the parent, once its children run: its own filter, capabilities cut to
 # NET_BIND_SERVICE SETUID SETGID SYS_CHROOT SETPCAP KILL (0x405e0)

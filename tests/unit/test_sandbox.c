@@ -26,7 +26,7 @@ enum action {
 	A_NOTHING, A_SOCKET_INET_STREAM, A_SOCKET_INET_DGRAM, A_SOCKET_UNIX,
 	A_OPEN, A_EXECVE, A_BIND, A_LISTEN, A_MMAP_EXEC, A_MPROTECT_EXEC,
 	A_PTRACE, A_SETSOCKOPT_IP, A_FCNTL_DUPFD, A_OPEN_ERRNO, A_STAT_ERRNO,
-	A_MEMFILE, A_FCHMOD_WIDE
+	A_MEMFILE, A_FCHMOD_WIDE, A_MEMFD_EXEC, A_FSTATAT_NOFOLLOW
 };
 
 static const char *names[] = {
@@ -36,7 +36,9 @@ static const char *names[] = {
 	"mprotect(PROT_EXEC)", "ptrace()", "setsockopt(IPPROTO_IP)",
 	"fcntl(F_DUPFD)", "open() refused with EACCES",
 	"stat() refused with EACCES", "a session store (memfd_create, fchmod "
-	"0600, fstat, ftruncate, pwrite, pread)", "fchmod(0644)"
+	"0600, fstat, ftruncate, pwrite, pread)", "fchmod(0644)",
+	"memfd_create without MFD_CLOEXEC",
+	"fstatat(AT_SYMLINK_NOFOLLOW) refused with EACCES"
 };
 
 /* What libtls does with its session file, in an anonymous file. */
@@ -137,6 +139,15 @@ child(enum proc_type type, enum action a, int report)
 	case A_FCHMOD_WIDE:
 		(void)fchmod(report, 0644);
 		break;
+	case A_MEMFD_EXEC:
+		(void)memfd_create("test", 0);
+		break;
+	case A_FSTATAT_NOFOLLOW:
+		if (fstatat(AT_FDCWD, "/etc/passwd", &sb,
+		    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != -1 ||
+		    errno != EACCES)
+			_exit(5);
+		break;
 	}
 	_exit(0);
 }
@@ -180,7 +191,7 @@ expect(enum proc_type type, enum action a, int want)
 int
 main(void)
 {
-	plan(21);
+	plan(23);
 
 	expect(PROC_LISTENER, A_NOTHING, 0);
 	expect(PROC_LISTENER, A_SOCKET_INET_STREAM, SIGSYS);
@@ -203,6 +214,8 @@ main(void)
 	expect(PROC_UPSTREAM, A_STAT_ERRNO, 0);
 	expect(PROC_UPSTREAM, A_MEMFILE, 0);
 	expect(PROC_UPSTREAM, A_FCHMOD_WIDE, SIGSYS);
+	expect(PROC_UPSTREAM, A_MEMFD_EXEC, SIGSYS);
+	expect(PROC_UPSTREAM, A_FSTATAT_NOFOLLOW, 0);
 
 	expect(PROC_PARENT, A_PTRACE, SIGSYS);
 	return done();
