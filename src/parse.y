@@ -392,10 +392,6 @@ lookup(char *s)
 	return p ? p->token : STRING;
 }
 
-#define START_EXPAND	1
-#define DONE_EXPAND	2
-
-static int	 expanding;
 static int	 at_eof;
 static unsigned char	*parsebuf;	/* into expansion, while read */
 static int	 parseindex;
@@ -507,7 +503,8 @@ top:
 	if (c == '#')
 		while ((c = lgetc(0)) != '\n' && c != EOF)
 			;
-	if (c == '$' && !expanding) {
+	/* a macro's value is not searched for macros: no recursion */
+	if (c == '$' && parsebuf == NULL) {
 		/* $macro */
 		for (;;) {
 			if ((c = lgetc(0)) == EOF)
@@ -538,10 +535,8 @@ top:
 			fatal("strdup");
 		parsebuf = (unsigned char *)expansion;
 		parseindex = 0;
-		expanding = 1;
 		goto top;
 	}
-	expanding = 0;
 
 	switch (c) {
 	case '\'':

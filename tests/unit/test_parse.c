@@ -504,6 +504,9 @@ test_errors(void)
 		/* found by fuzz_config: read after the value was freed */
 		{ "x = \"x = w\001\"\n$x\n", 2,
 		    "macro redefining itself, then junk" },
+		/* found by fuzz_config: expanded itself without end */
+		{ "a = \"1 $a\"\ntls connections $a\n", 2,
+		    "macro using itself" },
 		{ "log queries loudly\n", 1, "log queries junk" },
 		{ "listen 127.0.0.1\n", 1, "listen without on" },
 	};
@@ -666,6 +669,7 @@ test_round_trip(void)
 int
 main(void)
 {
+	alarm(60);	/* a parser that loops fails the test */
 	test_every_statement();
 	test_macros_include_comments();
 	test_default();
