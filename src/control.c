@@ -287,6 +287,15 @@ metric(FILE *f, const char *name, const char *type, const char *help)
 	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* A metric with a single, unlabelled sample. */
+static void
+metric_value(FILE *f, const char *name, const char *type, const char *help,
+    unsigned long long v)
+{
+	metric(f, name, type, help);
+	fprintf(f, "%s %llu\n", name, v);
+}
+
 enum upstream_field { U_UP, U_QUERIES, U_FAILURES, U_LATENCY };
 
 /* One metric with a sample per upstream, labelled with its name. */
@@ -340,26 +349,17 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 			    "%llu\n", rcode_names[i],
 			    (unsigned long long)stats.rcode[i]);
 	if (listener_cache_stats(&cs) == 0) {
-		metric(f, "dotproxyd_cache_hits_total", "counter",
-		    "Answers served from the cache.");
-		fprintf(f, "dotproxyd_cache_hits_total %llu\n",
-		    (unsigned long long)cs.hits);
-		metric(f, "dotproxyd_cache_misses_total", "counter",
-		    "Cache lookups that found nothing.");
-		fprintf(f, "dotproxyd_cache_misses_total %llu\n",
-		    (unsigned long long)cs.misses);
-		metric(f, "dotproxyd_cache_entries", "gauge",
-		    "Answers in the cache.");
-		fprintf(f, "dotproxyd_cache_entries %zu\n", cs.entries);
+		metric_value(f, "dotproxyd_cache_hits_total", "counter",
+		    "Answers served from the cache.", cs.hits);
+		metric_value(f, "dotproxyd_cache_misses_total", "counter",
+		    "Cache lookups that found nothing.", cs.misses);
+		metric_value(f, "dotproxyd_cache_entries", "gauge",
+		    "Answers in the cache.", cs.entries);
 	}
-	metric(f, "dotproxyd_refused_total", "counter",
-	    "Queries refused by the access list.");
-	fprintf(f, "dotproxyd_refused_total %llu\n",
-	    (unsigned long long)stats.refused_acl);
-	metric(f, "dotproxyd_ratelimited_total", "counter",
-	    "Queries over a client's rate limit.");
-	fprintf(f, "dotproxyd_ratelimited_total %llu\n",
-	    (unsigned long long)stats.ratelimited);
+	metric_value(f, "dotproxyd_refused_total", "counter",
+	    "Queries refused by the access list.", stats.refused_acl);
+	metric_value(f, "dotproxyd_ratelimited_total", "counter",
+	    "Queries over a client's rate limit.", stats.ratelimited);
 	metric(f, "dotproxyd_upstream_errors_total", "counter",
 	    "Queries answered SERVFAIL because of the upstreams, by kind.");
 	fprintf(f, "dotproxyd_upstream_errors_total{kind=\"unreachable\"} "
@@ -368,12 +368,11 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 	    (unsigned long long)stats.upstream_fail[1]);
 	fprintf(f, "dotproxyd_upstream_errors_total{kind=\"other\"} %llu\n",
 	    (unsigned long long)stats.upstream_fail[2]);
-	metric(f, "dotproxyd_tcp_clients", "gauge",
-	    "Open client TCP connections.");
-	fprintf(f, "dotproxyd_tcp_clients %d\n", tcp);
-	metric(f, "dotproxyd_inflight", "gauge",
-	    "Queries waiting for an upstream answer.");
-	fprintf(f, "dotproxyd_inflight %d\n", inflight);
+	metric_value(f, "dotproxyd_tcp_clients", "gauge",
+	    "Open client TCP connections.", (unsigned long long)tcp);
+	metric_value(f, "dotproxyd_inflight", "gauge",
+	    "Queries waiting for an upstream answer.",
+	    (unsigned long long)inflight);
 	upstream_metric(f, "dotproxyd_upstream_up", "gauge",
 	    "1 if the upstream is in use, 0 while it backs off.", u, n, U_UP);
 	upstream_metric(f, "dotproxyd_upstream_queries_total", "counter",
