@@ -296,7 +296,9 @@ metric_value(FILE *f, const char *name, const char *type, const char *help,
 	fprintf(f, "%s %llu\n", name, v);
 }
 
-enum upstream_field { U_UP, U_QUERIES, U_FAILURES, U_LATENCY };
+enum upstream_field {
+	U_UP, U_QUERIES, U_FAILURES, U_HANDSHAKES, U_RESUMED, U_LATENCY
+};
 
 /* One metric with a sample per upstream, labelled with its name. */
 static void
@@ -318,6 +320,12 @@ upstream_metric(FILE *f, const char *name, const char *type,
 			break;
 		case U_FAILURES:
 			v = u[i].failures;
+			break;
+		case U_HANDSHAKES:
+			v = u[i].handshakes;
+			break;
+		case U_RESUMED:
+			v = u[i].resumed;
 			break;
 		default:
 			v = (unsigned long long)u[i].latency_ms;
@@ -379,6 +387,10 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 	    "Queries sent to the upstream.", u, n, U_QUERIES);
 	upstream_metric(f, "dotproxyd_upstream_failures_total", "counter",
 	    "Failed connections and handshakes.", u, n, U_FAILURES);
+	upstream_metric(f, "dotproxyd_upstream_handshakes_total", "counter",
+	    "TLS handshakes completed.", u, n, U_HANDSHAKES);
+	upstream_metric(f, "dotproxyd_upstream_resumed_total", "counter",
+	    "TLS handshakes that resumed a session.", u, n, U_RESUMED);
 	upstream_metric(f, "dotproxyd_upstream_latency_milliseconds", "gauge",
 	    "Moving average of the upstream's answer time.", u, n, U_LATENCY);
 }

@@ -14,7 +14,7 @@ ensure_user || bail_out "cannot create the daemon's user or chroot"
 perl -MIO::Socket::SSL -e 1 2>/dev/null ||
     skip_all "perl IO::Socket::SSL not found"
 
-plan 42
+plan 43
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
@@ -275,6 +275,9 @@ ok "resumption: the later handshakes resumed the session (${resumed:-none})" \
     test "${resumed:-0}" -ge 2
 like "$(cat "$D_LOG")" 'connected, TLSv1\.2, [^ ]+, resumed' \
     "resumption: the log says a connection resumed"
+out=$(ctl metrics 2>&1)
+like "$out" "dotproxyd_upstream_resumed_total\{upstream=\"127\.0\.0\.1:$RPORT \(dot\.test\)\"\} [2-9]" \
+    "resumption: the metrics count the resumed handshakes" || diag "$out"
 stop_dotproxyd
 is "$?" 0 "resumption: SIGTERM exits 0"
 stop_unbound
