@@ -151,3 +151,51 @@ ensure_user()
 		created_chroot=1
 	fi
 }
+
+# unbound_server DIR PORT: the start of the server clause of an
+# unbound.conf for a test instance kept in DIR, in the foreground, on
+# 127.0.0.1@PORT, answering loopback only, resolving nothing itself.
+unbound_server()
+{
+	cat <<EOF
+server:
+	verbosity: 1
+	use-syslog: no
+	logfile: ""
+	do-daemonize: no
+	chroot: ""
+	username: ""
+	directory: "$1"
+	pidfile: "$1/unbound.pid"
+	interface: 127.0.0.1@$2
+	port: $2
+	do-ip4: yes
+	do-ip6: no
+	do-udp: yes
+	do-tcp: yes
+	module-config: "iterator"
+	trust-anchor-signaling: no
+	root-key-sentinel: no
+	access-control: 127.0.0.0/8 allow
+EOF
+}
+
+# wait_dot PID PORT CA NAME QNAME: poll, for about 10 seconds at most,
+# until the DNS-over-TLS server PID on 127.0.0.1 PORT, with a certificate
+# for NAME from CA, answers an A query for QNAME with NOERROR.  Returns 1
+# if it exits or does not answer.
+wait_dot()
+{
+	local pid=$1 port=$2 ca=$3 name=$4 qname=$5 i
+	for ((i = 0; i < 100; i++)); do
+		alive "$pid" || return 1
+		if timeout -k 1 5 "${KDIG:-kdig}" +tls +tls-ca="$ca" \
+		    +tls-hostname="$name" +time=1 +retry=0 @127.0.0.1 \
+		    -p "$port" "$qname" A 2>/dev/null |
+		    grep -q 'status: NOERROR'; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	return 1
+}

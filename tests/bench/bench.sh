@@ -207,32 +207,15 @@ start_upstream()
 	local dir=$B_DIR/upstream
 	mkdir -p "$dir"
 	UP_PORT=$(free_port)
-	cat >"$dir/unbound.conf" <<EOF
-server:
-	verbosity: 1
-	use-syslog: no
-	logfile: ""
-	do-daemonize: no
-	chroot: ""
-	username: ""
-	directory: "$dir"
-	pidfile: "$dir/unbound.pid"
-	interface: 127.0.0.1@$UP_PORT
-	port: $UP_PORT
+	{
+		unbound_server "$dir" "$UP_PORT"
+		cat <<EOF
 	tls-port: $UP_PORT
 	tls-service-key: "$B_DIR/ca/server.key"
 	tls-service-pem: "$B_DIR/ca/server.pem"
-	do-ip4: yes
-	do-ip6: no
-	do-udp: yes
-	do-tcp: yes
 	num-threads: $BENCH_UPSTREAM_THREADS
 	incoming-num-tcp: 256
 	tcp-idle-timeout: 120000
-	module-config: "iterator"
-	trust-anchor-signaling: no
-	root-key-sentinel: no
-	access-control: 127.0.0.0/8 allow
 	local-zone: "." static
 	local-zone: "test." nodefault
 	local-zone: "$ZONE." redirect
@@ -240,19 +223,11 @@ server:
 remote-control:
 	control-enable: no
 EOF
+	} >"$dir/unbound.conf"
 	spawn "$dir/unbound.log" unbound -d -c "$dir/unbound.conf"
 	UP_PID=$SPAWNED_PID
-	local i
-	for ((i = 0; i < 100; i++)); do
-		alive "$UP_PID" || break
-		if timeout -k 1 5 kdig +tls +tls-ca="$B_DIR/ca/ca.pem" \
-		    +tls-hostname="$AUTH_NAME" +time=1 +retry=0 \
-		    @127.0.0.1 -p "$UP_PORT" "x.$ZONE" A 2>/dev/null |
-		    grep -q "IN[[:space:]]*A[[:space:]]*$ANSWER"; then
-			return 0
-		fi
-		sleep 0.1
-	done
+	wait_dot "$UP_PID" "$UP_PORT" "$B_DIR/ca/ca.pem" "$AUTH_NAME" \
+	    "x.$ZONE" && return 0
 	tail -n 20 "$dir/unbound.log" >&2
 	die "the upstream unbound does not answer over TLS"
 }
@@ -282,28 +257,11 @@ EOF
 start_unbound()
 {
 	local dir=$1 port=$2
-	cat >"$dir/unbound.conf" <<EOF
-server:
-	verbosity: 1
-	use-syslog: no
-	logfile: ""
-	do-daemonize: no
-	chroot: ""
-	username: ""
-	directory: "$dir"
-	pidfile: "$dir/unbound.pid"
-	interface: 127.0.0.1@$port
-	port: $port
-	do-ip4: yes
-	do-ip6: no
-	do-udp: yes
-	do-tcp: yes
+	{
+		unbound_server "$dir" "$port"
+		cat <<EOF
 	num-threads: $BENCH_UNBOUND_THREADS
 	incoming-num-tcp: 100
-	module-config: "iterator"
-	trust-anchor-signaling: no
-	root-key-sentinel: no
-	access-control: 127.0.0.0/8 allow
 	do-not-query-localhost: no
 	local-zone: "test." nodefault
 	tls-cert-bundle: "$B_DIR/ca/ca.pem"
@@ -314,6 +272,7 @@ forward-zone:
 remote-control:
 	control-enable: no
 EOF
+	} >"$dir/unbound.conf"
 	spawn "$dir/log" unbound -d -c "$dir/unbound.conf"
 	PEER_PID=$SPAWNED_PID
 }

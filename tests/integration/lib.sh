@@ -420,32 +420,14 @@ start_unbound()
 	txt=$(printf '%*s' "$BIG_TXT_LEN" '' | tr ' ' x)
 
 	{
+		unbound_server "$dir" "$port"
 		cat <<EOF
-server:
-	verbosity: 1
-	use-syslog: no
-	logfile: ""
 	log-time-ascii: yes
-	do-daemonize: no
-	chroot: ""
-	username: ""
-	directory: "$dir"
-	pidfile: "$dir/unbound.pid"
-	interface: 127.0.0.1@$port
-	port: $port
 	tls-port: $port
 	tls-service-key: "$dir/server.key"
 	tls-service-pem: "$dir/server.pem"
-	do-ip4: yes
-	do-ip6: no
-	do-udp: yes
-	do-tcp: yes
 	incoming-num-tcp: 64
 	num-threads: 1
-	module-config: "iterator"
-	trust-anchor-signaling: no
-	root-key-sentinel: no
-	access-control: 127.0.0.0/8 allow
 	minimal-responses: no
 	rrset-roundrobin: no
 	local-zone: "example.test." static
@@ -485,20 +467,13 @@ EOF
 	# shellcheck disable=SC2034 # for the tests
 	U_DIR=$dir
 
-	for ((i = 0; i < 100; i++)); do
-		if ! alive "$U_PID"; then
-			diag "unbound exited during start-up"
-			diag_file "$dir/unbound.log"
-			return 1
-		fi
-		if "$KDIG" +tls +tls-ca="$dir/ca.pem" +tls-hostname="$name" \
-		    +time=1 +retry=0 @127.0.0.1 -p "$port" a.example.test A \
-		    2>/dev/null | grep -q 'status: NOERROR'; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	diag "unbound did not answer over TLS on 127.0.0.1@$port"
+	wait_dot "$U_PID" "$port" "$dir/ca.pem" "$name" a.example.test &&
+	    return 0
+	if alive "$U_PID"; then
+		diag "unbound did not answer over TLS on 127.0.0.1@$port"
+	else
+		diag "unbound exited during start-up"
+	fi
 	diag_file "$dir/unbound.log"
 	return 1
 }
