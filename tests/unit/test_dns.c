@@ -795,16 +795,24 @@ test_client_answer(void)
 }
 
 /*
- * Found by tests/fuzz/fuzz_answer (regressions/fuzz_answer-name-past-end):
- * the second answer's owner name points back into the first one's RDATA
- * and its labels then run past the end of the last record.  dns_parse()
- * accepts it, end stops before those bytes, and the rewritten answer,
- * cut at end, no longer parses.
+ * Answers dns_parse() must reject, found by tests/fuzz/fuzz_answer (the
+ * inputs are kept in tests/fuzz/corpus/fuzz_answer):
+ *
+ * name-past-end: the second answer's owner name points back into the
+ * first one's RDATA and its labels then run past the end of the last
+ * record.  dns_parse() accepted it, end stopped before those bytes, and
+ * the rewritten answer, cut at end, no longer parsed.  A name reached
+ * through a pointer must end before the pointer.
+ *
+ * name-overlaps-ttl: the authority record's owner is a pointer back into
+ * the question whose labels then run through the record's own fields and
+ * into the TTL of the next one.  Aging that TTL rewrote a label length,
+ * and the client's answer no longer parsed.
  */
 static void
-test_name_past_end(void)
+test_rejected_answers(void)
 {
-	static const uint8_t a[] = {
+	static const uint8_t past_end[] = {
 		0xbe, 0xef, 0x81, 0x80, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00,
 		0x00, 0x00, 0x03, 0x77, 0x77, 0x77, 0x07, 0x65, 0xff, 0xff,
 		0xff, 0x47, 0x6c, 0x65, 0x03, 0x63, 0x6f, 0x6d, 0x00, 0x00,
@@ -813,24 +821,7 @@ test_name_past_end(void)
 		0x6e, 0xc0, 0x2d, 0x00, 0x01, 0x00, 0x01, 0xc0, 0x0c, 0x00,
 		0x05, 0x00, 0x01, 0xc6, 0x33, 0x78, 0x00,
 	};
-	struct dns_msg	am;
-
-	/* a name reached through a pointer must end before the pointer */
-	is_int(dns_parse(a, sizeof(a), &am), -1,
-	    "past end: a name running past its pointer is rejected");
-}
-
-/*
- * Found by tests/fuzz/fuzz_answer (regressions/fuzz_answer-name-overlaps-
- * ttl): the authority record's owner is a pointer back into the question
- * whose labels then run through the record's own fields and into the
- * TTL of the next one.  Aging that TTL rewrites a label length, and the
- * client's answer no longer parses.
- */
-static void
-test_name_overlaps_ttl(void)
-{
-	static const uint8_t a[] = {
+	static const uint8_t overlaps_ttl[] = {
 		0xbe, 0xef, 0x81, 0x83, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01,
 		0x00, 0x01, 0x03, 0x77, 0x77, 0x65, 0x00, 0x00, 0x01, 0x00,
 		0x01, 0xc0, 0x12, 0x00, 0x06, 0x00, 0x01, 0x00, 0x00, 0x00,
@@ -838,10 +829,22 @@ test_name_overlaps_ttl(void)
 		0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
 		0x40,
 	};
+	static const struct {
+		const char	*what;
+		const uint8_t	*a;
+		size_t		 len;
+	} bad[] = {
+		{ "past end: a name running past its pointer",
+		    past_end, sizeof(past_end) },
+		{ "overlap: a name running through the next record",
+		    overlaps_ttl, sizeof(overlaps_ttl) },
+	};
 	struct dns_msg	am;
+	size_t		i;
 
-	is_int(dns_parse(a, sizeof(a), &am), -1,
-	    "overlap: a name running through the next record is rejected");
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		is_int(dns_parse(bad[i].a, bad[i].len, &am), -1,
+		    "%s is rejected", bad[i].what);
 }
 
 static void
@@ -901,8 +904,7 @@ main(void)
 	test_parse_answer();
 	test_answers_question();
 	test_client_answer();
-	test_name_past_end();
-	test_name_overlaps_ttl();
+	test_rejected_answers();
 	test_name_to_text();
 	return done();
 }
