@@ -366,6 +366,22 @@ pct()
 	    'BEGIN { printf "%.0f", (ns > 0 ? 100 * d / hz / (ns / 1e9) : 0) }'
 }
 
+# collect KEY OUT: the figures of the perf_run into OUT, for the current
+# peer, into R[KEY_qps,$peer], R[KEY_lost,$peer] and the like.
+collect()
+{
+	local k=$1 out=$2
+	R[${k}_qps,$peer]=$(qps_of "$out")
+	R[${k}_lost,$peer]=$(lost_of "$out")
+	R[${k}_ok,$peer]=$(noerror_of "$out")
+	R[${k}_drops,$peer]=$(cat "$out.drops")
+	R[${k}_cpu,$peer]=$(cpu_of "$out.cpu" fwd)
+	R[${k}_upcpu,$peer]=$(cpu_of "$out.cpu" up)
+	R[${k}_gencpu,$peer]=$(cpu_of "$out.cpu" gen)
+	R[${k}_us,$peer]=$(us_per_query "${R[${k}_cpu,$peer]}" \
+	    "${R[${k}_qps,$peer]}")
+}
+
 # perf_run OUT ARGS...: run dnsperf ARGS against the current forwarder
 # for BENCH_SECONDS, output to OUT.  The CPU used meanwhile goes to
 # OUT.cpu, a line per process: "fwd|up|gen PID PERCENT NAME" for the
@@ -522,35 +538,19 @@ bench_peer()
 	done
 	perf_run "$dir/r-hit-udp" -d "$dir/hit" \
 	    -c "$BENCH_CLIENTS" -q "$BENCH_OUTSTANDING"
-	R[hu_qps,$peer]=$(qps_of "$dir/r-hit-udp")
-	R[hu_lost,$peer]=$(lost_of "$dir/r-hit-udp")
-	R[hu_drops,$peer]=$(cat "$dir/r-hit-udp.drops")
-	R[hu_cpu,$peer]=$(cpu_of "$dir/r-hit-udp.cpu" fwd)
-	R[hu_gencpu,$peer]=$(cpu_of "$dir/r-hit-udp.cpu" gen)
-	R[hu_upcpu,$peer]=$(cpu_of "$dir/r-hit-udp.cpu" up)
-	R[hu_us,$peer]=$(us_per_query "${R[hu_cpu,$peer]}" "${R[hu_qps,$peer]}")
+	collect hu "$dir/r-hit-udp"
 
 	# (2) UDP, every query a cache miss, as fast as the forwarder goes
 	perf_run "$dir/r-miss-udp" -d "$dir/miss-udp" \
 	    -c "$BENCH_CLIENTS" -q "$BENCH_OUTSTANDING"
-	R[mu_qps,$peer]=$(qps_of "$dir/r-miss-udp")
-	R[mu_lost,$peer]=$(lost_of "$dir/r-miss-udp")
-	R[mu_ok,$peer]=$(noerror_of "$dir/r-miss-udp")
-	R[mu_drops,$peer]=$(cat "$dir/r-miss-udp.drops")
-	R[mu_cpu,$peer]=$(cpu_of "$dir/r-miss-udp.cpu" fwd)
-	R[mu_upcpu,$peer]=$(cpu_of "$dir/r-miss-udp.cpu" up)
-	R[mu_gencpu,$peer]=$(cpu_of "$dir/r-miss-udp.cpu" gen)
-	R[mu_us,$peer]=$(us_per_query "${R[mu_cpu,$peer]}" "${R[mu_qps,$peer]}")
+	collect mu "$dir/r-miss-udp"
 	[ "$(sent_of "$dir/r-miss-udp")" -gt "$n" ] 2>/dev/null &&
 	    say "bench: $peer: more queries than names in the cache-miss run; some were cache hits"
 
 	# (3) TCP clients, cache misses
 	perf_run "$dir/r-miss-tcp" -m tcp -d "$dir/miss-tcp" \
 	    -c "$BENCH_CLIENTS" -q "$BENCH_OUTSTANDING"
-	R[mt_qps,$peer]=$(qps_of "$dir/r-miss-tcp")
-	R[mt_lost,$peer]=$(lost_of "$dir/r-miss-tcp")
-	R[mt_cpu,$peer]=$(cpu_of "$dir/r-miss-tcp.cpu" fwd)
-	R[mt_us,$peer]=$(us_per_query "${R[mt_cpu,$peer]}" "${R[mt_qps,$peer]}")
+	collect mt "$dir/r-miss-tcp"
 
 	# (4) latency of cache misses at a fixed low rate
 	perf_run "$dir/r-lat" -d "$dir/miss-lat" -c 4 -q 100 \
