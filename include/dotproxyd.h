@@ -36,7 +36,13 @@
 #define SPKI_HASH_LEN		32
 #define MAX_RATELIMIT		1000000
 #define QUERY_TIMEOUT_MS	4000	/* listener gives up on upstream */
-#define UPSTREAM_TRY_MS		1500	/* upstream retries elsewhere */
+#define UPSTREAM_TRY_MS		1500	/* the longest a try waits alone */
+#define DEFAULT_TLS_IDLE	8	/* seconds: below providers' ~10 s */
+#define MAX_TLS_IDLE		3600
+#define DEFAULT_STALE_MAX	86400	/* seconds past expiry (RFC 8767) */
+#define MAX_STALE_MAX		(7 * 86400)
+#define STALE_AFTER_MS		1800	/* serve-stale: client waited this */
+#define STALE_TTL		30	/* RFC 8767 4: TTL of a stale answer */
 #define DRAIN_MS		2000	/* in-flight queries at shutdown */
 #define RESPAWN_WINDOW		30	/* seconds: */
 #define RESPAWN_MAX		5	/* this many deaths in it is a loop */
@@ -71,15 +77,20 @@ enum imsg_type {
 	IMSG_CTL_STATUS,	/* listener -> upstream: peerid */
 	IMSG_CTL_UPSTREAM,	/* upstream -> listener: upstream_status */
 	IMSG_CTL_END,		/* upstream -> listener: peerid */
+	IMSG_NETWORK_CHANGED,	/* parent -> upstream: empty */
 };
 
 /* One upstream as the upstream process sees it, for status and metrics. */
 struct upstream_status {
 	char		label[300];
 	int		up;		/* not backing off */
+	char		state[12];	/* up, suspect, down, probing */
 	int		conns;		/* open, ready */
 	int		inflight;
 	int		latency_ms;	/* moving average */
+	int		srtt_ms;	/* smoothed round trip, 0: none yet */
+	int		rttvar_ms;
+	int		rto_ms;		/* a try's timeout now */
 	char		tls_version[16];
 	uint64_t	queries;
 	uint64_t	answers;
@@ -89,6 +100,12 @@ struct upstream_status {
 	uint64_t	auth_failures;
 	uint64_t	dropped;	/* unsolicited or mismatched answers */
 	uint64_t	retries;
+	uint64_t	timeouts;	/* tries unanswered in their time */
+	uint64_t	hedged;		/* second tries sent beside a first */
+	uint64_t	late;		/* answers to tries already done */
+	uint64_t	requeued;	/* sent again after a server's close */
+	uint64_t	probes;		/* health queries of our own */
+	uint64_t	dead;		/* connections found silent, closed */
 	char		last_error[96];
 };
 
@@ -132,7 +149,10 @@ struct dotproxyd_conf {
 					     sockaddr_un *)0)->sun_path)];
 	char				 audit_log[PATH_MAX];
 	int				 tls_connections;
+	int				 tls_idle;	/* seconds */
 	int				 cache_size;	/* 0: off */
+	int				 serve_stale;	/* 0: off */
+	int				 stale_max;	/* seconds past expiry */
 	int				 ratelimit;	/* 0: off */
 	int				 ratelimit_burst;
 	int				 log_queries;	/* 0, 1, 2: anon */

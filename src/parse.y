@@ -879,7 +879,9 @@ config_new(void)
 	strlcpy(c->tls_ca, DOTPROXYD_CA, sizeof(c->tls_ca));
 	strlcpy(c->control_path, DOTPROXYD_SOCKET, sizeof(c->control_path));
 	c->tls_connections = DEFAULT_TLS_CONNS;
+	c->tls_idle = DEFAULT_TLS_IDLE;
 	c->cache_size = DEFAULT_CACHE_SIZE;
+	c->stale_max = DEFAULT_STALE_MAX;
 	return c;
 }
 
