@@ -106,6 +106,7 @@ struct upstream_status {
 	uint64_t	requeued;	/* sent again after a server's close */
 	uint64_t	probes;		/* health queries of our own */
 	uint64_t	dead;		/* connections found silent, closed */
+	uint64_t	resource_errors; /* no socket for a connection */
 	char		last_error[96];
 };
 

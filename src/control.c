@@ -250,21 +250,32 @@ print_status(FILE *f, const struct upstream_status *u, int n)
 {
 	int	i;
 
-	fprintf(f, "%-40s %-5s %5s %8s %7s %-8s %8s %8s %8s\n", "upstream",
-	    "state", "conns", "inflight", "latency", "tls", "resumed",
-	    "handshk", "failures");
+	fprintf(f, "%-40s %-7s %5s %8s %7s %-8s %8s %8s %8s %6s %6s %8s\n",
+	    "upstream", "state", "conns", "inflight", "latency", "tls",
+	    "resumed", "handshk", "failures", "srtt", "rto", "timeouts");
 	for (i = 0; i < n; i++)
-		fprintf(f, "%-40.40s %-5s %5d %8d %5dms %-8s %8llu %8llu "
-		    "%8llu\n", u[i].label, u[i].up ? "up" : "down",
+		fprintf(f, "%-40.40s %-7s %5d %8d %5dms %-8s %8llu %8llu "
+		    "%8llu %4dms %4dms %8llu\n", u[i].label,
+		    u[i].state[0] ? u[i].state : u[i].up ? "up" : "down",
 		    u[i].conns, u[i].inflight, u[i].latency_ms,
 		    u[i].tls_version[0] ? u[i].tls_version : "-",
 		    (unsigned long long)u[i].resumed,
 		    (unsigned long long)u[i].handshakes,
-		    (unsigned long long)u[i].failures);
-	for (i = 0; i < n; i++)
+		    (unsigned long long)u[i].failures, u[i].srtt_ms,
+		    u[i].rto_ms, (unsigned long long)u[i].timeouts);
+	for (i = 0; i < n; i++) {
+		fprintf(f, "%s: hedged %llu, late %llu, requeued %llu, "
+		    "probes %llu, dead connections %llu, resource errors "
+		    "%llu\n", u[i].label, (unsigned long long)u[i].hedged,
+		    (unsigned long long)u[i].late,
+		    (unsigned long long)u[i].requeued,
+		    (unsigned long long)u[i].probes,
+		    (unsigned long long)u[i].dead,
+		    (unsigned long long)u[i].resource_errors);
 		if (u[i].last_error[0])
 			fprintf(f, "%s: last error: %s\n", u[i].label,
 			    u[i].last_error);
+	}
 }
 
 /* A Prometheus label value: backslash, quote and newline escaped. */
@@ -297,7 +308,8 @@ metric_value(FILE *f, const char *name, const char *type, const char *help,
 }
 
 enum upstream_field {
-	U_UP, U_QUERIES, U_FAILURES, U_HANDSHAKES, U_RESUMED, U_LATENCY
+	U_UP, U_QUERIES, U_FAILURES, U_HANDSHAKES, U_RESUMED, U_LATENCY,
+	U_SRTT, U_TIMEOUTS, U_HEDGED, U_LATE, U_REQUEUED, U_PROBES, U_DEAD
 };
 
 /* One metric with a sample per upstream, labelled with its name. */
@@ -326,6 +338,27 @@ upstream_metric(FILE *f, const char *name, const char *type,
 			break;
 		case U_RESUMED:
 			v = u[i].resumed;
+			break;
+		case U_SRTT:
+			v = (unsigned long long)u[i].srtt_ms;
+			break;
+		case U_TIMEOUTS:
+			v = u[i].timeouts;
+			break;
+		case U_HEDGED:
+			v = u[i].hedged;
+			break;
+		case U_LATE:
+			v = u[i].late;
+			break;
+		case U_REQUEUED:
+			v = u[i].requeued;
+			break;
+		case U_PROBES:
+			v = u[i].probes;
+			break;
+		case U_DEAD:
+			v = u[i].dead;
 			break;
 		default:
 			v = (unsigned long long)u[i].latency_ms;
@@ -393,6 +426,24 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 	    "TLS handshakes that resumed a session.", u, n, U_RESUMED);
 	upstream_metric(f, "dotproxyd_upstream_latency_milliseconds", "gauge",
 	    "Moving average of the upstream's answer time.", u, n, U_LATENCY);
+	upstream_metric(f, "dotproxyd_upstream_srtt_milliseconds", "gauge",
+	    "Smoothed round-trip time (RFC 6298) of the upstream.", u, n,
+	    U_SRTT);
+	upstream_metric(f, "dotproxyd_upstream_timeouts_total", "counter",
+	    "Tries the upstream did not answer in their time.", u, n,
+	    U_TIMEOUTS);
+	upstream_metric(f, "dotproxyd_upstream_hedged_total", "counter",
+	    "Tries sent to the upstream beside an unanswered one.", u, n,
+	    U_HEDGED);
+	upstream_metric(f, "dotproxyd_upstream_late_total", "counter",
+	    "Answers to tries already given up on.", u, n, U_LATE);
+	upstream_metric(f, "dotproxyd_upstream_requeued_total", "counter",
+	    "Queries sent again after the server closed a connection.", u, n,
+	    U_REQUEUED);
+	upstream_metric(f, "dotproxyd_upstream_probes_total", "counter",
+	    "Health queries of dotproxyd's own.", u, n, U_PROBES);
+	upstream_metric(f, "dotproxyd_upstream_dead_connections_total",
+	    "counter", "Connections closed for going quiet.", u, n, U_DEAD);
 }
 
 static void

@@ -1,9 +1,14 @@
 /*
  * The upstream process: DNS over TLS (RFC 7858) to the configured
  * resolvers.  Persistent, pipelined connections; DNS IDs rewritten per
- * connection; answers matched on ID and question; failover with backoff.
- * It never sees a client address, and has no cleartext path: a query
- * leaves only through an authenticated TLS connection.
+ * connection; answers matched on ID and question.  Each upstream has a
+ * smoothed round-trip time from which a try's timeout follows; a try
+ * that runs out of time is hedged on another upstream while it stays
+ * valid itself, a connection that goes quiet is probed and closed, and
+ * an upstream that fails is probed back with a query of our own before
+ * clients use it again.  It never sees a client address, and has no
+ * cleartext path: a query leaves only through an authenticated TLS
+ * connection.
  */
 #include <sys/types.h>
 #include <sys/queue.h>
@@ -34,54 +39,96 @@
 #include "dotproxyd.h"
 #include "imsg.h"
 #include "log.h"
+#include "rtt.h"
 #include "sandbox.h"
 
 #define SLOTS			256	/* in-flight queries per connection */
 #define SPREAD_AT		16	/* open another connection beyond */
 #define CONNECT_MS		3000	/* TCP connect and TLS handshake */
-#define IDLE_MS			30000	/* close an idle connection */
-#define MAX_TRIES		3
-#define MAX_REQUEUES		8
-#define BACKOFF_MAX_MS		60000
+#define MAX_TRIES		3	/* of one query, hedges included */
+#define MAX_REQUEUES		8	/* sent again after a server's close */
+#define QUERY_DEADLINE_MS	3500	/* the listener gives up at 4 s */
+#define FRAME_MS		2000	/* to finish an answer once begun */
+#define PROBE_MS		2000	/* a health query, handshake included */
+#define WARM_MS			300000	/* keep a connection after use */
+#define MAX_QUIET_CLOSES	3	/* closes before any answer: failure */
 #define MAX_QUERIES		65536
+#define OBUF_MAX		(1024 * 1024)
+#define IBUF_SIZE		16384
+#define LOG_EVERY_MS		10000	/* resource errors, at most */
 #define CA_MAX			(8 * 1024 * 1024)
 
 enum conn_state { C_CLOSED, C_CONNECTING, C_HANDSHAKE, C_READY };
-enum fail_kind { F_NETWORK, F_AUTH, F_TIMEOUT, F_CONFIG };
+enum up_state { U_UP, U_PROBING, U_DOWN };
+enum probe_kind { P_NONE, P_UPSTREAM, P_CONN };
+
+/*
+ * Why a connection closes.  F_NETWORK, F_AUTH and F_TIMEOUT are the
+ * upstream's failures; F_CLOSED is the server closing a connection that
+ * worked (RFC 7766 6.2.3: it may), F_CONFIG and F_LOCAL are ours.
+ */
+enum fail_kind { F_NETWORK, F_AUTH, F_TIMEOUT, F_CLOSED, F_CONFIG, F_LOCAL };
 
 struct upstream;
 struct conn;
+struct uquery;
+
+/* One try of a query: on a connection, or waiting for one. */
+struct utry {
+	TAILQ_ENTRY(utry)	 wentry;	/* in its upstream's waiting */
+	struct uquery		*uq;
+	struct upstream		*up;		/* NULL: not in use */
+	struct conn		*conn;		/* NULL: waiting */
+	uint16_t		 id;		/* on conn */
+	int			 timedout;
+	int			 rto;		/* ms from start */
+	int64_t			 start;		/* µs: dispatched */
+	int64_t			 sent;		/* µs: written */
+};
 
 struct uquery {
-	TAILQ_ENTRY(uquery)	 entry;	/* waiting, or sent (in time order) */
+	TAILQ_ENTRY(uquery)	 entry;
 	uint32_t		 qid;
-	struct conn		*conn;	/* NULL while waiting */
-	uint16_t		 id;	/* on conn */
-	int			 tries;
-	int			 requeues;	/* resent, the server closed */
-	struct upstream		*last;	/* tried last */
-	struct timespec		 sent;
-	struct dns_msg		 qm;
-	size_t			 qlen;
-	uint8_t			 q[];
+	enum probe_kind		 probe;	/* a health query of our own */
+	int			 ntries;	/* counted, hedges included */
+	int			 requeues;	/* sent again, not counted */
+	struct upstream		*last;	/* tried last, for the error */
+	int64_t			 born;
+	struct event		 tmo;
+	struct utry		 tries[MAX_TRIES];
+	struct dns_msg		 qm;	/* of the query as sent */
+	size_t			 qlen;	/* length prefix included */
+	uint8_t			 q[];	/* the framed, padded query */
 };
 
 struct conn {
 	struct upstream		*up;
 	enum conn_state		 state;
 	int			 fd;
+	int			 io_errno;	/* of the last read or write */
+	int			 broken;	/* a write failed: close it */
 	struct tls		*tls;
 	struct event		 ev;
 	short			 evmask;
 	struct event		 tmo;
-	struct uquery		*slots[SLOTS];
+	struct utry		*slots[SLOTS];
 	uint8_t			 gen[SLOTS];
+	int32_t			 gone[SLOTS];	/* ID given up on, or -1 */
 	int			 ninflight;
 	int			 next_slot;
+	int			 suspect;	/* a try timed out unheard */
+	int			 probing;	/* a health query on it */
 	uint64_t		 answered;	/* since it opened */
-	uint8_t			*wbuf;
-	size_t			 wlen;
-	size_t			 wcap;
+	int64_t			 opened;	/* µs */
+	int64_t			 heard;		/* µs: last whole answer */
+	int64_t			 used;		/* µs: last query written */
+	int64_t			 suspect_since;
+	int64_t			 quiet_since;	/* µs: heard nothing since */
+	int64_t			 frame_start;	/* µs: a partial answer */
+	uint8_t			*obuf;		/* TLS records to write */
+	size_t			 ooff, olen, ocap;
+	size_t			 ioff, ilen;
+	uint8_t			 ibuf[IBUF_SIZE];
 	size_t			 rlen;
 	uint8_t			 rbuf[2 + DNS_MAX_MSG];
 };
@@ -92,9 +139,16 @@ struct upstream {
 	char			 label[300];
 	struct conn		 conns[MAX_TLS_CONNS];
 	int			 nconns;
-	TAILQ_HEAD(, uquery)	 waiting;
-	int			 failures;
-	struct timespec		 down_until;
+	TAILQ_HEAD(, utry)	 waiting;
+	enum up_state		 state;
+	int			 nsuspect;	/* connections suspect now */
+	int			 failures;	/* in a row */
+	int			 quiet_closes;	/* in a row */
+	int64_t			 down_until;
+	struct event		 probe_ev;
+	struct uquery		*probe;
+	struct rtt		 rtt;
+	int64_t			 last_client;	/* µs: answered a client */
 	enum fail_kind		 last_fail;
 	char			 last_error[96];
 	struct upstream_status	 st;	/* counters for status and metrics */
@@ -107,47 +161,65 @@ struct upstream {
 static void	 parent_dispatch(int, short, void *);
 static void	 listener_dispatch(int, short, void *);
 static void	 apply_config(struct dotproxyd_conf *);
-static void	 query_dispatch(struct uquery *);
+static int	 query_dispatch(struct uquery *);
 static void	 query_fail(struct uquery *, int, const char *);
-static void	 conn_open(struct conn *);
+static void	 query_free(struct uquery *);
+static void	 query_arm(struct uquery *);
+static void	 query_timer(int, short, void *);
+static int	 conn_open(struct conn *);
 static void	 conn_close(struct conn *, enum fail_kind, const char *);
 static void	 conn_event(int, short, void *);
+static void	 conn_io(struct conn *);
 static void	 conn_timeout(int, short, void *);
 static void	 conn_update(struct conn *);
-static void	 conn_send(struct conn *, struct uquery *);
+static void	 conn_arm(struct conn *);
+static void	 conn_send(struct conn *, struct utry *);
+static void	 probe_conn(struct conn *);
+static void	 probe_upstream(int, short, void *);
 static int	 take_startup_fd(struct imsg *);
-static void	 retry_timer(int, short, void *);
-static void	 retry_update(void);
 static void	 listener_lost(void);
 static void	 flush_conns(void);
+static void	 network_changed(void);
 static void	 upstream_sigterm(int, short, void *);
 static void	 send_status(uint32_t);
 
 static struct dotproxyd_conf	*conf, *pending_conf;
 static struct chan		 parent, listener;
 static TAILQ_HEAD(, upstream)	 upstreams = TAILQ_HEAD_INITIALIZER(upstreams);
-static TAILQ_HEAD(, uquery)	 sentq = TAILQ_HEAD_INITIALIZER(sentq);
-static struct event		 rtimer;
+static TAILQ_HEAD(, uquery)	 queries = TAILQ_HEAD_INITIALIZER(queries);
 static int			 listener_fd = -1, ca_fd = -1, nqueries;
 static int			 listener_up, terminating;
 static struct event		 ev_sigterm;
 static uint8_t			*ca_mem;
 static size_t			 ca_len;
 
-static void
-now(struct timespec *ts)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-}
+/* ". IN NS", recursion desired: what a health query asks */
+static const uint8_t	 probe_query[] = {
+	0, 0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0,
+	0, 0, DNS_T_NS, 0, DNS_C_IN
+};
 
 static int64_t
-ms_since(const struct timespec *then)
+now_us(void)
 {
 	struct timespec	ts;
 
-	now(&ts);
-	return (ts.tv_sec - then->tv_sec) * 1000 +
-	    (ts.tv_nsec - then->tv_nsec) / 1000000;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Arm a timer for a moment of now_us(). */
+static void
+timer_at(struct event *ev, int64_t when)
+{
+	struct timeval	tv;
+	int64_t		us = when - now_us();
+
+	if (us < 0)
+		us = 0;
+	tv.tv_sec = us / 1000000;
+	tv.tv_usec = us % 1000000;
+	evtimer_add(ev, &tv);
 }
 
 static void
@@ -156,6 +228,26 @@ chan_kick_parent(void)
 	chan_update(&parent);
 }
 
+/* A resource error of ours (no descriptor, say): logged now and then. */
+static void
+log_resource(const char *what, int err)
+{
+	static int64_t	 last;
+	static unsigned	 quiet;
+	int64_t		 t = now_us();
+
+	if (last != 0 && t - last < LOG_EVERY_MS * 1000LL) {
+		quiet++;
+		return;
+	}
+	if (quiet > 0)
+		log_warnx("%s: %s (and %u more since the last report)", what,
+		    strerror(err), quiet);
+	else
+		log_warnx("%s: %s", what, strerror(err));
+	last = t;
+	quiet = 0;
+}
 static void
 read_ca(void)
 {
@@ -232,7 +324,6 @@ upstream_main(int debug, int verbose)
 	listener.peer = "listener process";
 	chan_update(&parent);
 	chan_update(&listener);
-	evtimer_set(&rtimer, retry_timer, NULL);
 	apply_config(conf);
 	if (imsg_compose(&parent.ibuf, IMSG_STARTED, 0, -1, NULL, 0) == -1)
 		fatal("imsg_compose");
@@ -347,11 +438,60 @@ upstream_free(struct upstream *u)
 	int	i;
 
 	for (i = 0; i < MAX_TLS_CONNS; i++)
-		free(u->conns[i].wbuf);
+		free(u->conns[i].obuf);
+	evtimer_del(&u->probe_ev);
 	tls_config_free(u->tlscfg);
 	if (u->sessfd != -1)
 		close(u->sessfd);
 	free(u);
+}
+
+static struct upstream *
+upstream_new(const struct upstream_conf *uc)
+{
+	struct upstream	*u;
+	char		 addr[64];
+	int		 i;
+
+	if ((u = calloc(1, sizeof(*u))) == NULL)
+		fatal("calloc");
+	u->uc = *uc;
+	TAILQ_INIT(&u->waiting);
+	snprintf(u->label, sizeof(u->label), "%s (%s)",
+	    sockaddr_text(&uc->ss, addr, sizeof(addr)), uc->name);
+	for (i = 0; i < MAX_TLS_CONNS; i++) {
+		u->conns[i].up = u;
+		u->conns[i].fd = -1;
+		memset(u->conns[i].gone, 0xff, sizeof(u->conns[i].gone));
+		evtimer_set(&u->conns[i].tmo, conn_timeout, &u->conns[i]);
+	}
+	evtimer_set(&u->probe_ev, probe_upstream, u);
+	upstream_tls_init(u);
+	return u;
+}
+
+/* Tries still waiting on u go elsewhere; they were no try. */
+static void
+upstream_unwait(struct upstream *u)
+{
+	struct utry	*t;
+	struct uquery	*uq;
+	int		 i, live;
+
+	while ((t = TAILQ_FIRST(&u->waiting)) != NULL) {
+		TAILQ_REMOVE(&u->waiting, t, wentry);
+		uq = t->uq;
+		t->up = NULL;
+		uq->ntries--;
+		if (uq->probe != P_NONE) {
+			query_free(uq);
+			continue;
+		}
+		for (i = 0, live = 0; i < MAX_TRIES; i++)
+			live += uq->tries[i].up != NULL;
+		if (!live)
+			(void)query_dispatch(uq);
+	}
 }
 
 /*
@@ -363,9 +503,7 @@ apply_config(struct dotproxyd_conf *nc)
 {
 	struct upstream_conf	*uc;
 	struct upstream		*u, *next;
-	struct uquery		*uq;
 	TAILQ_HEAD(, upstream)	 old;
-	char			 addr[64];
 	int			 i;
 
 	TAILQ_INIT(&old);
@@ -376,20 +514,8 @@ apply_config(struct dotproxyd_conf *nc)
 				break;
 		if (u != NULL)
 			TAILQ_REMOVE(&old, u, entry);
-		else {
-			if ((u = calloc(1, sizeof(*u))) == NULL)
-				fatal("calloc");
-			u->uc = *uc;
-			TAILQ_INIT(&u->waiting);
-			snprintf(u->label, sizeof(u->label), "%s (%s)",
-			    sockaddr_text(&uc->ss, addr, sizeof(addr)),
-			    uc->name);
-			for (i = 0; i < MAX_TLS_CONNS; i++) {
-				u->conns[i].up = u;
-				u->conns[i].fd = -1;
-			}
-			upstream_tls_init(u);
-		}
+		else
+			u = upstream_new(uc);
 		u->nconns = nc->tls_connections;
 		TAILQ_INSERT_TAIL(&upstreams, u, entry);
 	}
@@ -404,16 +530,13 @@ apply_config(struct dotproxyd_conf *nc)
 				    "fewer connections configured");
 	for (u = TAILQ_FIRST(&old); u != NULL; u = next) {
 		next = TAILQ_NEXT(u, entry);
+		if (u->probe != NULL)
+			query_free(u->probe);
 		for (i = 0; i < MAX_TLS_CONNS; i++)
 			if (u->conns[i].state != C_CLOSED)
 				conn_close(&u->conns[i], F_CONFIG,
 				    "upstream removed from the config");
-		while ((uq = TAILQ_FIRST(&u->waiting)) != NULL) {
-			TAILQ_REMOVE(&u->waiting, uq, entry);
-			uq->tries--;	/* waiting was no try */
-			uq->last = NULL;
-			query_dispatch(uq);
-		}
+		upstream_unwait(u);
 		upstream_free(u);
 	}
 	flush_conns();
@@ -432,6 +555,14 @@ parent_dispatch(int fd, short event, void *arg)
 	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
 		if (n == -1)
 			fatalx("malformed message from the parent");
+		if (imsg.hdr.type == IMSG_NETWORK_CHANGED) {
+			if (imsg.len != 0 || imsg.fd != -1)
+				fatalx("bad network change message from the "
+				    "parent");
+			network_changed();
+			imsg_free(&imsg);
+			continue;
+		}
 		r = proc_parent_message(&imsg, conf, &pending_conf, &listener,
 		    &listener_up, listener_lost);
 		if (r == 2) {
@@ -448,6 +579,57 @@ parent_dispatch(int fd, short event, void *arg)
 		imsg_free(&imsg);
 	}
 	chan_update(c);
+}
+
+static void
+send_fail(uint32_t qid, int ede, const char *text)
+{
+	struct query_fail	qf;
+
+	memset(&qf, 0, sizeof(qf));
+	qf.ede = ede;
+	strlcpy(qf.text, text, sizeof(qf.text));
+	if (imsg_compose(&listener.ibuf, IMSG_FAIL, qid, -1, &qf,
+	    sizeof(qf)) == -1)
+		log_warn("imsg_compose");
+	chan_update(&listener);
+}
+
+/*
+ * A new query: framed and padded once, as every try sends it; only the
+ * ID changes from try to try.  Probes (qid 0) are queries of our own.
+ */
+static struct uquery *
+query_new(uint32_t qid, const uint8_t *q, size_t qlen, enum probe_kind pk)
+{
+	uint8_t		 buf[2 + DNS_MAX_MSG];
+	struct dns_msg	 qm;
+	struct uquery	*uq;
+	size_t		 len;
+
+	if (dns_parse(q, qlen, &qm) == -1 || (qm.flags & DNS_F_QR)) {
+		send_fail(qid, EDE_OTHER, "malformed query");
+		return NULL;
+	}
+	len = dns_make_query(buf + 2, sizeof(buf) - 2, q, &qm, 0,
+	    DNS_PAD_BLOCK);
+	if (len == 0 || dns_parse(buf + 2, len, &qm) == -1) {
+		send_fail(qid, EDE_OTHER, "query too large");
+		return NULL;
+	}
+	dns_put16(buf, (uint16_t)len);
+	if ((uq = calloc(1, sizeof(*uq) + 2 + len)) == NULL)
+		fatal("calloc");
+	memcpy(uq->q, buf, 2 + len);
+	uq->qlen = 2 + len;
+	uq->qm = qm;
+	uq->qid = qid;
+	uq->probe = pk;
+	uq->born = now_us();
+	evtimer_set(&uq->tmo, query_timer, uq);
+	TAILQ_INSERT_TAIL(&queries, uq, entry);
+	nqueries++;
+	return uq;
 }
 
 static void
@@ -477,34 +659,89 @@ listener_dispatch(int fd, short event, void *arg)
 			    imsg.hdr.type);
 		if (imsg.len < DNS_HDR_LEN || imsg.len > DNS_MAX_MSG)
 			fatalx("bad query length from the listener");
-		if ((uq = calloc(1, sizeof(*uq) + imsg.len)) == NULL)
-			fatal("calloc");
-		memcpy(uq->q, imsg.data, imsg.len);
-		uq->qlen = imsg.len;
-		uq->qid = imsg.hdr.peerid;
-		nqueries++;
-		if (dns_parse(uq->q, uq->qlen, &uq->qm) == -1 ||
-		    (uq->qm.flags & DNS_F_QR))
-			query_fail(uq, EDE_OTHER, "malformed query");
-		else if (nqueries > MAX_QUERIES)
-			query_fail(uq, EDE_OTHER, "too many queries");
-		else
-			query_dispatch(uq);
+		if (nqueries >= MAX_QUERIES)
+			send_fail(imsg.hdr.peerid, EDE_OTHER,
+			    "too many queries");
+		else if ((uq = query_new(imsg.hdr.peerid, imsg.data,
+		    imsg.len, P_NONE)) != NULL)
+			(void)query_dispatch(uq);
 		imsg_free(&imsg);
 	}
 	flush_conns();
 	chan_update(c);
 }
 
-static void
-query_done(struct uquery *uq)
+/* ------------------------------------------------------------------ */
+/* Tries */
+
+static int
+live_tries(const struct uquery *uq)
 {
-	if (uq->conn != NULL) {
-		uq->conn->slots[uq->id & (SLOTS - 1)] = NULL;
-		uq->conn->ninflight--;
-		TAILQ_REMOVE(&sentq, uq, entry);
-		uq->conn = NULL;
+	int	i, n = 0;
+
+	for (i = 0; i < MAX_TRIES; i++)
+		n += uq->tries[i].up != NULL;
+	return n;
+}
+
+/* The try started last of those still running, or NULL. */
+static struct utry *
+newest_try(struct uquery *uq)
+{
+	struct utry	*t, *best = NULL;
+	int		 i;
+
+	for (i = 0; i < MAX_TRIES; i++) {
+		t = &uq->tries[i];
+		if (t->up != NULL && (best == NULL || t->start > best->start))
+			best = t;
 	}
+	return best;
+}
+
+/* Take a try off its connection or waiting list. */
+static void
+try_end(struct utry *t)
+{
+	struct conn	*c = t->conn;
+	int		 slot;
+
+	if (t->up == NULL)
+		return;
+	if (c != NULL) {
+		slot = t->id & (SLOTS - 1);
+		c->slots[slot] = NULL;
+		c->gone[slot] = t->id;	/* a late answer is no surprise */
+		c->ninflight--;
+		if (c->ninflight == 0)
+			conn_arm(c);
+		t->conn = NULL;
+	} else
+		TAILQ_REMOVE(&t->up->waiting, t, wentry);
+	t->up = NULL;
+}
+
+static void
+query_free(struct uquery *uq)
+{
+	struct upstream	*u;
+	int		 i;
+
+	if (uq->probe == P_CONN && uq->tries[0].conn != NULL)
+		uq->tries[0].conn->probing = 0;
+	for (i = 0; i < MAX_TRIES; i++)
+		try_end(&uq->tries[i]);
+	evtimer_del(&uq->tmo);
+	if (uq->probe == P_UPSTREAM)
+		TAILQ_FOREACH(u, &upstreams, entry)
+			if (u->probe == uq) {
+				/* ended unanswered: another one soon */
+				u->probe = NULL;
+				if (u->state == U_PROBING)
+					timer_at(&u->probe_ev, now_us() +
+					    RTT_INIT_MS * 1000LL);
+			}
+	TAILQ_REMOVE(&queries, uq, entry);
 	nqueries--;
 	free(uq);
 }
@@ -512,40 +749,22 @@ query_done(struct uquery *uq)
 static void
 query_fail(struct uquery *uq, int ede, const char *text)
 {
-	struct query_fail	qf;
-
-	memset(&qf, 0, sizeof(qf));
-	qf.ede = ede;
-	strlcpy(qf.text, text, sizeof(qf.text));
-	if (imsg_compose(&listener.ibuf, IMSG_FAIL, uq->qid, -1, &qf,
-	    sizeof(qf)) == -1)
-		log_warn("imsg_compose");
-	chan_update(&listener);
-	query_done(uq);
+	if (uq->probe == P_NONE)
+		send_fail(uq->qid, ede, text);
+	query_free(uq);
 }
 
-static int
-is_down(const struct upstream *u)
-{
-	struct timespec	ts;
-
-	if (u->removed)
-		return 1;
-	if (u->failures == 0)
-		return 0;
-	now(&ts);
-	return ts.tv_sec < u->down_until.tv_sec ||
-	    (ts.tv_sec == u->down_until.tv_sec &&
-	    ts.tv_nsec < u->down_until.tv_nsec);
-}
-
-/* The failure answer for a query nobody could take. */
+/* The failure answer for a query nobody could take, saying why. */
 static void
 query_fail_last(struct uquery *uq)
 {
 	struct upstream	*u = uq->last;
 	char		 text[256];
 
+	if (u == NULL)
+		TAILQ_FOREACH(u, &upstreams, entry)
+			if (u->last_error[0] != '\0')
+				break;
 	if (u == NULL) {
 		query_fail(uq, EDE_NO_REACHABLE, "no upstream is reachable");
 		return;
@@ -557,83 +776,430 @@ query_fail_last(struct uquery *uq)
 		query_fail(uq, EDE_NETWORK_ERROR, text);
 		break;
 	case F_TIMEOUT:
-		query_fail(uq, EDE_NO_REACHABLE, "upstream timed out");
+		snprintf(text, sizeof(text), "upstream timed out: %s",
+		    u->last_error);
+		query_fail(uq, EDE_NO_REACHABLE, text);
 		break;
 	default:
 		snprintf(text, sizeof(text), "upstream network error: %s",
-		    u->last_error);
+		    u->last_error[0] ? u->last_error : "connection lost");
 		query_fail(uq, EDE_NETWORK_ERROR, text);
 	}
 }
 
-/*
- * Send a query to the first usable upstream in config order, other than
- * the one it last failed on, on its least loaded ready connection; or
- * queue it for a connection being opened.
- */
-static void
-query_dispatch(struct uquery *uq)
+static int
+upstream_rto(const struct upstream *u)
 {
-	struct upstream	*u, *pick = NULL;
-	struct conn	*c, *best = NULL, *closed = NULL;
-	int		 i, opening = 0;
+	return rtt_timeout(&u->rtt, UPSTREAM_TRY_MS);
+}
 
-	if (uq->tries >= MAX_TRIES) {
-		query_fail_last(uq);
-		return;
-	}
-	/* another upstream than the one that just failed it, if any is up */
-	TAILQ_FOREACH(u, &upstreams, entry)
-		if (!is_down(u) && u != uq->last) {
-			pick = u;
-			break;
+/* ------------------------------------------------------------------ */
+/* Where a try goes */
+
+/* 0: use it; 1: only if nothing better; -1: not now. */
+static int
+upstream_tier(const struct upstream *u)
+{
+	if (u->removed || u->state == U_DOWN)
+		return -1;
+	return u->state == U_PROBING || u->nsuspect > 0;
+}
+
+static int
+tried_on(const struct uquery *uq, const struct upstream *u)
+{
+	int	i;
+
+	for (i = 0; i < MAX_TRIES; i++)
+		if (uq->tries[i].up == u)
+			return 1;
+	return 0;
+}
+
+/*
+ * The upstream for a query's next try: a healthy one before a suspect
+ * one, one it has not tried before one it has, config order after that.
+ */
+static struct upstream *
+pick_upstream(const struct uquery *uq)
+{
+	struct upstream	*u, *best = NULL;
+	int		 score, best_score = 4;
+
+	TAILQ_FOREACH(u, &upstreams, entry) {
+		if ((score = upstream_tier(u)) == -1)
+			continue;
+		score += 2 * tried_on(uq, u);
+		if (score < best_score) {
+			best = u;
+			best_score = score;
 		}
-	if (pick == NULL && uq->last != NULL && !is_down(uq->last))
-		pick = uq->last;
-	if (pick == NULL) {
-		/* everything is down: try the one that failed longest ago? */
-		if (uq->last == NULL)
-			uq->last = TAILQ_FIRST(&upstreams);
-		query_fail_last(uq);
-		return;
 	}
-	for (i = 0; i < pick->nconns; i++) {
-		c = &pick->conns[i];
-		if (c->state == C_READY && c->ninflight < SLOTS &&
+	return best;
+}
+
+static int
+conn_has_try(const struct uquery *uq, const struct conn *c)
+{
+	int	i;
+
+	for (i = 0; i < MAX_TRIES; i++)
+		if (uq->tries[i].up != NULL && uq->tries[i].conn == c)
+			return 1;
+	return 0;
+}
+
+static int
+upstream_opening(const struct upstream *u)
+{
+	int	i;
+
+	for (i = 0; i < u->nconns; i++)
+		if (u->conns[i].state == C_CONNECTING ||
+		    u->conns[i].state == C_HANDSHAKE)
+			return 1;
+	return 0;
+}
+
+/*
+ * The least loaded healthy ready connection of u this query is not on
+ * already; beyond SPREAD_AT queries, another connection is opened (one
+ * handshake at a time).
+ */
+static struct conn *
+pick_conn(struct upstream *u, const struct uquery *uq, struct conn **closed)
+{
+	struct conn	*c, *best = NULL;
+	int		 i;
+
+	*closed = NULL;
+	for (i = 0; i < u->nconns; i++) {
+		c = &u->conns[i];
+		if (c->state == C_READY && !c->suspect && !c->broken &&
+		    c->ninflight < SLOTS && !conn_has_try(uq, c) &&
 		    (best == NULL || c->ninflight < best->ninflight))
 			best = c;
-		else if (c->state == C_CLOSED && closed == NULL)
-			closed = c;
-		else if (c->state == C_CONNECTING || c->state == C_HANDSHAKE)
-			opening = 1;
+		else if (c->state == C_CLOSED && *closed == NULL)
+			*closed = c;
 	}
-	if (best != NULL && (best->ninflight < SPREAD_AT || closed == NULL ||
-	    opening)) {
-		conn_send(best, uq);
-		return;
+	if (upstream_opening(u))
+		*closed = NULL;
+	return best;
+}
+
+/*
+ * Start a try of uq on u: on a ready connection, or waiting for one.
+ * Returns -1 when the query could not be tried and has been failed
+ * (and freed).
+ */
+static int
+try_start(struct uquery *uq, struct upstream *u)
+{
+	struct utry	*t;
+	struct conn	*c, *closed;
+	int		 i, err;
+
+	for (i = 0; i < MAX_TRIES && uq->tries[i].up != NULL; i++)
+		;
+	if (i == MAX_TRIES)
+		fatalx("%s: no free try", __func__);
+	t = &uq->tries[i];
+	memset(t, 0, sizeof(*t));
+	t->uq = uq;
+	t->up = u;
+	t->start = now_us();
+	t->rto = uq->probe == P_UPSTREAM ? PROBE_MS : upstream_rto(u);
+	uq->ntries++;
+	uq->last = u;
+	if (uq->ntries > 1)
+		u->st.retries++;
+	c = pick_conn(u, uq, &closed);
+	if (c != NULL && (c->ninflight < SPREAD_AT || closed == NULL)) {
+		conn_send(c, t);
+		query_arm(uq);
+		return 0;
 	}
-	if (closed != NULL && !opening) {	/* one handshake at a time */
-		conn_open(closed);
-		if (closed->state == C_CLOSED && best == NULL) {
-			/* it failed at once and pick is down now: elsewhere */
-			query_dispatch(uq);
-			return;
-		}
+	if (c != NULL) {
+		conn_send(c, t);
+		query_arm(uq);
+		(void)conn_open(closed);	/* for the next ones */
+		return 0;
 	}
-	if (best != NULL) {
-		conn_send(best, uq);
-		return;
+	TAILQ_INSERT_TAIL(&u->waiting, t, wentry);
+	query_arm(uq);
+	if (closed == NULL || conn_open(closed) == 0)
+		return 0;
+	/* out of descriptors, say: wait if a connection of u may come */
+	err = errno;
+	for (i = 0; i < u->nconns; i++)
+		if (u->conns[i].state != C_CLOSED)
+			return 0;
+	try_end(t);
+	uq->ntries--;
+	if (live_tries(uq) > 0)
+		return 0;
+	query_fail(uq, EDE_OTHER, err == EMFILE || err == ENFILE ?
+	    "out of descriptors for upstream connections" :
+	    "cannot open an upstream connection");
+	return -1;
+}
+
+/* A query's first try, or its next one after all others ended. */
+static int
+query_dispatch(struct uquery *uq)
+{
+	struct upstream	*u;
+
+	if (uq->ntries >= MAX_TRIES || (u = pick_upstream(uq)) == NULL) {
+		query_fail_last(uq);
+		return -1;
 	}
-	uq->tries++;
-	uq->last = pick;
-	TAILQ_INSERT_TAIL(&pick->waiting, uq, entry);
+	return try_start(uq, u);
+}
+
+/*
+ * A try ran out of its time: ask another upstream beside it, the first
+ * answer wins.  The same upstream again only on another connection, and
+ * only if the first try's connection has gone quiet or never came: a
+ * resolver slow to answer one question is not asked it twice.
+ */
+static int
+query_hedge(struct uquery *uq)
+{
+	struct upstream	*u;
+	int		 i;
+
+	if (uq->probe != P_NONE || uq->ntries >= MAX_TRIES ||
+	    (u = pick_upstream(uq)) == NULL)
+		return 0;
+	for (i = 0; i < MAX_TRIES; i++)
+		if (uq->tries[i].up == u && uq->tries[i].conn != NULL &&
+		    !uq->tries[i].conn->suspect)
+			return 0;
+	u->st.hedged++;
+	return try_start(uq, u);
 }
 
 static void
-conn_send(struct conn *c, struct uquery *uq)
+conn_suspect(struct conn *c, int64_t quiet_since)
 {
-	uint8_t		 buf[2 + DNS_MAX_MSG];
-	size_t		 len;
+	if (c->suspect || c->state != C_READY)
+		return;
+	c->suspect = 1;
+	c->suspect_since = now_us();
+	c->quiet_since = quiet_since;
+	c->up->nsuspect++;
+	log_debug("upstream %s: a connection went quiet, probing it",
+	    c->up->label);
+	probe_conn(c);
+	conn_arm(c);
+}
+
+static void
+conn_heard(struct conn *c)
+{
+	c->heard = now_us();
+	if (c->suspect) {
+		c->suspect = 0;
+		c->up->nsuspect--;
+		conn_arm(c);
+	}
+}
+
+static void
+try_timedout(struct utry *t)
+{
+	struct upstream	*u = t->up;
+
+	t->timedout = 1;
+	u->st.timeouts++;
+	rtt_timedout(&u->rtt);
+	/* nothing at all heard on its connection since it left? */
+	if (t->conn != NULL && t->conn->heard < t->sent)
+		conn_suspect(t->conn, t->sent);
+}
+
+static void upstream_failed(struct upstream *, enum fail_kind, const char *);
+
+/* A query's deadline passed: it has failed. */
+static void
+query_expired(struct uquery *uq)
+{
+	struct upstream	*u = uq->last;
+
+	switch (uq->probe) {
+	case P_UPSTREAM:
+		if (u != NULL && u->probe == uq) {
+			u->probe = NULL;
+			upstream_failed(u, F_TIMEOUT,
+			    "no answer to a health query");
+		}
+		query_free(uq);
+		break;
+	case P_CONN:
+		query_free(uq);
+		break;
+	default:
+		if (u != NULL) {
+			u->last_fail = F_TIMEOUT;
+			if (u->last_error[0] == '\0')
+				strlcpy(u->last_error, "no answer",
+				    sizeof(u->last_error));
+		}
+		query_fail(uq, EDE_NO_REACHABLE,
+		    "no answer from the upstreams in time");
+	}
+}
+
+static int64_t
+query_deadline(const struct uquery *uq)
+{
+	return uq->born + 1000LL * (uq->probe == P_NONE ? QUERY_DEADLINE_MS :
+	    CONNECT_MS + PROBE_MS);
+}
+
+static void
+query_arm(struct uquery *uq)
+{
+	struct utry	*t = newest_try(uq);
+	int64_t		 due = query_deadline(uq);
+
+	if (t != NULL && !t->timedout && t->start + 1000LL * t->rto < due)
+		due = t->start + 1000LL * t->rto;
+	timer_at(&uq->tmo, due);
+}
+
+static void
+query_timer(int fd, short event, void *arg)
+{
+	struct uquery	*uq = arg;
+	struct utry	*t;
+	int64_t		 now = now_us();
+
+	(void)fd;
+	(void)event;
+	if (now >= query_deadline(uq)) {
+		query_expired(uq);
+		flush_conns();
+		return;
+	}
+	t = newest_try(uq);
+	if (t != NULL && !t->timedout && now >= t->start + 1000LL * t->rto) {
+		log_debug("upstream %s: query %u unanswered in %d ms",
+		    t->up->label, uq->qid, t->rto);
+		if (uq->probe == P_UPSTREAM) {
+			query_expired(uq);
+			flush_conns();
+			return;
+		}
+		try_timedout(t);
+		if (query_hedge(uq) == -1) {
+			flush_conns();
+			return;
+		}
+	}
+	query_arm(uq);
+	flush_conns();
+}
+/* ------------------------------------------------------------------ */
+/* Connections */
+
+/*
+ * libtls reads and writes through these: reads come from a buffer
+ * filled by one read(2) at a time, and the TLS records written pile up
+ * in obuf, which flush_conns() writes once per event loop turn.  Each
+ * query is a TLS record of its own (servers that read one query per
+ * record work), yet all of a turn's records leave in one write(2).
+ */
+static ssize_t
+conn_tls_read(struct tls *ctx, void *buf, size_t len, void *arg)
+{
+	struct conn	*c = arg;
+	ssize_t		 n;
+
+	(void)ctx;
+	if (c->ilen == 0) {
+		c->ioff = 0;
+		n = read(c->fd, c->ibuf, sizeof(c->ibuf));
+		if (n == -1) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK ||
+			    errno == EINTR)
+				return TLS_WANT_POLLIN;
+			c->io_errno = errno;
+			return -1;
+		}
+		if (n == 0)
+			return 0;
+		c->ilen = (size_t)n;
+	}
+	if (len > c->ilen)
+		len = c->ilen;
+	memcpy(buf, c->ibuf + c->ioff, len);
+	c->ioff += len;
+	c->ilen -= len;
+	return (ssize_t)len;
+}
+
+static ssize_t
+conn_tls_write(struct tls *ctx, const void *buf, size_t len, void *arg)
+{
+	struct conn	*c = arg;
+	uint8_t		*p;
+	size_t		 ncap;
+
+	(void)ctx;
+	if (c->ooff > 0 && c->olen + len > c->ocap) {
+		memmove(c->obuf, c->obuf + c->ooff, c->olen - c->ooff);
+		c->olen -= c->ooff;
+		c->ooff = 0;
+	}
+	if (len > OBUF_MAX - c->olen) {
+		c->io_errno = ENOBUFS;
+		return -1;
+	}
+	if (c->olen + len > c->ocap) {
+		for (ncap = c->ocap ? c->ocap : 4096; ncap < c->olen + len;)
+			ncap *= 2;
+		if ((p = realloc(c->obuf, ncap)) == NULL) {
+			c->io_errno = ENOMEM;
+			return -1;
+		}
+		c->obuf = p;
+		c->ocap = ncap;
+	}
+	memcpy(c->obuf + c->olen, buf, len);
+	c->olen += len;
+	return (ssize_t)len;
+}
+
+/* Write what libtls left in obuf; -1 on an error. */
+static int
+conn_write_out(struct conn *c)
+{
+	ssize_t	n;
+
+	while (c->ooff < c->olen) {
+		n = write(c->fd, c->obuf + c->ooff, c->olen - c->ooff);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			c->io_errno = errno;
+			return -1;
+		}
+		c->ooff += (size_t)n;
+	}
+	c->ooff = c->olen = 0;
+	return 0;
+}
+
+/* Put a try on the wire: a slot, an ID, a TLS record of its own. */
+static void
+conn_send(struct conn *c, struct utry *t)
+{
+	struct uquery	*uq = t->uq;
+	ssize_t		 n;
 	int		 slot;
 
 	for (slot = c->next_slot; c->slots[slot] != NULL;
@@ -641,180 +1207,161 @@ conn_send(struct conn *c, struct uquery *uq)
 		;
 	c->next_slot = (slot + 1) % SLOTS;
 	c->gen[slot]++;
-	uq->id = (uint16_t)(c->gen[slot] << 8 | slot);
-	len = dns_make_query(buf + 2, sizeof(buf) - 2, uq->q, &uq->qm, uq->id,
-	    DNS_PAD_BLOCK);
-	if (len == 0) {
-		query_fail(uq, EDE_OTHER, "query too large");
-		return;
-	}
-	dns_put16(buf, (uint16_t)len);
-	len += 2;
-	if (c->wlen + len > c->wcap) {
-		size_t	 ncap = c->wcap ? c->wcap : 4096;
-		uint8_t	*p;
-
-		while (ncap < c->wlen + len)
-			ncap *= 2;
-		if ((p = realloc(c->wbuf, ncap)) == NULL) {
-			query_fail(uq, EDE_OTHER, "out of memory");
-			return;
-		}
-		c->wbuf = p;
-		c->wcap = ncap;
-	}
-	memcpy(c->wbuf + c->wlen, buf, len);
-	c->wlen += len;
-	c->slots[slot] = uq;
+	t->id = (uint16_t)(c->gen[slot] << 8 | slot);
+	c->slots[slot] = t;
+	c->gone[slot] = -1;
 	c->ninflight++;
-	uq->conn = c;
-	uq->tries++;
-	uq->last = c->up;
+	t->conn = c;
+	t->sent = c->used = now_us();
 	c->up->st.queries++;
-	if (uq->tries > 1)
-		c->up->st.retries++;
-	now(&uq->sent);
-	TAILQ_INSERT_TAIL(&sentq, uq, entry);
-	if (TAILQ_FIRST(&sentq) == uq)
-		retry_update();
-	/* written by flush_conns(), with whatever else this turn queues */
+	dns_put16(uq->q + 2, t->id);
+	n = tls_write(c->tls, uq->q, uq->qlen);
+	if (n != (ssize_t)uq->qlen) {
+		/* closed by flush_conns(), which moves the query on */
+		c->broken = 1;
+		if (c->io_errno == 0)
+			c->io_errno = EIO;
+	}
+	if (c->ninflight == 1)
+		conn_arm(c);
+}
+
+/* Tries waiting on an upstream go out on its ready connections. */
+static void
+conn_take_waiting(struct conn *c)
+{
+	struct utry	*t;
+
+	while (c->ninflight < SLOTS && !c->suspect && !c->broken &&
+	    (t = TAILQ_FIRST(&c->up->waiting)) != NULL) {
+		TAILQ_REMOVE(&c->up->waiting, t, wentry);
+		conn_send(c, t);
+	}
 }
 
 /*
- * Write every connection's queued queries: all queries of one event
- * loop turn leave in as few TLS writes as possible, and a connection
- * waits for writability only when the socket is full.
+ * Write every connection's records, and close the ones that failed on
+ * the way (their queries go elsewhere, which may queue on others: go
+ * again, a bounded number of times).
  */
 static void
 flush_conns(void)
 {
 	static int	 busy;
 	struct upstream	*u;
-	struct uquery	*uq;
 	struct conn	*c;
-	ssize_t		 n;
-	int		 i, pass, closed;
+	int		 i, pass, again;
 
 	if (busy)
 		return;
 	busy = 1;
-	/*
-	 * A connection closed in one pass may have queued on another: go
-	 * again.  This ends: connections opened meanwhile are not ready.
-	 */
-	for (pass = 0, closed = 1; closed && pass < 64; pass++) {
-		closed = 0;
+	for (pass = 0, again = 1; again && pass < 16; pass++) {
+		again = 0;
 		TAILQ_FOREACH(u, &upstreams, entry) {
 			for (i = 0; i < u->nconns; i++) {
 				c = &u->conns[i];
-				if (c->state != C_READY)
+				if (c->state == C_CLOSED)
 					continue;
-				/* queries that waited for a free slot */
-				while (c->ninflight < SLOTS &&
-				    (uq = TAILQ_FIRST(&u->waiting)) != NULL) {
-					TAILQ_REMOVE(&u->waiting, uq, entry);
-					uq->tries--;	/* waiting was no try */
-					conn_send(c, uq);
-				}
-				if (c->wlen == 0)
+				if (c->state == C_READY)
+					conn_take_waiting(c);
+				if (c->broken || conn_write_out(c) == -1) {
+					conn_close(c, c->state == C_READY ?
+					    F_CLOSED : F_NETWORK,
+					    strerror(c->io_errno));
+					again = 1;
 					continue;
-				n = tls_write(c->tls, c->wbuf, c->wlen);
-				if (n == -1) {
-					conn_close(c, F_NETWORK,
-					    tls_error(c->tls) ?
-					    tls_error(c->tls) : "write failed");
-					closed = 1;
-					continue;
-				}
-				if (n > 0) {
-					memmove(c->wbuf, c->wbuf + n,
-					    c->wlen - (size_t)n);
-					c->wlen -= (size_t)n;
 				}
 				conn_update(c);
 			}
 		}
 	}
-	TAILQ_FOREACH(u, &upstreams, entry)
-		for (i = 0; i < u->nconns; i++)
-			if (u->conns[i].state == C_READY &&
-			    u->conns[i].wlen > 0)
-				conn_update(&u->conns[i]);
 	busy = 0;
 }
 
 static void
-set_timeout(struct conn *c, int ms)
+set_sockopts(int fd)
 {
-	struct timeval	tv;
+	int	on = 1, utmo = 5000;
+#ifdef TCP_KEEPIDLE
+	int	kidle = 15, kintvl = 5, kcnt = 3;
+#endif
 
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
-	evtimer_add(&c->tmo, &tv);
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+#ifdef TCP_USER_TIMEOUT
+	/* unacknowledged data fails a connection in seconds, not minutes */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &utmo,
+	    sizeof(utmo));
+#else
+	(void)utmo;
+#endif
+#ifdef TCP_KEEPIDLE
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &kidle,
+	    sizeof(kidle));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &kintvl,
+	    sizeof(kintvl));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &kcnt, sizeof(kcnt));
+#endif
 }
 
-static void
+/*
+ * Start connecting.  -1 (errno set) when no socket could be had, which
+ * is ours to bear, not the upstream's; every other failure, even an
+ * immediate one, is reported later through the connection's timer, so
+ * that callers never see queries move under them.
+ */
+static int
 conn_open(struct conn *c)
 {
 	struct upstream	*u = c->up;
 	socklen_t	 len;
-	int		 on = 1, utmo = 5000, i;
-#ifdef TCP_KEEPIDLE
-	int		 kidle = 15, kintvl = 5, kcnt = 3;
-#endif
+	int		 err;
 
 	len = u->uc.ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) :
 	    sizeof(struct sockaddr_in6);
 	c->fd = socket(u->uc.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0);
 	if (c->fd == -1) {
-		for (i = 0; i < u->nconns; i++)
-			if (u->conns[i].state == C_READY) {
-				/* out of descriptors: the others go on */
-				log_warn("socket");
-				return;
-			}
-		conn_close(c, F_NETWORK, strerror(errno));
-		return;
+		err = errno;
+		u->st.resource_errors++;
+		log_resource("upstream connection: socket", err);
+		errno = err;
+		return -1;
 	}
-	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-	(void)setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
-#ifdef TCP_USER_TIMEOUT
-	/* a half-open connection fails in seconds, not minutes */
-	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &utmo,
-	    sizeof(utmo));
-#else
-	(void)utmo;
-#endif
-#ifdef TCP_KEEPIDLE
-	/* and an idle one is probed after 15 s (the user timeout ends it) */
-	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &kidle,
-	    sizeof(kidle));
-	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, &kintvl,
-	    sizeof(kintvl));
-	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPCNT, &kcnt, sizeof(kcnt));
-#endif
+	set_sockopts(c->fd);
 	c->state = C_CONNECTING;
-	c->rlen = 0;
+	c->rlen = c->ilen = c->ioff = c->olen = c->ooff = 0;
 	c->answered = 0;
 	c->evmask = 0;
-	evtimer_set(&c->tmo, conn_timeout, c);
-	set_timeout(c, CONNECT_MS);
+	c->io_errno = 0;
+	c->broken = 0;
+	c->heard = 0;
+	c->opened = c->used = now_us();
 	if (connect(c->fd, (struct sockaddr *)&u->uc.ss, len) == -1 &&
-	    errno != EINPROGRESS) {
-		conn_close(c, F_NETWORK, strerror(errno));
-		return;
-	}
+	    errno != EINPROGRESS)
+		c->io_errno = errno;	/* conn_timeout() says so */
 	log_debug("connecting to %s", u->label);
+	conn_arm(c);
 	conn_update(c);
+	return 0;
 }
 
 static void
-upstream_failed(struct upstream *u, enum fail_kind kind, const char *why)
+upstream_backoff(struct upstream *u)
 {
-	struct timespec	ts;
-	int64_t		ms;
+	int64_t	ms = rtt_backoff(u->failures, arc4random_uniform);
 
+	u->down_until = now_us() + ms * 1000;
+	u->state = U_DOWN;
+	timer_at(&u->probe_ev, u->down_until);
+	log_warnx("upstream %s: %s; backing off %lld ms", u->label,
+	    u->last_error, (long long)ms);
+}
+
+static void
+upstream_note_failure(struct upstream *u, enum fail_kind kind,
+    const char *why)
+{
 	u->failures++;
 	u->last_fail = kind;
 	strlcpy(u->last_error, why, sizeof(u->last_error));
@@ -824,50 +1371,94 @@ upstream_failed(struct upstream *u, enum fail_kind kind, const char *why)
 		audit("upstream-auth-failure", "upstream", u->label,
 		    "reason", why, NULL);
 	}
+}
+
+/* u failed: no client query goes there until a health query answers. */
+static void
+upstream_failed(struct upstream *u, enum fail_kind kind, const char *why)
+{
+	upstream_note_failure(u, kind, why);
 	if (!u->announced_down) {
 		u->announced_down = 1;
 		audit("upstream-down", "upstream", u->label, "reason", why,
 		    NULL);
 	}
-	ms = 500LL << (u->failures > 8 ? 8 : u->failures - 1);
-	if (ms > BACKOFF_MAX_MS)
-		ms = BACKOFF_MAX_MS;
-	ms = ms / 2 + arc4random_uniform((uint32_t)ms / 2 + 1);
-	now(&ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
-	u->down_until = ts;
-	log_warnx("upstream %s: %s; backing off %lld ms", u->label, why,
-	    (long long)ms);
+	if (u->probe != NULL)
+		query_free(u->probe);
+	upstream_backoff(u);
 }
 
 /*
- * Close a connection; its queries, sent or waiting, go to another
- * connection or upstream, or fail if they have been tried enough.
+ * A connection that had been answering went quiet: the upstream is
+ * asked at once, on a new connection, whether it still answers; clients
+ * go elsewhere meanwhile if they can.
  */
 static void
-conn_close(struct conn *c, enum fail_kind kind, const char *why)
+upstream_doubt(struct upstream *u, const char *why)
 {
-	struct upstream	*u = c->up;
-	struct uquery	*uq, *requeue[SLOTS];
-	int		 i, n = 0, had_state = c->state;
+	upstream_note_failure(u, F_TIMEOUT, why);
+	log_warnx("upstream %s: %s; checking it", u->label, why);
+	u->state = U_PROBING;
+	probe_upstream(-1, 0, u);
+}
 
-	if (kind != F_CONFIG &&
-	    (c->state != C_READY || kind == F_AUTH || kind == F_TIMEOUT))
+static void
+upstream_up(struct upstream *u)
+{
+	if (u->state != U_UP)
+		log_info("upstream %s: answering again", u->label);
+	u->state = U_UP;
+	u->failures = 0;
+	u->rtt.shift = 0;
+	evtimer_del(&u->probe_ev);
+	if (u->announced_down) {
+		u->announced_down = 0;
+		audit("upstream-up", "upstream", u->label, NULL);
+	}
+}
+
+/* Count a close as the upstream's failure, as kind and state say. */
+static int
+conn_close_counts(struct upstream *u, enum fail_kind kind, const char *why,
+    int had_state, int answered, int inflight)
+{
+	switch (kind) {
+	case F_CONFIG:
+	case F_LOCAL:
+		return 0;
+	case F_CLOSED:
+		/* a server closing before any answer, again and again */
+		if (answered || inflight == 0 ||
+		    ++u->quiet_closes < MAX_QUIET_CLOSES)
+			return 0;
+		u->quiet_closes = 0;
+		upstream_failed(u, F_NETWORK, "closed by the server before "
+		    "answering");
+		return 1;
+	case F_TIMEOUT:
+		if (had_state == C_READY) {
+			u->st.dead++;
+			if (answered && u->state == U_UP) {
+				upstream_doubt(u, why);
+				return 1;
+			}
+		}
+		/* FALLTHROUGH */
+	default:
 		upstream_failed(u, kind, why);
-	else
-		log_debug("upstream %s: connection closed: %s", u->label, why);
+		return 1;
+	}
+}
+
+static void
+conn_teardown(struct conn *c, int had_state)
+{
 	if (event_initialized(&c->ev))
 		event_del(&c->ev);
-	if (event_initialized(&c->tmo))
-		evtimer_del(&c->tmo);
+	evtimer_del(&c->tmo);
 	if (c->tls != NULL) {
-		if (had_state == C_READY)
-			(void)tls_close(c->tls);
+		if (had_state == C_READY && tls_close(c->tls) == 0)
+			(void)conn_write_out(c);	/* close_notify */
 		tls_free(c->tls);
 		c->tls = NULL;
 	}
@@ -876,44 +1467,110 @@ conn_close(struct conn *c, enum fail_kind kind, const char *why)
 	c->fd = -1;
 	c->state = C_CLOSED;
 	c->evmask = 0;
-	c->wlen = 0;
-	c->rlen = 0;
+	c->ninflight = 0;
+	c->rlen = c->ilen = c->ioff = 0;
+	free(c->obuf);
+	c->obuf = NULL;
+	c->olen = c->ooff = c->ocap = 0;
+	c->broken = 0;
+	c->probing = 0;
+	if (c->suspect) {
+		c->suspect = 0;
+		c->up->nsuspect--;
+	}
+	memset(c->gone, 0xff, sizeof(c->gone));
+}
+
+/* Is u in use lately, with no connection open but except? */
+static int
+keep_warm(const struct upstream *u, const struct conn *except)
+{
+	int	i;
+
+	if (terminating || u->removed || u->state != U_UP ||
+	    u->last_client == 0 ||
+	    now_us() - u->last_client > WARM_MS * 1000LL)
+		return 0;
+	for (i = 0; i < u->nconns; i++)
+		if (&u->conns[i] != except && u->conns[i].state != C_CLOSED)
+			return 0;
+	return 1;
+}
+
+/* Take the tries off a closing connection; health queries end here. */
+static int
+conn_take_tries(struct conn *c, struct utry **tries, int *probe_lost)
+{
+	struct utry	*t;
+	struct uquery	*uq;
+	int		 i, n = 0;
+
 	for (i = 0; i < SLOTS; i++) {
-		if ((uq = c->slots[i]) == NULL)
+		if ((t = c->slots[i]) == NULL)
 			continue;
 		c->slots[i] = NULL;
-		c->ninflight--;
-		TAILQ_REMOVE(&sentq, uq, entry);
-		uq->conn = NULL;
-		/*
-		 * A server may close a connection that has been answering
-		 * with queries still on it (RFC 7766 6.2.3): those are sent
-		 * again without counting a try, a few times at most.
-		 */
-		if (kind == F_CONFIG) {
-			uq->tries--;	/* a reload moved it, no failure */
-			uq->last = NULL;
-		} else if (had_state == C_READY && c->answered > 0 &&
-		    uq->requeues < MAX_REQUEUES) {
-			uq->requeues++;
-			uq->tries--;
+		t->conn = NULL;
+		t->up = NULL;
+		uq = t->uq;
+		if (uq->probe == P_NONE) {
+			tries[n++] = t;
+			continue;
 		}
-		requeue[n++] = uq;
+		if (uq->probe == P_UPSTREAM && c->up->probe == uq)
+			*probe_lost = 1;
+		query_free(uq);
 	}
-	for (i = 0; i < n; i++)
-		query_dispatch(requeue[i]);
+	c->ninflight = 0;
+	return n;
+}
+
+/*
+ * Close a connection.  Its queries go to another connection or
+ * upstream: a try the server dropped without an answer (a close, a
+ * reset) or that we moved (a reload) is sent again at once and costs
+ * no try; one that had already run out of time did count.
+ */
+static void
+conn_close(struct conn *c, enum fail_kind kind, const char *why)
+{
+	struct upstream	*u = c->up;
+	struct utry	*tries[SLOTS], *t;
+	struct uquery	*uq;
+	char		 reason[96];
+	int		 i, n, had_state = c->state, answered = c->answered > 0;
+	int		 inflight = c->ninflight, probe_lost = 0;
+
+	/* why may be the TLS context's error text, which goes with it */
+	strlcpy(reason, why, sizeof(reason));
+	why = reason;
+	n = conn_take_tries(c, tries, &probe_lost);
+	conn_teardown(c, had_state);
+	if (conn_close_counts(u, kind, why, had_state, answered, inflight))
+		;
+	else if (probe_lost)
+		upstream_failed(u, kind == F_CLOSED || kind == F_CONFIG ||
+		    kind == F_LOCAL ? F_NETWORK : kind, why);
+	else
+		log_debug("upstream %s: connection closed: %s", u->label, why);
+	for (i = 0; i < n; i++) {
+		t = tries[i];
+		uq = t->uq;
+		if (!t->timedout && kind != F_AUTH &&
+		    uq->requeues < MAX_REQUEUES) {
+			uq->ntries--;
+			uq->requeues++;
+			u->st.requeued++;
+		}
+		if (live_tries(uq) == 0)
+			(void)query_dispatch(uq);
+	}
 	/* waiting queries: elsewhere, unless another connection is coming */
 	for (i = 0; i < u->nconns; i++)
 		if (u->conns[i].state != C_CLOSED)
 			return;
-	while ((uq = TAILQ_FIRST(&u->waiting)) != NULL) {
-		TAILQ_REMOVE(&u->waiting, uq, entry);
-		if (kind == F_CONFIG) {
-			uq->tries--;
-			uq->last = NULL;
-		}
-		query_dispatch(uq);
-	}
+	upstream_unwait(u);
+	if (kind == F_CLOSED && answered && keep_warm(u, NULL))
+		(void)conn_open(c);
 }
 
 static void
@@ -926,10 +1583,8 @@ conn_update(struct conn *c)
 		mask = EV_WRITE;
 		break;
 	case C_HANDSHAKE:
-		mask = c->evmask ? c->evmask : EV_READ | EV_WRITE;
-		break;
 	case C_READY:
-		mask = EV_READ | (c->wlen > 0 ? EV_WRITE : 0);
+		mask = EV_READ | (c->olen > c->ooff ? EV_WRITE : 0);
 		break;
 	default:
 		return;
@@ -944,27 +1599,88 @@ conn_update(struct conn *c)
 	event_add(&c->ev, NULL);
 }
 
+static int64_t
+min_due(int64_t a, int64_t b)
+{
+	return a == 0 || (b != 0 && b < a) ? b : a;
+}
+
+/* The connection's next deadline: handshake, stalled answer, silence, idle. */
+static void
+conn_arm(struct conn *c)
+{
+	int64_t	due = 0;
+
+	switch (c->state) {
+	case C_CONNECTING:
+	case C_HANDSHAKE:
+		due = c->io_errno ? now_us() : c->opened + CONNECT_MS * 1000LL;
+		break;
+	case C_READY:
+		if (c->rlen > 0)
+			due = c->frame_start + FRAME_MS * 1000LL;
+		if (c->suspect)
+			due = min_due(due, c->suspect_since +
+			    rtt_dead(&c->up->rtt, UPSTREAM_TRY_MS) * 1000LL);
+		if (c->ninflight == 0)
+			due = min_due(due, c->used + conf->tls_idle * 1000000LL);
+		break;
+	default:
+		return;
+	}
+	if (due == 0)
+		evtimer_del(&c->tmo);
+	else
+		timer_at(&c->tmo, due);
+}
+
+static void
+conn_idle(struct conn *c)
+{
+	struct upstream	*u = c->up;
+
+	if (keep_warm(u, c)) {
+		/* the one kept warm: a query of our own keeps it so */
+		probe_conn(c);
+		return;
+	}
+	log_debug("upstream %s: closing an idle connection", u->label);
+	conn_close(c, F_CONFIG, "idle");
+}
+
 static void
 conn_timeout(int fd, short event, void *arg)
 {
 	struct conn	*c = arg;
+	int64_t		 now = now_us();
+	char		 why[96];
 
 	(void)fd;
 	(void)event;
-	if (c->state == C_READY) {
-		if (c->ninflight == 0 && c->wlen == 0) {
-			log_debug("upstream %s: closing idle connection",
-			    c->up->label);
-			conn_close(c, F_NETWORK, "idle");
-			flush_conns();
-		} else
-			set_timeout(c, IDLE_MS);
-		return;
+	if (c->state == C_CONNECTING || c->state == C_HANDSHAKE) {
+		if (c->io_errno != 0)
+			conn_close(c, F_NETWORK, strerror(c->io_errno));
+		else
+			conn_close(c, F_TIMEOUT,
+			    "connect or handshake timed out");
+	} else if (c->state == C_READY) {
+		if (c->rlen > 0 &&
+		    now >= c->frame_start + FRAME_MS * 1000LL)
+			conn_close(c, F_TIMEOUT, "an answer stalled halfway");
+		else if (c->suspect &&
+		    now >= c->suspect_since + rtt_dead(&c->up->rtt, UPSTREAM_TRY_MS) * 1000LL) {
+			snprintf(why, sizeof(why), "no answer on a connection "
+			    "for %lld ms", (long long)(now - c->quiet_since) /
+			    1000);
+			conn_close(c, F_TIMEOUT, why);
+		} else if (c->ninflight == 0 &&
+		    now >= c->used + conf->tls_idle * 1000000LL)
+			conn_idle(c);
+		else
+			conn_arm(c);
 	}
-	conn_close(c, F_TIMEOUT, "connect or handshake timed out");
 	flush_conns();
 }
-
 /* Check the server's public key against the pins, if there are any. */
 static int
 check_pins(struct conn *c, char *why, size_t whylen)
@@ -1015,27 +1731,21 @@ static void
 handshake(struct conn *c)
 {
 	struct upstream	*u = c->up;
-	struct uquery	*uq;
 	char		 why[96];
 	int		 r;
 
 	r = tls_handshake(c->tls);
-	if (r == TLS_WANT_POLLIN || r == TLS_WANT_POLLOUT) {
-		c->evmask = r == TLS_WANT_POLLIN ? EV_READ : EV_WRITE;
-		if (event_initialized(&c->ev))
-			event_del(&c->ev);
-		event_set(&c->ev, c->fd, c->evmask | EV_PERSIST, conn_event,
-		    c);
-		event_add(&c->ev, NULL);
-		return;
-	}
+	if (r == TLS_WANT_POLLIN || r == TLS_WANT_POLLOUT)
+		return;		/* flush_conns() writes, conn_update() waits */
 	if (r == -1) {
 		const char *e = tls_error(c->tls) ? tls_error(c->tls) :
 		    "TLS handshake failed";
 
 		/* a certificate or name that does not verify is not a reset */
 		if (upstream_tls_store_failed(u, e))
-			conn_close(c, F_CONFIG, e);
+			conn_close(c, F_LOCAL, e);
+		else if (c->io_errno != 0)
+			conn_close(c, F_NETWORK, strerror(c->io_errno));
 		else
 			conn_close(c, strstr(e, "certificate") != NULL ||
 			    strstr(e, "verif") != NULL ? F_AUTH : F_NETWORK, e);
@@ -1047,100 +1757,124 @@ handshake(struct conn *c)
 		return;
 	}
 	c->state = C_READY;
-	u->failures = 0;
+	c->used = now_us();
 	u->st.handshakes++;
 	if (tls_conn_session_resumed(c->tls))
 		u->st.resumed++;
 	strlcpy(u->st.tls_version, tls_conn_version(c->tls),
 	    sizeof(u->st.tls_version));
-	if (u->announced_down) {
-		u->announced_down = 0;
-		audit("upstream-up", "upstream", u->label, NULL);
-	}
 	log_info("upstream %s: connected, %s, %s%s", u->label,
 	    tls_conn_version(c->tls), tls_conn_cipher(c->tls),
 	    tls_conn_session_resumed(c->tls) ? ", resumed" : "");
-	set_timeout(c, IDLE_MS);
-	while ((uq = TAILQ_FIRST(&u->waiting)) != NULL &&
-	    c->ninflight < SLOTS) {
-		TAILQ_REMOVE(&u->waiting, uq, entry);
-		uq->tries--;	/* waiting was not a try */
-		conn_send(c, uq);
-	}
-	c->evmask = 0;
-	conn_update(c);
+	conn_take_waiting(c);
+	conn_arm(c);
+	if (c->ilen > 0)
+		conn_io(c);	/* records that came with the handshake */
+}
+
+/* A health query answered: whatever the rcode, the upstream speaks. */
+static void
+probe_answered(struct uquery *uq)
+{
+	struct upstream	*u = uq->last;
+
+	if (uq->probe == P_UPSTREAM && u != NULL && u->probe == uq)
+		upstream_up(u);
+	query_free(uq);
 }
 
 /* One answer off the wire: match it, pass it on, or drop it. */
 static void
 conn_answer(struct conn *c, const uint8_t *a, size_t alen)
 {
+	struct upstream	*u = c->up;
+	struct utry	*t;
 	struct uquery	*uq;
 	struct dns_msg	 am;
 	uint16_t	 id;
+	int		 slot;
 
 	if (alen < DNS_HDR_LEN)
 		return;
 	id = dns_get16(a);
-	uq = c->slots[id & (SLOTS - 1)];
-	if (uq == NULL || uq->id != id) {
+	slot = id & (SLOTS - 1);
+	t = c->slots[slot];
+	if (t == NULL || t->id != id) {
+		if (c->gone[slot] == id) {
+			/* a try given up on, answered after all */
+			c->gone[slot] = -1;
+			u->st.late++;
+			conn_heard(c);
+			return;
+		}
 		log_debug("upstream %s: dropped an unsolicited answer",
-		    c->up->label);
-		c->up->st.dropped++;
+		    u->label);
+		u->st.dropped++;
 		return;
 	}
+	uq = t->uq;
 	if (dns_parse(a, alen, &am) == -1 ||
-	    !dns_answers_question(a, alen, &am, uq->q, uq->qlen, &uq->qm)) {
+	    !dns_answers_question(a, alen, &am, uq->q + 2, uq->qlen - 2,
+	    &uq->qm)) {
 		log_warnx("upstream %s: dropped an answer that does not "
-		    "match its question", c->up->label);
-		c->up->st.dropped++;
+		    "match its question", u->label);
+		u->st.dropped++;
 		return;
 	}
-	c->up->st.answers++;
+	conn_heard(c);
 	c->answered++;
-	c->up->st.latency_ms = (int)((c->up->st.latency_ms * 7 +
-	    ms_since(&uq->sent)) / 8);
+	u->quiet_closes = 0;
+	u->st.answers++;
+	rtt_sample(&u->rtt, c->heard - t->sent);
+	u->st.latency_ms = (int)(u->rtt.srtt / 1000);
+	if (uq->probe != P_NONE) {
+		if (uq->probe == P_CONN)
+			c->probing = 0;
+		probe_answered(uq);
+		return;
+	}
+	u->last_client = c->heard;
 	if (imsg_compose(&listener.ibuf, IMSG_ANSWER, uq->qid, -1, a,
 	    am.end) == -1) {
 		log_warn("imsg_compose");
 		return;
 	}
-	query_done(uq);
+	query_free(uq);
 }
 
+/* Read what there is; whole answers are taken as they complete. */
 static void
 conn_io(struct conn *c)
 {
 	ssize_t	 n;
 	size_t	 off, mlen;
-	int	 r;
+	int	 r, spins = 0;
 
-	while (c->wlen > 0) {
-		n = tls_write(c->tls, c->wbuf, c->wlen);
-		if (n == TLS_WANT_POLLIN || n == TLS_WANT_POLLOUT)
-			break;
-		if (n == -1) {
-			conn_close(c, F_NETWORK, tls_error(c->tls) ?
-			    tls_error(c->tls) : "write failed");
-			return;
-		}
-		memmove(c->wbuf, c->wbuf + n, c->wlen - (size_t)n);
-		c->wlen -= (size_t)n;
-	}
 	for (;;) {
 		n = tls_read(c->tls, c->rbuf + c->rlen,
 		    sizeof(c->rbuf) - c->rlen);
-		if (n == TLS_WANT_POLLIN || n == TLS_WANT_POLLOUT)
+		if (n == TLS_WANT_POLLIN || n == TLS_WANT_POLLOUT) {
+			/*
+			 * Records already read (a session ticket took this
+			 * call) would wait for an event that never comes.
+			 */
+			if (c->ilen > 0 && ++spins < 64)
+				continue;
 			break;
+		}
 		if (n == -1) {
-			conn_close(c, F_NETWORK, tls_error(c->tls) ?
+			/* a reset, an end without close_notify: a close */
+			conn_close(c, F_CLOSED, c->io_errno ?
+			    strerror(c->io_errno) : tls_error(c->tls) ?
 			    tls_error(c->tls) : "read failed");
 			return;
 		}
 		if (n == 0) {
-			conn_close(c, F_NETWORK, "closed by the server");
+			conn_close(c, F_CLOSED, "closed by the server");
 			return;
 		}
+		if (c->rlen == 0)
+			c->frame_start = now_us();
 		c->rlen += (size_t)n;
 		off = 0;
 		while ((r = dns_tcp_frame(c->rbuf + off, c->rlen - off,
@@ -1152,48 +1886,58 @@ conn_io(struct conn *c)
 			conn_answer(c, c->rbuf + off + 2, mlen);
 			off += 2 + mlen;
 		}
-		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
-		c->rlen -= off;
+		if (off > 0) {
+			memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+			c->rlen -= off;
+			c->frame_start = now_us();
+		}
 	}
-	chan_update(&listener);
-	set_timeout(c, IDLE_MS);
-	conn_update(c);
+	conn_arm(c);
+}
+
+static void
+conn_start_tls(struct conn *c)
+{
+	const char	*e;
+	socklen_t	 len = sizeof(int);
+	int		 err = 0;
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		err = errno;
+	if (err != 0) {
+		conn_close(c, F_NETWORK, strerror(err));
+		return;
+	}
+	if ((c->tls = tls_client()) == NULL ||
+	    tls_configure(c->tls, c->up->tlscfg) == -1 ||
+	    tls_connect_cbs(c->tls, conn_tls_read, conn_tls_write, c,
+	    c->up->uc.name) == -1) {
+		e = c->tls && tls_error(c->tls) ? tls_error(c->tls) :
+		    "tls setup failed";
+		conn_close(c, upstream_tls_store_failed(c->up, e) ?
+		    F_LOCAL : F_NETWORK, e);
+		return;
+	}
+	c->state = C_HANDSHAKE;
+	handshake(c);
 }
 
 static void
 conn_event(int fd, short event, void *arg)
 {
 	struct conn	*c = arg;
-	const char	*e;
-	socklen_t	 len = sizeof(int);
-	int		 err = 0;
 
-	(void)event;
+	(void)fd;
 	switch (c->state) {
 	case C_CONNECTING:
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
-			err = errno;
-		if (err != 0) {
-			conn_close(c, F_NETWORK, strerror(err));
-			break;
-		}
-		if ((c->tls = tls_client()) == NULL ||
-		    tls_configure(c->tls, c->up->tlscfg) == -1 ||
-		    tls_connect_socket(c->tls, c->fd, c->up->uc.name) == -1) {
-			e = c->tls && tls_error(c->tls) ? tls_error(c->tls) :
-			    "tls setup failed";
-			conn_close(c, upstream_tls_store_failed(c->up, e) ?
-			    F_CONFIG : F_NETWORK, e);
-			break;
-		}
-		c->state = C_HANDSHAKE;
-		handshake(c);
+		conn_start_tls(c);
 		break;
 	case C_HANDSHAKE:
 		handshake(c);
 		break;
 	case C_READY:
-		conn_io(c);
+		if (event & EV_READ)
+			conn_io(c);
 		break;
 	default:
 		break;
@@ -1202,61 +1946,85 @@ conn_event(int fd, short event, void *arg)
 	flush_conns();
 }
 
-/* A query without an answer for a while is tried again elsewhere. */
+/* ------------------------------------------------------------------ */
+/* Health queries */
+
+/* Ask a quiet connection, or one kept warm, something it must answer. */
 static void
-retry_update(void)
+probe_conn(struct conn *c)
 {
 	struct uquery	*uq;
-	struct timeval	 tv;
-	int64_t		 ms;
+	struct utry	*t;
 
-	if ((uq = TAILQ_FIRST(&sentq)) == NULL) {
-		evtimer_del(&rtimer);
+	if (c->probing || c->ninflight >= SLOTS || c->state != C_READY ||
+	    (uq = query_new(0, probe_query, sizeof(probe_query), P_CONN)) ==
+	    NULL)
 		return;
-	}
-	ms = UPSTREAM_TRY_MS - ms_since(&uq->sent);
-	if (ms < 0)
-		ms = 0;
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
-	evtimer_add(&rtimer, &tv);
+	c->probing = 1;
+	c->up->st.probes++;
+	t = &uq->tries[0];
+	t->uq = uq;
+	t->up = c->up;
+	t->start = now_us();
+	t->rto = upstream_rto(c->up);
+	uq->ntries = 1;
+	uq->last = c->up;
+	conn_send(c, t);
+	query_arm(uq);
 }
 
+/* The back-off is over, or the upstream is in doubt: is it back? */
 static void
-retry_timer(int fd, short event, void *arg)
+probe_upstream(int fd, short event, void *arg)
 {
+	struct upstream	*u = arg;
 	struct uquery	*uq;
-	struct conn	*c;
 
 	(void)fd;
 	(void)event;
-	(void)arg;
-	while ((uq = TAILQ_FIRST(&sentq)) != NULL &&
-	    ms_since(&uq->sent) >= UPSTREAM_TRY_MS) {
-		c = uq->conn;
-		c->slots[uq->id & (SLOTS - 1)] = NULL;
-		c->ninflight--;
-		TAILQ_REMOVE(&sentq, uq, entry);
-		uq->conn = NULL;
-		log_debug("upstream %s: query %u unanswered, trying again",
-		    c->up->label, uq->qid);
-		if (uq->tries >= MAX_TRIES) {
-			c->up->last_fail = F_TIMEOUT;
-			query_fail(uq, EDE_NO_REACHABLE,
-			    "no answer from the upstream in time");
-		} else
-			query_dispatch(uq);
+	if (u->probe != NULL || u->removed)
+		return;
+	u->state = U_PROBING;
+	if ((uq = query_new(0, probe_query, sizeof(probe_query),
+	    P_UPSTREAM)) == NULL)
+		return;
+	u->probe = uq;
+	u->st.probes++;
+	log_debug("upstream %s: health query", u->label);
+	if (try_start(uq, u) == 0 && fd != -1)
+		flush_conns();
+}
+
+/*
+ * The host's network changed (a link, an address, a route): connections
+ * may be dead without knowing it, and back-offs are out of date.  Start
+ * afresh; queries in flight go out again on new connections.
+ */
+static void
+network_changed(void)
+{
+	struct upstream	*u;
+	int		 i;
+
+	log_info("network changed: reconnecting to the upstreams");
+	TAILQ_FOREACH(u, &upstreams, entry) {
+		if (u->probe != NULL)
+			query_free(u->probe);
+		upstream_up(u);
+		u->quiet_closes = 0;
+		for (i = 0; i < MAX_TLS_CONNS; i++)
+			if (u->conns[i].state != C_CLOSED)
+				conn_close(&u->conns[i], F_CONFIG,
+				    "network changed");
 	}
 	flush_conns();
-	retry_update();
 }
 
 /* The listener died: nobody waits for what is in flight any more. */
 static void
 listener_lost(void)
 {
-	struct upstream	*u;
-	struct uquery	*uq;
+	struct uquery	*uq, *next;
 
 	if (terminating)
 		exit(0);	/* the listener has drained: done */
@@ -1267,13 +2035,24 @@ listener_lost(void)
 	listener.events = 0;
 	imsgbuf_clear(&listener.ibuf);
 	close(listener.ibuf.fd);
-	while ((uq = TAILQ_FIRST(&sentq)) != NULL)
-		query_done(uq);
-	TAILQ_FOREACH(u, &upstreams, entry)
-		while ((uq = TAILQ_FIRST(&u->waiting)) != NULL) {
-			TAILQ_REMOVE(&u->waiting, uq, entry);
-			query_done(uq);
-		}
+	for (uq = TAILQ_FIRST(&queries); uq != NULL; uq = next) {
+		next = TAILQ_NEXT(uq, entry);
+		if (uq->probe == P_NONE)
+			query_free(uq);
+	}
+}
+
+static const char *
+upstream_state(const struct upstream *u)
+{
+	switch (u->state) {
+	case U_DOWN:
+		return "down";
+	case U_PROBING:
+		return "probing";
+	default:
+		return u->nsuspect > 0 ? "suspect" : "up";
+	}
 }
 
 static void
@@ -1286,7 +2065,11 @@ send_status(uint32_t id)
 		strlcpy(u->st.label, u->label, sizeof(u->st.label));
 		strlcpy(u->st.last_error, u->last_error,
 		    sizeof(u->st.last_error));
-		u->st.up = !is_down(u);
+		strlcpy(u->st.state, upstream_state(u), sizeof(u->st.state));
+		u->st.up = u->state != U_DOWN;
+		u->st.srtt_ms = (int)(u->rtt.srtt / 1000);
+		u->st.rttvar_ms = (int)(u->rtt.rttvar / 1000);
+		u->st.rto_ms = upstream_rto(u);
 		u->st.conns = 0;
 		u->st.inflight = 0;
 		for (i = 0; i < u->nconns; i++) {

@@ -246,11 +246,13 @@ conf resume "cache off" "$RPORT"
 sed -i "s|name \"dot.test\"|& pin sha256 \"$pin\"|" "$CONF_FILE"
 start_dotproxyd "$CONF_FILE" || bail_out "cannot start dotproxyd"
 
-# upstream_field N: field N of the upstream's line in `status`.
+# upstream_field N: field N of the upstream's line in `status` (not of
+# the lines of more counters and of the last error, "LABEL: ...").
 upstream_field()
 {
 	ctl status 2>/dev/null |
-	    awk -v u="127.0.0.1:$RPORT" -v n="$1" '$1 == u { print $(n + 1) }'
+	    awk -v u="127.0.0.1:$RPORT" -v n="$1" \
+	    '$1 == u && $2 !~ /:$/ { print $(n + 1) }'
 }
 
 bad=""
