@@ -22,12 +22,14 @@ PKG_CFLAGS?=
 PKG_LIBS?=	-ltls -lssl -lcrypto -levent
 OS_LIBS=
 SANDBOX_SRCS=	sandbox.c sandbox-openbsd.c
+NETWATCH_SRCS=	netwatch.c netwatch-openbsd.c
 else
 PKGS=		libtls libseccomp libcap-ng libevent libbsd-overlay libcrypto
 PKG_CFLAGS?=	$(shell $(PKG_CONFIG) --cflags $(PKGS))
 PKG_LIBS?=	$(shell $(PKG_CONFIG) --libs $(PKGS))
 OS_LIBS=	-lresolv
 SANDBOX_SRCS=	sandbox.c sandbox-linux.c sandbox-seccomp.c
+NETWATCH_SRCS=	netwatch.c netwatch-linux.c
 endif
 
 WARN=		-Wall -Wextra -Werror -Wshadow -Wpointer-arith \
@@ -52,7 +54,7 @@ endif
 COMMON=		imsg.c dns.c log.c config.c acl.c cache.c ratelimit.c audit.c \
 		chan.c rtt.c
 DAEMON_SRCS=	dotproxyd.c listener.c upstream.c proc.c control.c \
-		$(SANDBOX_SRCS) $(COMMON)
+		$(SANDBOX_SRCS) $(NETWATCH_SRCS) $(COMMON)
 DAEMON_OBJS=	$(DAEMON_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/parse.o
 CTL_SRCS=	dotproxyctl.c
 CTL_OBJS=	$(CTL_SRCS:%.c=$(BUILD)/%.o)
@@ -60,7 +62,7 @@ HDRS=		$(wildcard include/*.h)
 
 UNIT_TESTS=	$(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 UNIT_OBJS=	$(COMMON:%.c=$(BUILD)/%.o) $(BUILD)/parse.o $(BUILD)/proc.o \
-		$(SANDBOX_SRCS:%.c=$(BUILD)/%.o)
+		$(SANDBOX_SRCS:%.c=$(BUILD)/%.o) $(NETWATCH_SRCS:%.c=$(BUILD)/%.o)
 
 .PHONY: all clean check unit integration deps run install uninstall bench fuzz \
 		valgrind

@@ -2,7 +2,8 @@
  * dotproxyd: the parent process.  It parses the config, binds the
  * listening sockets, starts the listener and upstream processes by fork
  * and re-exec, hands them sockets and config, then confines itself and
- * only logs for them, reloads on SIGHUP and shuts down on SIGTERM.
+ * only logs for them, reloads on SIGHUP, tells the upstream process when
+ * the network changed and shuts down on SIGTERM.
  */
 #include <sys/types.h>
 #include <sys/socket.h>
@@ -32,6 +33,7 @@
 #include "dotproxyd.h"
 #include "imsg.h"
 #include "log.h"
+#include "netwatch.h"
 #include "sandbox.h"
 
 struct child {
@@ -67,6 +69,7 @@ static int	 reload(char *, size_t);
 static void	 resolve_user(struct dotproxyd_conf *);
 static void	 warn_open_resolver(const struct dotproxyd_conf *);
 static void	 audit_confinement(const struct child *);
+static void	 network_changed(void);
 
 static struct dotproxyd_conf	*conf;
 static const char		*conffile = DOTPROXYD_CONF;
@@ -212,6 +215,8 @@ main(int argc, char *argv[])
 		    &children[i]);
 		child_start(&children[i], pair[i]);
 	}
+	/* the routing socket is opened now: the confined parent cannot */
+	netwatch_start(network_changed);
 
 #ifdef __OpenBSD__
 	sandbox_parent_unveil(self, conffile, conf);
@@ -699,6 +704,28 @@ audit_confinement(const struct child *c)
 	audit("confined", "child", proc_name(c->type), "pid", pid, "uid", uid,
 	    "chroot", conf->chroot, "seccomp", "filter", "capabilities",
 	    "none", "no_new_privs", "1", NULL);
+}
+
+/*
+ * The network changed (netwatch.c logged it): the upstream process drops
+ * its connections and back-offs and connects anew.  A process being
+ * started anew connects afresh anyway.
+ */
+static void
+network_changed(void)
+{
+	int	i;
+
+	for (i = 0; i < 2; i++) {
+		if (children[i].type != PROC_UPSTREAM || children[i].pid <= 0)
+			continue;
+		if (imsg_compose(&children[i].ibuf, IMSG_NETWORK_CHANGED, 0, -1,
+		    NULL, 0) == -1) {
+			log_warn("imsg_compose");
+			continue;
+		}
+		child_event_add(&children[i]);
+	}
 }
 
 /*

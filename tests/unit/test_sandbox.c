@@ -19,6 +19,7 @@
 #include <sys/prctl.h>
 
 #include "dotproxyd.h"
+#include "netwatch.h"
 #include "sandbox.h"
 #include "tap.h"
 
@@ -26,7 +27,8 @@ enum action {
 	A_NOTHING, A_SOCKET_INET_STREAM, A_SOCKET_INET_DGRAM, A_SOCKET_UNIX,
 	A_OPEN, A_EXECVE, A_BIND, A_LISTEN, A_MMAP_EXEC, A_MPROTECT_EXEC,
 	A_PTRACE, A_SETSOCKOPT_IP, A_FCNTL_DUPFD, A_OPEN_ERRNO, A_STAT_ERRNO,
-	A_MEMFILE, A_FCHMOD_WIDE, A_MEMFD_EXEC, A_FSTATAT_NOFOLLOW
+	A_MEMFILE, A_FCHMOD_WIDE, A_MEMFD_EXEC, A_FSTATAT_NOFOLLOW,
+	A_SOCKET_NETLINK, A_NETWATCH_READ
 };
 
 static const char *names[] = {
@@ -38,7 +40,9 @@ static const char *names[] = {
 	"stat() refused with EACCES", "a session store (memfd_create, fchmod "
 	"0600, fstat, ftruncate, pwrite, pread)", "fchmod(0644)",
 	"memfd_create without MFD_CLOEXEC",
-	"fstatat(AT_SYMLINK_NOFOLLOW) refused with EACCES"
+	"fstatat(AT_SYMLINK_NOFOLLOW) refused with EACCES",
+	"socket(AF_NETLINK)",
+	"reading the routing socket opened before confinement"
 };
 
 /* What libtls does with its session file, in an anonymous file. */
@@ -65,9 +69,13 @@ child(enum proc_type type, enum action a, int report)
 	struct sockaddr_in	sin;
 	struct stat		sb;
 	void			*p;
-	int			 s, one = 1;
+	const char		*what;
+	int			 s, one = 1, nl = -1;
 	char			*argv[] = { "/bin/true", NULL };
 
+	/* the parent opens its routing socket before it confines itself */
+	if (a == A_NETWATCH_READ && (nl = netwatch_open(&what)) == -1)
+		_exit(8);
 	(void)prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 	sandbox_filter(type);
 	/* allowed everywhere: memory, time, writing to a descriptor */
@@ -148,6 +156,13 @@ child(enum proc_type type, enum action a, int report)
 		    errno != EACCES)
 			_exit(5);
 		break;
+	case A_SOCKET_NETLINK:
+		(void)socket(AF_NETLINK, SOCK_RAW, 0);
+		break;
+	case A_NETWATCH_READ:
+		if (netwatch_read(nl) == -1)
+			_exit(9);
+		break;
 	}
 	_exit(0);
 }
@@ -191,7 +206,7 @@ expect(enum proc_type type, enum action a, int want)
 int
 main(void)
 {
-	plan(23);
+	plan(25);
 
 	expect(PROC_LISTENER, A_NOTHING, 0);
 	expect(PROC_LISTENER, A_SOCKET_INET_STREAM, SIGSYS);
@@ -218,5 +233,7 @@ main(void)
 	expect(PROC_UPSTREAM, A_FSTATAT_NOFOLLOW, 0);
 
 	expect(PROC_PARENT, A_PTRACE, SIGSYS);
+	expect(PROC_PARENT, A_SOCKET_NETLINK, SIGSYS);
+	expect(PROC_PARENT, A_NETWATCH_READ, 0);
 	return done();
 }
