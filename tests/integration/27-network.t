@@ -178,11 +178,9 @@ ok "after four changes, a query over TCP is answered within 3 s" \
 
 # --- what the upstream process makes of it
 
-todo "the upstream process's handling of IMSG_NETWORK_CHANGED is not merged yet"
 ok "the upstream process logs that it reconnects" \
     log_wait "$UPSTREAM_RE" 10
 is "$(child_named "$D_PID" upstream)" "$UPSTREAM" \
     "the upstream process is the same one (it did not die of the message)"
-end_todo
 
 stop_dotproxyd
