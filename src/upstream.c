@@ -46,12 +46,13 @@
 #define SPREAD_AT		16	/* open another connection beyond */
 #define CONNECT_MS		3000	/* TCP connect and TLS handshake */
 #define MAX_TRIES		3	/* of one query, hedges included */
-#define MAX_REQUEUES		8	/* sent again after a server's close */
+#define MAX_REQUEUES		64	/* sent again after a server's close */
 #define QUERY_DEADLINE_MS	3500	/* the listener gives up at 4 s */
 #define FRAME_MS		2000	/* to finish an answer once begun */
 #define PROBE_MS		2000	/* a health query, handshake included */
 #define WARM_MS			300000	/* keep a connection after use */
 #define MAX_QUIET_CLOSES	3	/* closes before any answer: failure */
+#define QUIET_MS		3000	/* ... with no answer for this long */
 #define MAX_QUERIES		65536
 #define OBUF_MAX		(1024 * 1024)
 #define IBUF_SIZE		16384
@@ -93,6 +94,7 @@ struct uquery {
 	int			 ntries;	/* counted, hedges included */
 	int			 requeues;	/* sent again, not counted */
 	struct upstream		*last;	/* tried last, for the error */
+	struct upstream		*closed_on;	/* lost a try to a close */
 	int64_t			 born;
 	struct event		 tmo;
 	struct utry		 tries[MAX_TRIES];
@@ -149,6 +151,7 @@ struct upstream {
 	struct uquery		*probe;
 	struct rtt		 rtt;
 	int64_t			 last_client;	/* µs: answered a client */
+	int64_t			 last_answer;	/* µs: answered anything */
 	enum fail_kind		 last_fail;
 	char			 last_error[96];
 	struct upstream_status	 st;	/* counters for status and metrics */
@@ -586,6 +589,7 @@ send_fail(uint32_t qid, int ede, const char *text)
 {
 	struct query_fail	qf;
 
+	log_debug("query %u failed: %s", qid, text);
 	memset(&qf, 0, sizeof(qf));
 	qf.ede = ede;
 	strlcpy(qf.text, text, sizeof(qf.text));
@@ -818,18 +822,21 @@ tried_on(const struct uquery *uq, const struct upstream *u)
 
 /*
  * The upstream for a query's next try: a healthy one before a suspect
- * one, one it has not tried before one it has, config order after that.
+ * one, one it is not on now before one it is, one that did not just
+ * close a connection under it before one that did, config order after
+ * that.
  */
 static struct upstream *
 pick_upstream(const struct uquery *uq)
 {
 	struct upstream	*u, *best = NULL;
-	int		 score, best_score = 4;
+	int		 score, best_score = 8;
 
 	TAILQ_FOREACH(u, &upstreams, entry) {
 		if ((score = upstream_tier(u)) == -1)
 			continue;
-		score += 2 * tried_on(uq, u);
+		score = 4 * score + 2 * tried_on(uq, u) +
+		    (u == uq->closed_on);
 		if (score < best_score) {
 			best = u;
 			best_score = score;
@@ -950,7 +957,12 @@ query_dispatch(struct uquery *uq)
 {
 	struct upstream	*u;
 
-	if (uq->ntries >= MAX_TRIES || (u = pick_upstream(uq)) == NULL) {
+	if (uq->ntries >= MAX_TRIES) {
+		query_fail(uq, EDE_NO_REACHABLE, "no answer from the "
+		    "upstreams in time");
+		return -1;
+	}
+	if ((u = pick_upstream(uq)) == NULL) {
 		query_fail_last(uq);
 		return -1;
 	}
@@ -1012,10 +1024,12 @@ try_timedout(struct utry *t)
 	struct upstream	*u = t->up;
 
 	t->timedout = 1;
+	if (t->conn == NULL)
+		return;		/* still waiting for a connection */
 	u->st.timeouts++;
 	rtt_timedout(&u->rtt);
 	/* nothing at all heard on its connection since it left? */
-	if (t->conn != NULL && t->conn->heard < t->sent)
+	if (t->conn->heard < t->sent)
 		conn_suspect(t->conn, t->sent);
 }
 
@@ -1235,7 +1249,13 @@ conn_take_waiting(struct conn *c)
 	while (c->ninflight < SLOTS && !c->suspect && !c->broken &&
 	    (t = TAILQ_FIRST(&c->up->waiting)) != NULL) {
 		TAILQ_REMOVE(&c->up->waiting, t, wentry);
+		/* its time runs from now: the handshake was not its own */
+		t->start = now_us();
+		t->timedout = 0;
+		if (t->uq->probe != P_UPSTREAM)
+			t->rto = upstream_rto(c->up);
 		conn_send(c, t);
+		query_arm(t->uq);
 	}
 }
 
@@ -1427,8 +1447,14 @@ conn_close_counts(struct upstream *u, enum fail_kind kind, const char *why,
 	case F_LOCAL:
 		return 0;
 	case F_CLOSED:
-		/* a server closing before any answer, again and again */
-		if (answered || inflight == 0 ||
+		/*
+		 * A server closing connections before any answer, again and
+		 * again, and answering nothing else meanwhile.  (A server
+		 * that answers one query and closes may reset a connection
+		 * with queries unread, and its answer may be lost with it.)
+		 */
+		if (answered || inflight == 0 || (u->last_answer != 0 &&
+		    now_us() - u->last_answer < QUIET_MS * 1000LL) ||
 		    ++u->quiet_closes < MAX_QUIET_CLOSES)
 			return 0;
 		u->quiet_closes = 0;
@@ -1499,7 +1525,7 @@ keep_warm(const struct upstream *u, const struct conn *except)
 
 /* Take the tries off a closing connection; health queries end here. */
 static int
-conn_take_tries(struct conn *c, struct utry **tries, int *probe_lost)
+conn_take_tries(struct conn *c, struct utry **tries)
 {
 	struct utry	*t;
 	struct uquery	*uq;
@@ -1516,8 +1542,6 @@ conn_take_tries(struct conn *c, struct utry **tries, int *probe_lost)
 			tries[n++] = t;
 			continue;
 		}
-		if (uq->probe == P_UPSTREAM && c->up->probe == uq)
-			*probe_lost = 1;
 		query_free(uq);
 	}
 	c->ninflight = 0;
@@ -1538,24 +1562,22 @@ conn_close(struct conn *c, enum fail_kind kind, const char *why)
 	struct uquery	*uq;
 	char		 reason[96];
 	int		 i, n, had_state = c->state, answered = c->answered > 0;
-	int		 inflight = c->ninflight, probe_lost = 0;
+	int		 inflight = c->ninflight;
 
 	/* why may be the TLS context's error text, which goes with it */
 	strlcpy(reason, why, sizeof(reason));
 	why = reason;
-	n = conn_take_tries(c, tries, &probe_lost);
+	n = conn_take_tries(c, tries);
 	conn_teardown(c, had_state);
-	if (conn_close_counts(u, kind, why, had_state, answered, inflight))
-		;
-	else if (probe_lost)
-		upstream_failed(u, kind == F_CLOSED || kind == F_CONFIG ||
-		    kind == F_LOCAL ? F_NETWORK : kind, why);
-	else
+	/* a health query lost here is asked again (query_free() did) */
+	if (!conn_close_counts(u, kind, why, had_state, answered, inflight))
 		log_debug("upstream %s: connection closed: %s", u->label, why);
 	for (i = 0; i < n; i++) {
 		t = tries[i];
 		uq = t->uq;
-		if (!t->timedout && kind != F_AUTH &&
+		uq->closed_on = u;
+		if ((!t->timedout || kind == F_CLOSED || kind == F_CONFIG ||
+		    kind == F_LOCAL) && kind != F_AUTH &&
 		    uq->requeues < MAX_REQUEUES) {
 			uq->ntries--;
 			uq->requeues++;
@@ -1824,6 +1846,9 @@ conn_answer(struct conn *c, const uint8_t *a, size_t alen)
 	conn_heard(c);
 	c->answered++;
 	u->quiet_closes = 0;
+	u->last_answer = c->heard;
+	if (u->state == U_PROBING)
+		upstream_up(u);	/* it answers: as good as a health query */
 	u->st.answers++;
 	rtt_sample(&u->rtt, c->heard - t->sent);
 	u->st.latency_ms = (int)(u->rtt.srtt / 1000);
@@ -1842,13 +1867,32 @@ conn_answer(struct conn *c, const uint8_t *a, size_t alen)
 	query_free(uq);
 }
 
+/*
+ * Acknowledge the answers just read at once when more are due.  A
+ * server with Nagle's algorithm on (unbound has) holds a small answer
+ * until its previous one is acknowledged, and Linux, seeing a
+ * request-response peer, delays the acknowledgement until the next query
+ * or for 40 ms: every answer would wait for the next query.
+ */
+static void
+conn_quickack(struct conn *c)
+{
+#ifdef TCP_QUICKACK
+	int	on = 1;
+
+	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof(on));
+#else
+	(void)c;
+#endif
+}
+
 /* Read what there is; whole answers are taken as they complete. */
 static void
 conn_io(struct conn *c)
 {
 	ssize_t	 n;
 	size_t	 off, mlen;
-	int	 r, spins = 0;
+	int	 r, spins = 0, got = 0;
 
 	for (;;) {
 		n = tls_read(c->tls, c->rbuf + c->rlen,
@@ -1876,6 +1920,7 @@ conn_io(struct conn *c)
 		if (c->rlen == 0)
 			c->frame_start = now_us();
 		c->rlen += (size_t)n;
+		got = 1;
 		off = 0;
 		while ((r = dns_tcp_frame(c->rbuf + off, c->rlen - off,
 		    &mlen)) != 0) {
@@ -1892,6 +1937,8 @@ conn_io(struct conn *c)
 			c->frame_start = now_us();
 		}
 	}
+	if (got && c->ninflight > 0)
+		conn_quickack(c);
 	conn_arm(c);
 }
 
