@@ -75,8 +75,8 @@ typedef struct {
 %}
 
 %token	ALLOW ANONYMIZE AUDIT BURST CA CACHE CHROOT CONNECTIONS CONTROL
-%token	FROM INCLUDE LISTEN LOG NAME OFF ON PER PIN PORT QUERIES
-%token	RATELIMIT SECOND SHA256 SIZE SOCKET TLS UPSTREAM USER ERROR
+%token	FROM IDLE INCLUDE LISTEN LOG NAME OFF ON PER PIN PORT QUERIES
+%token	RATELIMIT SECOND SHA256 SIZE SOCKET TIMEOUT TLS UPSTREAM USER ERROR
 %token	<v.string>	STRING
 %token	<v.number>	NUMBER
 %type	<v.number>	port burst anonymize
@@ -222,6 +222,14 @@ main		: LISTEN ON STRING port {
 			}
 			conf->tls_connections = (int)$3;
 		}
+		| TLS IDLE TIMEOUT NUMBER {
+			if ($4 < 1 || $4 > MAX_TLS_IDLE) {
+				yyerror("tls idle timeout %lld out of range "
+				    "1-%d", $4, MAX_TLS_IDLE);
+				YYERROR;
+			}
+			conf->tls_idle = (int)$4;
+		}
 		| ALLOW FROM STRING {
 			struct acl_conf *a;
 
@@ -366,6 +374,7 @@ lookup(char *s)
 		{ "connections",	CONNECTIONS },
 		{ "control",		CONTROL },
 		{ "from",		FROM },
+		{ "idle",		IDLE },
 		{ "include",		INCLUDE },
 		{ "listen",		LISTEN },
 		{ "log",		LOG },
@@ -381,6 +390,7 @@ lookup(char *s)
 		{ "sha256",		SHA256 },
 		{ "size",		SIZE },
 		{ "socket",		SOCKET },
+		{ "timeout",		TIMEOUT },
 		{ "tls",		TLS },
 		{ "upstream",		UPSTREAM },
 		{ "user",		USER },
@@ -1093,6 +1103,7 @@ print_config(FILE *f, const struct dotproxyd_conf *c)
 	fprintf(f, "tls ca ");
 	print_quoted(f, c->tls_ca);
 	fprintf(f, "\ntls connections %d\n", c->tls_connections);
+	fprintf(f, "tls idle timeout %d\n", c->tls_idle);
 	TAILQ_FOREACH(a, &c->acls, entry) {
 		inet_ntop(a->af, a->addr, host, sizeof(host));
 		fprintf(f, "allow from %s/%d\n", host, a->plen);

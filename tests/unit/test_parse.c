@@ -210,6 +210,7 @@ static const char full_conf[] =
     PIN_ONE_B64 "\"\n"
     "tls ca \"/etc/ssl/my ca.pem\"\n"
     "tls connections 4\n"
+    "tls idle timeout 20\n"
     "allow from 192.0.2.77/24\n"
     "allow from 2001:db8::/32\n"
     "allow from 10.1.2.3\n"
@@ -263,6 +264,7 @@ test_every_statement(void)
 
 	ok(strcmp(c->tls_ca, "/etc/ssl/my ca.pem") == 0, "full: tls ca");
 	is_int(c->tls_connections, 4, "full: tls connections");
+	is_int(c->tls_idle, 20, "full: tls idle timeout");
 	is_int(count_acls(c), 3, "full: 3 allow");
 	a = TAILQ_FIRST(&c->acls);
 	ok(acl_is(a, "192.0.2.0", 24), "full: allow IPv4 prefix, host bits 0");
@@ -297,11 +299,39 @@ test_every_statement(void)
 		ok(strcmp(c->tls_ca, DOTPROXYD_CA) == 0, "small: default ca");
 		is_int(c->tls_connections, DEFAULT_TLS_CONNS,
 		    "small: default tls connections");
+		is_int(c->tls_idle, DEFAULT_TLS_IDLE,
+		    "small: default tls idle timeout");
 		ok(strcmp(c->control_path, DOTPROXYD_SOCKET) == 0,
 		    "small: default control socket");
 		is_int(c->audit_log[0], '\0', "small: no audit log by default");
 		config_free(c);
 	}
+}
+
+/* A statement with a number: the smallest and largest values it takes. */
+static void
+test_bounds(void)
+{
+	struct dotproxyd_conf	*c;
+	char			 text[128];
+
+	c = parse_text("tls idle timeout 1\n");
+	ok(c != NULL && c->tls_idle == 1, "tls idle timeout 1: the smallest");
+	config_free(c);
+	snprintf(text, sizeof(text), "tls idle timeout %d\n", MAX_TLS_IDLE);
+	c = parse_text(text);
+	ok(c != NULL && c->tls_idle == MAX_TLS_IDLE,
+	    "tls idle timeout %d: the largest", MAX_TLS_IDLE);
+	config_free(c);
+	c = parse_text("tls idle timeout 30\ntls idle timeout 9\n");
+	ok(c != NULL && c->tls_idle == 9, "tls idle timeout: the last one counts");
+	config_free(c);
+	c = parse_text("tls idle timeout 0\n");
+	ok(c == NULL && strstr(errtext, "tls idle timeout 0 out of range "
+	    "1-3600") != NULL, "tls idle timeout 0: the error says the range");
+	if (c != NULL || strstr(errtext, "out of range") == NULL)
+		diag("stderr: %s", errtext);
+	config_free(c);
 }
 
 static void
@@ -488,6 +518,12 @@ test_errors(void)
 		{ "listen on 300.1.1.1\n", 1, "bad listen address" },
 		{ "tls connections 0\n", 1, "tls connections 0" },
 		{ "tls connections 65\n", 1, "tls connections 65" },
+		{ "tls idle timeout 0\n", 1, "tls idle timeout 0" },
+		{ "# x\ntls idle timeout 3601\n", 2, "tls idle timeout 3601" },
+		{ "tls idle timeout -5\n", 1, "tls idle timeout -5" },
+		{ "tls idle timeout\n", 1, "tls idle timeout without a number" },
+		{ "tls idle 10\n", 1, "tls idle without timeout" },
+		{ "tls idle timeout ten\n", 1, "tls idle timeout ten" },
 		{ "user \"u\"\nchroot \"var/empty\"\n", 2, "relative chroot" },
 		{ "allow from 10.0.0.0/33\n", 1, "allow /33" },
 		{ "allow from example.com\n", 1, "allow from a name" },
@@ -609,6 +645,8 @@ test_round_trip(void)
 	    "round trip: IPv6 listen printed with port");
 	ok(strstr(t1, "log queries anonymize\n") != NULL,
 	    "round trip: log queries anonymize printed");
+	ok(strstr(t1, "tls idle timeout 20\n") != NULL,
+	    "round trip: tls idle timeout printed");
 	unlink(path);
 	free(t1);
 	free(t2);
@@ -622,6 +660,8 @@ test_round_trip(void)
 	t2 = c2 ? print_to_string(c2) : strdup("");
 	ok(c2 != NULL && strcmp(t1, t2) == 0,
 	    "round trip: built-in default");
+	ok(strstr(t1, "tls idle timeout 8\n") != NULL,
+	    "round trip: the default tls idle timeout is printed");
 	free(t1);
 	free(t2);
 	config_free(c);
@@ -671,6 +711,7 @@ main(void)
 {
 	alarm(60);	/* a parser that loops fails the test */
 	test_every_statement();
+	test_bounds();
 	test_macros_include_comments();
 	test_default();
 	test_errors();
