@@ -75,11 +75,12 @@ typedef struct {
 %}
 
 %token	ALLOW ANONYMIZE AUDIT BURST CA CACHE CHROOT CONNECTIONS CONTROL
-%token	FROM IDLE INCLUDE LISTEN LOG NAME OFF ON PER PIN PORT QUERIES
-%token	RATELIMIT SECOND SHA256 SIZE SOCKET TIMEOUT TLS UPSTREAM USER ERROR
+%token	FROM IDLE INCLUDE LISTEN LOG MAXAGE NAME NO OFF ON PER PIN PORT
+%token	QUERIES RATELIMIT SECOND SERVESTALE SHA256 SIZE SOCKET TIMEOUT TLS
+%token	UPSTREAM USER YES ERROR
 %token	<v.string>	STRING
 %token	<v.number>	NUMBER
-%type	<v.number>	port burst anonymize
+%type	<v.number>	port burst anonymize yesno maxage
 %type	<v.string>	string
 %destructor	{ free($$); } <v.string>
 
@@ -157,6 +158,21 @@ burst		: /* empty */		{ $$ = 0; }
 
 anonymize	: /* empty */		{ $$ = 1; }
 		| ANONYMIZE		{ $$ = 2; }
+		;
+
+yesno		: YES			{ $$ = 1; }
+		| NO			{ $$ = 0; }
+		;
+
+maxage		: /* empty */		{ $$ = 0; }
+		| MAXAGE NUMBER {
+			if ($2 < 1 || $2 > MAX_STALE_MAX) {
+				yyerror("max-age %lld out of range 1-%d", $2,
+				    MAX_STALE_MAX);
+				YYERROR;
+			}
+			$$ = $2;
+		}
 		;
 
 main		: LISTEN ON STRING port {
@@ -273,6 +289,10 @@ main		: LISTEN ON STRING port {
 			conf->cache_size = (int)$3;
 		}
 		| CACHE OFF		{ conf->cache_size = 0; }
+		| CACHE SERVESTALE yesno maxage {
+			conf->serve_stale = (int)$3;
+			conf->stale_max = $4 ? (int)$4 : DEFAULT_STALE_MAX;
+		}
 		| RATELIMIT NUMBER PER SECOND burst {
 			if ($2 < 1 || $2 > MAX_RATELIMIT) {
 				yyerror("ratelimit %lld out of range 1-%d",
@@ -378,7 +398,9 @@ lookup(char *s)
 		{ "include",		INCLUDE },
 		{ "listen",		LISTEN },
 		{ "log",		LOG },
+		{ "max-age",		MAXAGE },
 		{ "name",		NAME },
+		{ "no",			NO },
 		{ "off",		OFF },
 		{ "on",			ON },
 		{ "per",		PER },
@@ -387,6 +409,7 @@ lookup(char *s)
 		{ "queries",		QUERIES },
 		{ "ratelimit",		RATELIMIT },
 		{ "second",		SECOND },
+		{ "serve-stale",	SERVESTALE },
 		{ "sha256",		SHA256 },
 		{ "size",		SIZE },
 		{ "socket",		SOCKET },
@@ -394,6 +417,7 @@ lookup(char *s)
 		{ "tls",		TLS },
 		{ "upstream",		UPSTREAM },
 		{ "user",		USER },
+		{ "yes",		YES },
 	};
 	const struct keyword *p;
 
@@ -1117,6 +1141,10 @@ print_config(FILE *f, const struct dotproxyd_conf *c)
 		fprintf(f, "cache size %d\n", c->cache_size);
 	else
 		fprintf(f, "cache off\n");
+	if (c->serve_stale)
+		fprintf(f, "cache serve-stale yes max-age %d\n", c->stale_max);
+	else
+		fprintf(f, "cache serve-stale no\n");
 	if (c->ratelimit)
 		fprintf(f, "ratelimit %d per second burst %d\n", c->ratelimit,
 		    c->ratelimit_burst);
