@@ -32,7 +32,7 @@ static const uint8_t pin_two[32] = {
 	0xd7, 0xd3, 0xd3, 0x76, 0xb0, 0xdb, 0xe6, 0x85, 0xe2, 0xf3,
 };
 
-static char	*tmpfiles[64];
+static char	*tmpfiles[256];
 static int	 ntmpfiles;
 static char	 errtext[8192];
 
