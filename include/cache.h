@@ -17,6 +17,7 @@ struct cache_hit {
 	size_t			 len;
 	const struct dns_msg	*msg;
 	uint32_t		 age;	/* seconds since it was stored */
+	int			 stale;	/* past its TTL (RFC 8767) */
 };
 
 struct cache_stats {
@@ -33,6 +34,9 @@ struct cache	*cache_new(size_t, size_t);
 void		 cache_free(struct cache *);
 int		 cache_lookup(struct cache *, const uint8_t *, size_t, uint32_t,
 		    int64_t, struct cache_hit *);
+int		 cache_lookup_stale(struct cache *, const uint8_t *, size_t,
+		    uint32_t, int64_t, struct cache_hit *);
+void		 cache_set_stale(struct cache *, uint32_t);
 int		 cache_store(struct cache *, const uint8_t *, size_t, uint32_t,
 		    const uint8_t *, size_t, const struct dns_msg *, int64_t);
 uint32_t	 cache_ttl(const struct dns_msg *);

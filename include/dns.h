@@ -52,11 +52,14 @@
 
 /* RFC 8914 extended error codes that dotproxyd produces */
 #define EDE_OTHER		0
+#define EDE_STALE_ANSWER	3
+#define EDE_STALE_NXDOMAIN	19
 #define EDE_PROHIBITED		18
 #define EDE_NETWORK_ERROR	23
 #define EDE_NOT_READY		14
 #define EDE_NO_REACHABLE	22
 #define EDE_CACHED_ERROR	13
+#define EDE_TEXT_MAX		128	/* bytes of EXTRA-TEXT we write */
 
 enum dns_section { DNS_S_AN, DNS_S_NS, DNS_S_AR };
 
@@ -101,6 +104,9 @@ size_t	 dns_make_query(uint8_t *, size_t, const uint8_t *, const
 size_t	 dns_make_error(uint8_t *, size_t, const uint8_t *, size_t,
 	    const struct dns_msg *, int, int, const char *);
 size_t	 dns_client_answer(uint8_t *, size_t, const uint8_t *, size_t,
+	    const struct dns_msg *, const uint8_t *, const struct dns_msg *,
+	    uint32_t, size_t);
+size_t	 dns_stale_answer(uint8_t *, size_t, const uint8_t *, size_t,
 	    const struct dns_msg *, const uint8_t *, const struct dns_msg *,
 	    uint32_t, size_t);
 int	 dns_name_to_text(const uint8_t *, size_t, char *, size_t);

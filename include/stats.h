@@ -12,6 +12,7 @@ struct listener_stats {
 	uint64_t	refused_acl;
 	uint64_t	ratelimited;
 	uint64_t	coalesced;
+	uint64_t	stale;			/* answers served stale */
 	uint64_t	upstream_fail[3];	/* unreachable, network, other */
 	uint64_t	tcp_accepted;
 	uint64_t	tcp_refused;		/* over the connection limit */

@@ -3,7 +3,10 @@
  * Keyed by the canonical upstream query (lower-cased name, type, class,
  * the RD/CD flags and the DO bit), bounded by entries and by bytes,
  * least recently used first out.  TTLs count down from the time of
- * storing; negative answers live as long as RFC 2308 says.
+ * storing; negative answers live as long as RFC 2308 says.  For
+ * serve-stale (RFC 8767), answers but SERVFAIL may be kept up to a set
+ * number of seconds past their TTL; lookups of clients never find them,
+ * only cache_lookup_stale() does.
  */
 #include <sys/types.h>
 #include <sys/queue.h>
@@ -31,6 +34,7 @@ struct cache {
 	TAILQ_HEAD(centry_lru, centry) lru;	/* most recent first */
 	size_t			 max_entries;
 	size_t			 max_bytes;
+	int64_t			 stale_max;	/* seconds past expiry */
 	struct cache_stats	 st;
 };
 
@@ -124,9 +128,56 @@ cache_resize(struct cache *c, size_t max_entries, size_t max_bytes)
 	shrink(c, 0);
 }
 
+/* Keep expired answers this many seconds for serve-stale; 0: not. */
+void
+cache_set_stale(struct cache *c, uint32_t seconds)
+{
+	c->stale_max = seconds;
+}
+
+static struct centry *
+find(struct cache *c, const uint8_t *key, size_t keylen, uint32_t hash)
+{
+	struct centry	*e;
+
+	LIST_FOREACH(e, &c->buckets[hash & (c->nbuckets - 1)], hentry)
+		if (e->hash == hash && e->keylen == keylen &&
+		    memcmp(e->data, key, keylen) == 0)
+			return e;
+	return NULL;
+}
+
+/*
+ * An expired entry: may it still serve stale?  Not once stale_max has
+ * passed, and a SERVFAIL never.  Entries that may not are dropped.
+ */
+static int
+still_stale(struct cache *c, struct centry *e, int64_t now)
+{
+	if (c->stale_max > 0 && now < e->expires + c->stale_max &&
+	    DNS_F_RCODE(e->msg.flags) != DNS_RCODE_SERVFAIL)
+		return 1;
+	entry_remove(c, e);
+	return 0;
+}
+
+static void
+fill_hit(struct cache *c, struct centry *e, int64_t now,
+    struct cache_hit *hit)
+{
+	TAILQ_REMOVE(&c->lru, e, lru);
+	TAILQ_INSERT_HEAD(&c->lru, e, lru);
+	hit->answer = e->data + e->keylen;
+	hit->len = e->anslen;
+	hit->msg = &e->msg;
+	hit->age = now > e->stored ? (uint32_t)(now - e->stored) : 0;
+	hit->stale = now >= e->expires;
+}
+
 /*
  * Find key.  On a hit, fills *hit (valid until the next store or flush)
- * and returns 1; an expired entry is dropped and counts as a miss.
+ * and returns 1.  An expired entry counts as a miss; it is dropped
+ * unless it is kept for serve-stale.
  */
 int
 cache_lookup(struct cache *c, const uint8_t *key, size_t keylen,
@@ -134,25 +185,35 @@ cache_lookup(struct cache *c, const uint8_t *key, size_t keylen,
 {
 	struct centry	*e;
 
-	LIST_FOREACH(e, &c->buckets[hash & (c->nbuckets - 1)], hentry) {
-		if (e->hash != hash || e->keylen != keylen ||
-		    memcmp(e->data, key, keylen) != 0)
-			continue;
-		if (now >= e->expires) {
-			entry_remove(c, e);
-			break;
-		}
-		TAILQ_REMOVE(&c->lru, e, lru);
-		TAILQ_INSERT_HEAD(&c->lru, e, lru);
-		hit->answer = e->data + e->keylen;
-		hit->len = e->anslen;
-		hit->msg = &e->msg;
-		hit->age = (uint32_t)(now - e->stored);
-		c->st.hits++;
-		return 1;
+	if ((e = find(c, key, keylen, hash)) != NULL && now >= e->expires) {
+		(void)still_stale(c, e, now);	/* dropped unless kept */
+		e = NULL;
 	}
-	c->st.misses++;
-	return 0;
+	if (e == NULL) {
+		c->st.misses++;
+		return 0;
+	}
+	fill_hit(c, e, now, hit);
+	c->st.hits++;
+	return 1;
+}
+
+/*
+ * Serve-stale: find key, expired or not, as long as it may still serve.
+ * hit->stale says whether it is past its TTL.  Not counted as a hit or
+ * a miss: the client's lookup was counted already.
+ */
+int
+cache_lookup_stale(struct cache *c, const uint8_t *key, size_t keylen,
+    uint32_t hash, int64_t now, struct cache_hit *hit)
+{
+	struct centry	*e;
+
+	if ((e = find(c, key, keylen, hash)) == NULL ||
+	    (now >= e->expires && !still_stale(c, e, now)))
+		return 0;
+	fill_hit(c, e, now, hit);
+	return 1;
 }
 
 /*
@@ -195,12 +256,8 @@ cache_store(struct cache *c, const uint8_t *key, size_t keylen,
 	if ((ttl = cache_ttl(am)) == 0 || size > c->max_bytes ||
 	    c->max_entries == 0)
 		return 0;
-	LIST_FOREACH(old, &c->buckets[hash & (c->nbuckets - 1)], hentry)
-		if (old->hash == hash && old->keylen == keylen &&
-		    memcmp(old->data, key, keylen) == 0) {
-			entry_remove(c, old);
-			break;
-		}
+	if ((old = find(c, key, keylen, hash)) != NULL)
+		entry_remove(c, old);
 	shrink(c, size);
 	if ((e = malloc(sizeof(*e) + size)) == NULL)
 		return 0;

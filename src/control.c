@@ -225,6 +225,8 @@ print_stats(FILE *f)
 		fprintf(f, "%-28s %12zu\n", "cache bytes", cs.bytes);
 		fprintf(f, "%-28s %12llu\n", "cache evictions",
 		    (unsigned long long)cs.evictions);
+		fprintf(f, "%-28s %12llu\n", "cache stale",
+		    (unsigned long long)stats.stale);
 	} else
 		fprintf(f, "%-28s %12s\n", "cache", "off");
 	fprintf(f, "%-28s %12llu\n", "coalesced",
@@ -394,6 +396,9 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 		    "Answers served from the cache.", cs.hits);
 		metric_value(f, "dotproxyd_cache_misses_total", "counter",
 		    "Cache lookups that found nothing.", cs.misses);
+		metric_value(f, "dotproxyd_cache_stale_total", "counter",
+		    "Answers served stale from the cache (RFC 8767).",
+		    stats.stale);
 		metric_value(f, "dotproxyd_cache_entries", "gauge",
 		    "Answers in the cache.", cs.entries);
 	}

@@ -378,6 +378,27 @@ dns_make_query(uint8_t *out, size_t outlen, const uint8_t *q,
 }
 
 /*
+ * An extended DNS error option (RFC 8914): the code and at most
+ * EDE_TEXT_MAX bytes of text.  Returns its length, 0 if it does not fit.
+ */
+static size_t
+put_ede(uint8_t *out, size_t outlen, int ede, const char *text)
+{
+	size_t	textlen = text ? strlen(text) : 0;
+
+	if (textlen > EDE_TEXT_MAX)
+		textlen = EDE_TEXT_MAX;
+	if (outlen < 6 + textlen)
+		return 0;
+	dns_put16(out, DNS_OPT_EDE);
+	dns_put16(out + 2, (uint16_t)(2 + textlen));
+	dns_put16(out + 4, (uint16_t)ede);
+	if (textlen)
+		memcpy(out + 6, text, textlen);
+	return 6 + textlen;
+}
+
+/*
  * Synthesize an answer with rcode to a client's query: its ID, opcode,
  * RD, the question if it parsed, and, if the client spoke EDNS, an OPT
  * with an extended DNS error (RFC 8914) when ede >= 0.
@@ -386,8 +407,8 @@ size_t
 dns_make_error(uint8_t *out, size_t outlen, const uint8_t *q, size_t qlen,
     const struct dns_msg *qm, int rcode, int ede, const char *text)
 {
-	uint8_t	 opt[4 + 2 + 128];
-	size_t	 len = DNS_HDR_LEN, textlen, optlen = 0, n;
+	uint8_t	 opt[6 + EDE_TEXT_MAX];
+	size_t	 len = DNS_HDR_LEN, optlen = 0, n;
 	uint16_t flags;
 
 	if (outlen < DNS_HDR_LEN || qlen < DNS_HDR_LEN)
@@ -405,17 +426,8 @@ dns_make_error(uint8_t *out, size_t outlen, const uint8_t *q, size_t qlen,
 	}
 	if (!qm->edns)
 		return len;
-	if (ede >= 0) {
-		textlen = text ? strlen(text) : 0;
-		if (textlen > sizeof(opt) - 6)
-			textlen = sizeof(opt) - 6;
-		dns_put16(opt, DNS_OPT_EDE);
-		dns_put16(opt + 2, (uint16_t)(2 + textlen));
-		dns_put16(opt + 4, (uint16_t)ede);
-		if (textlen)
-			memcpy(opt + 6, text, textlen);
-		optlen = 6 + textlen;
-	}
+	if (ede >= 0)
+		optlen = put_ede(opt, sizeof(opt), ede, text);
 	n = put_opt(out + len, outlen - len, 0, qm->edns_flags & DNS_EDNS_DO,
 	    opt, optlen);
 	if (n == 0)
@@ -426,7 +438,8 @@ dns_make_error(uint8_t *out, size_t outlen, const uint8_t *q, size_t qlen,
 
 struct ttl_arg {
 	uint8_t		*m;
-	uint32_t	 age;
+	uint32_t	 ttl;
+	int		 set;	/* every TTL becomes ttl; else aged by it */
 };
 
 static int
@@ -439,11 +452,122 @@ age_ttl_cb(void *arg, const uint8_t *m, enum dns_section s, size_t rr,
 	(void)m; (void)s; (void)rr; (void)rd_off; (void)rdlen;
 	if (type == DNS_T_OPT)
 		return 0;
+	if (ta->set) {
+		put32(ta->m + ttl_off, ta->ttl);
+		return 0;
+	}
 	ttl = get32(ta->m + ttl_off);
 	if (ttl > 0x7fffffff)
 		ttl = 0;
-	put32(ta->m + ttl_off, ttl > ta->age ? ttl - ta->age : 0);
+	put32(ta->m + ttl_off, ttl > ta->ttl ? ttl - ta->ttl : 0);
 	return 0;
+}
+
+/* The upstream's EDNS options but padding (RFC 8467), into opts. */
+static size_t
+upstream_opts(uint8_t *opts, const uint8_t *a, const struct dns_msg *am)
+{
+	const uint8_t	*rd = a + am->opt_off + OPT_FIXED;
+	size_t		 rdlen = am->opt_end - am->opt_off - OPT_FIXED;
+	size_t		 o, l, optlen = 0;
+
+	for (o = 0; o + 4 <= rdlen; o += l) {
+		l = 4 + (size_t)dns_get16(rd + o + 2);
+		if (l > rdlen - o)
+			break;
+		if (dns_get16(rd + o) == DNS_OPT_PADDING)
+			continue;
+		memcpy(opts + optlen, rd + o, l);
+		optlen += l;
+	}
+	return optlen;
+}
+
+/*
+ * The client's OPT record in place of the upstream's, for an answer
+ * copied to out: the upstream's options but padding, and an extended
+ * DNS error when ede >= 0; none for a client without EDNS.  Records
+ * after the upstream's OPT, if any, go with it: names in them may point
+ * into what moves.  Returns the answer's new length, 0 on failure.
+ */
+static size_t
+client_opt(uint8_t *out, size_t outlen, const uint8_t *a,
+    const struct dns_msg *am, const struct dns_msg *qm, int ede)
+{
+	uint8_t		 opts[DNS_MAX_MSG];
+	size_t		 len = am->end, optlen = 0, n;
+	uint16_t	 arcount = am->arcount;
+
+	if (am->edns) {
+		optlen = upstream_opts(opts, a, am);
+		len = am->opt_off;
+		arcount = am->ar_before_opt;
+	}
+	if (qm->edns && (am->edns || ede >= 0)) {
+		if (ede >= 0) {
+			if ((n = put_ede(opts + optlen, sizeof(opts) - optlen,
+			    ede, NULL)) == 0)
+				return 0;
+			optlen += n;
+		}
+		n = put_opt(out + len, outlen - len, am->ext_rcode,
+		    qm->edns_flags & DNS_EDNS_DO, opts, optlen);
+		if (n == 0)
+			return 0;
+		len += n;
+		arcount++;
+	}
+	dns_put16(out + 10, arcount);
+	return len;
+}
+
+/* Cut an answer to header and question, TC set, and the client's OPT. */
+static size_t
+truncate_answer(uint8_t *out, size_t outlen, const struct dns_msg *am,
+    const struct dns_msg *qm, int ede)
+{
+	uint8_t	 opt[6];
+	size_t	 len = am->qend, optlen = 0, n;
+
+	dns_put16(out + 2, am->flags | DNS_F_TC);
+	dns_put16(out + 6, 0);
+	dns_put16(out + 8, 0);
+	dns_put16(out + 10, 0);
+	if (qm->edns) {
+		if (ede >= 0)
+			optlen = put_ede(opt, sizeof(opt), ede, NULL);
+		n = put_opt(out + len, outlen - len, am->ext_rcode,
+		    qm->edns_flags & DNS_EDNS_DO, opt, optlen);
+		if (n > 0) {
+			len += n;
+			dns_put16(out + 10, 1);
+		}
+	}
+	return len;
+}
+
+static size_t
+client_answer(uint8_t *out, size_t outlen, const uint8_t *a, size_t alen,
+    const struct dns_msg *am, const uint8_t *q, const struct dns_msg *qm,
+    struct ttl_arg *ta, int ede, size_t maxlen)
+{
+	size_t	len = am->end;
+
+	if (len > alen || len > outlen)
+		return 0;
+	memcpy(out, a, len);
+	dns_put16(out, qm->id);
+	memcpy(out + am->qname_off, q + qm->qname_off, am->qname_len);
+	if (ta->set || ta->ttl > 0) {
+		ta->m = out;
+		if (dns_walk_rrs(out, len, am, age_ttl_cb, ta) == -1)
+			return 0;
+	}
+	if ((len = client_opt(out, outlen, a, am, qm, ede)) == 0)
+		return 0;
+	if (len <= maxlen)
+		return len;
+	return truncate_answer(out, outlen, am, qm, ede);
 }
 
 /*
@@ -458,72 +582,27 @@ dns_client_answer(uint8_t *out, size_t outlen, const uint8_t *a, size_t alen,
     const struct dns_msg *am, const uint8_t *q, const struct dns_msg *qm,
     uint32_t age, size_t maxlen)
 {
-	struct ttl_arg	 ta;
-	uint8_t		 opts[DNS_MAX_MSG];
-	size_t		 len, optlen = 0, n, o;
-	uint16_t	 arcount;
+	struct ttl_arg	ta = { NULL, age, 0 };
 
-	len = am->end;
-	if (len > alen || len > outlen)
-		return 0;
-	memcpy(out, a, len);
-	dns_put16(out, qm->id);
-	memcpy(out + am->qname_off, q + qm->qname_off, am->qname_len);
-	if (age > 0) {
-		ta.m = out;
-		ta.age = age;
-		if (dns_walk_rrs(out, len, am, age_ttl_cb, &ta) == -1)
-			return 0;
-	}
-	if (am->edns) {
-		/*
-		 * Keep the upstream's options but padding (RFC 8467).  Records
-		 * after its OPT, if any, go with it: names in them may point
-		 * into what moves.
-		 */
-		const uint8_t *rd = a + am->opt_off + OPT_FIXED;
-		size_t rdlen = am->opt_end - am->opt_off - OPT_FIXED;
+	return client_answer(out, outlen, a, alen, am, q, qm, &ta, -1, maxlen);
+}
 
-		for (o = 0; o + 4 <= rdlen; o += 4 + dns_get16(rd + o + 2)) {
-			size_t l = 4 + (size_t)dns_get16(rd + o + 2);
+/*
+ * The same for an answer served stale (RFC 8767): every TTL is ttl, and
+ * a client with EDNS gets the extended DNS error Stale Answer, or Stale
+ * NXDOMAIN Answer for an NXDOMAIN (RFC 8914).
+ */
+size_t
+dns_stale_answer(uint8_t *out, size_t outlen, const uint8_t *a, size_t alen,
+    const struct dns_msg *am, const uint8_t *q, const struct dns_msg *qm,
+    uint32_t ttl, size_t maxlen)
+{
+	struct ttl_arg	ta = { NULL, ttl, 1 };
+	int		ede = EDE_STALE_ANSWER;
 
-			if (l > rdlen - o)
-				break;
-			if (dns_get16(rd + o) == DNS_OPT_PADDING)
-				continue;
-			memcpy(opts + optlen, rd + o, l);
-			optlen += l;
-		}
-		len = am->opt_off;
-		arcount = am->ar_before_opt;
-		if (qm->edns) {
-			n = put_opt(out + len, outlen - len, am->ext_rcode,
-			    qm->edns_flags & DNS_EDNS_DO, opts, optlen);
-			if (n == 0)
-				return 0;
-			len += n;
-			arcount++;
-		}
-		dns_put16(out + 10, arcount);
-	}
-	if (len <= maxlen)
-		return len;
-
-	/* Truncate: header, question, and our OPT if the client has EDNS. */
-	len = am->qend;
-	dns_put16(out + 2, am->flags | DNS_F_TC);
-	dns_put16(out + 6, 0);
-	dns_put16(out + 8, 0);
-	dns_put16(out + 10, 0);
-	if (qm->edns) {
-		n = put_opt(out + len, outlen - len, am->ext_rcode,
-		    qm->edns_flags & DNS_EDNS_DO, NULL, 0);
-		if (n > 0) {
-			len += n;
-			dns_put16(out + 10, 1);
-		}
-	}
-	return len;
+	if (DNS_F_RCODE(am->flags) == DNS_RCODE_NXDOMAIN)
+		ede = EDE_STALE_NXDOMAIN;
+	return client_answer(out, outlen, a, alen, am, q, qm, &ta, ede, maxlen);
 }
 
 /*

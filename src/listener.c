@@ -60,15 +60,25 @@ struct cquery {
 	uint8_t			 q[];		/* header + question */
 };
 
+/* Serve-stale (RFC 8767): where a request is. */
+enum stale_state {
+	STALE_NONE,		/* serve-stale was off when it began */
+	STALE_WAIT,		/* in reqs_by_stale until stale_ms */
+	STALE_PAST,		/* its clients have waited long enough */
+};
+
 /* One query to the upstream process; identical ones share it. */
 struct request {
 	LIST_ENTRY(request)	 ientry;	/* by qid */
 	LIST_ENTRY(request)	 kentry;	/* by key */
 	TAILQ_ENTRY(request)	 tentry;	/* deadline order */
+	TAILQ_ENTRY(request)	 sentry;	/* stale_ms order */
 	TAILQ_HEAD(, cquery)	 waiters;
 	uint32_t		 qid;
 	uint32_t		 keyhash;
 	struct timespec		 deadline;
+	int64_t			 stale_ms;	/* serve stale from then on */
+	enum stale_state	 stale;
 	struct dns_msg		 qm;		/* of q */
 	size_t			 qlen;
 	uint8_t			 q[];		/* canonical query, ID 0 */
@@ -139,6 +149,17 @@ static void	 log_query(const struct cquery *, const uint8_t *, size_t,
 static void	 note_client(int, const struct sockaddr_storage *);
 static void	 audit_clients(int, short, void *);
 static void	 reply_error(struct cquery *, int, int, const char *);
+static void	 reply_fail(struct cquery *, const uint8_t *, size_t,
+		    uint32_t, int, const char *);
+static int	 reply_stale(struct cquery *, const uint8_t *, size_t,
+		    uint32_t);
+static int	 answer_stale(struct request *);
+static struct cquery *cquery_new(const uint8_t *, const struct dns_msg *,
+		    int, struct tcpc *, const struct sockaddr_storage *,
+		    socklen_t);
+static size_t	 canonical_query(uint8_t *, size_t, const uint8_t *,
+		    const struct dns_msg *);
+static void	 forward(struct cquery *, const uint8_t *, size_t, uint32_t);
 static void	 answer_request(uint32_t, const uint8_t *, size_t);
 static void	 fail_request(uint32_t, int, const char *);
 static void	 request_free(struct request *);
@@ -167,6 +188,8 @@ static TAILQ_HEAD(sock_head, sock) socks = TAILQ_HEAD_INITIALIZER(socks);
 static TAILQ_HEAD(, tcpc)	 tcpcs = TAILQ_HEAD_INITIALIZER(tcpcs);
 static TAILQ_HEAD(, request)	 reqs_by_time =
 				    TAILQ_HEAD_INITIALIZER(reqs_by_time);
+static TAILQ_HEAD(, request)	 reqs_by_stale =
+				    TAILQ_HEAD_INITIALIZER(reqs_by_stale);
 static LIST_HEAD(, request)	 reqs_by_id[REQ_HASH_SIZE];
 static LIST_HEAD(, request)	 reqs_by_key[REQ_HASH_SIZE];
 static struct event		 timer;
@@ -294,6 +317,9 @@ apply_limits(void)
 			fatal("cache_new");
 	} else
 		cache_resize(cache, entries, entries * CACHE_BYTES_PER_ENTRY);
+	if (cache != NULL)
+		cache_set_stale(cache, conf->serve_stale ?
+		    (uint32_t)conf->stale_max : 0);
 
 	if (conf->ratelimit == 0) {
 		ratelimit_free(ratelimit);
@@ -931,7 +957,14 @@ request_new(const uint8_t *q, size_t qlen, uint32_t h)
 	LIST_INSERT_HEAD(&reqs_by_key[h & (REQ_HASH_SIZE - 1)], r, kentry);
 	TAILQ_INSERT_TAIL(&reqs_by_time, r, tentry);
 	nrequests++;
-	if (TAILQ_FIRST(&reqs_by_time) == r)
+	r->stale = STALE_NONE;
+	if (conf->serve_stale && cache != NULL) {
+		r->stale = STALE_WAIT;
+		r->stale_ms = now_ms() + STALE_AFTER_MS;
+		TAILQ_INSERT_TAIL(&reqs_by_stale, r, sentry);
+	}
+	if (TAILQ_FIRST(&reqs_by_time) == r ||
+	    TAILQ_FIRST(&reqs_by_stale) == r)
 		timer_update();
 	return r;
 }
@@ -946,6 +979,8 @@ request_free(struct request *r)
 	LIST_REMOVE(r, ientry);
 	LIST_REMOVE(r, kentry);
 	TAILQ_REMOVE(&reqs_by_time, r, tentry);
+	if (r->stale == STALE_WAIT)
+		TAILQ_REMOVE(&reqs_by_stale, r, sentry);
 	nrequests--;
 	free(r);
 	if (draining == 1 && nrequests == 0)
@@ -966,6 +1001,58 @@ cquery_free(struct cquery *cq)
 	free(cq);
 }
 
+/* A client's query, remembered until it is answered. */
+static struct cquery *
+cquery_new(const uint8_t *q, const struct dns_msg *qm, int fd,
+    struct tcpc *tc, const struct sockaddr_storage *from, socklen_t fromlen)
+{
+	struct cquery	*cq;
+	size_t		 keep;
+
+	/* what an answer needs of the query: header, question */
+	keep = qm->qend > 0 ? qm->qend : DNS_HDR_LEN;
+	if ((cq = calloc(1, sizeof(*cq) + keep)) == NULL) {
+		log_warn("calloc");
+		return NULL;
+	}
+	memcpy(cq->q, q, keep);
+	cq->qlen = keep;
+	if (conf->log_queries)
+		now(&cq->t0);
+	cq->qm = *qm;
+	cq->fd = fd;
+	cq->from = *from;
+	cq->fromlen = fromlen;
+	if (tc != NULL) {
+		cq->tc = tc;
+		LIST_INSERT_HEAD(&tc->queries, cq, centry);
+		tc->inflight++;
+	}
+	return cq;
+}
+
+/*
+ * The query as it goes upstream and as the cache and the requests in
+ * flight know it: ID 0, the name in lower case.  Returns its length, 0
+ * on failure.
+ */
+static size_t
+canonical_query(uint8_t *out, size_t outlen, const uint8_t *q,
+    const struct dns_msg *qm)
+{
+	size_t	len, i;
+
+	if ((len = dns_make_query(out, outlen, q, qm, 0, 0)) == 0)
+		return 0;
+	for (i = 0; i < qm->qname_len; i++) {
+		uint8_t *c = out + qm->qname_off + i;
+
+		if (*c >= 'A' && *c <= 'Z')
+			*c += 'a' - 'A';
+	}
+	return len;
+}
+
 /*
  * A client's message: check it, answer what can be answered here, and
  * send the rest upstream, sharing a request with identical queries.
@@ -975,11 +1062,10 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
     const struct sockaddr_storage *from, socklen_t fromlen)
 {
 	struct cquery	*cq;
-	struct request	*r;
 	struct dns_msg	 qm;
 	uint8_t		 canon[DNS_MAX_MSG];
 	struct cache_hit hit;
-	size_t		 clen, keep, i, len;
+	size_t		 clen, len;
 	uint32_t	 h;
 	int		 rcode;
 
@@ -992,25 +1078,8 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 		stats.dropped++;
 		return;
 	}
-	/* what an answer needs of the query: header, question */
-	keep = qm.qend > 0 ? qm.qend : DNS_HDR_LEN;
-	if ((cq = calloc(1, sizeof(*cq) + keep)) == NULL) {
-		log_warn("calloc");
+	if ((cq = cquery_new(q, &qm, fd, tc, from, fromlen)) == NULL)
 		return;
-	}
-	memcpy(cq->q, q, keep);
-	cq->qlen = keep;
-	if (conf->log_queries)
-		now(&cq->t0);
-	cq->qm = qm;
-	cq->fd = fd;
-	cq->from = *from;
-	cq->fromlen = fromlen;
-	if (tc != NULL) {
-		cq->tc = tc;
-		LIST_INSERT_HEAD(&tc->queries, cq, centry);
-		tc->inflight++;
-	}
 
 	if (ratelimit != NULL && !ratelimit_allow(ratelimit,
 	    (const struct sockaddr *)from, now_ms())) {
@@ -1036,44 +1105,56 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 		return;
 	}
 
-	clen = dns_make_query(canon, sizeof(canon), q, &qm, 0, 0);
-	if (clen == 0) {
-		reply_error(cq, DNS_RCODE_SERVFAIL, EDE_OTHER, "internal error");
+	if ((clen = canonical_query(canon, sizeof(canon), q, &qm)) == 0) {
+		reply_error(cq, DNS_RCODE_SERVFAIL, EDE_OTHER,
+		    "internal error");
 		return;
-	}
-	for (i = 0; i < qm.qname_len; i++) {
-		uint8_t *c = canon + qm.qname_off + i;
-
-		if (*c >= 'A' && *c <= 'Z')
-			*c += 'a' - 'A';
 	}
 	h = cache_hash(hash_seed, canon, clen);
 	if (cache != NULL && cache_lookup(cache, canon, clen, h,
 	    now_ms() / 1000, &hit)) {
 		len = dns_client_answer(outbuf, sizeof(outbuf), hit.answer,
-		    hit.len, hit.msg, cq->q, &cq->qm, hit.age, client_limit(cq));
+		    hit.len, hit.msg, cq->q, &cq->qm, hit.age,
+		    client_limit(cq));
 		if (len > 0) {
 			reply(cq, outbuf, len, "cache");
 			return;
 		}
 	}
+	forward(cq, canon, clen, h);
+}
+
+/*
+ * Send a client's query on to the upstream process, or let it join an
+ * identical one in flight.  One that cannot go gets a stale answer if
+ * there is one, SERVFAIL if not.
+ */
+static void
+forward(struct cquery *cq, const uint8_t *key, size_t keylen, uint32_t h)
+{
+	struct request	*r;
+
 	if (!upstream_up || draining) {
-		reply_error(cq, DNS_RCODE_SERVFAIL, EDE_NOT_READY,
+		reply_fail(cq, key, keylen, h, EDE_NOT_READY,
 		    draining ? "shutting down" : "upstream process restarting");
 		return;
 	}
-	if ((r = request_find_key(canon, clen, h)) != NULL)
+	if ((r = request_find_key(key, keylen, h)) != NULL) {
+		/* its clients were answered stale: so is this one */
+		if (r->stale == STALE_PAST &&
+		    reply_stale(cq, key, keylen, h) == 0)
+			return;
 		stats.coalesced++;
-	else {
-		if ((r = request_new(canon, clen, h)) == NULL) {
-			reply_error(cq, DNS_RCODE_SERVFAIL, EDE_OTHER,
+	} else {
+		if ((r = request_new(key, keylen, h)) == NULL) {
+			reply_fail(cq, key, keylen, h, EDE_OTHER,
 			    "too many queries in flight");
 			return;
 		}
 		if (imsg_compose(&upstream.ibuf, IMSG_QUERY, r->qid, -1,
-		    canon, clen) == -1) {
+		    key, keylen) == -1) {
 			request_free(r);
-			reply_error(cq, DNS_RCODE_SERVFAIL, EDE_OTHER,
+			reply_fail(cq, key, keylen, h, EDE_OTHER,
 			    "upstream process busy");
 			return;
 		}
@@ -1180,6 +1261,83 @@ reply_error(struct cquery *cq, int rcode, int ede, const char *text)
 	reply(cq, outbuf, len, "local");
 }
 
+/*
+ * Serve-stale (RFC 8767): the cache entry for key, expired but kept, if
+ * serve-stale is on.  It may also be one still fresh.
+ */
+static int
+stale_lookup(const uint8_t *key, size_t keylen, uint32_t h,
+    struct cache_hit *hit)
+{
+	return conf->serve_stale && cache != NULL &&
+	    cache_lookup_stale(cache, key, keylen, h, now_ms() / 1000, hit);
+}
+
+/* Answer a client from an entry stale_lookup() found.  Returns 0 if sent. */
+static int
+reply_hit(struct cquery *cq, const struct cache_hit *hit)
+{
+	size_t	len;
+
+	if (!hit->stale) {
+		len = dns_client_answer(outbuf, sizeof(outbuf), hit->answer,
+		    hit->len, hit->msg, cq->q, &cq->qm, hit->age,
+		    client_limit(cq));
+		if (len == 0)
+			return -1;
+		reply(cq, outbuf, len, "cache");
+		return 0;
+	}
+	len = dns_stale_answer(outbuf, sizeof(outbuf), hit->answer, hit->len,
+	    hit->msg, cq->q, &cq->qm, STALE_TTL, client_limit(cq));
+	if (len == 0)
+		return -1;
+	stats.stale++;
+	reply(cq, outbuf, len, "stale");
+	return 0;
+}
+
+/* Answer a client stale, if the cache has an answer for key.  0: sent. */
+static int
+reply_stale(struct cquery *cq, const uint8_t *key, size_t keylen, uint32_t h)
+{
+	struct cache_hit	hit;
+
+	if (!stale_lookup(key, keylen, h, &hit))
+		return -1;
+	return reply_hit(cq, &hit);
+}
+
+/* A query that cannot be forwarded: stale if it can be, else SERVFAIL. */
+static void
+reply_fail(struct cquery *cq, const uint8_t *key, size_t keylen, uint32_t h,
+    int ede, const char *text)
+{
+	if (reply_stale(cq, key, keylen, h) == 0)
+		return;
+	reply_error(cq, DNS_RCODE_SERVFAIL, ede, text);
+}
+
+/*
+ * Answer a request's waiting clients stale.  Returns 1 if the cache has
+ * an answer to serve stale (whether or not clients were waiting), 0 if
+ * not.  The request stays: its answer, if it comes, refreshes the cache.
+ */
+static int
+answer_stale(struct request *r)
+{
+	struct cache_hit	 hit;
+	struct cquery		*cq, *next;
+
+	if (!stale_lookup(r->q, r->qlen, r->keyhash, &hit))
+		return 0;
+	for (cq = TAILQ_FIRST(&r->waiters); cq != NULL; cq = next) {
+		next = TAILQ_NEXT(cq, rentry);
+		(void)reply_hit(cq, &hit);	/* if not, it waits on */
+	}
+	return 1;
+}
+
 static void
 answer_request(uint32_t qid, const uint8_t *a, size_t alen)
 {
@@ -1197,7 +1355,11 @@ answer_request(uint32_t qid, const uint8_t *a, size_t alen)
 		fail_request(qid, EDE_OTHER, "invalid upstream answer");
 		return;
 	}
-	if (cache != NULL)
+	/* serve-stale: an upstream's SERVFAIL gives way to a kept answer */
+	if (DNS_F_RCODE(am.flags) == DNS_RCODE_SERVFAIL && answer_stale(r))
+		log_debug("query %u: SERVFAIL upstream, stale answer kept",
+		    qid);
+	else if (cache != NULL)
 		(void)cache_store(cache, r->q, r->qlen, r->keyhash, a, am.end,
 		    &am, now_ms() / 1000);
 	while ((cq = TAILQ_FIRST(&r->waiters)) != NULL) {
@@ -1222,18 +1384,20 @@ fail_request(uint32_t qid, int ede, const char *text)
 		return;
 	stats.upstream_fail[ede == EDE_NO_REACHABLE ? 0 :
 	    ede == EDE_NETWORK_ERROR ? 1 : 2]++;
+	(void)answer_stale(r);
 	while ((cq = TAILQ_FIRST(&r->waiters)) != NULL)
 		reply_error(cq, DNS_RCODE_SERVFAIL, ede, text);
 	request_free(r);
 }
 
+/* The timer: at the first deadline or serve-stale time, whichever is first. */
 static void
 timer_update(void)
 {
-	struct request	*r;
+	struct request	*r, *sr;
 	struct timespec	 ts;
 	struct timeval	 tv;
-	int64_t		 ms;
+	int64_t		 ms, sms;
 
 	if ((r = TAILQ_FIRST(&reqs_by_time)) == NULL) {
 		evtimer_del(&timer);
@@ -1242,6 +1406,9 @@ timer_update(void)
 	now(&ts);
 	ms = (r->deadline.tv_sec - ts.tv_sec) * 1000 +
 	    (r->deadline.tv_nsec - ts.tv_nsec) / 1000000;
+	if ((sr = TAILQ_FIRST(&reqs_by_stale)) != NULL &&
+	    (sms = sr->stale_ms - now_ms()) < ms)
+		ms = sms;
 	if (ms < 0)
 		ms = 0;
 	tv.tv_sec = ms / 1000;
@@ -1254,10 +1421,18 @@ timer_fire(int fd, short event, void *arg)
 {
 	struct request	*r;
 	struct timespec	 ts;
+	int64_t		 ms;
 
 	(void)fd;
 	(void)event;
 	(void)arg;
+	ms = now_ms();
+	while ((r = TAILQ_FIRST(&reqs_by_stale)) != NULL &&
+	    r->stale_ms <= ms) {
+		TAILQ_REMOVE(&reqs_by_stale, r, sentry);
+		r->stale = STALE_PAST;
+		(void)answer_stale(r);
+	}
 	now(&ts);
 	while ((r = TAILQ_FIRST(&reqs_by_time)) != NULL) {
 		if (r->deadline.tv_sec > ts.tv_sec ||

@@ -75,11 +75,12 @@ typedef struct {
 %}
 
 %token	ALLOW ANONYMIZE AUDIT BURST CA CACHE CHROOT CONNECTIONS CONTROL
-%token	FROM INCLUDE LISTEN LOG NAME OFF ON PER PIN PORT QUERIES
-%token	RATELIMIT SECOND SHA256 SIZE SOCKET TLS UPSTREAM USER ERROR
+%token	FROM IDLE INCLUDE LISTEN LOG MAXAGE NAME NO OFF ON PER PIN PORT
+%token	QUERIES RATELIMIT SECOND SERVESTALE SHA256 SIZE SOCKET TIMEOUT TLS
+%token	UPSTREAM USER YES ERROR
 %token	<v.string>	STRING
 %token	<v.number>	NUMBER
-%type	<v.number>	port burst anonymize
+%type	<v.number>	port burst anonymize yesno maxage
 %type	<v.string>	string
 %destructor	{ free($$); } <v.string>
 
@@ -159,6 +160,21 @@ anonymize	: /* empty */		{ $$ = 1; }
 		| ANONYMIZE		{ $$ = 2; }
 		;
 
+yesno		: YES			{ $$ = 1; }
+		| NO			{ $$ = 0; }
+		;
+
+maxage		: /* empty */		{ $$ = 0; }
+		| MAXAGE NUMBER {
+			if ($2 < 1 || $2 > MAX_STALE_MAX) {
+				yyerror("max-age %lld out of range 1-%d", $2,
+				    MAX_STALE_MAX);
+				YYERROR;
+			}
+			$$ = $2;
+		}
+		;
+
 main		: LISTEN ON STRING port {
 			struct listen_conf *l;
 
@@ -222,6 +238,14 @@ main		: LISTEN ON STRING port {
 			}
 			conf->tls_connections = (int)$3;
 		}
+		| TLS IDLE TIMEOUT NUMBER {
+			if ($4 < 1 || $4 > MAX_TLS_IDLE) {
+				yyerror("tls idle timeout %lld out of range "
+				    "1-%d", $4, MAX_TLS_IDLE);
+				YYERROR;
+			}
+			conf->tls_idle = (int)$4;
+		}
 		| ALLOW FROM STRING {
 			struct acl_conf *a;
 
@@ -265,6 +289,10 @@ main		: LISTEN ON STRING port {
 			conf->cache_size = (int)$3;
 		}
 		| CACHE OFF		{ conf->cache_size = 0; }
+		| CACHE SERVESTALE yesno maxage {
+			conf->serve_stale = (int)$3;
+			conf->stale_max = $4 ? (int)$4 : DEFAULT_STALE_MAX;
+		}
 		| RATELIMIT NUMBER PER SECOND burst {
 			if ($2 < 1 || $2 > MAX_RATELIMIT) {
 				yyerror("ratelimit %lld out of range 1-%d",
@@ -366,10 +394,13 @@ lookup(char *s)
 		{ "connections",	CONNECTIONS },
 		{ "control",		CONTROL },
 		{ "from",		FROM },
+		{ "idle",		IDLE },
 		{ "include",		INCLUDE },
 		{ "listen",		LISTEN },
 		{ "log",		LOG },
+		{ "max-age",		MAXAGE },
 		{ "name",		NAME },
+		{ "no",			NO },
 		{ "off",		OFF },
 		{ "on",			ON },
 		{ "per",		PER },
@@ -378,12 +409,15 @@ lookup(char *s)
 		{ "queries",		QUERIES },
 		{ "ratelimit",		RATELIMIT },
 		{ "second",		SECOND },
+		{ "serve-stale",	SERVESTALE },
 		{ "sha256",		SHA256 },
 		{ "size",		SIZE },
 		{ "socket",		SOCKET },
+		{ "timeout",		TIMEOUT },
 		{ "tls",		TLS },
 		{ "upstream",		UPSTREAM },
 		{ "user",		USER },
+		{ "yes",		YES },
 	};
 	const struct keyword *p;
 
@@ -1093,6 +1127,7 @@ print_config(FILE *f, const struct dotproxyd_conf *c)
 	fprintf(f, "tls ca ");
 	print_quoted(f, c->tls_ca);
 	fprintf(f, "\ntls connections %d\n", c->tls_connections);
+	fprintf(f, "tls idle timeout %d\n", c->tls_idle);
 	TAILQ_FOREACH(a, &c->acls, entry) {
 		inet_ntop(a->af, a->addr, host, sizeof(host));
 		fprintf(f, "allow from %s/%d\n", host, a->plen);
@@ -1106,6 +1141,10 @@ print_config(FILE *f, const struct dotproxyd_conf *c)
 		fprintf(f, "cache size %d\n", c->cache_size);
 	else
 		fprintf(f, "cache off\n");
+	if (c->serve_stale)
+		fprintf(f, "cache serve-stale yes max-age %d\n", c->stale_max);
+	else
+		fprintf(f, "cache serve-stale no\n");
 	if (c->ratelimit)
 		fprintf(f, "ratelimit %d per second burst %d\n", c->ratelimit,
 		    c->ratelimit_burst);

@@ -1,6 +1,7 @@
 /*
  * An upstream's answer: parsing, matching against the question asked,
- * and the rewrite for the client, with small output buffers.  The
+ * and the rewrite for the client, fresh or stale, with small output
+ * buffers.  The
  * queries are a fixed one and one derived from the answer's own question
  * (with its case changed) so that the rewrite is reached often.
  */
@@ -28,6 +29,7 @@ client(const uint8_t *a, size_t alen, const struct dns_msg *am,
 	struct dns_msg	 qm, om;
 	uint8_t		*out;
 	size_t		 n;
+	int		 stale;
 
 	if (dns_check_query(q, qlen, &qm) != DNS_RCODE_NOERROR)
 		return;
@@ -35,16 +37,20 @@ client(const uint8_t *a, size_t alen, const struct dns_msg *am,
 		return;
 	if ((out = malloc(outlen ? outlen : 1)) == NULL)
 		return;
-	n = dns_client_answer(out, outlen, a, alen, am, q, &qm, age, maxlen);
-	if (n > outlen)
-		abort();
-	if (n > 0) {
+	for (stale = 0; stale <= 1; stale++) {
+		n = stale ? dns_stale_answer(out, outlen, a, alen, am, q, &qm,
+		    30, maxlen) : dns_client_answer(out, outlen, a, alen, am,
+		    q, &qm, age, maxlen);
+		if (n > outlen)
+			abort();
+		if (n == 0)
+			continue;
 		/* the client gets its own ID and a parseable message */
 		if (dns_get16(out) != qm.id)
 			abort();
 		if (dns_parse(out, n, &om) == -1)
 			abort();
-		if (n > maxlen && n > am->qend + 11)
+		if (n > maxlen && n > am->qend + 11 + (stale ? 6 : 0))
 			abort();
 	}
 	free(out);

@@ -106,6 +106,109 @@ lookup(struct cache *c, const char *key, int64_t now, struct cache_hit *h)
 	    cache_hash(1, (const uint8_t *)key, strlen(key)), now, h);
 }
 
+static int
+lookup_stale(struct cache *c, const char *key, int64_t now,
+    struct cache_hit *h)
+{
+	return cache_lookup_stale(c, (const uint8_t *)key, strlen(key),
+	    cache_hash(1, (const uint8_t *)key, strlen(key)), now, h);
+}
+
+/* Serve-stale (RFC 8767): expired answers kept for a while, if asked. */
+static void
+test_stale(void)
+{
+	struct cache		*c;
+	struct cache_hit	 h;
+	struct cache_stats	 st, st2;
+	uint8_t			 a[1024];
+	size_t			 alen;
+	char			 key[32];
+	int			 i, n;
+
+	c = cache_new(100, 100 * CACHE_BYTES_PER_ENTRY);
+	alen = answer(a, DNS_RCODE_NOERROR, 1, 300, 0, 0);
+
+	/* off: an expired entry goes, as ever */
+	store(c, "s1", a, alen, 1000);
+	ok(lookup(c, "s1", 1300, &h) == 0 && lookup_stale(c, "s1", 1300,
+	    &h) == 0, "stale off: an expired entry is gone");
+	cache_get_stats(c, &st);
+	is_int(st.entries, 0, "stale off: and no longer counted");
+
+	/* on: kept up to the maximum age past its TTL */
+	cache_set_stale(c, 600);
+	store(c, "s1", a, alen, 1000);
+	ok(lookup_stale(c, "s1", 1100, &h) == 1 && h.stale == 0 &&
+	    h.age == 100, "stale on: a fresh entry is found, not stale");
+	ok(lookup(c, "s1", 1300, &h) == 0,
+	    "stale on: clients' lookups miss at the TTL");
+	cache_get_stats(c, &st);
+	is_int(st.entries, 1, "stale on: the expired entry is kept");
+	ok(lookup_stale(c, "s1", 1300, &h) == 1 && h.stale == 1 &&
+	    h.age == 300, "stale on: a stale lookup finds it, marked stale");
+	ok(h.len == alen && memcmp(h.answer, a, alen) == 0,
+	    "stale on: the answer as stored");
+	cache_get_stats(c, &st);
+	ok(lookup_stale(c, "s1", 1899, &h) == 1, "stale on: found until "
+	    "max age past the TTL");
+	cache_get_stats(c, &st2);
+	ok(st2.hits == st.hits && st2.misses == st.misses,
+	    "stale lookups count as neither hit nor miss");
+	ok(lookup_stale(c, "s1", 1900, &h) == 0, "stale on: not at max age");
+	cache_get_stats(c, &st);
+	is_int(st.entries, 0, "stale on: dropped past max age");
+	store(c, "s1", a, alen, 1000);
+	ok(lookup(c, "s1", 1900, &h) == 0 && lookup_stale(c, "s1", 1300,
+	    &h) == 0, "a client's lookup past max age drops it too");
+
+	/* a new answer replaces the stale one */
+	store(c, "s2", a, alen, 0);
+	store(c, "s2", a, alen, 400);
+	ok(lookup(c, "s2", 500, &h) == 1 && h.stale == 0 && h.age == 100,
+	    "a fresh answer replaces a stale entry");
+
+	/* negative answers may serve stale, SERVFAIL never */
+	alen = answer(a, DNS_RCODE_NXDOMAIN, 0, 0, 3600, 60);
+	store(c, "nx", a, alen, 0);
+	ok(lookup_stale(c, "nx", 100, &h) == 1 && h.stale == 1,
+	    "a stale NXDOMAIN is kept");
+	alen = answer(a, DNS_RCODE_SERVFAIL, 0, 0, 0, 0);
+	is_int(store(c, "sf", a, alen, 0), 1, "a SERVFAIL is stored");
+	ok(lookup_stale(c, "sf", 1, &h) == 1 && h.stale == 0,
+	    "and found while fresh");
+	ok(lookup_stale(c, "sf", CACHE_SERVFAIL_TTL, &h) == 0,
+	    "but never stale");
+
+	/* the bounds hold: stale entries are evicted like any other */
+	cache_flush(c);
+	cache_resize(c, 10, 10 * CACHE_BYTES_PER_ENTRY);
+	alen = answer(a, DNS_RCODE_NOERROR, 1, 10, 0, 0);
+	for (i = 0; i < 10; i++) {
+		snprintf(key, sizeof(key), "old%d", i);
+		store(c, key, a, alen, 0);
+	}
+	for (i = 0; i < 5; i++) {
+		snprintf(key, sizeof(key), "new%d", i);
+		store(c, key, a, alen, 100);
+	}
+	cache_get_stats(c, &st);
+	for (i = 0, n = 0; i < 10; i++) {
+		snprintf(key, sizeof(key), "old%d", i);
+		n += lookup_stale(c, key, 100, &h);
+	}
+	ok(st.entries == 10 && n == 5, "stale entries are evicted to make "
+	    "room (%zu entries, %d stale left)", st.entries, n);
+
+	/* turned off again: what was kept goes at its next lookup */
+	cache_set_stale(c, 0);
+	ok(lookup_stale(c, "old9", 100, &h) == 0,
+	    "stale off again: a kept entry is no longer found");
+	cache_get_stats(c, &st);
+	is_int(st.entries, 9, "stale off again: and dropped");
+	cache_free(c);
+}
+
 int
 main(void)
 {
@@ -118,7 +221,7 @@ main(void)
 	char			 key[32];
 	int			 i;
 
-	plan(27);
+	plan(47);
 
 	c = cache_new(100, 100 * CACHE_BYTES_PER_ENTRY);
 	ok(c != NULL, "cache_new");
@@ -211,5 +314,7 @@ main(void)
 	c = cache_new(0, 0);
 	is_int(store(c, "x", a, alen, 0), 0, "a zero-size cache keeps nothing");
 	cache_free(c);
+
+	test_stale();
 	return done();
 }

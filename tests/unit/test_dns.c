@@ -794,6 +794,121 @@ test_client_answer(void)
 	    "opt-not-last: padding stripped for an EDNS client");
 }
 
+static int
+ttl_is_cb(void *arg, const uint8_t *m, enum dns_section s, size_t rr,
+    size_t ttl_off, uint16_t type, size_t rd_off, size_t rdlen)
+{
+	(void)s; (void)rr; (void)rd_off; (void)rdlen;
+	if (type != DNS_T_OPT && get32(m + ttl_off) != *(uint32_t *)arg)
+		return -1;
+	return 0;
+}
+
+/* Every TTL but the OPT's in a parsed message is ttl. */
+static int
+ttls_are(const uint8_t *msg, size_t len, const struct dns_msg *pm,
+    uint32_t ttl)
+{
+	return dns_walk_rrs(msg, len, pm, ttl_is_cb, &ttl) != -1;
+}
+
+/* Answers served stale (RFC 8767): TTL 30, EDE 3 or 19 (RFC 8914). */
+static void
+test_stale_answer(void)
+{
+	struct mb	 q, a;
+	struct dns_msg	 qm, am, om;
+	uint8_t		 out[DNS_MAX_MSG];
+	const uint8_t	*val;
+	uint16_t	 vlen;
+	size_t		 n;
+	const uint8_t	 opts[] = {
+		0, 3, 0, 4, 'n', 's', 'i', 'd',			/* NSID */
+		0, 12, 0, 6, 0, 0, 0, 0, 0, 0,			/* padding */
+	};
+
+	edns_query(&q, 0x5151, "WWW.example.com", 1232, DNS_EDNS_DO, NULL, 0);
+	dns_check_query(q.b, q.len, &qm);
+	answer_msg(&a, 0xbeef, "www.example.com", 2, 300, 1, opts,
+	    sizeof(opts));
+	dns_parse(a.b, a.len, &am);
+	n = dns_stale_answer(out, sizeof(out), a.b, a.len, &am, q.b, &qm, 30,
+	    1232);
+	ok(n > 0 && dns_parse(out, n, &om) == 0 && om.end == n,
+	    "stale: built, parses (%zu bytes)", n);
+	ok(dns_get16(out) == 0x5151 && om.ancount == 2 &&
+	    DNS_F_RCODE(om.flags) == DNS_RCODE_NOERROR,
+	    "stale: the client's ID, both records, NOERROR");
+	is_mem(out + 12, q.b + 12, qm.qname_len,
+	    "stale: question spelled as the client did");
+	ok(ttls_are(out, n, &om, 30), "stale: every TTL is 30");
+	ok(opt_has(out, &om, DNS_OPT_EDE, &val, &vlen) && vlen == 2 &&
+	    dns_get16(val) == EDE_STALE_ANSWER, "stale: EDE 3, Stale Answer");
+	ok(opt_has(out, &om, 3, NULL, NULL) &&
+	    !opt_has(out, &om, DNS_OPT_PADDING, NULL, NULL),
+	    "stale: upstream options kept, padding not");
+	ok(om.arcount == 1 && (om.edns_flags & DNS_EDNS_DO),
+	    "stale: one OPT, DO from the client");
+	ok(get32(a.b + qm.qend + 6) == 300, "stale: the cached copy untouched");
+	n = dns_client_answer(out, sizeof(out), a.b, a.len, &am, q.b, &qm, 0,
+	    1232);
+	ok(n > 0 && dns_parse(out, n, &om) == 0 &&
+	    !opt_has(out, &om, DNS_OPT_EDE, NULL, NULL),
+	    "a fresh answer has no EDE");
+
+	/* no EDNS: no OPT, no EDE, TTLs still 30 */
+	a_query(&q, 0x5152, "www.example.com");
+	dns_check_query(q.b, q.len, &qm);
+	n = dns_stale_answer(out, sizeof(out), a.b, a.len, &am, q.b, &qm, 30,
+	    512);
+	ok(n > 0 && dns_parse(out, n, &om) == 0 && !om.edns &&
+	    om.arcount == 0 && ttls_are(out, n, &om, 30),
+	    "stale, no EDNS: no OPT, TTLs 30");
+
+	/* an upstream answer without OPT: the EDNS client gets one */
+	edns_query(&q, 0x5153, "www.example.com", 1232, 0, NULL, 0);
+	dns_check_query(q.b, q.len, &qm);
+	answer_msg(&a, 0xbeef, "www.example.com", 1, 300, 0, NULL, 0);
+	dns_parse(a.b, a.len, &am);
+	n = dns_stale_answer(out, sizeof(out), a.b, a.len, &am, q.b, &qm, 30,
+	    1232);
+	ok(n > 0 && dns_parse(out, n, &om) == 0 && om.end == n && om.edns &&
+	    om.arcount == 1 && opt_has(out, &om, DNS_OPT_EDE, NULL, NULL),
+	    "stale, upstream without OPT: an OPT with the EDE added");
+	n = dns_client_answer(out, sizeof(out), a.b, a.len, &am, q.b, &qm, 0,
+	    1232);
+	ok(n == a.len && dns_parse(out, n, &om) == 0 && !om.edns,
+	    "fresh, upstream without OPT: unchanged, no OPT");
+
+	/* NXDOMAIN: Stale NXDOMAIN Answer, the SOA's TTL 30 too */
+	mb_hdr(&a, 0xbeef, DNS_F_QR | DNS_F_RD | DNS_F_RA | DNS_RCODE_NXDOMAIN,
+	    1, 0, 1, 1);
+	mb_question(&a, "www.example.com", DNS_T_A);
+	mb_soa(&a, 3600, 60);
+	mb_opt(&a, 1232, 0, NULL, 0);
+	dns_parse(a.b, a.len, &am);
+	n = dns_stale_answer(out, sizeof(out), a.b, a.len, &am, q.b, &qm, 30,
+	    1232);
+	ok(n > 0 && dns_parse(out, n, &om) == 0 &&
+	    DNS_F_RCODE(om.flags) == DNS_RCODE_NXDOMAIN &&
+	    ttls_are(out, n, &om, 30), "stale NXDOMAIN: SOA TTL 30");
+	ok(opt_has(out, &om, DNS_OPT_EDE, &val, &vlen) &&
+	    dns_get16(val) == EDE_STALE_NXDOMAIN,
+	    "stale NXDOMAIN: EDE 19, Stale NXDOMAIN Answer");
+
+	/* truncated: TC, and the EDE in the OPT */
+	answer_msg(&a, 0xbeef, "www.example.com", 40, 60, 1, NULL, 0);
+	dns_parse(a.b, a.len, &am);
+	n = dns_stale_answer(out, sizeof(out), a.b, a.len, &am, q.b, &qm, 30,
+	    512);
+	ok(n <= 512 && dns_parse(out, n, &om) == 0 &&
+	    (om.flags & DNS_F_TC) && om.ancount == 0 &&
+	    opt_has(out, &om, DNS_OPT_EDE, NULL, NULL),
+	    "stale, truncated: TC, no records, the EDE kept");
+	is_int(dns_stale_answer(out, a.len - 1, a.b, a.len, &am, q.b, &qm, 30,
+	    512), 0, "stale: output buffer too small gives 0");
+}
+
 /*
  * Answers dns_parse() must reject, found by tests/fuzz/fuzz_answer (the
  * inputs are kept in tests/fuzz/corpus/fuzz_answer):
@@ -904,6 +1019,7 @@ main(void)
 	test_parse_answer();
 	test_answers_question();
 	test_client_answer();
+	test_stale_answer();
 	test_rejected_answers();
 	test_name_to_text();
 	return done();

@@ -32,7 +32,7 @@ static const uint8_t pin_two[32] = {
 	0xd7, 0xd3, 0xd3, 0x76, 0xb0, 0xdb, 0xe6, 0x85, 0xe2, 0xf3,
 };
 
-static char	*tmpfiles[64];
+static char	*tmpfiles[256];
 static int	 ntmpfiles;
 static char	 errtext[8192];
 
@@ -210,12 +210,14 @@ static const char full_conf[] =
     PIN_ONE_B64 "\"\n"
     "tls ca \"/etc/ssl/my ca.pem\"\n"
     "tls connections 4\n"
+    "tls idle timeout 20\n"
     "allow from 192.0.2.77/24\n"
     "allow from 2001:db8::/32\n"
     "allow from 10.1.2.3\n"
     "user _dnsproxy\n"
     "chroot \"/var/lib/dotproxyd\"\n"
     "cache size 5000\n"
+    "cache serve-stale yes max-age 3600\n"
     "ratelimit 100 per second burst 300\n"
     "control socket \"/run/dp.sock\"\n"
     "audit log \"/var/log/dotproxyd-audit.log\"\n"
@@ -263,6 +265,7 @@ test_every_statement(void)
 
 	ok(strcmp(c->tls_ca, "/etc/ssl/my ca.pem") == 0, "full: tls ca");
 	is_int(c->tls_connections, 4, "full: tls connections");
+	is_int(c->tls_idle, 20, "full: tls idle timeout");
 	is_int(count_acls(c), 3, "full: 3 allow");
 	a = TAILQ_FIRST(&c->acls);
 	ok(acl_is(a, "192.0.2.0", 24), "full: allow IPv4 prefix, host bits 0");
@@ -273,6 +276,8 @@ test_every_statement(void)
 	ok(strcmp(c->user, "_dnsproxy") == 0, "full: user");
 	ok(strcmp(c->chroot, "/var/lib/dotproxyd") == 0, "full: chroot");
 	is_int(c->cache_size, 5000, "full: cache size");
+	ok(c->serve_stale == 1 && c->stale_max == 3600,
+	    "full: cache serve-stale yes max-age 3600");
 	is_int(c->ratelimit, 100, "full: ratelimit");
 	is_int(c->ratelimit_burst, 300, "full: burst");
 	ok(strcmp(c->control_path, "/run/dp.sock") == 0, "full: control socket");
@@ -297,11 +302,90 @@ test_every_statement(void)
 		ok(strcmp(c->tls_ca, DOTPROXYD_CA) == 0, "small: default ca");
 		is_int(c->tls_connections, DEFAULT_TLS_CONNS,
 		    "small: default tls connections");
+		is_int(c->tls_idle, DEFAULT_TLS_IDLE,
+		    "small: default tls idle timeout");
+		ok(c->serve_stale == 0 && c->stale_max == DEFAULT_STALE_MAX,
+		    "small: serve-stale off by default");
 		ok(strcmp(c->control_path, DOTPROXYD_SOCKET) == 0,
 		    "small: default control socket");
 		is_int(c->audit_log[0], '\0', "small: no audit log by default");
 		config_free(c);
 	}
+}
+
+/* cache serve-stale yes | no [max-age NUMBER] */
+static void
+test_serve_stale(void)
+{
+	struct dotproxyd_conf	*c;
+	char			 text[128];
+
+	c = parse_text("cache serve-stale yes\n");
+	ok(c != NULL && c->serve_stale == 1 &&
+	    c->stale_max == DEFAULT_STALE_MAX,
+	    "serve-stale yes: on, default max-age");
+	config_free(c);
+	c = parse_text("cache serve-stale yes max-age 1\n");
+	ok(c != NULL && c->serve_stale == 1 && c->stale_max == 1,
+	    "serve-stale max-age 1: the smallest");
+	config_free(c);
+	snprintf(text, sizeof(text), "cache serve-stale yes max-age %d\n",
+	    MAX_STALE_MAX);
+	c = parse_text(text);
+	ok(c != NULL && c->stale_max == MAX_STALE_MAX,
+	    "serve-stale max-age %d: the largest", MAX_STALE_MAX);
+	config_free(c);
+	c = parse_text("cache serve-stale yes max-age 60\n"
+	    "cache serve-stale no\n");
+	ok(c != NULL && c->serve_stale == 0 &&
+	    c->stale_max == DEFAULT_STALE_MAX,
+	    "serve-stale no: off, and the last statement counts whole");
+	config_free(c);
+	c = parse_text("cache off\ncache serve-stale yes\n");
+	ok(c != NULL && c->cache_size == 0 && c->serve_stale == 1,
+	    "serve-stale with cache off: accepted");
+	config_free(c);
+	c = parse_text("s = \"serve-stale yes max-age 90\"\ncache $s\n");
+	ok(c != NULL && c->serve_stale == 1 && c->stale_max == 90,
+	    "serve-stale: the hyphenated keywords from a macro");
+	if (c == NULL)
+		diag("stderr: %s", errtext);
+	config_free(c);
+	c = parse_text("cache serve-stale yes max-age 604801\n");
+	ok(c == NULL && strstr(errtext, "max-age 604801 out of range "
+	    "1-604800") != NULL, "serve-stale max-age 604801: the error "
+	    "says the range");
+	if (c != NULL || strstr(errtext, "out of range") == NULL)
+		diag("stderr: %s", errtext);
+	config_free(c);
+}
+
+/* A statement with a number: the smallest and largest values it takes. */
+static void
+test_bounds(void)
+{
+	struct dotproxyd_conf	*c;
+	char			 text[128];
+
+	c = parse_text("tls idle timeout 1\n");
+	ok(c != NULL && c->tls_idle == 1, "tls idle timeout 1: the smallest");
+	config_free(c);
+	snprintf(text, sizeof(text), "tls idle timeout %d\n", MAX_TLS_IDLE);
+	c = parse_text(text);
+	ok(c != NULL && c->tls_idle == MAX_TLS_IDLE,
+	    "tls idle timeout %d: the largest", MAX_TLS_IDLE);
+	config_free(c);
+	c = parse_text("tls idle timeout 30\ntls idle timeout 9\n");
+	ok(c != NULL && c->tls_idle == 9,
+	    "tls idle timeout: the last one counts");
+	config_free(c);
+	c = parse_text("tls idle timeout 0\n");
+	ok(c == NULL && strstr(errtext, "tls idle timeout 0 out of range "
+	    "1-3600") != NULL, "tls idle timeout 0: the error says the range");
+	if (c != NULL || strstr(errtext, "out of range") == NULL)
+		diag("stderr: %s", errtext);
+	config_free(c);
+	test_serve_stale();
 }
 
 static void
@@ -488,6 +572,26 @@ test_errors(void)
 		{ "listen on 300.1.1.1\n", 1, "bad listen address" },
 		{ "tls connections 0\n", 1, "tls connections 0" },
 		{ "tls connections 65\n", 1, "tls connections 65" },
+		{ "tls idle timeout 0\n", 1, "tls idle timeout 0" },
+		{ "# x\ntls idle timeout 3601\n", 2, "tls idle timeout 3601" },
+		{ "tls idle timeout -5\n", 1, "tls idle timeout -5" },
+		{ "tls idle timeout\n", 1, "tls idle timeout, no number" },
+		{ "cache serve-stale\n", 1, "serve-stale without yes or no" },
+		{ "\ncache serve-stale maybe\n", 2, "serve-stale maybe" },
+		{ "cache serve-stale yes max-age 0\n", 1,
+		    "serve-stale max-age 0" },
+		{ "cache serve-stale yes max-age -1\n", 1,
+		    "serve-stale max-age -1" },
+		{ "cache serve-stale yes max-age 604801\n", 1,
+		    "serve-stale max-age 604801" },
+		{ "cache serve-stale yes max-age\n", 1,
+		    "serve-stale max-age without a number" },
+		{ "cache serve-stale yes max 60\n", 1, "serve-stale max" },
+		{ "cache serve_stale yes\n", 1, "serve_stale" },
+		{ "cache serve-stale 1\n", 1, "serve-stale 1" },
+		{ "cache stale yes\n", 1, "cache stale" },
+		{ "tls idle 10\n", 1, "tls idle without timeout" },
+		{ "tls idle timeout ten\n", 1, "tls idle timeout ten" },
 		{ "user \"u\"\nchroot \"var/empty\"\n", 2, "relative chroot" },
 		{ "allow from 10.0.0.0/33\n", 1, "allow /33" },
 		{ "allow from example.com\n", 1, "allow from a name" },
@@ -609,6 +713,10 @@ test_round_trip(void)
 	    "round trip: IPv6 listen printed with port");
 	ok(strstr(t1, "log queries anonymize\n") != NULL,
 	    "round trip: log queries anonymize printed");
+	ok(strstr(t1, "tls idle timeout 20\n") != NULL,
+	    "round trip: tls idle timeout printed");
+	ok(strstr(t1, "cache serve-stale yes max-age 3600\n") != NULL,
+	    "round trip: cache serve-stale printed");
 	unlink(path);
 	free(t1);
 	free(t2);
@@ -622,6 +730,10 @@ test_round_trip(void)
 	t2 = c2 ? print_to_string(c2) : strdup("");
 	ok(c2 != NULL && strcmp(t1, t2) == 0,
 	    "round trip: built-in default");
+	ok(strstr(t1, "tls idle timeout 8\n") != NULL,
+	    "round trip: the default tls idle timeout is printed");
+	ok(strstr(t1, "cache serve-stale no\n") != NULL,
+	    "round trip: serve-stale off is printed");
 	free(t1);
 	free(t2);
 	config_free(c);
@@ -671,6 +783,7 @@ main(void)
 {
 	alarm(60);	/* a parser that loops fails the test */
 	test_every_statement();
+	test_bounds();
 	test_macros_include_comments();
 	test_default();
 	test_errors();
