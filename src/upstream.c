@@ -53,6 +53,7 @@
 #define WARM_MS			300000	/* keep a connection after use */
 #define MAX_QUIET_CLOSES	3	/* closes before any answer: failure */
 #define QUIET_MS		3000	/* ... with no answer for this long */
+#define PIPELINE_MS		60000	/* a lower pipelining limit lasts */
 #define MAX_QUERIES		65536
 #define OBUF_MAX		(1024 * 1024)
 #define IBUF_SIZE		16384
@@ -109,6 +110,7 @@ struct conn {
 	int			 fd;
 	int			 io_errno;	/* of the last read or write */
 	int			 broken;	/* a write failed: close it */
+	int			 close_notify;	/* the server said goodbye */
 	struct tls		*tls;
 	struct event		 ev;
 	short			 evmask;
@@ -152,6 +154,8 @@ struct upstream {
 	struct rtt		 rtt;
 	int64_t			 last_client;	/* µs: answered a client */
 	int64_t			 last_answer;	/* µs: answered anything */
+	int			 pipeline_max;	/* on a connection; 0: SLOTS */
+	int64_t			 pipeline_until;
 	enum fail_kind		 last_fail;
 	char			 last_error[96];
 	struct upstream_status	 st;	/* counters for status and metrics */
@@ -473,16 +477,22 @@ upstream_new(const struct upstream_conf *uc)
 	return u;
 }
 
-/* Tries still waiting on u go elsewhere; they were no try. */
+/*
+ * Tries still waiting on u go elsewhere, or wait again for a connection
+ * this opens; they were no try.
+ */
 static void
 upstream_unwait(struct upstream *u)
 {
-	struct utry	*t;
-	struct uquery	*uq;
-	int		 i, live;
+	TAILQ_HEAD(, utry)	 moving;
+	struct utry		*t;
+	struct uquery		*uq;
+	int			 i, live;
 
-	while ((t = TAILQ_FIRST(&u->waiting)) != NULL) {
-		TAILQ_REMOVE(&u->waiting, t, wentry);
+	TAILQ_INIT(&moving);
+	TAILQ_CONCAT(&moving, &u->waiting, wentry);
+	while ((t = TAILQ_FIRST(&moving)) != NULL) {
+		TAILQ_REMOVE(&moving, t, wentry);
 		uq = t->uq;
 		t->up = NULL;
 		uq->ntries--;
@@ -845,6 +855,21 @@ pick_upstream(const struct uquery *uq)
 	return best;
 }
 
+/*
+ * How many queries a connection of u may carry at once: SLOTS, or fewer
+ * for a while after the server cut a connection off with queries unread
+ * and unanswered.  (A server that reads one query and closes resets the
+ * connection when more were sent, and its answer can be lost with it;
+ * sent one at a time, each is answered before the close.)
+ */
+static int
+conn_room(const struct upstream *u)
+{
+	if (u->pipeline_max > 0 && now_us() < u->pipeline_until)
+		return u->pipeline_max;
+	return SLOTS;
+}
+
 static int
 conn_has_try(const struct uquery *uq, const struct conn *c)
 {
@@ -883,7 +908,7 @@ pick_conn(struct upstream *u, const struct uquery *uq, struct conn **closed)
 	for (i = 0; i < u->nconns; i++) {
 		c = &u->conns[i];
 		if (c->state == C_READY && !c->suspect && !c->broken &&
-		    c->ninflight < SLOTS && !conn_has_try(uq, c) &&
+		    c->ninflight < conn_room(u) && !conn_has_try(uq, c) &&
 		    (best == NULL || c->ninflight < best->ninflight))
 			best = c;
 		else if (c->state == C_CLOSED && *closed == NULL)
@@ -972,8 +997,9 @@ query_dispatch(struct uquery *uq)
 /*
  * A try ran out of its time: ask another upstream beside it, the first
  * answer wins.  The same upstream again only on another connection, and
- * only if the first try's connection has gone quiet or never came: a
- * resolver slow to answer one question is not asked it twice.
+ * only if the first try's connection has gone quiet: a resolver slow to
+ * answer one question is not asked it twice, and a try waiting for a
+ * connection has no twin waiting beside it.
  */
 static int
 query_hedge(struct uquery *uq)
@@ -985,8 +1011,8 @@ query_hedge(struct uquery *uq)
 	    (u = pick_upstream(uq)) == NULL)
 		return 0;
 	for (i = 0; i < MAX_TRIES; i++)
-		if (uq->tries[i].up == u && uq->tries[i].conn != NULL &&
-		    !uq->tries[i].conn->suspect)
+		if (uq->tries[i].up == u && (uq->tries[i].conn == NULL ||
+		    !uq->tries[i].conn->suspect))
 			return 0;
 	u->st.hedged++;
 	return try_start(uq, u);
@@ -1246,7 +1272,7 @@ conn_take_waiting(struct conn *c)
 {
 	struct utry	*t;
 
-	while (c->ninflight < SLOTS && !c->suspect && !c->broken &&
+	while (c->ninflight < conn_room(c->up) && !c->suspect && !c->broken &&
 	    (t = TAILQ_FIRST(&c->up->waiting)) != NULL) {
 		TAILQ_REMOVE(&c->up->waiting, t, wentry);
 		/* its time runs from now: the handshake was not its own */
@@ -1355,6 +1381,7 @@ conn_open(struct conn *c)
 	c->evmask = 0;
 	c->io_errno = 0;
 	c->broken = 0;
+	c->close_notify = 0;
 	c->heard = 0;
 	c->opened = c->used = now_us();
 	if (connect(c->fd, (struct sockaddr *)&u->uc.ss, len) == -1 &&
@@ -1548,6 +1575,22 @@ conn_take_tries(struct conn *c, struct utry **tries)
 	return n;
 }
 
+static void
+upstream_limit_pipeline(struct upstream *u, int answered)
+{
+	int	max = answered > 1 ? answered : 1;
+
+	if (u->pipeline_max == 0 || max < u->pipeline_max ||
+	    now_us() >= u->pipeline_until) {
+		if (max < SLOTS)
+			log_info("upstream %s: it closed a connection with "
+			    "queries unanswered; at most %d a connection for "
+			    "a while", u->label, max);
+		u->pipeline_max = max < SLOTS ? max : 0;
+	}
+	u->pipeline_until = now_us() + PIPELINE_MS * 1000LL;
+}
+
 /*
  * Close a connection.  Its queries go to another connection or
  * upstream: a try the server dropped without an answer (a close, a
@@ -1562,6 +1605,7 @@ conn_close(struct conn *c, enum fail_kind kind, const char *why)
 	struct uquery	*uq;
 	char		 reason[96];
 	int		 i, n, had_state = c->state, answered = c->answered > 0;
+	int		 clean = c->close_notify, nanswered = (int)c->answered;
 	int		 inflight = c->ninflight;
 
 	/* why may be the TLS context's error text, which goes with it */
@@ -1572,6 +1616,8 @@ conn_close(struct conn *c, enum fail_kind kind, const char *why)
 	/* a health query lost here is asked again (query_free() did) */
 	if (!conn_close_counts(u, kind, why, had_state, answered, inflight))
 		log_debug("upstream %s: connection closed: %s", u->label, why);
+	if (kind == F_CLOSED && !clean && n > 0)
+		upstream_limit_pipeline(u, nanswered);
 	for (i = 0; i < n; i++) {
 		t = tries[i];
 		uq = t->uq;
@@ -1914,6 +1960,7 @@ conn_io(struct conn *c)
 			return;
 		}
 		if (n == 0) {
+			c->close_notify = 1;
 			conn_close(c, F_CLOSED, "closed by the server");
 			return;
 		}
