@@ -128,6 +128,7 @@ struct conn {
 	int64_t			 used;		/* µs: last query written */
 	int64_t			 suspect_since;
 	int64_t			 quiet_since;	/* µs: heard nothing since */
+	int64_t			 suspect_at_close;
 	int64_t			 frame_start;	/* µs: a partial answer */
 	uint8_t			*obuf;		/* TLS records to write */
 	size_t			 ooff, olen, ocap;
@@ -183,6 +184,7 @@ static void	 conn_arm(struct conn *);
 static void	 conn_send(struct conn *, struct utry *);
 static void	 probe_conn(struct conn *);
 static void	 probe_upstream(int, short, void *);
+static void	 probe_start(struct upstream *);
 static int	 take_startup_fd(struct imsg *);
 static void	 listener_lost(void);
 static void	 flush_conns(void);
@@ -517,7 +519,7 @@ apply_config(struct dotproxyd_conf *nc)
 	struct upstream_conf	*uc;
 	struct upstream		*u, *next;
 	TAILQ_HEAD(, upstream)	 old;
-	int			 i;
+	int			 i, fresh = 0;
 
 	TAILQ_INIT(&old);
 	TAILQ_CONCAT(&old, &upstreams, entry);
@@ -527,8 +529,10 @@ apply_config(struct dotproxyd_conf *nc)
 				break;
 		if (u != NULL)
 			TAILQ_REMOVE(&old, u, entry);
-		else
+		else {
 			u = upstream_new(uc);
+			fresh = 1;
+		}
 		u->nconns = nc->tls_connections;
 		TAILQ_INSERT_TAIL(&upstreams, u, entry);
 	}
@@ -552,6 +556,15 @@ apply_config(struct dotproxyd_conf *nc)
 		upstream_unwait(u);
 		upstream_free(u);
 	}
+	/*
+	 * New upstreams are asked a health query at once: the first
+	 * clients go to one known to answer, on a connection already open.
+	 */
+	if (fresh)
+		TAILQ_FOREACH(u, &upstreams, entry)
+			if (u->state == U_UP && u->last_answer == 0 &&
+			    u->st.handshakes == 0)
+				probe_start(u);
 	flush_conns();
 }
 
@@ -1446,7 +1459,7 @@ upstream_doubt(struct upstream *u, const char *why)
 	upstream_note_failure(u, F_TIMEOUT, why);
 	log_warnx("upstream %s: %s; checking it", u->label, why);
 	u->state = U_PROBING;
-	probe_upstream(-1, 0, u);
+	probe_start(u);
 }
 
 static void
@@ -1467,7 +1480,7 @@ upstream_up(struct upstream *u)
 /* Count a close as the upstream's failure, as kind and state say. */
 static int
 conn_close_counts(struct upstream *u, enum fail_kind kind, const char *why,
-    int had_state, int answered, int inflight)
+    int had_state, int answered, int inflight, int64_t quiet_since)
 {
 	switch (kind) {
 	case F_CONFIG:
@@ -1491,6 +1504,12 @@ conn_close_counts(struct upstream *u, enum fail_kind kind, const char *why,
 	case F_TIMEOUT:
 		if (had_state == C_READY) {
 			u->st.dead++;
+			if (u->last_answer >= quiet_since) {
+				/* its other connections answer meanwhile */
+				log_warnx("upstream %s: %s; closed it", u->label,
+				    why);
+				return 1;
+			}
 			if (answered && u->state == U_UP) {
 				upstream_doubt(u, why);
 				return 1;
@@ -1611,10 +1630,14 @@ conn_close(struct conn *c, enum fail_kind kind, const char *why)
 	/* why may be the TLS context's error text, which goes with it */
 	strlcpy(reason, why, sizeof(reason));
 	why = reason;
+	/* since when it has been quiet, for a close that finds it dead */
+	c->suspect_at_close = c->suspect ? c->quiet_since : c->rlen > 0 ?
+	    c->frame_start : now_us();
 	n = conn_take_tries(c, tries);
 	conn_teardown(c, had_state);
 	/* a health query lost here is asked again (query_free() did) */
-	if (!conn_close_counts(u, kind, why, had_state, answered, inflight))
+	if (!conn_close_counts(u, kind, why, had_state, answered, inflight,
+	    c->suspect_at_close))
 		log_debug("upstream %s: connection closed: %s", u->label, why);
 	if (kind == F_CLOSED && !clean && n > 0)
 		upstream_limit_pipeline(u, nanswered);
@@ -2069,13 +2092,10 @@ probe_conn(struct conn *c)
 
 /* The back-off is over, or the upstream is in doubt: is it back? */
 static void
-probe_upstream(int fd, short event, void *arg)
+probe_start(struct upstream *u)
 {
-	struct upstream	*u = arg;
 	struct uquery	*uq;
 
-	(void)fd;
-	(void)event;
 	if (u->probe != NULL || u->removed)
 		return;
 	u->state = U_PROBING;
@@ -2085,8 +2105,16 @@ probe_upstream(int fd, short event, void *arg)
 	u->probe = uq;
 	u->st.probes++;
 	log_debug("upstream %s: health query", u->label);
-	if (try_start(uq, u) == 0 && fd != -1)
-		flush_conns();
+	(void)try_start(uq, u);
+}
+
+static void
+probe_upstream(int fd, short event, void *arg)
+{
+	(void)fd;
+	(void)event;
+	probe_start(arg);
+	flush_conns();
 }
 
 /*
