@@ -510,7 +510,9 @@ conf_listen_addr()
 # start_dotproxyd CONF [ARGS...]: run `dotproxyd -d -f CONF ARGS` in the
 # background, stderr to $T_DIR/dotproxyd.log, and wait until it answers a
 # query (any answer: an upstream that fails gives SERVFAIL).  Sets D_PID,
-# D_PORT (the port of the first listen statement) and D_LOG.
+# D_PORT (the port of the first listen statement) and D_LOG.  Each
+# query waits D_READY_TIME seconds (default 1) for its answer: more for
+# an upstream list that can be slow to answer the first query.
 start_dotproxyd()
 {
 	local conf=$1 addr i deadline
@@ -535,8 +537,9 @@ start_dotproxyd()
 			diag_file "$D_LOG"
 			return 1
 		fi
-		if "$KDIG" +time=1 +retry=0 @"$addr" -p "$D_PORT" \
-		    a.example.test A 2>/dev/null | grep -q -- '->>HEADER<<-'; then
+		if "$KDIG" +time="${D_READY_TIME:-1}" +retry=0 @"$addr" \
+		    -p "$D_PORT" a.example.test A 2>/dev/null |
+		    grep -q -- '->>HEADER<<-'; then
 			return 0
 		fi
 		sleep 0.1
@@ -677,6 +680,64 @@ udp_query()
 	' "$1" "$2" "$3" "${4:-2}"
 }
 
+# udp_burst ADDR PORT SECONDS NAME...: an A query for each NAME (RD set,
+# no EDNS), all sent at once from one UDP socket, then the answers read
+# for up to SECONDS.  Prints one line per NAME, in order: the name, the
+# rcode (NOERROR, SERVFAIL, ...; "none" without an answer) and the A
+# addresses of the answer section, comma-separated ("-" if none).
+udp_burst()
+{
+	perl -MIO::Socket::IP -MIO::Select -MTime::HiRes=time -e '
+		my ($a, $p, $t, @names) = @ARGV;
+		my $s = IO::Socket::IP->new(PeerHost => $a, PeerPort => $p,
+		    Proto => "udp") or die "socket: $@\n";
+		my $base = int rand 30000;
+		my %res;
+		for my $i (0 .. $#names) {
+			my $q = pack("n n n n n n", $base + $i, 0x0100, 1, 0, 0, 0);
+			$q .= pack("C/a*", $_) for split /\./, $names[$i];
+			$q .= pack("C n n", 0, 1, 1);
+			defined $s->send($q) or die "send: $!\n";
+		}
+		my @rc = qw(NOERROR FORMERR SERVFAIL NXDOMAIN NOTIMP REFUSED);
+		my $sel = IO::Select->new($s);
+		my $end = time + $t;
+		while (keys(%res) < @names && (my $left = $end - time) > 0) {
+			last unless $sel->can_read($left);
+			defined $s->recv(my $m, 65535) or last;
+			next if length($m) < 12;
+			my ($id, $fl, $qd, $an) = unpack("n4", $m);
+			my $i = $id - $base;
+			next if $i < 0 || $i > $#names || exists $res{$i};
+			my $o = 12;
+			# skip a name: labels, up to the root or a pointer
+			my $skip = sub {
+				while ($o < length($m)) {
+					my $l = ord substr($m, $o, 1);
+					if ($l >= 0xc0) { $o += 2; return; }
+					$o += 1 + $l;
+					return if $l == 0;
+				}
+			};
+			for (1 .. $qd) { $skip->(); $o += 4; }
+			my @addr;
+			for (1 .. $an) {
+				$skip->();
+				last if $o + 10 > length($m);
+				my ($type, $class, $ttl, $len) =
+				    unpack("n n N n", substr($m, $o, 10));
+				$o += 10;
+				push @addr, join(".", unpack("C4",
+				    substr($m, $o, 4))) if $type == 1 && $len == 4;
+				$o += $len;
+			}
+			$res{$i} = ($rc[$fl & 15] // "RCODE" . ($fl & 15)) . " " .
+			    (@addr ? join(",", @addr) : "-");
+		}
+		print "$names[$_] ", $res{$_} // "none -", "\n" for 0 .. $#names;
+	' "$@"
+}
+
 # dns_query_hex ID NAME TYPE: a DNS query (RD set, no EDNS) in hex.
 dns_query_hex()
 {
@@ -784,79 +845,293 @@ port_listening()
 	[ -n "$(ss -Htln "( sport = :$1 )" 2>/dev/null)" ]
 }
 
-# start_fake_dot DIR PORT MODE: a small DNS-over-TLS server on
+# start_fake_dot DIR PORT MODE [ARG]: a small DNS-over-TLS server on
 # 127.0.0.1@PORT with the certificate make_ca left in DIR.  It answers
 # every A query with 192.0.2.99 (TTL 60), other types with no data, and
 # MODE says how it misbehaves:
-#   answer    not at all
-#   once      it closes each connection after its first answer
-#   wrongid   answers carry another ID than the query
-#   garbage   each query gets a frame of random bytes instead
-#   capture   not at all, and each query is written in hex to
-#             DIR/queries.hex
-# Sets FAKE_PID.
+#   answer         not at all
+#   once           it closes each connection after its first answer
+#                  (FIN, no close_notify)
+#   wrongid        answers carry another ID than the query
+#   garbage        each query gets a frame of random bytes instead
+#   capture        not at all, and each query is written in hex to
+#                  DIR/queries.hex
+#   silent         completes the TLS handshake and reads queries, but
+#                  never answers
+#   silentafter K  each connection answers its first K queries, then
+#                  reads the rest and never answers (TCP stays open, the
+#                  kernel acknowledges everything)
+#   idle SECS      answers everything, and closes (TLS close_notify, then
+#                  FIN) a connection that sends nothing for SECS seconds
+#                  (fractions allowed)
+#   rst            answers the first query of a connection, waits until
+#                  the answer is acknowledged, then resets the connection
+#                  (SO_LINGER 0, no close_notify)
+#   record [SECS]  reads one TLS record at a time and answers only the
+#                  first DNS message in it, ignoring the rest of the
+#                  record (as dnsdist 1.7 does); with SECS, also closes
+#                  idle connections as `idle` does
+#   stall          on the first connection it accepts, answers the first
+#                  query with the 2-byte length (512) and one byte, then
+#                  one more byte every 0.5 s, never completing the frame,
+#                  for 60 s, then closes; later connections are answered
+#                  as in `answer`
+# Each connection is served by a process of its own.  One line per event
+# is appended to DIR/fake-PORT.events (FAKE_EVENTS), N being the number
+# of the connection in the order accepted, from 1:
+#   conn N                     TCP connection accepted
+#   query N I                  the Ith query read on it (in `record`
+#                              mode, the one answered in a record)
+#   record N with M messages   a TLS record read in `record` mode that
+#                              held M DNS messages (a cut one counts)
+#   stall N                    the stalled answer begins
+#   end N WHY                  the connection is over: eof (the client
+#                              closed), idle, once, rst, stall, handshake
+#                              (it failed) or garbage (a bad frame)
+# Every process ends within 600 s (a connection's within 300 s).  Sets
+# FAKE_PID and FAKE_EVENTS.
 start_fake_dot()
 {
-	local dir=$1 port=$2 mode=$3
-	spawn "$dir/fake-dot-$port.log" perl -MIO::Socket::SSL -e '
-		my ($dir, $port, $mode) = @ARGV;
+	local dir=$1 port=$2 mode=$3 arg=${4:-}
+	FAKE_EVENTS=$dir/fake-$port.events
+	: >"$FAKE_EVENTS"
+	spawn "$dir/fake-dot-$port.log" perl -e '
+		use strict;
+		use warnings;
+		use IO::Select;
+		use IO::Socket::IP;
+		use IO::Socket::SSL;
+		use Socket qw(SOL_SOCKET SO_LINGER);
+
+		my ($dir, $port, $mode, $arg) = @ARGV;
+		my %modes = map { $_ => 1 } qw(answer once wrongid garbage
+		    capture silent silentafter idle rst record stall);
+		die "unknown mode $mode\n" unless $modes{$mode};
+		my $num = defined $arg && $arg =~ /^[0-9]+(\.[0-9]+)?$/;
+		die "$mode needs a number\n"
+		    if ($mode eq "silentafter" || $mode eq "idle") && !$num;
+		die "record takes a number of seconds or nothing\n"
+		    if $mode eq "record" && defined $arg && $arg ne "" && !$num;
+		my $idle = ($mode eq "idle" || $mode eq "record") && $num ?
+		    $arg : undef;
 		alarm 600;
 		$SIG{CHLD} = "IGNORE";
-		my $l = IO::Socket::SSL->new(LocalAddr => "127.0.0.1",
-		    LocalPort => $port, Listen => 64, ReuseAddr => 1,
-		    SSL_server => 1, SSL_cert_file => "$dir/server.pem",
-		    SSL_key_file => "$dir/server.key") or die "listen: $SSL_ERROR $@\n";
+		$| = 1;
+
+		sub event {
+			my $f;
+			open($f, ">>", "$dir/fake-$port.events") or return;
+			syswrite($f, "@_\n");	# O_APPEND, one write: atomic
+			close($f);
+		}
+
 		sub readn {
 			my ($c, $n) = @_;
 			my $b = "";
 			while (length($b) < $n) {
-				my $r = $c->sysread($b, $n - length($b), length($b));
+				my $r = $c->sysread($b, $n - length($b),
+				    length($b));
 				return undef unless $r;
 			}
 			return $b;
 		}
-		for (;;) {
-			my $c = $l->accept or next;
-			my $pid = fork;
-			next if !defined $pid;
-			if ($pid) { $c->close(SSL_no_shutdown => 1); next; }
-			while (defined(my $h = readn($c, 2))) {
+
+		sub writeall {
+			my ($c, $b) = @_;
+			while (length($b) > 0) {
+				my $w = $c->syswrite($b);
+				return 0 unless $w;
+				substr($b, 0, $w, "");
+			}
+			return 1;
+		}
+
+		# data to read within SECS seconds (TLS buffer or socket)?
+		sub readable {
+			my ($c, $secs) = @_;
+			return 1 if $c->pending > 0;
+			return scalar IO::Select->new($c)->can_read($secs);
+		}
+
+		# the answer to query Q: 192.0.2.99 for A, no data otherwise
+		sub answer {
+			my ($q) = @_;
+			# the question: header, then labels up to the root
+			my $o = 12;
+			while ($o < length($q)) {
+				my $n = ord substr($q, $o, 1);
+				$o += 1 + $n;
+				last if $n == 0;
+			}
+			return undef if $o + 4 > length($q);
+			my $question = substr($q, 12, $o + 4 - 12);
+			my $qtype = unpack("n", substr($q, $o, 2));
+			my ($id, $fl) = unpack("n n", $q);
+			$id ^= 0x5555 if $mode eq "wrongid";
+			my $an = $qtype == 1 ? 1 : 0;
+			my $a = pack("n n n n n n", $id,
+			    0x8080 | ($fl & 0x0100), 1, $an, 0, 0) . $question;
+			$a .= pack("n n n N n C4", 0xc00c, 1, 1, 60, 4,
+			    192, 0, 2, 99) if $an;
+			return $a;
+		}
+
+		sub finish {
+			my ($c, $n, $why, %how) = @_;
+			event("end $n $why");
+			$c->close(%how);
+			exit 0;
+		}
+
+		sub idle_close {
+			my ($c, $n) = @_;
+			# close_notify, without waiting for the peer s own
+			finish($c, $n, "idle", SSL_fast_shutdown => 1);
+		}
+
+		sub serve_record {
+			my ($c, $n) = @_;
+			my $i = 0;
+			for (;;) {
+				idle_close($c, $n)
+				    if defined $idle && !readable($c, $idle);
+				my $buf = "";
+				# one SSL_read: at most one TLS record
+				my $r = $c->sysread($buf, 65536);
+				finish($c, $n, "eof", SSL_no_shutdown => 1)
+				    unless $r;
+				my ($o, $m) = (0, 0);
+				while ($o < length($buf)) {
+					$m++;
+					last if $o + 2 > length($buf);
+					$o += 2 + unpack("n", substr($buf, $o, 2));
+				}
+				event("record $n with $m messages");
+				next if length($buf) < 2;
+				my $len = unpack("n", $buf);
+				next if $len < 12 || length($buf) < 2 + $len;
+				my $a = answer(substr($buf, 2, $len));
+				next unless defined $a;
+				event("query $n " . ++$i);
+				writeall($c, pack("n", length $a) . $a) or
+				    finish($c, $n, "eof", SSL_no_shutdown => 1);
+			}
+		}
+
+		sub stall {
+			my ($c, $n, $a) = @_;
+			event("stall $n");
+			# 512 bytes announced, at most 121 sent in 60 s
+			my $frame = pack("n", 512) . $a . ("\0" x 512);
+			writeall($c, substr($frame, 0, 3));
+			for my $i (3 .. 122) {
+				select(undef, undef, undef, 0.5);
+				writeall($c, substr($frame, $i, 1)) or last;
+			}
+			finish($c, $n, "stall", SSL_no_shutdown => 1);
+		}
+
+		sub reset_conn {
+			my ($c, $n) = @_;
+			# until the kernel has the answer acknowledged (TIOCOUTQ)
+			for (1 .. 200) {
+				my $b = pack("i", 0);
+				last unless ioctl($c, 0x5411, $b);
+				last if unpack("i", $b) == 0;
+				select(undef, undef, undef, 0.01);
+			}
+			setsockopt($c, SOL_SOCKET, SO_LINGER, pack("i i", 1, 0));
+			finish($c, $n, "rst", SSL_no_shutdown => 1);
+		}
+
+		sub serve {
+			my ($c, $n) = @_;
+			alarm 300;	# fork cleared the parent s alarm
+			IO::Socket::SSL->start_SSL($c, SSL_server => 1,
+			    SSL_cert_file => "$dir/server.pem",
+			    SSL_key_file => "$dir/server.key", Timeout => 10) or do {
+				event("end $n handshake");
+				exit 0;
+			};
+			serve_record($c, $n) if $mode eq "record";
+			my $i = 0;
+			for (;;) {
+				idle_close($c, $n)
+				    if defined $idle && !readable($c, $idle);
+				my $h = readn($c, 2);
+				finish($c, $n, "eof", SSL_no_shutdown => 1)
+				    unless defined $h;
 				my $q = readn($c, unpack("n", $h));
-				last unless defined $q && length($q) >= 12;
+				finish($c, $n, "eof", SSL_no_shutdown => 1)
+				    unless defined $q;
+				finish($c, $n, "garbage", SSL_no_shutdown => 1)
+				    if length($q) < 12;
+				event("query $n " . ++$i);
 				if ($mode eq "capture") {
 					open my $f, ">>", "$dir/queries.hex" or die;
 					print $f unpack("H*", $q), "\n";
 					close $f;
 				}
+				next if $mode eq "silent";
+				next if $mode eq "silentafter" && $i > $arg;
 				if ($mode eq "garbage") {
 					my $g = join "", map { chr int rand 256 } 1 .. 40;
-					print $c pack("n", length $g), $g;
+					writeall($c, pack("n", length $g) . $g);
 					next;
 				}
-				# the question: header, then labels up to the root
-				my $o = 12;
-				while ($o < length($q)) {
-					my $n = ord substr($q, $o, 1);
-					$o += 1 + $n;
-					last if $n == 0;
-				}
-				my $question = substr($q, 12, $o + 4 - 12);
-				my $qtype = unpack("n", substr($q, $o, 2));
-				my ($id, $fl) = unpack("n n", $q);
-				$id ^= 0x5555 if $mode eq "wrongid";
-				my $an = $qtype == 1 ? 1 : 0;
-				my $a = pack("n n n n n n", $id,
-				    0x8080 | ($fl & 0x0100), 1, $an, 0, 0) . $question;
-				$a .= pack("n n n N n C4", 0xc00c, 1, 1, 60, 4,
-				    192, 0, 2, 99) if $an;
-				print $c pack("n", length $a), $a;
-				last if $mode eq "once";
+				my $a = answer($q);
+				next unless defined $a;
+				stall($c, $n, $a) if $mode eq "stall" && $n == 1;
+				writeall($c, pack("n", length $a) . $a) or
+				    finish($c, $n, "eof", SSL_no_shutdown => 1);
+				finish($c, $n, "once", SSL_no_shutdown => 1)
+				    if $mode eq "once";
+				reset_conn($c, $n) if $mode eq "rst";
 			}
-			$c->close(SSL_no_shutdown => 1);
+		}
+
+		my $l = IO::Socket::IP->new(LocalHost => "127.0.0.1",
+		    LocalPort => $port, Listen => 64, ReuseAddr => 1)
+		    or die "listen: $@\n";
+		my $n = 0;
+		for (;;) {
+			my $c = $l->accept or do {
+				select(undef, undef, undef, 0.05);
+				next;
+			};
+			$n++;
+			event("conn $n");
+			my $pid = fork;
+			if (!defined $pid || $pid) {
+				close($c);
+				next;
+			}
+			close($l);
+			serve($c, $n);
 			exit 0;
 		}
-	' "$dir" "$port" "$mode"
+	' "$dir" "$port" "$mode" "$arg"
 	# shellcheck disable=SC2034 # for the tests
 	FAKE_PID=$SPAWNED_PID
 	wait_for 50 port_listening "$port"
+}
+
+# fake_count FILE KIND: the number of KIND events (conn, query, record,
+# stall, end) in the events file of start_fake_dot.
+fake_count()
+{
+	grep -c "^$2 " "$1" 2>/dev/null
+}
+
+# fake_open FILE: connections accepted and not yet over.
+fake_open()
+{
+	echo $(( $(fake_count "$1" conn) - $(fake_count "$1" end) ))
+}
+
+# fake_all_closed FILE: at least one connection was accepted, and every
+# one is over.
+fake_all_closed()
+{
+	[ "$(fake_count "$1" conn)" -gt 0 ] && [ "$(fake_open "$1")" -eq 0 ]
 }
