@@ -23,6 +23,18 @@
 #   BENCH_SOAK_SECONDS length of the dotproxyd soak run, 0 to skip it
 #                      (default 60)
 #   BENCH_SOAK_RATE    its steady query rate (default 2000)
+#   BENCH_SECTIONS     what to run, of "compare soak faults" (the default):
+#                      the comparison table, the dotproxyd soak run, the
+#                      fault runs
+#   BENCH_FAULT_RATE, BENCH_FAULT_SECONDS  query rate and length of the
+#                      silent-first fault run (default 300, 10)
+#   BENCH_FAULT_BURSTS, BENCH_FAULT_BURST, BENCH_FAULT_PAUSE  bursts of
+#                      the idle-close fault run, queries in each, seconds
+#                      without queries before each (default 5, 20, 3)
+#   BENCH_FAULT_IDLE   seconds after which its upstream closes an idle
+#                      connection (default 2)
+#   BENCH_FAULT_TIMEOUT  seconds after which a query of the fault runs
+#                      counts as lost (default 5)
 
 set -u
 export LC_ALL=C
@@ -44,6 +56,14 @@ BENCH_INSTALL=${BENCH_INSTALL:-1}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_SOAK_SECONDS=${BENCH_SOAK_SECONDS:-60}
 BENCH_SOAK_RATE=${BENCH_SOAK_RATE:-2000}
+BENCH_SECTIONS=${BENCH_SECTIONS:-"compare soak faults"}
+BENCH_FAULT_RATE=${BENCH_FAULT_RATE:-300}
+BENCH_FAULT_SECONDS=${BENCH_FAULT_SECONDS:-10}
+BENCH_FAULT_BURSTS=${BENCH_FAULT_BURSTS:-5}
+BENCH_FAULT_BURST=${BENCH_FAULT_BURST:-20}
+BENCH_FAULT_PAUSE=${BENCH_FAULT_PAUSE:-3}
+BENCH_FAULT_IDLE=${BENCH_FAULT_IDLE:-2}
+BENCH_FAULT_TIMEOUT=${BENCH_FAULT_TIMEOUT:-5}
 
 AUTH_NAME=dot.bench.test	# name in the upstream's certificate
 ZONE=bench.test			# every name under it answers 192.0.2.1
@@ -53,6 +73,25 @@ D_CHROOT=/var/empty
 DNSPERF_TIMEOUT=3		# seconds before dnsperf counts a query lost
 HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
+for v in BENCH_FAULT_RATE BENCH_FAULT_SECONDS BENCH_FAULT_BURSTS \
+    BENCH_FAULT_BURST BENCH_FAULT_PAUSE BENCH_FAULT_TIMEOUT; do
+	case ${!v} in
+	''|*[!0-9]*|0) echo "bench: $v must be a positive number" >&2
+		exit 2 ;;
+	esac
+done
+case $BENCH_FAULT_IDLE in
+''|.|*[!0-9.]*|*.*.*) echo "bench: BENCH_FAULT_IDLE must be a number of seconds" >&2
+	exit 2 ;;
+esac
+for s in $BENCH_SECTIONS; do
+	case $s in
+	compare|soak|faults) ;;
+	*) echo "bench: unknown section $s in BENCH_SECTIONS" \
+	    "(compare, soak, faults)" >&2
+		exit 2 ;;
+	esac
+done
 case $BENCH_SECONDS in
 ''|*[!0-9]*|0) echo "bench: BENCH_SECONDS must be a positive number" >&2
 	exit 2 ;;
@@ -121,7 +160,8 @@ HAVE_PKG=" "
 install_peers()
 {
 	local p cand missing=""
-	for p in unbound stubby dnsdist dnsperf knot-dnsutils; do
+	for p in unbound stubby dnsdist dnsperf knot-dnsutils \
+	    libio-socket-ssl-perl; do
 		if dpkg-query -W -f '${Status}' "$p" 2>/dev/null |
 		    grep -q 'install ok installed'; then
 			HAVE_PKG="$HAVE_PKG$p "
@@ -233,16 +273,23 @@ EOF
 }
 
 # ---------------------------------------------------------------------
-# The forwarders.  start_PEER DIR PORT: start it, set PEER_PID.
+# The forwarders.  start_PEER DIR PORT: start it, set PEER_PID.  Each
+# forwards to the DNS-over-TLS servers on the loopback ports in FWD_UPS,
+# in that order, all with the certificate for $AUTH_NAME (the upstream
+# unbound alone, except in the fault runs).
 
+FWD_UPS=""
 
 start_dotproxyd()
 {
-	local dir=$1 port=$2
+	local dir=$1 port=$2 p
 	ensure_user || die "cannot create the daemon's user or chroot"
-	cat >"$dir/dotproxyd.conf" <<EOF
-listen on 127.0.0.1 port $port
-upstream 127.0.0.1 port $UP_PORT name "$AUTH_NAME"
+	{
+		echo "listen on 127.0.0.1 port $port"
+		for p in $FWD_UPS; do
+			echo "upstream 127.0.0.1 port $p name \"$AUTH_NAME\""
+		done
+		cat <<EOF
 tls ca "$B_DIR/ca/ca.pem"
 tls connections $BENCH_TLS_CONNS
 allow from 127.0.0.0/8
@@ -250,13 +297,14 @@ user $D_USER
 chroot "$D_CHROOT"
 control socket "$dir/dotproxyd.sock"
 EOF
+	} >"$dir/dotproxyd.conf"
 	spawn "$dir/log" "$DOTPROXYD" -d -f "$dir/dotproxyd.conf"
 	PEER_PID=$SPAWNED_PID
 }
 
 start_unbound()
 {
-	local dir=$1 port=$2
+	local dir=$1 port=$2 p
 	{
 		unbound_server "$dir" "$port"
 		cat <<EOF
@@ -268,7 +316,11 @@ start_unbound()
 forward-zone:
 	name: "."
 	forward-tls-upstream: yes
-	forward-addr: 127.0.0.1@$UP_PORT#$AUTH_NAME
+EOF
+		for p in $FWD_UPS; do
+			printf '\tforward-addr: 127.0.0.1@%s#%s\n' "$p" "$AUTH_NAME"
+		done
+		cat <<EOF
 remote-control:
 	control-enable: no
 EOF
@@ -279,9 +331,10 @@ EOF
 
 start_stubby()
 {
-	local dir=$1 port=$2
+	local dir=$1 port=$2 p
 	mkdir -p "$dir/appdata"
-	cat >"$dir/stubby.yml" <<EOF
+	{
+		cat <<EOF
 resolution_type: GETDNS_RESOLUTION_STUB
 dns_transport_list:
   - GETDNS_TRANSPORT_TLS
@@ -295,27 +348,38 @@ appdata_dir: "$dir/appdata"
 listen_addresses:
   - 127.0.0.1@$port
 upstream_recursive_servers:
-  - address_data: 127.0.0.1
-    tls_port: $UP_PORT
-    tls_auth_name: "$AUTH_NAME"
 EOF
+		for p in $FWD_UPS; do
+			printf '  - address_data: 127.0.0.1\n'
+			printf '    tls_port: %s\n' "$p"
+			printf '    tls_auth_name: "%s"\n' "$AUTH_NAME"
+		done
+	} >"$dir/stubby.yml"
 	spawn "$dir/log" stubby -C "$dir/stubby.yml" -l
 	PEER_PID=$SPAWNED_PID
 }
 
 start_dnsdist()
 {
-	local dir=$1 port=$2
-	cat >"$dir/dnsdist.conf" <<EOF
+	local dir=$1 port=$2 p
+	{
+		cat <<EOF
 setSecurityPollSuffix("")
 setLocal("127.0.0.1:$port")
 setACL({"127.0.0.0/8"})
-newServer({address="127.0.0.1:$UP_PORT", tls="openssl",
+EOF
+		for p in $FWD_UPS; do
+			cat <<EOF
+newServer({address="127.0.0.1:$p", tls="openssl",
     subjectName="$AUTH_NAME", caStore="$B_DIR/ca/ca.pem",
     validateCertificates=true, checkName="health.$ZONE."})
+EOF
+		done
+		cat <<EOF
 pc = newPacketCache(10000)
 getPool(""):setCache(pc)
 EOF
+	} >"$dir/dnsdist.conf"
 	spawn "$dir/log" dnsdist --supervised --disable-syslog \
 	    -C "$dir/dnsdist.conf"
 	PEER_PID=$SPAWNED_PID
@@ -602,22 +666,28 @@ ratio()
 			printf "%.2f", a / b }'
 }
 
-print_report()
+# print_header PEER...: the machine and the versions of the forwarders.
+print_header()
 {
-	local peer row key label cols=""
-	for peer in $RAN; do cols="$cols $peer"; done
-
+	local peer
 	echo
 	echo "Machine: load average before the runs $LOAD0"
 	echo "Machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' \
 	    /proc/cpuinfo | head -n 1), Linux $(uname -r)"
 	printf 'Versions: dotproxyd %s' "$(git -C "$TOP" describe --always --dirty 2>/dev/null || echo '?')"
-	for peer in $RAN; do
+	for peer in "$@"; do
 		case $peer in
 		unbound|stubby|dnsdist) printf ', %s %s' "$peer" "$(pkg_version "$peer")" ;;
 		esac
 	done
 	printf ', dnsperf %s\n' "$(pkg_version dnsperf)"
+}
+
+print_report()
+{
+	local peer row key label cols=""
+	for peer in $RAN; do cols="$cols $peer"; done
+
 	echo "Upstream: unbound, DNS over TLS on 127.0.0.1, $BENCH_UPSTREAM_THREADS thread(s); runs of ${BENCH_SECONDS}s, dnsperf -c $BENCH_CLIENTS -q $BENCH_OUTSTANDING"
 	echo
 
@@ -699,37 +769,6 @@ print_report()
 }
 
 # ---------------------------------------------------------------------
-# Main
-
-[ "$(id -u)" -eq 0 ] || die "must run as root (dotproxyd needs it)"
-[ -x "$DOTPROXYD" ] || die "$DOTPROXYD not built (run make)"
-install_peers
-for c in unbound kdig dnsperf openssl ss pgrep setsid; do
-	command -v "$c" >/dev/null 2>&1 || die "$c not found"
-done
-
-LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
-make_ca "$B_DIR/ca" "$AUTH_NAME" || die "cannot make certificates"
-start_upstream
-say "bench: upstream unbound on 127.0.0.1 port $UP_PORT (DNS over TLS)"
-
-RAN=""
-for peer in $BENCH_PEERS; do
-	case $peer in
-	dotproxyd) ;;
-	unbound|stubby|dnsdist)
-		if ! has_pkg "$peer" || ! command -v "$peer" >/dev/null; then
-			say "bench: $peer not available; skipped"
-			continue
-		fi ;;
-	*) say "bench: unknown forwarder $peer; skipped"; continue ;;
-	esac
-	bench_peer "$peer" && RAN="$RAN $peer"
-done
-[ -n "$RAN" ] || die "no forwarder could be measured"
-print_report
-
-# ---------------------------------------------------------------------
 # Soak: dotproxyd alone at a steady rate well below its capacity, half
 # the names new (upstream) and half repeated (cache), for a while: no
 # query may be lost and resident memory should stay flat.
@@ -769,6 +808,391 @@ soak()
 	kill_tree "$PEER_PID"
 }
 
-if [ "$BENCH_SOAK_SECONDS" -gt 0 ]; then
+
+# ---------------------------------------------------------------------
+# Faults: each forwarder against upstreams that misbehave, played by the
+# DNS-over-TLS server of the integration tests (start_fake_dot), with
+# every query's latency and rcode recorded by dns_probe.
+#   silent-first  two upstreams: first one that completes the TLS
+#                 handshake and never answers, then the upstream unbound;
+#                 BENCH_FAULT_RATE new names a second for
+#                 BENCH_FAULT_SECONDS
+#   idle-close    one upstream that answers everything and closes every
+#                 connection idle for BENCH_FAULT_IDLE seconds;
+#                 BENCH_FAULT_BURSTS bursts of BENCH_FAULT_BURST new
+#                 names, each after BENCH_FAULT_PAUSE seconds without a
+#                 query
+
+# lib_import NAME...: define these functions of tests/integration/lib.sh
+# here.  Only they are taken: that file as a whole is the library of the
+# test scripts, with their TAP output, exit trap and watchdog.
+lib_import()
+{
+	local f body
+	for f in "$@"; do
+		body=$(sed -n "/^$f()\$/,/^}\$/p" "$TOP/tests/integration/lib.sh")
+		[ -n "$body" ] || return 1
+		eval "$body"
+	done
+}
+
+# dns_probe PORT TIMEOUT rate QPS <NAMES
+# dns_probe PORT TIMEOUT bursts COUNT SIZE PAUSE <NAMES
+# An A query (RD, no EDNS) for each name of NAMES (the first word of
+# each line) to 127.0.0.1 PORT over UDP, all from one socket: QPS
+# queries a second; or COUNT bursts of SIZE queries sent at once, each
+# after PAUSE seconds without a query and once the previous burst is
+# answered or timed out.  Prints a line per query: the burst (1 in rate
+# mode), the name, the rcode, the latency in ms ("none -" for a query
+# without an answer with its ID and question within TIMEOUT seconds) and
+# when it was sent, in seconds from the start.  It ends by itself within
+# its own run time plus 30 seconds.
+dns_probe()
+{
+	perl -e '
+		use strict;
+		use warnings;
+		use IO::Select;
+		use IO::Socket::IP;
+		use Socket qw(SOL_SOCKET SO_RCVBUF MSG_DONTWAIT);
+		use Time::HiRes qw(time sleep);
+
+		my ($port, $timeout, $mode, @arg) = @ARGV;
+		my @names = map { (split)[0] } <STDIN>;
+		die "no names\n" unless @names;
+		die "more than 65536 names\n" if @names > 65536;
+		my ($rate, $bursts, $size, $pause);
+		if ($mode eq "rate") {
+			$rate = $arg[0];
+		} elsif ($mode eq "bursts") {
+			($bursts, $size, $pause) = @arg;
+			die "not enough names\n" if @names < $bursts * $size;
+		} else {
+			die "unknown mode $mode\n";
+		}
+		alarm(int($mode eq "rate" ? @names / $rate + $timeout + 30 :
+		    $bursts * ($pause + $timeout) + 30));
+
+		my $s = IO::Socket::IP->new(PeerHost => "127.0.0.1",
+		    PeerPort => $port, Proto => "udp") or die "socket: $@\n";
+		setsockopt($s, SOL_SOCKET, SO_RCVBUF, 1 << 20);
+		my $sel = IO::Select->new($s);
+		my $base = int rand 65536;
+		my (@q, @sent, @lat, @rc);
+		my @rcodes = qw(NOERROR FORMERR SERVFAIL NXDOMAIN NOTIMP REFUSED);
+		for my $i (0 .. $#names) {
+			my $m = pack("n n n n n n", ($base + $i) & 0xffff,
+			    0x0100, 1, 0, 0, 0);
+			$m .= pack("C/a*", $_) for split /\./, $names[$i];
+			$q[$i] = $m . pack("C n n", 0, 1, 1);
+		}
+		sub send_query {
+			my ($i) = @_;
+			$sent[$i] = time;
+			defined send($s, $q[$i], 0) or warn "send: $!\n";
+		}
+		# read what has come, for at most WAIT seconds
+		sub receive {
+			my ($wait) = @_;
+			return unless $sel->can_read($wait > 0 ? $wait : 0);
+			while (defined recv($s, my $m, 65535, MSG_DONTWAIT)) {
+				my $now = time;
+				next if length($m) < 12;
+				my ($id, $fl) = unpack("n n", $m);
+				my $i = ($id - $base) & 0xffff;
+				next if $i > $#names || !defined $sent[$i] ||
+				    defined $lat[$i];
+				# the same question (name, type, class)
+				my $ql = length($q[$i]) - 12;
+				next if length($m) < 12 + $ql ||
+				    lc substr($m, 12, $ql) ne lc substr($q[$i], 12);
+				next if $now - $sent[$i] > $timeout;
+				$lat[$i] = $now - $sent[$i];
+				$rc[$i] = $rcodes[$fl & 15] // "RCODE" . ($fl & 15);
+			}
+		}
+		# wait until the queries FROM .. TO are answered or timed out
+		sub drain {
+			my ($from, $to) = @_;
+			for (;;) {
+				my $now = time;
+				my $left = 0;
+				for my $i ($from .. $to) {
+					next if defined $lat[$i];
+					my $t = $sent[$i] + $timeout - $now;
+					$left = $t if $t > $left;
+				}
+				last if $left <= 0;
+				receive($left < 0.1 ? $left : 0.1);
+			}
+		}
+
+		my @group;
+		my $t0 = time;
+		if ($mode eq "rate") {
+			for my $i (0 .. $#names) {
+				my $at = $t0 + $i / $rate;
+				while ((my $w = $at - time) > 0) {
+					receive($w);
+				}
+				send_query($i);
+				$group[$i] = 1;
+			}
+			drain(0, $#names);
+		} else {
+			my $n = 0;
+			for my $b (1 .. $bursts) {
+				my $end = time + $pause;
+				while ((my $w = $end - time) > 0) {
+					receive($w);
+				}
+				for (1 .. $size) {
+					$group[$n] = $b;
+					send_query($n++);
+				}
+				drain($n - $size, $n - 1);
+			}
+			$#names = $n - 1;
+		}
+		for my $i (0 .. $#names) {
+			printf "%d %s %s %s %.3f\n", $group[$i], $names[$i],
+			    $rc[$i] // "none",
+			    defined $lat[$i] ? sprintf("%.3f", $lat[$i] * 1000) : "-",
+			    $sent[$i] - $t0;
+		}
+	' "$@"
+}
+
+# fault_stats FILE TIMEOUT: from the output of dns_probe, "SENT ANSWERED
+# SERVFAIL LOST P50 P99 MAX", the latencies in ms over every query
+# sent, nearest rank, an unanswered query counting as infinitely slow
+# (shown as ">TIMEOUT").
+fault_stats()
+{
+	awk '{ print ($4 == "-" ? "inf" : $4), $3 }' "$1" | sort -g |
+	    awk -v t="$2" '
+	function fmt(x) { return x == "inf" ? ">" t * 1000 : sprintf("%.1f", x) }
+	function rank(q,   k) {
+		k = int(q * n - 1e-9) + 1
+		return fmt(v[k < 1 ? 1 : k])
+	}
+	{
+		v[++n] = $1
+		if ($1 == "inf") lost++
+		if ($2 == "SERVFAIL") sf++
+	}
+	END {
+		if (n == 0) { print "0 0 0 0 - - -"; exit }
+		printf "%d %d %d %d %s %s %s\n", n, n - lost, sf, lost,
+		    rank(0.5), rank(0.99), fmt(v[n])
+	}'
+}
+
+# fault_listening PID PORT LOG: wait (15 s at most) until the forwarder
+# has bound UDP 127.0.0.1 PORT, then 1 s more for the rest of its
+# start-up, without sending it a query.
+fault_listening()
+{
+	local pid=$1 port=$2 log=$3 i
+	for ((i = 0; i < 150; i++)); do
+		if ! alive "$pid"; then
+			say "bench: the process exited during start-up:"
+			tail -n 20 "$log" >&2
+			return 1
+		fi
+		if [ -n "$(ss -Hlun "( sport = :$port )" 2>/dev/null)" ]; then
+			sleep 1
+			return 0
+		fi
+		sleep 0.1
+	done
+	say "bench: nothing bound to UDP port $port; last lines of its log:"
+	tail -n 20 "$log" >&2
+	return 1
+}
+
+# fault_ready PID PORT LOG: wait (about 45 s at most) until the forwarder
+# answers a query, whatever the rcode.
+fault_ready()
+{
+	local pid=$1 port=$2 log=$3 i
+	for ((i = 0; i < 20; i++)); do
+		if ! alive "$pid"; then
+			say "bench: the process exited during start-up:"
+			tail -n 20 "$log" >&2
+			return 1
+		fi
+		timeout -k 1 5 kdig +time=2 +retry=0 @127.0.0.1 -p "$port" \
+		    "ready-$i-$RANDOM.$ZONE" A 2>/dev/null |
+		    grep -q -- '->>HEADER<<-' && return 0
+		sleep 0.2
+	done
+	say "bench: no answer on 127.0.0.1 port $port; last lines of its log:"
+	tail -n 20 "$log" >&2
+	return 1
+}
+
+declare -A F		# F[peer,case] = output of fault_stats
+
+# fault_case PEER CASE MODE ARG: start the misbehaving server in MODE
+# (ARG its argument), then PEER forwarding to it (and to the upstream
+# unbound after it for silent-first), run the probe of CASE, stop both.
+# The silent-first run starts as soon as the forwarder listens, before
+# any query went through it, so that it includes finding out that the
+# first upstream is silent.  The idle-close run starts once a query was
+# answered, so that every burst finds the connection it left closed.
+fault_case()
+{
+	local peer=$1 case=$2 mode=$3 arg=$4 dir=$B_DIR/faults/$1/$2 port n
+	local wait=fault_ready
+	[ "$case" = silent-first ] && wait=fault_listening
+	mkdir -p "$dir"
+	cp "$B_DIR/ca/server.pem" "$B_DIR/ca/server.key" "$dir/"
+	port=$(free_port)
+	if ! start_fake_dot "$dir" "$port" "$mode" "$arg"; then
+		say "bench: the $mode server does not listen; no $case run for $peer"
+		return 1
+	fi
+	FWD_UPS=$port
+	[ "$case" = silent-first ] && FWD_UPS="$port $UP_PORT"
+	PEER_PORT=$(free_port)
+	"start_$peer" "$dir" "$PEER_PORT"
+	if ! "$wait" "$PEER_PID" "$PEER_PORT" "$dir/log"; then
+		say "bench: $peer does not answer; no $case run"
+		kill_tree "$PEER_PID"
+		kill_tree "$FAKE_PID"
+		FWD_UPS=$UP_PORT
+		return 1
+	fi
+	say "bench: $peer, $case ($(date +%T))"
+	if [ "$case" = silent-first ]; then
+		n=$((BENCH_FAULT_RATE * BENCH_FAULT_SECONDS))
+		make_names "$dir/names" "$n" "fs-$peer"
+		dns_probe "$PEER_PORT" "$BENCH_FAULT_TIMEOUT" rate \
+		    "$BENCH_FAULT_RATE" <"$dir/names" >"$dir/probe"
+	else
+		n=$((BENCH_FAULT_BURSTS * BENCH_FAULT_BURST))
+		make_names "$dir/names" "$n" "fi-$peer"
+		dns_probe "$PEER_PORT" "$BENCH_FAULT_TIMEOUT" bursts \
+		    "$BENCH_FAULT_BURSTS" "$BENCH_FAULT_BURST" \
+		    "$BENCH_FAULT_PAUSE" <"$dir/names" >"$dir/probe"
+	fi
+	F[$peer,$case]=$(fault_stats "$dir/probe" "$BENCH_FAULT_TIMEOUT")
+	[ "$peer" = dotproxyd ] && timeout -k 1 10 "${DOTPROXYD%/*}/dotproxyctl" \
+	    -s "$dir/dotproxyd.sock" status >"$dir/status" 2>&1
+	F[$peer,$case,conns]=$(grep -c '^conn ' "$dir/fake-$port.events" 2>/dev/null)
+	F[$peer,$case,queries]=$(grep -c '^query ' "$dir/fake-$port.events" 2>/dev/null)
+	if ! alive "$PEER_PID"; then
+		say "bench: $peer exited during the $case run; last lines of its log:"
+		tail -n 15 "$dir/log" >&2
+	fi
+	kill_tree "$PEER_PID"
+	kill_tree "$FAKE_PID"
+	FWD_UPS=$UP_PORT
+	return 0
+}
+
+FAULT_RAN=""
+
+faults()
+{
+	local peer
+	lib_import start_fake_dot wait_for port_listening ||
+	    die "start_fake_dot not found in tests/integration/lib.sh; no fault runs"
+	case $(declare -f start_fake_dot) in
+	*silent*idle*) ;;
+	*) die "start_fake_dot has no silent and idle modes; no fault runs" ;;
+	esac
+	perl -MIO::Socket::SSL -e 1 2>/dev/null ||
+	    die "perl IO::Socket::SSL is missing; no fault runs"
+	for peer in $BENCH_PEERS; do
+		usable "$peer" || continue
+		fault_case "$peer" silent-first silent ""
+		fault_case "$peer" idle-close idle "$BENCH_FAULT_IDLE"
+		FAULT_RAN="$FAULT_RAN $peer"
+	done
+}
+
+print_faults()
+{
+	local peer case s
+	echo
+	echo "Faults: latency in ms over every query sent (nearest rank); a query"
+	echo "without an answer within ${BENCH_FAULT_TIMEOUT} s is lost and counts as slower than that"
+	echo "  silent-first: upstream 1 completes TLS and never answers, upstream 2 is the unbound"
+	echo "                above; $BENCH_FAULT_RATE new names/s for $BENCH_FAULT_SECONDS s"
+	echo "  idle-close:   one upstream closing connections idle for $BENCH_FAULT_IDLE s;" \
+	    "$BENCH_FAULT_BURSTS bursts of $BENCH_FAULT_BURST new names,"
+	echo "                each after $BENCH_FAULT_PAUSE s without queries"
+	echo
+	printf '%-12s%-14s%7s%10s%10s%7s%10s%10s%10s%14s\n' forwarder case sent \
+	    answered SERVFAIL lost "p50 ms" "p99 ms" "max ms" "faulty conn/q"
+	for peer in $FAULT_RAN; do
+		for case in silent-first idle-close; do
+			s=${F[$peer,$case]:-"- - - - - - -"}
+			# shellcheck disable=SC2086
+			set -- $s
+			printf '%-12s%-14s%7s%10s%10s%7s%10s%10s%10s%14s\n' \
+			    "$peer" "$case" "$1" "$2" "$3" "$4" "$5" "$6" "$7" \
+			    "${F[$peer,$case,conns]:--}/${F[$peer,$case,queries]:--}"
+		done
+	done
+	echo
+	echo "faulty conn/q: TLS connections and queries the misbehaving upstream received"
+}
+
+# ---------------------------------------------------------------------
+# Main
+
+# usable PEER: a forwarder this script knows and finds installed.
+usable()
+{
+	case $1 in
+	dotproxyd) return 0 ;;
+	unbound|stubby|dnsdist)
+		has_pkg "$1" && command -v "$1" >/dev/null && return 0
+		say "bench: $1 not available; skipped" ;;
+	*) say "bench: unknown forwarder $1; skipped" ;;
+	esac
+	return 1
+}
+
+# section NAME: NAME is one of BENCH_SECTIONS.
+section() { case " $BENCH_SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (dotproxyd needs it)"
+[ -x "$DOTPROXYD" ] || die "$DOTPROXYD not built (run make)"
+install_peers
+for c in unbound kdig dnsperf openssl ss pgrep setsid; do
+	command -v "$c" >/dev/null 2>&1 || die "$c not found"
+done
+
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+make_ca "$B_DIR/ca" "$AUTH_NAME" || die "cannot make certificates"
+start_upstream
+say "bench: upstream unbound on 127.0.0.1 port $UP_PORT (DNS over TLS)"
+FWD_UPS=$UP_PORT
+
+RAN=""
+if section compare; then
+	for peer in $BENCH_PEERS; do
+		usable "$peer" || continue
+		bench_peer "$peer" && RAN="$RAN $peer"
+	done
+	[ -n "$RAN" ] || die "no forwarder could be measured"
+	# shellcheck disable=SC2086
+	print_header $RAN
+	print_report
+fi
+if section soak && [ "$BENCH_SOAK_SECONDS" -gt 0 ]; then
+	section compare || print_header dotproxyd
 	soak
+fi
+if section faults; then
+	faults
+	if [ -n "$FAULT_RAN" ]; then
+		# shellcheck disable=SC2086
+		section compare || section soak || print_header $FAULT_RAN
+		print_faults
+	fi
 fi
