@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <event.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -309,63 +310,73 @@ metric_value(FILE *f, const char *name, const char *type, const char *help,
 	fprintf(f, "%s %llu\n", name, v);
 }
 
-enum upstream_field {
-	U_UP, U_QUERIES, U_FAILURES, U_HANDSHAKES, U_RESUMED, U_LATENCY,
-	U_SRTT, U_TIMEOUTS, U_HEDGED, U_LATE, U_REQUEUED, U_PROBES, U_DEAD
+/*
+ * The per-upstream metrics: each a sample per upstream, labelled with
+ * its name, read from a field of struct upstream_status (an int for the
+ * gauges, a uint64_t for the counters).
+ */
+#define U_INT(f)	offsetof(struct upstream_status, f), 1
+#define U_U64(f)	offsetof(struct upstream_status, f), 0
+static const struct upstream_metric {
+	const char	*name;
+	const char	*type;
+	const char	*help;
+	size_t		 off;
+	int		 is_int;
+} upstream_metrics[] = {
+	{ "dotproxyd_upstream_up", "gauge",
+	    "1 if the upstream is in use, 0 while it backs off.", U_INT(up) },
+	{ "dotproxyd_upstream_queries_total", "counter",
+	    "Queries sent to the upstream.", U_U64(queries) },
+	{ "dotproxyd_upstream_failures_total", "counter",
+	    "Failed connections, handshakes and health queries, dead "
+	    "connections.", U_U64(failures) },
+	{ "dotproxyd_upstream_handshakes_total", "counter",
+	    "TLS handshakes completed.", U_U64(handshakes) },
+	{ "dotproxyd_upstream_resumed_total", "counter",
+	    "TLS handshakes that resumed a session.", U_U64(resumed) },
+	{ "dotproxyd_upstream_latency_milliseconds", "gauge",
+	    "Smoothed answer time of the upstream.", U_INT(latency_ms) },
+	{ "dotproxyd_upstream_srtt_milliseconds", "gauge",
+	    "Smoothed round-trip time (RFC 6298) of the upstream.",
+	    U_INT(srtt_ms) },
+	{ "dotproxyd_upstream_timeouts_total", "counter",
+	    "Tries the upstream did not answer in their time.",
+	    U_U64(timeouts) },
+	{ "dotproxyd_upstream_hedged_total", "counter",
+	    "Tries sent to the upstream beside an unanswered one.",
+	    U_U64(hedged) },
+	{ "dotproxyd_upstream_late_total", "counter",
+	    "Answers to tries already given up on.", U_U64(late) },
+	{ "dotproxyd_upstream_requeued_total", "counter",
+	    "Queries sent again after the server closed a connection.",
+	    U_U64(requeued) },
+	{ "dotproxyd_upstream_probes_total", "counter",
+	    "Health queries of dotproxyd's own.", U_U64(probes) },
+	{ "dotproxyd_upstream_dead_connections_total", "counter",
+	    "Connections closed for going quiet.", U_U64(dead) },
 };
 
-/* One metric with a sample per upstream, labelled with its name. */
 static void
-upstream_metric(FILE *f, const char *name, const char *type,
-    const char *help, const struct upstream_status *u, int n,
-    enum upstream_field which)
+upstream_metric(FILE *f, const struct upstream_metric *m,
+    const struct upstream_status *u, int n)
 {
-	unsigned long long	v;
-	int			i;
+	unsigned long long	 v;
+	const char		*p;
+	uint64_t		 v64;
+	int			 i, vi;
 
-	metric(f, name, type, help);
+	metric(f, m->name, m->type, m->help);
 	for (i = 0; i < n; i++) {
-		switch (which) {
-		case U_UP:
-			v = (unsigned long long)u[i].up;
-			break;
-		case U_QUERIES:
-			v = u[i].queries;
-			break;
-		case U_FAILURES:
-			v = u[i].failures;
-			break;
-		case U_HANDSHAKES:
-			v = u[i].handshakes;
-			break;
-		case U_RESUMED:
-			v = u[i].resumed;
-			break;
-		case U_SRTT:
-			v = (unsigned long long)u[i].srtt_ms;
-			break;
-		case U_TIMEOUTS:
-			v = u[i].timeouts;
-			break;
-		case U_HEDGED:
-			v = u[i].hedged;
-			break;
-		case U_LATE:
-			v = u[i].late;
-			break;
-		case U_REQUEUED:
-			v = u[i].requeued;
-			break;
-		case U_PROBES:
-			v = u[i].probes;
-			break;
-		case U_DEAD:
-			v = u[i].dead;
-			break;
-		default:
-			v = (unsigned long long)u[i].latency_ms;
+		p = (const char *)&u[i] + m->off;
+		if (m->is_int) {
+			memcpy(&vi, p, sizeof(vi));
+			v = (unsigned long long)vi;
+		} else {
+			memcpy(&v64, p, sizeof(v64));
+			v = (unsigned long long)v64;
 		}
-		fprintf(f, "%s{upstream=\"", name);
+		fprintf(f, "%s{upstream=\"", m->name);
 		label(f, u[i].label);
 		fprintf(f, "\"} %llu\n", v);
 	}
@@ -419,36 +430,9 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 	metric_value(f, "dotproxyd_inflight", "gauge",
 	    "Queries waiting for an upstream answer.",
 	    (unsigned long long)inflight);
-	upstream_metric(f, "dotproxyd_upstream_up", "gauge",
-	    "1 if the upstream is in use, 0 while it backs off.", u, n, U_UP);
-	upstream_metric(f, "dotproxyd_upstream_queries_total", "counter",
-	    "Queries sent to the upstream.", u, n, U_QUERIES);
-	upstream_metric(f, "dotproxyd_upstream_failures_total", "counter",
-	    "Failed connections and handshakes.", u, n, U_FAILURES);
-	upstream_metric(f, "dotproxyd_upstream_handshakes_total", "counter",
-	    "TLS handshakes completed.", u, n, U_HANDSHAKES);
-	upstream_metric(f, "dotproxyd_upstream_resumed_total", "counter",
-	    "TLS handshakes that resumed a session.", u, n, U_RESUMED);
-	upstream_metric(f, "dotproxyd_upstream_latency_milliseconds", "gauge",
-	    "Moving average of the upstream's answer time.", u, n, U_LATENCY);
-	upstream_metric(f, "dotproxyd_upstream_srtt_milliseconds", "gauge",
-	    "Smoothed round-trip time (RFC 6298) of the upstream.", u, n,
-	    U_SRTT);
-	upstream_metric(f, "dotproxyd_upstream_timeouts_total", "counter",
-	    "Tries the upstream did not answer in their time.", u, n,
-	    U_TIMEOUTS);
-	upstream_metric(f, "dotproxyd_upstream_hedged_total", "counter",
-	    "Tries sent to the upstream beside an unanswered one.", u, n,
-	    U_HEDGED);
-	upstream_metric(f, "dotproxyd_upstream_late_total", "counter",
-	    "Answers to tries already given up on.", u, n, U_LATE);
-	upstream_metric(f, "dotproxyd_upstream_requeued_total", "counter",
-	    "Queries sent again after the server closed a connection.", u, n,
-	    U_REQUEUED);
-	upstream_metric(f, "dotproxyd_upstream_probes_total", "counter",
-	    "Health queries of dotproxyd's own.", u, n, U_PROBES);
-	upstream_metric(f, "dotproxyd_upstream_dead_connections_total",
-	    "counter", "Connections closed for going quiet.", u, n, U_DEAD);
+	for (i = 0; i < (int)(sizeof(upstream_metrics) /
+	    sizeof(upstream_metrics[0])); i++)
+		upstream_metric(f, &upstream_metrics[i], u, n);
 }
 
 static void

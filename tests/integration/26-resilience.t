@@ -42,42 +42,11 @@ UPORT=$(free_port)
 CTL_SOCK=$T_DIR/ctl.sock
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
 
-# conf NAME EXTRA-LINES UPSTREAM-PORT...: a config file, CONF_FILE, with
-# these upstreams in this order and no cache, listening on a new port,
-# PORT.
-conf()
-{
-	local name=$1 extra=$2 p
-	shift 2
-	PORT=$(free_port)
-	CONF_FILE=$T_DIR/$name.conf
-	{
-		echo "listen on 127.0.0.1 port $PORT"
-		for p in "$@"; do
-			echo "upstream 127.0.0.1 port $p name \"dot.test\""
-		done
-		cat <<EOF
-tls ca "$T_DIR/ca/ca.pem"
-allow from 127.0.0.0/8
-user $D_USER
-chroot "$D_CHROOT"
-control socket "$CTL_SOCK"
-cache off
-EOF
-		[ -n "$extra" ] && echo "$extra"
-	} >"$CONF_FILE"
-}
-
-# start NAME EXTRA-LINES UPSTREAM-PORT...: start a daemon; a result.
+# start NAME EXTRA-LINES UPSTREAM-PORT...: a daemon forwarding to these
+# upstreams in this order, without a cache; a result.
 start()
 {
-	conf "$@"
-	if start_dotproxyd "$CONF_FILE"; then
-		pass "$1: dotproxyd starts"
-	else
-		fail "$1: dotproxyd starts"
-		bail_out "cannot go on without the daemon"
-	fi
+	start_upstreams_conf "$1" "$(printf 'cache off\n%s' "$2")" "${@:3}"
 }
 
 # fake NAME MODE [ARG]: a fake upstream on a new port, FPORT.
