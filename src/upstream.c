@@ -1283,10 +1283,15 @@ conn_send(struct conn *c, struct utry *t)
 static void
 conn_take_waiting(struct conn *c)
 {
-	struct utry	*t;
+	struct utry	*t, *next;
 
-	while (c->ninflight < conn_room(c->up) && !c->suspect && !c->broken &&
-	    (t = TAILQ_FIRST(&c->up->waiting)) != NULL) {
+	for (t = TAILQ_FIRST(&c->up->waiting); t != NULL; t = next) {
+		next = TAILQ_NEXT(t, wentry);
+		if (c->ninflight >= conn_room(c->up) || c->suspect ||
+		    c->broken)
+			break;
+		if (conn_has_try(t->uq, c))
+			continue;	/* one try of a query a connection */
 		TAILQ_REMOVE(&c->up->waiting, t, wentry);
 		/* its time runs from now: the handshake was not its own */
 		t->start = now_us();
@@ -1623,7 +1628,8 @@ conn_close(struct conn *c, enum fail_kind kind, const char *why)
 	struct utry	*tries[SLOTS], *t;
 	struct uquery	*uq;
 	char		 reason[96];
-	int		 i, n, had_state = c->state, answered = c->answered > 0;
+	int		 i, j, n, had_state = c->state;
+	int		 answered = c->answered > 0;
 	int		 clean = c->close_notify, nanswered = (int)c->answered;
 	int		 inflight = c->ninflight;
 
@@ -1635,6 +1641,14 @@ conn_close(struct conn *c, enum fail_kind kind, const char *why)
 	    c->frame_start : now_us();
 	n = conn_take_tries(c, tries);
 	conn_teardown(c, had_state);
+	/* a query twice here is moved once: moving may end it */
+	for (i = 0; i < n; i++)
+		for (j = i + 1; j < n; j++)
+			if (tries[j] != NULL && tries[i] != NULL &&
+			    tries[j]->uq == tries[i]->uq) {
+				tries[j]->uq->ntries--;
+				tries[j] = NULL;
+			}
 	/* a health query lost here is asked again (query_free() did) */
 	if (!conn_close_counts(u, kind, why, had_state, answered, inflight,
 	    c->suspect_at_close))
@@ -1642,7 +1656,8 @@ conn_close(struct conn *c, enum fail_kind kind, const char *why)
 	if (kind == F_CLOSED && !clean && n > 0)
 		upstream_limit_pipeline(u, nanswered);
 	for (i = 0; i < n; i++) {
-		t = tries[i];
+		if ((t = tries[i]) == NULL)
+			continue;
 		uq = t->uq;
 		uq->closed_on = u;
 		if ((!t->timedout || kind == F_CLOSED || kind == F_CONFIG ||
