@@ -9,6 +9,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <cap-ng.h>
 #include <errno.h>
@@ -34,7 +35,7 @@ struct sandbox_rule {
 	enum rule_action	 action;
 	int			 err;
 	unsigned int		 ncmp;
-	struct scmp_arg_cmp	 cmp[2];
+	struct scmp_arg_cmp	 cmp[3];
 };
 
 #define CMP(a, op, x, y)	{ (a), (op), (scmp_datum_t)(x), (scmp_datum_t)(y) }

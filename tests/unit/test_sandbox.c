@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <linux/filter.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,7 +30,9 @@ enum action {
 	A_OPEN, A_EXECVE, A_BIND, A_LISTEN, A_MMAP_EXEC, A_MPROTECT_EXEC,
 	A_PTRACE, A_SETSOCKOPT_IP, A_FCNTL_DUPFD, A_OPEN_ERRNO, A_STAT_ERRNO,
 	A_MEMFILE, A_FCHMOD_WIDE, A_MEMFD_EXEC, A_FSTATAT_NOFOLLOW,
-	A_SOCKET_NETLINK, A_NETWATCH_READ
+	A_SOCKET_NETLINK, A_NETWATCH_READ, A_SOCKET_MPTCP, A_SOCKET_SCTP,
+	A_SOCKET_TCP_PROTO, A_UPSTREAM_SOCKOPTS, A_ATTACH_FILTER,
+	A_SOCKOPT_BINDTODEVICE, A_GETSOCKOPT_TCP_INFO
 };
 
 static const char *names[] = {
@@ -42,8 +46,18 @@ static const char *names[] = {
 	"memfd_create without MFD_CLOEXEC",
 	"fstatat(AT_SYMLINK_NOFOLLOW) refused with EACCES",
 	"socket(AF_NETLINK)",
-	"reading the routing socket opened before confinement"
+	"reading the routing socket opened before confinement",
+	"socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)",
+	"socket(AF_INET6, SOCK_STREAM, IPPROTO_SCTP)",
+	"socket(AF_INET6, SOCK_STREAM, IPPROTO_TCP)",
+	"the socket options upstream.c sets and SO_ERROR",
+	"setsockopt(SO_ATTACH_FILTER)", "setsockopt(SO_BINDTODEVICE)",
+	"getsockopt(TCP_INFO)"
 };
+
+#ifndef IPPROTO_MPTCP
+#define IPPROTO_MPTCP	262
+#endif
 
 /* What libtls does with its session file, in an anonymous file. */
 static int
@@ -60,6 +74,83 @@ memfile_work(void)
 	    close(fd) == -1)
 		return -1;
 	return 0;
+}
+
+/* The options set_sockopts() and conn_quickack() set, then SO_ERROR. */
+static int
+upstream_sockopts(void)
+{
+	static const int	 tcp[] = { TCP_NODELAY, TCP_USER_TIMEOUT,
+	    TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_QUICKACK };
+	socklen_t		 len = sizeof(int);
+	size_t			 i;
+	int			 s, on = 1, err;
+
+	if ((s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0)) == -1)
+		return -1;
+	if (setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) == -1)
+		return -1;
+	for (i = 0; i < sizeof(tcp) / sizeof(tcp[0]); i++)
+		if (setsockopt(s, IPPROTO_TCP, tcp[i], &on, sizeof(on)) == -1)
+			return -1;
+	if (getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		return -1;
+	return close(s);
+}
+
+/* A socket filter that passes everything, attached to a TCP socket. */
+static void
+attach_filter(void)
+{
+	struct sock_filter	insn = BPF_STMT(BPF_RET | BPF_K, 0xffff);
+	struct sock_fprog	prog = { 1, &insn };
+	int			s;
+
+	if ((s = socket(AF_INET, SOCK_STREAM, 0)) == -1)
+		_exit(4);
+	(void)setsockopt(s, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog));
+}
+
+/* The socket and socket option cases of child(). */
+static void
+child_sockets(enum action a)
+{
+	socklen_t	len = sizeof(int);
+	int		s, v;
+
+	switch (a) {
+	case A_SOCKET_MPTCP:
+		(void)socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP);
+		break;
+	case A_SOCKET_SCTP:
+		(void)socket(AF_INET6, SOCK_STREAM, IPPROTO_SCTP);
+		break;
+	case A_SOCKET_TCP_PROTO:
+		if (socket(AF_INET6, SOCK_STREAM, IPPROTO_TCP) == -1 &&
+		    errno != EAFNOSUPPORT)
+			_exit(4);
+		break;
+	case A_UPSTREAM_SOCKOPTS:
+		if (upstream_sockopts() == -1)
+			_exit(4);
+		break;
+	case A_ATTACH_FILTER:
+		attach_filter();
+		break;
+	case A_SOCKOPT_BINDTODEVICE:
+		if ((s = socket(AF_INET, SOCK_STREAM, 0)) == -1)
+			_exit(4);
+		(void)setsockopt(s, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3);
+		break;
+	case A_GETSOCKOPT_TCP_INFO:
+		if ((s = socket(AF_INET, SOCK_STREAM, 0)) == -1)
+			_exit(4);
+		(void)getsockopt(s, IPPROTO_TCP, TCP_INFO, &v, &len);
+		break;
+	default:
+		_exit(10);
+	}
 }
 
 /* In the child: allowed work first, reported on the pipe, then the call. */
@@ -163,6 +254,9 @@ child(enum proc_type type, enum action a, int report)
 		if (netwatch_read(nl) == -1)
 			_exit(9);
 		break;
+	default:
+		child_sockets(a);
+		break;
 	}
 	_exit(0);
 }
@@ -206,7 +300,7 @@ expect(enum proc_type type, enum action a, int want)
 int
 main(void)
 {
-	plan(25);
+	plan(32);
 
 	expect(PROC_LISTENER, A_NOTHING, 0);
 	expect(PROC_LISTENER, A_SOCKET_INET_STREAM, SIGSYS);
@@ -231,6 +325,13 @@ main(void)
 	expect(PROC_UPSTREAM, A_FCHMOD_WIDE, SIGSYS);
 	expect(PROC_UPSTREAM, A_MEMFD_EXEC, SIGSYS);
 	expect(PROC_UPSTREAM, A_FSTATAT_NOFOLLOW, 0);
+	expect(PROC_UPSTREAM, A_SOCKET_MPTCP, SIGSYS);
+	expect(PROC_UPSTREAM, A_SOCKET_SCTP, SIGSYS);
+	expect(PROC_UPSTREAM, A_SOCKET_TCP_PROTO, 0);
+	expect(PROC_UPSTREAM, A_UPSTREAM_SOCKOPTS, 0);
+	expect(PROC_UPSTREAM, A_ATTACH_FILTER, SIGSYS);
+	expect(PROC_UPSTREAM, A_SOCKOPT_BINDTODEVICE, SIGSYS);
+	expect(PROC_UPSTREAM, A_GETSOCKOPT_TCP_INFO, SIGSYS);
 
 	expect(PROC_PARENT, A_PTRACE, SIGSYS);
 	expect(PROC_PARENT, A_SOCKET_NETLINK, SIGSYS);
