@@ -1701,10 +1701,33 @@ client_anon(const struct sockaddr_storage *from, char *buf, size_t len)
 	    (unsigned long long)sip24(anon_key, in, alen + 1));
 }
 
+#define LOG_NAME_MAX	768	/* of a name in a query log line, with NUL */
+
+/*
+ * A name as dns_name_to_text() writes it, cut to at most max - 1 bytes
+ * with "..." at the end when longer; never inside a \DDD escape.
+ */
+static void
+bound_name(char *name, size_t max)
+{
+	size_t	cut, i;
+
+	if (max < 8 || strlen(name) < max)
+		return;
+	cut = max - 4;
+	for (i = cut - 3; i < cut; i++)
+		if (name[i] == '\\')
+			cut = i;
+	strlcpy(name + cut, "...", max - cut);
+}
+
 /*
  * One line per answered query, when "log queries" is set: the client
  * (with "anonymize": its /24 or /56 and a keyed hash of the address),
- * the name, type, rcode, where the answer came from and how long it took.
+ * the transport, type, rcode, where the answer came from, how long it
+ * took, and last the name, cut to LOG_NAME_MAX so that the line keeps
+ * every field.  The name is in DNS presentation format: the line needs
+ * no other escape.
  */
 static void
 log_query(const struct cquery *cq, const uint8_t *msg, size_t len,
@@ -1720,6 +1743,7 @@ log_query(const struct cquery *cq, const uint8_t *msg, size_t len,
 	if (cq->qm.qend == 0 || dns_name_to_text(cq->q + cq->qm.qname_off,
 	    cq->qm.qname_len, name, sizeof(name)) == -1)
 		strlcpy(name, "-", sizeof(name));
+	bound_name(name, LOG_NAME_MAX);
 	if (conf->log_queries == 2)
 		client_anon(&cq->from, addr, sizeof(addr));
 	else
@@ -1728,7 +1752,7 @@ log_query(const struct cquery *cq, const uint8_t *msg, size_t len,
 	now(&t1);
 	us = (long long)(t1.tv_sec - cq->t0.tv_sec) * 1000000 +
 	    (t1.tv_nsec - cq->t0.tv_nsec) / 1000;
-	log_info("query %s %s %s type %u %s %s %lldus", addr,
-	    cq->tc ? "tcp" : "udp", name, cq->qm.qtype,
-	    rcode >= 0 && rcode <= 5 ? rcodes[rcode] : "other", how, us);
+	log_info("query %s %s type %u %s %s %lldus %s", addr,
+	    cq->tc ? "tcp" : "udp", cq->qm.qtype,
+	    rcode >= 0 && rcode <= 5 ? rcodes[rcode] : "other", how, us, name);
 }
