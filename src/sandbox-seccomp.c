@@ -14,6 +14,7 @@
 #include <cap-ng.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,6 +28,16 @@
 #ifndef SOCK_TYPE_MASK
 #define SOCK_TYPE_MASK	0xf
 #endif
+
+/*
+ * open(2) flags for the parent's policy: a file is opened to read, or to
+ * append (and maybe create), with any of OPEN_OPTS and nothing else.
+ * Masks of 32 bits: the upper half of the argument is not the flags'.
+ */
+#define OPEN_OPTS	(O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_LARGEFILE)
+#define OPEN_READ_MASK	(~(unsigned int)(OPEN_OPTS | O_DIRECTORY))
+#define OPEN_APPEND	(O_WRONLY | O_APPEND)
+#define OPEN_APPEND_MASK (~(unsigned int)(OPEN_OPTS | O_CREAT))
 
 enum rule_action { RULE_ALLOW, RULE_ERRNO };
 

@@ -19,6 +19,10 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <dirent.h>
+#include <linux/sched.h>
 
 #include "dotproxyd.h"
 #include "netwatch.h"
@@ -32,7 +36,9 @@ enum action {
 	A_MEMFILE, A_FCHMOD_WIDE, A_MEMFD_EXEC, A_FSTATAT_NOFOLLOW,
 	A_SOCKET_NETLINK, A_NETWATCH_READ, A_SOCKET_MPTCP, A_SOCKET_SCTP,
 	A_SOCKET_TCP_PROTO, A_UPSTREAM_SOCKOPTS, A_ATTACH_FILTER,
-	A_SOCKOPT_BINDTODEVICE, A_GETSOCKOPT_TCP_INFO
+	A_SOCKOPT_BINDTODEVICE, A_GETSOCKOPT_TCP_INFO, A_OPEN_READ,
+	A_OPEN_APPEND, A_OPEN_RDWR, A_OPEN_TRUNC, A_OPEN_WRONLY, A_FORK,
+	A_CLONE_NEWNET, A_CLONE3, A_IOCTL, A_EXECVE_RUNS
 };
 
 static const char *names[] = {
@@ -52,8 +58,16 @@ static const char *names[] = {
 	"socket(AF_INET6, SOCK_STREAM, IPPROTO_TCP)",
 	"the socket options upstream.c sets and SO_ERROR",
 	"setsockopt(SO_ATTACH_FILTER)", "setsockopt(SO_BINDTODEVICE)",
-	"getsockopt(TCP_INFO)"
+	"getsockopt(TCP_INFO)",
+	"open() to read, close-on-exec, no-follow, and a directory",
+	"open() to append, create, close-on-exec, no-follow, non-blocking",
+	"open(O_RDWR)", "open(O_WRONLY | O_APPEND | O_TRUNC)",
+	"open(O_WRONLY)", "fork()", "clone(CLONE_NEWNET)",
+	"clone3() refused with ENOSYS", "ioctl(TIOCGWINSZ) refused with ENOTTY",
+	"execve() of a program that runs"
 };
+
+static char	tmpfile_path[] = "/tmp/test_sandbox.XXXXXX";
 
 #ifndef IPPROTO_MPTCP
 #define IPPROTO_MPTCP	262
@@ -112,6 +126,65 @@ attach_filter(void)
 	(void)setsockopt(s, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog));
 }
 
+/* The parent's file and process cases of child(). */
+static void
+child_parent(enum action a)
+{
+	struct clone_args	 ca;
+	struct winsize		 ws;
+	DIR			*d;
+	pid_t			 pid;
+	int			 fd, status;
+
+	switch (a) {
+	case A_OPEN_READ:
+		if ((fd = open("/etc/passwd", O_RDONLY | O_CLOEXEC |
+		    O_NOFOLLOW)) == -1 || (d = opendir("/")) == NULL ||
+		    readdir(d) == NULL)
+			_exit(4);
+		break;
+	case A_OPEN_APPEND:
+		if (open(tmpfile_path, O_WRONLY | O_APPEND | O_CREAT |
+		    O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600) == -1)
+			_exit(4);
+		break;
+	case A_OPEN_RDWR:
+		(void)open(tmpfile_path, O_RDWR);
+		break;
+	case A_OPEN_TRUNC:
+		(void)open(tmpfile_path, O_WRONLY | O_APPEND | O_TRUNC);
+		break;
+	case A_OPEN_WRONLY:
+		(void)open(tmpfile_path, O_WRONLY);
+		break;
+	case A_FORK:
+		if ((pid = fork()) == 0)
+			_exit(0);
+		if (pid == -1 || waitpid(pid, &status, 0) != pid ||
+		    !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			_exit(4);
+		break;
+	case A_CLONE_NEWNET:
+		if (syscall(SYS_clone, CLONE_NEWNET | SIGCHLD, 0, 0, 0, 0) == 0)
+			_exit(0);
+		break;
+	case A_CLONE3:
+		memset(&ca, 0, sizeof(ca));
+		ca.exit_signal = SIGCHLD;
+		if (syscall(SYS_clone3, &ca, sizeof(ca)) != -1 ||
+		    errno != ENOSYS)
+			_exit(5);
+		break;
+	case A_IOCTL:
+		if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) != -1 ||
+		    errno != ENOTTY)
+			_exit(5);
+		break;
+	default:
+		_exit(10);
+	}
+}
+
 /* The socket and socket option cases of child(). */
 static void
 child_sockets(enum action a)
@@ -149,7 +222,8 @@ child_sockets(enum action a)
 		(void)getsockopt(s, IPPROTO_TCP, TCP_INFO, &v, &len);
 		break;
 	default:
-		_exit(10);
+		child_parent(a);
+		break;
 	}
 }
 
@@ -196,8 +270,9 @@ child(enum proc_type type, enum action a, int report)
 			_exit(5);
 		break;
 	case A_EXECVE:
+	case A_EXECVE_RUNS:
 		execve(argv[0], argv, NULL);
-		break;
+		_exit(a == A_EXECVE_RUNS ? 4 : 0);
 	case A_BIND:
 		memset(&sin, 0, sizeof(sin));
 		sin.sin_family = AF_INET;
@@ -300,7 +375,12 @@ expect(enum proc_type type, enum action a, int want)
 int
 main(void)
 {
-	plan(32);
+	int	tmp;
+
+	plan(42);
+	if ((tmp = mkstemp(tmpfile_path)) == -1)
+		exit(2);
+	close(tmp);
 
 	expect(PROC_LISTENER, A_NOTHING, 0);
 	expect(PROC_LISTENER, A_SOCKET_INET_STREAM, SIGSYS);
@@ -336,5 +416,16 @@ main(void)
 	expect(PROC_PARENT, A_PTRACE, SIGSYS);
 	expect(PROC_PARENT, A_SOCKET_NETLINK, SIGSYS);
 	expect(PROC_PARENT, A_NETWATCH_READ, 0);
+	expect(PROC_PARENT, A_OPEN_READ, 0);
+	expect(PROC_PARENT, A_OPEN_APPEND, 0);
+	expect(PROC_PARENT, A_OPEN_RDWR, SIGSYS);
+	expect(PROC_PARENT, A_OPEN_TRUNC, SIGSYS);
+	expect(PROC_PARENT, A_OPEN_WRONLY, SIGSYS);
+	expect(PROC_PARENT, A_FORK, 0);
+	expect(PROC_PARENT, A_CLONE_NEWNET, SIGSYS);
+	expect(PROC_PARENT, A_CLONE3, 0);
+	expect(PROC_PARENT, A_IOCTL, 0);
+	expect(PROC_PARENT, A_EXECVE_RUNS, 0);
+	unlink(tmpfile_path);
 	return done();
 }
