@@ -38,7 +38,8 @@ enum action {
 	A_SOCKET_TCP_PROTO, A_UPSTREAM_SOCKOPTS, A_ATTACH_FILTER,
 	A_SOCKOPT_BINDTODEVICE, A_GETSOCKOPT_TCP_INFO, A_OPEN_READ,
 	A_OPEN_APPEND, A_OPEN_RDWR, A_OPEN_TRUNC, A_OPEN_WRONLY, A_FORK,
-	A_CLONE_NEWNET, A_CLONE3, A_IOCTL, A_EXECVE_RUNS
+	A_CLONE_NEWNET, A_CLONE3, A_IOCTL, A_EXECVE_RUNS, A_PEERCRED,
+	A_GETSOCKOPT_SNDBUF
 };
 
 static const char *names[] = {
@@ -64,10 +65,13 @@ static const char *names[] = {
 	"open(O_RDWR)", "open(O_WRONLY | O_APPEND | O_TRUNC)",
 	"open(O_WRONLY)", "fork()", "clone(CLONE_NEWNET)",
 	"clone3() refused with ENOSYS", "ioctl(TIOCGWINSZ) refused with ENOTTY",
-	"execve() of a program that runs"
+	"execve() of a program that runs",
+	"getsockopt(SO_PEERCRED) on the control socket",
+	"getsockopt(SO_SNDBUF)"
 };
 
 static char	tmpfile_path[] = "/tmp/test_sandbox.XXXXXX";
+static int	unix_fd = -1;	/* a local socket made before confinement */
 
 #ifndef IPPROTO_MPTCP
 #define IPPROTO_MPTCP	262
@@ -190,6 +194,8 @@ static void
 child_sockets(enum action a)
 {
 	socklen_t	len = sizeof(int);
+	uid_t		uid;
+	gid_t		gid;
 	int		s, v;
 
 	switch (a) {
@@ -216,6 +222,13 @@ child_sockets(enum action a)
 			_exit(4);
 		(void)setsockopt(s, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3);
 		break;
+	case A_PEERCRED:
+		if (getpeereid(unix_fd, &uid, &gid) == -1)
+			_exit(4);
+		break;
+	case A_GETSOCKOPT_SNDBUF:
+		(void)getsockopt(unix_fd, SOL_SOCKET, SO_SNDBUF, &v, &len);
+		break;
 	case A_GETSOCKOPT_TCP_INFO:
 		if ((s = socket(AF_INET, SOCK_STREAM, 0)) == -1)
 			_exit(4);
@@ -235,12 +248,16 @@ child(enum proc_type type, enum action a, int report)
 	struct stat		sb;
 	void			*p;
 	const char		*what;
-	int			 s, one = 1, nl = -1;
+	int			 s, one = 1, nl = -1, sv[2] = { -1, -1 };
 	char			*argv[] = { "/bin/true", NULL };
 
 	/* the parent opens its routing socket before it confines itself */
 	if (a == A_NETWATCH_READ && (nl = netwatch_open(&what)) == -1)
 		_exit(8);
+	if ((a == A_PEERCRED || a == A_GETSOCKOPT_SNDBUF) &&
+	    socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == -1)
+		_exit(8);
+	unix_fd = sv[0];
 	(void)prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 	sandbox_filter(type);
 	/* allowed everywhere: memory, time, writing to a descriptor */
@@ -377,7 +394,7 @@ main(void)
 {
 	int	tmp;
 
-	plan(42);
+	plan(44);
 	if ((tmp = mkstemp(tmpfile_path)) == -1)
 		exit(2);
 	close(tmp);
@@ -391,6 +408,8 @@ main(void)
 	expect(PROC_LISTENER, A_MPROTECT_EXEC, SIGSYS);
 	expect(PROC_LISTENER, A_FCNTL_DUPFD, SIGSYS);
 	expect(PROC_LISTENER, A_MEMFILE, SIGSYS);
+	expect(PROC_LISTENER, A_PEERCRED, 0);
+	expect(PROC_LISTENER, A_GETSOCKOPT_SNDBUF, SIGSYS);
 
 	expect(PROC_UPSTREAM, A_SOCKET_INET_STREAM, 0);
 	expect(PROC_UPSTREAM, A_SOCKET_INET_DGRAM, SIGSYS);
