@@ -39,7 +39,7 @@ enum action {
 	A_SOCKOPT_BINDTODEVICE, A_GETSOCKOPT_TCP_INFO, A_OPEN_READ,
 	A_OPEN_APPEND, A_OPEN_RDWR, A_OPEN_TRUNC, A_OPEN_WRONLY, A_FORK,
 	A_CLONE_NEWNET, A_CLONE3, A_IOCTL, A_EXECVE_RUNS, A_PEERCRED,
-	A_GETSOCKOPT_SNDBUF
+	A_GETSOCKOPT_SNDBUF, A_CLOSE_RANGE
 };
 
 static const char *names[] = {
@@ -67,7 +67,7 @@ static const char *names[] = {
 	"clone3() refused with ENOSYS", "ioctl(TIOCGWINSZ) refused with ENOTTY",
 	"execve() of a program that runs",
 	"getsockopt(SO_PEERCRED) on the control socket",
-	"getsockopt(SO_SNDBUF)"
+	"getsockopt(SO_SNDBUF)", "close_range() (closefrom)"
 };
 
 static char	tmpfile_path[] = "/tmp/test_sandbox.XXXXXX";
@@ -130,6 +130,39 @@ attach_filter(void)
 	(void)setsockopt(s, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog));
 }
 
+/* The memory and anonymous file cases of child(). */
+static void
+child_memory(enum action a, int report)
+{
+	void	*p;
+
+	switch (a) {
+	case A_MMAP_EXEC:
+		(void)mmap(NULL, 4096, PROT_READ | PROT_EXEC,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		break;
+	case A_MPROTECT_EXEC:
+		p = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			_exit(6);
+		(void)mprotect(p, 4096, PROT_READ | PROT_EXEC);
+		break;
+	case A_MEMFILE:
+		if (memfile_work() == -1)
+			_exit(7);
+		break;
+	case A_FCHMOD_WIDE:
+		(void)fchmod(report, 0644);
+		break;
+	case A_MEMFD_EXEC:
+		(void)memfd_create("test", 0);
+		break;
+	default:
+		_exit(10);
+	}
+}
+
 /* The parent's file and process cases of child(). */
 static void
 child_parent(enum action a)
@@ -178,6 +211,10 @@ child_parent(enum action a)
 		if (syscall(SYS_clone3, &ca, sizeof(ca)) != -1 ||
 		    errno != ENOSYS)
 			_exit(5);
+		break;
+	case A_CLOSE_RANGE:
+		if (syscall(SYS_close_range, 100, ~0U, 0) == -1)
+			_exit(4);
 		break;
 	case A_IOCTL:
 		if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) != -1 ||
@@ -299,17 +336,6 @@ child(enum proc_type type, enum action a, int report)
 	case A_LISTEN:
 		(void)listen(3, 1);
 		break;
-	case A_MMAP_EXEC:
-		(void)mmap(NULL, 4096, PROT_READ | PROT_EXEC,
-		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		break;
-	case A_MPROTECT_EXEC:
-		p = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
-		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (p == MAP_FAILED)
-			_exit(6);
-		(void)mprotect(p, 4096, PROT_READ | PROT_EXEC);
-		break;
 	case A_PTRACE:
 		(void)syscall(101 /* ptrace */, 0, 0, 0, 0);
 		break;
@@ -323,16 +349,6 @@ child(enum proc_type type, enum action a, int report)
 		if (stat("/etc/passwd", &sb) != -1 || errno != EACCES)
 			_exit(5);
 		break;
-	case A_MEMFILE:
-		if (memfile_work() == -1)
-			_exit(7);
-		break;
-	case A_FCHMOD_WIDE:
-		(void)fchmod(report, 0644);
-		break;
-	case A_MEMFD_EXEC:
-		(void)memfd_create("test", 0);
-		break;
 	case A_FSTATAT_NOFOLLOW:
 		if (fstatat(AT_FDCWD, "/etc/passwd", &sb,
 		    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != -1 ||
@@ -345,6 +361,13 @@ child(enum proc_type type, enum action a, int report)
 	case A_NETWATCH_READ:
 		if (netwatch_read(nl) == -1)
 			_exit(9);
+		break;
+	case A_MMAP_EXEC:
+	case A_MPROTECT_EXEC:
+	case A_MEMFILE:
+	case A_FCHMOD_WIDE:
+	case A_MEMFD_EXEC:
+		child_memory(a, report);
 		break;
 	default:
 		child_sockets(a);
@@ -394,7 +417,7 @@ main(void)
 {
 	int	tmp;
 
-	plan(44);
+	plan(45);
 	if ((tmp = mkstemp(tmpfile_path)) == -1)
 		exit(2);
 	close(tmp);
@@ -444,6 +467,7 @@ main(void)
 	expect(PROC_PARENT, A_CLONE_NEWNET, SIGSYS);
 	expect(PROC_PARENT, A_CLONE3, 0);
 	expect(PROC_PARENT, A_IOCTL, 0);
+	expect(PROC_PARENT, A_CLOSE_RANGE, 0);
 	expect(PROC_PARENT, A_EXECVE_RUNS, 0);
 	unlink(tmpfile_path);
 	return done();
