@@ -2,16 +2,23 @@
 # Turn a policy/*.policy file into a C table for src/sandbox-seccomp.c.
 #
 #   allow NAME...                         allow these system calls
-#   allow NAME if COND [and COND]         allow when every COND holds
-#   errno NAME ERRNO [if COND [and COND]] fail with ERRNO, do not kill
+#   allow NAME if COND [and COND]...      allow when every COND holds
+#   errno NAME ERRNO [if COND [and COND]...] fail with ERRNO, do not kill
 #
-# COND is "argN == V", "argN > V", "argN in V1 V2..." (one rule each)
-# or "argN & MASK == V".  Values are C constants or numbers.
+# COND is "argN == V", "argN > V", "argN & MASK == V" or "argN in V1
+# V2..."; a rule holds at most three conditions, each on another
+# argument.  A rule with "in" becomes one rule for each value (several
+# "in" conditions: one for each combination).  Values are C constants or
+# numbers.
 
-function emit(sys, action, errname, n1, c1, n2, c2) {
-	printf("\t{ \"%s\", %s, %s, %d, { %s, %s } },\n", sys, action,
-	    errname, n1 + n2, c1 == "" ? "NOCMP" : c1,
-	    c2 == "" ? "NOCMP" : c2) >> out
+# emit(SYS, ACTION, ERRNAME, N, CMPS): CMPS is N comparisons joined by ";"
+function emit(sys, action, errname, n, cmps,    c, i, list) {
+	split(cmps, c, ";")
+	list = ""
+	for (i = 1; i <= 3; i++)
+		list = list (i > 1 ? ", " : "") (i <= n ? c[i] : "NOCMP")
+	printf("\t{ \"%s\", %s, %s, %d, { %s } },\n", sys, action,
+	    errname, n, list) >> out
 }
 
 function cond(s,    f, n) {
@@ -43,33 +50,50 @@ BEGIN {
 
 /^[ \t]*(#|$)/ { next }
 
-# conditional(SYS, ACTION, ERRNAME, FIRST): the rule for the words from
-# field FIRST on, "if COND [and COND]".
-function conditional(sys, action, errname, first,    rest, i, n, m, parts,
-    vals) {
+# conditional(SYS, ACTION, ERRNAME, FIRST): the rules for the words from
+# field FIRST on, "if COND [and COND]...".  The comparisons so far are
+# kept in rules[1..nr], each a list joined by ";".
+function conditional(sys, action, errname, first,    rest, i, j, k, n, m,
+    parts, vals, rules, nr, next_rules, nn, args) {
 	if ($first != "if")
 		fail("one system call per conditional rule")
 	rest = ""
 	for (i = first + 1; i <= NF; i++)
 		rest = rest (rest == "" ? "" : " ") $i
 	n = split(rest, parts, / and /)
-	if (n > 2)
-		fail("at most two conditions")
-	if (n == 1 && parts[1] ~ /^arg[0-5] in /) {
-		m = split(parts[1], vals, " ")
-		for (i = 3; i <= m; i++)
-			emit(sys, action, errname, 1,
-			    sprintf("CMP(%s, SCMP_CMP_EQ, %s, 0)",
-			    substr(vals[1], 4), vals[i]), 0, "")
-		return
+	if (n > 3)
+		fail("at most three conditions")
+	nr = 1
+	rules[1] = ""
+	args = ""
+	for (i = 1; i <= n; i++) {
+		m = split(parts[i], vals, " ")
+		if (index(args, substr(vals[1], 4) ",") != 0)
+			fail("two conditions on " vals[1])
+		args = args substr(vals[1], 4) ","
+		nn = 0
+		for (j = 1; j <= nr; j++) {
+			if (m >= 3 && vals[2] == "in" && vals[1] ~ /^arg[0-5]$/) {
+				for (k = 3; k <= m; k++)
+					next_rules[++nn] = rules[j] \
+					    (i > 1 ? ";" : "") \
+					    sprintf("CMP(%s, SCMP_CMP_EQ, %s, 0)",
+					    substr(vals[1], 4), vals[k])
+			} else
+				next_rules[++nn] = rules[j] (i > 1 ? ";" : "") \
+				    cond(parts[i])
+		}
+		for (j = 1; j <= nn; j++)
+			rules[j] = next_rules[j]
+		nr = nn
 	}
-	emit(sys, action, errname, 1, cond(parts[1]), n == 2 ? 1 : 0,
-	    n == 2 ? cond(parts[2]) : "")
+	for (j = 1; j <= nr; j++)
+		emit(sys, action, errname, n, rules[j])
 }
 
 $1 == "errno" {
 	if (NF == 3)
-		emit($2, "RULE_ERRNO", $3, 0, "", 0, "")
+		emit($2, "RULE_ERRNO", $3, 0, "")
 	else if (NF > 4)
 		conditional($2, "RULE_ERRNO", $3, 4)
 	else
@@ -84,7 +108,7 @@ $1 == "allow" {
 			ifpos = i
 	if (ifpos == 0) {
 		for (i = 2; i <= NF; i++)
-			emit($i, "RULE_ALLOW", 0, 0, "", 0, "")
+			emit($i, "RULE_ALLOW", 0, 0, "")
 		next
 	}
 	conditional($2, "RULE_ALLOW", 0, 3)
@@ -96,5 +120,5 @@ $1 == "allow" {
 END {
 	if (err)
 		exit 1
-	printf("\t{ NULL, 0, 0, 0, { NOCMP, NOCMP } }\n};\n") >> out
+	printf("\t{ NULL, 0, 0, 0, { NOCMP, NOCMP, NOCMP } }\n};\n") >> out
 }

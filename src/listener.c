@@ -29,6 +29,7 @@
 #include "imsg.h"
 #include "log.h"
 #include "ratelimit.h"
+#include "sip.h"
 #include "stats.h"
 
 #define UDP_BATCH		64
@@ -199,7 +200,7 @@ static int			 tcp_max_clients = TCP_MAX_CLIENTS;
 static int			 upstream_fd = -1, control_fd = -1;
 static int			 upstream_up, draining;
 static struct event		 ev_sigterm, drain_timer, audit_timer;
-static uint32_t			 anon_key;
+static uint8_t			 anon_key[SIP_KEY_LEN];
 
 /* Refused and rate-limited clients, audited once a minute, not per packet. */
 #define AUDIT_CLIENTS	256
@@ -280,7 +281,7 @@ listener_main(int debug, int verbose)
 	chan_update(&upstream);
 	evtimer_set(&timer, timer_fire, NULL);
 	evtimer_set(&audit_timer, audit_clients, NULL);
-	anon_key = arc4random();
+	arc4random_buf(anon_key, sizeof(anon_key));
 	TAILQ_FOREACH(s, &socks, entry)
 		sock_start(s);
 	if (imsg_compose(&parent.ibuf, IMSG_STARTED, 0, -1, NULL, 0) == -1)
@@ -1669,9 +1670,64 @@ audit_clients(int fd, short event, void *arg)
 }
 
 /*
+ * "log queries anonymize": the client's /24 (IPv4) or /56 (IPv6), then
+ * '#' and SipHash-2-4 of its whole address under a 128-bit key chosen
+ * at each start.  A keyed PRF: without the key, which never leaves this
+ * process, no output says anything of its input, nor of any other; the
+ * key is too long to search for from lines of known clients.
+ */
+static void
+client_anon(const struct sockaddr_storage *from, char *buf, size_t len)
+{
+	struct sockaddr_storage	 ss = *from;
+	uint8_t			 in[17], *a;
+	size_t			 alen, keep, o;
+
+	if (ss.ss_family == AF_INET) {
+		a = (uint8_t *)&((struct sockaddr_in *)&ss)->sin_addr;
+		alen = 4;
+		keep = 3;
+	} else {
+		a = (uint8_t *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
+		alen = 16;
+		keep = 7;
+	}
+	in[0] = ss.ss_family == AF_INET ? 4 : 6;
+	memcpy(in + 1, a, alen);
+	memset(a + keep, 0, alen - keep);
+	client_text(&ss, buf, len);
+	o = strlen(buf);
+	(void)snprintf(buf + o, len - o, "/%zu#%016llx", keep * 8,
+	    (unsigned long long)sip24(anon_key, in, alen + 1));
+}
+
+#define LOG_NAME_MAX	768	/* of a name in a query log line, with NUL */
+
+/*
+ * A name as dns_name_to_text() writes it, cut to at most max - 1 bytes
+ * with "..." at the end when longer; never inside a \DDD escape.
+ */
+static void
+bound_name(char *name, size_t max)
+{
+	size_t	cut, i;
+
+	if (max < 8 || strlen(name) < max)
+		return;
+	cut = max - 4;
+	for (i = cut - 3; i < cut; i++)
+		if (name[i] == '\\')
+			cut = i;
+	strlcpy(name + cut, "...", max - cut);
+}
+
+/*
  * One line per answered query, when "log queries" is set: the client
- * (with "anonymize": its /24 or /48 and a keyed hash of the address),
- * the name, type, rcode, where the answer came from and how long it took.
+ * (with "anonymize": its /24 or /56 and a keyed hash of the address),
+ * the transport, type, rcode, where the answer came from, how long it
+ * took, and last the name, cut to LOG_NAME_MAX so that the line keeps
+ * every field.  The name is in DNS presentation format: the line needs
+ * no other escape.
  */
 static void
 log_query(const struct cquery *cq, const uint8_t *msg, size_t len,
@@ -1679,41 +1735,24 @@ log_query(const struct cquery *cq, const uint8_t *msg, size_t len,
 {
 	static const char	*rcodes[] = { "NOERROR", "FORMERR", "SERVFAIL",
 	    "NXDOMAIN", "NOTIMP", "REFUSED" };
-	struct sockaddr_storage	 ss = cq->from;
 	struct timespec		 t1;
-	char			 addr[INET6_ADDRSTRLEN + 16], name[1024];
+	char			 addr[INET6_ADDRSTRLEN + 24], name[1024];
 	int			 rcode;
 	long long		 us;
 
 	if (cq->qm.qend == 0 || dns_name_to_text(cq->q + cq->qm.qname_off,
 	    cq->qm.qname_len, name, sizeof(name)) == -1)
 		strlcpy(name, "-", sizeof(name));
-	if (conf->log_queries == 2) {
-		uint32_t	h;
-		uint8_t		*a;
-		size_t		 alen, keep;
-
-		if (ss.ss_family == AF_INET) {
-			a = (uint8_t *)&((struct sockaddr_in *)&ss)->sin_addr;
-			alen = 4;
-			keep = 3;
-		} else {
-			a = (uint8_t *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
-			alen = 16;
-			keep = 6;
-		}
-		h = cache_hash(anon_key, a, alen);
-		memset(a + keep, 0, alen - keep);
-		client_text(&ss, addr, sizeof(addr));
-		snprintf(addr + strlen(addr), sizeof(addr) - strlen(addr),
-		    "#%08x", h);
-	} else
-		client_text(&ss, addr, sizeof(addr));
+	bound_name(name, LOG_NAME_MAX);
+	if (conf->log_queries == 2)
+		client_anon(&cq->from, addr, sizeof(addr));
+	else
+		client_text(&cq->from, addr, sizeof(addr));
 	rcode = len >= DNS_HDR_LEN ? DNS_F_RCODE(dns_get16(msg + 2)) : -1;
 	now(&t1);
 	us = (long long)(t1.tv_sec - cq->t0.tv_sec) * 1000000 +
 	    (t1.tv_nsec - cq->t0.tv_nsec) / 1000;
-	log_info("query %s %s %s type %u %s %s %lldus", addr,
-	    cq->tc ? "tcp" : "udp", name, cq->qm.qtype,
-	    rcode >= 0 && rcode <= 5 ? rcodes[rcode] : "other", how, us);
+	log_info("query %s %s type %u %s %s %lldus %s", addr,
+	    cq->tc ? "tcp" : "udp", cq->qm.qtype,
+	    rcode >= 0 && rcode <= 5 ? rcodes[rcode] : "other", how, us, name);
 }

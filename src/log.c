@@ -5,6 +5,7 @@
  */
 #include <sys/types.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,8 @@
 #include "imsg.h"
 #include "log.h"
 
-#define LOG_LINE_MAX	1024
+#define LOG_LINE_MAX	1024	/* a record, as struct log_msg holds it */
+#define LOG_PREFIX_MAX	64	/* room for "name: " in front of it */
 
 static int		 debug;
 static int		 verbose;
@@ -60,31 +62,56 @@ log_to_parent(struct imsgbuf *ibuf, void (*kick)(void))
 	parent_kick = kick;
 }
 
-/* Copy src to dst, escaping anything that is not printable ASCII. */
+/*
+ * Copy src to dst, each byte that is not printable ASCII written as a
+ * backslash and its value in three decimal digits, as a name is in DNS
+ * presentation format (RFC 1035 5.1).  A backslash that already begins
+ * such an escape is kept as it is, any other is escaped (\092), so the
+ * result escaped again is unchanged: a line is escaped once, where it is
+ * built, and what checks it again on the way changes nothing.  An escape
+ * is never cut at the end of dst.
+ */
 void
 log_sanitize(char *dst, size_t dstlen, const char *src)
 {
-	size_t	o = 0;
+	const unsigned char	*s = (const unsigned char *)src;
+	size_t			 o = 0;
 
 	if (dstlen == 0)
 		return;
-	for (; *src != '\0' && o + 1 < dstlen; src++) {
-		unsigned char c = (unsigned char)*src;
-
-		if (c >= 0x20 && c < 0x7f && c != '\\')
-			dst[o++] = (char)c;
-		else if (o + 5 < dstlen)
-			o += (size_t)snprintf(dst + o, dstlen - o, "\\%03o", c);
-		else
-			break;
+	while (*s != '\0') {
+		if (*s == '\\' && isdigit(s[1]) && isdigit(s[2]) &&
+		    isdigit(s[3])) {
+			if (o + 4 >= dstlen)
+				break;
+			memcpy(dst + o, s, 4);
+			o += 4;
+			s += 4;
+		} else if (*s >= 0x20 && *s < 0x7f && *s != '\\') {
+			if (o + 1 >= dstlen)
+				break;
+			dst[o++] = (char)*s++;
+		} else {
+			if (o + 4 >= dstlen)
+				break;
+			(void)snprintf(dst + o, dstlen - o, "\\%03u", *s++);
+			o += 4;
+		}
 	}
 	dst[o] = '\0';
 }
 
+/*
+ * A child's record is escaped here and sent to the parent as it is; the
+ * parent checks it with log_sanitize() again (no change for a record so
+ * built) and writes it with the child's name in front, in a buffer with
+ * room for that name.
+ */
 void
 vlog(int pri, const char *fmt, va_list ap)
 {
-	char			 line[LOG_LINE_MAX], clean[LOG_LINE_MAX];
+	char			 line[LOG_LINE_MAX + LOG_PREFIX_MAX];
+	char			 clean[LOG_LINE_MAX + LOG_PREFIX_MAX];
 	struct log_msg		 lm;
 	int			 saved_errno = errno;
 
@@ -94,7 +121,7 @@ vlog(int pri, const char *fmt, va_list ap)
 	if (parent_ibuf != NULL) {
 		memset(&lm, 0, sizeof(lm));
 		lm.priority = pri;
-		strlcpy(lm.text, line, sizeof(lm.text));
+		log_sanitize(lm.text, sizeof(lm.text), line);
 		if (imsg_compose(parent_ibuf, IMSG_LOG, 0, -1, &lm,
 		    sizeof(lm)) == 0 && parent_kick != NULL)
 			parent_kick();

@@ -9,10 +9,12 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <cap-ng.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,6 +29,16 @@
 #define SOCK_TYPE_MASK	0xf
 #endif
 
+/*
+ * open(2) flags for the parent's policy: a file is opened to read, or to
+ * append (and maybe create), with any of OPEN_OPTS and nothing else.
+ * Masks of 32 bits: the upper half of the argument is not the flags'.
+ */
+#define OPEN_OPTS	(O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_LARGEFILE)
+#define OPEN_READ_MASK	(~(unsigned int)(OPEN_OPTS | O_DIRECTORY))
+#define OPEN_APPEND	(O_WRONLY | O_APPEND)
+#define OPEN_APPEND_MASK (~(unsigned int)(OPEN_OPTS | O_CREAT))
+
 enum rule_action { RULE_ALLOW, RULE_ERRNO };
 
 struct sandbox_rule {
@@ -34,7 +46,7 @@ struct sandbox_rule {
 	enum rule_action	 action;
 	int			 err;
 	unsigned int		 ncmp;
-	struct scmp_arg_cmp	 cmp[2];
+	struct scmp_arg_cmp	 cmp[3];
 };
 
 #define CMP(a, op, x, y)	{ (a), (op), (scmp_datum_t)(x), (scmp_datum_t)(y) }

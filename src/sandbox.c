@@ -31,25 +31,32 @@ set_limit(int resource, rlim_t value, const char *what)
  * A child's standard descriptors become /dev/null: it logs through the
  * parent, and a log file it inherited is not its to write (the upstream
  * process may grow files, for its session store).  Sanitizer and sandbox
- * debug builds keep standard error for their reports.
+ * debug builds keep standard error for their reports.  Opened to read,
+ * and to append: a child the confined parent starts anew runs under the
+ * parent's policy, which opens nothing read-write.
  */
+static void
+null_to(int target, int flags)
+{
+	int	fd;
+
+	if ((fd = open(_PATH_DEVNULL, flags)) == -1)
+		fatal("sandbox: %s", _PATH_DEVNULL);
+	if (fd != target) {
+		if (dup2(fd, target) == -1)
+			fatal("sandbox: dup2 %s", _PATH_DEVNULL);
+		close(fd);
+	}
+}
+
 static void
 null_stdio(void)
 {
-	int	fd, i;
-
-	if ((fd = open(_PATH_DEVNULL, O_RDWR)) == -1)
-		fatal("sandbox: %s", _PATH_DEVNULL);
-	for (i = STDIN_FILENO; i <= STDERR_FILENO; i++) {
-#if defined(SANITIZE) || defined(SANDBOX_DEBUG)
-		if (i == STDERR_FILENO)
-			break;
+	null_to(STDIN_FILENO, O_RDONLY);
+	null_to(STDOUT_FILENO, O_WRONLY | O_APPEND);
+#if !defined(SANITIZE) && !defined(SANDBOX_DEBUG)
+	null_to(STDERR_FILENO, O_WRONLY | O_APPEND);
 #endif
-		if (fd != i && dup2(fd, i) == -1)
-			fatal("sandbox: dup2 %s", _PATH_DEVNULL);
-	}
-	if (fd > STDERR_FILENO)
-		close(fd);
 }
 
 void

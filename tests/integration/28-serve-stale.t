@@ -230,7 +230,7 @@ out=$(ctl metrics 2>&1)
 like "$out" "dotproxyd_cache_stale_total ${n:-x}" \
     "on: metrics count them too" || diag "$out"
 ok "on: the query log says stale" \
-    log_wait 'query [^ ]+ udp short\.example\.test\.? type 1 NOERROR stale'
+    log_wait 'query [^ ]+ udp type 1 NOERROR stale [0-9]+us short\.example\.test\.?$'
 
 # ---------------------------------------------------------------------
 # serve-stale on: an upstream that accepts queries and never answers
