@@ -100,6 +100,7 @@ struct tcpc {
 	struct event		 resume;
 	struct sockaddr_storage	 from;
 	socklen_t		 fromlen;
+	uint8_t			 key[CLIENT_KEY_LEN];	/* client_key() */
 	LIST_HEAD(, cquery)	 queries;
 	int			 inflight;
 	TAILQ_HEAD(, obuf)	 out;
@@ -579,14 +580,15 @@ tcp_evict_idle(void)
 	return -1;
 }
 
+/* Connections of one client: an IPv4 address or an IPv6 /64. */
 static int
-tcp_per_client(const struct sockaddr_storage *ss)
+tcp_per_client(const uint8_t key[CLIENT_KEY_LEN])
 {
 	struct tcpc	*tc;
 	int		 n = 0;
 
 	TAILQ_FOREACH(tc, &tcpcs, entry)
-		if (same_client(&tc->from, ss))
+		if (memcmp(tc->key, key, CLIENT_KEY_LEN) == 0)
 			n++;
 	return n;
 }
@@ -635,8 +637,9 @@ tcp_accept(int fd, short event, void *arg)
 			return;
 		}
 		stats.tcp_accepted++;
+		(void)client_key((struct sockaddr *)&tc->from, tc->key);
 		if ((ntcpc >= tcp_max_clients && tcp_evict_idle() == -1) ||
-		    tcp_per_client(&tc->from) >= TCP_MAX_PER_CLIENT) {
+		    tcp_per_client(tc->key) >= TCP_MAX_PER_CLIENT) {
 			stats.tcp_refused++;
 			close(s);
 			free(tc);
