@@ -641,19 +641,20 @@ tcp_pick(int by_bytes)
 	return best != NULL ? best->pick : NULL;
 }
 
-/* Make room at the limit: the oldest connection with nothing to do. */
+/*
+ * Make room at the connection limit, busy or not: the oldest connection
+ * of the client holding the most connections goes.
+ */
 static int
-tcp_evict_idle(void)
+tcp_evict(void)
 {
 	struct tcpc	*tc;
 
-	TAILQ_FOREACH(tc, &tcpcs, entry)
-		if (tc->inflight == 0 && TAILQ_EMPTY(&tc->out)) {
-			stats.tcp_refused++;
-			tcp_close(tc);
-			return 0;
-		}
-	return -1;
+	if ((tc = tcp_pick(0)) == NULL)
+		return -1;
+	stats.tcp_refused++;
+	tcp_close(tc);
+	return 0;
 }
 
 /* Connections of one client: an IPv4 address or an IPv6 /64. */
@@ -714,8 +715,8 @@ tcp_accept(int fd, short event, void *arg)
 		}
 		stats.tcp_accepted++;
 		(void)client_key((struct sockaddr *)&tc->from, tc->key);
-		if ((ntcpc >= tcp_max_clients && tcp_evict_idle() == -1) ||
-		    tcp_per_client(tc->key) >= TCP_MAX_PER_CLIENT) {
+		if (tcp_per_client(tc->key) >= TCP_MAX_PER_CLIENT ||
+		    (ntcpc >= tcp_max_clients && tcp_evict() == -1)) {
 			stats.tcp_refused++;
 			close(s);
 			free(tc);

@@ -12,7 +12,7 @@ need_cmd unbound kdig openssl python3
 need_dotproxyd
 ensure_user || bail_out "cannot create the daemon's user or chroot"
 
-plan 16
+plan 17
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
@@ -202,3 +202,48 @@ is "$(status_of <<<"$out")" NOERROR "huge answers: a TCP client is still served"
 
 stop_dotproxyd
 is "$?" 0 "SIGTERM exits 0"
+
+# The connection limit held by busy connections: under a descriptor limit
+# of 200 the listener serves 64 connections.  2 addresses hold them all,
+# each connection with 128 queries for an answer of about 60 kB that it
+# does not read: more than the kernel's socket buffers take (at most
+# 4 MiB), so the listener holds answers for every one, up to its budget
+# (all together under the 64 MiB for all connections).  41 other clients
+# connect one after the other: each takes the place of the oldest
+# connection of a client holding the most, and is answered.
+cat >"$T_DIR/dotproxyd-200" <<EOF
+#!/bin/sh
+ulimit -n 200 || exit 1
+exec "$DOTPROXYD" "\$@"
+EOF
+chmod 0755 "$T_DIR/dotproxyd-200"
+PORT=$(free_port)
+sed -e "s/^listen on 127.0.0.1 port .*/listen on 127.0.0.1 port $PORT/" \
+    "$T_DIR/d.conf" >"$T_DIR/busy.conf"
+DOTPROXYD=$T_DIR/dotproxyd-200 start_dotproxyd "$T_DIR/busy.conf" ||
+    bail_out "cannot start dotproxyd under a descriptor limit"
+ok "busy: 64 TCP connections under a descriptor limit of 200" \
+    log_wait 'only 64 TCP clients at a time'
+mark=$(stat_of tcp)
+tcp_clients 64 127.0.0.2,127.0.0.3 128 huge.example.test TXT 0
+
+# settled: the listener takes no more queries (the socket buffers are full)
+settled()
+{
+	local a b
+	a=$(stat_of tcp)
+	sleep 0.5
+	b=$(stat_of tcp)
+	[ "$a" = "$b" ] && taken $((64 * 16))
+}
+ok "busy: 64 connections hold the limit, 16 or more queries taken of each" \
+    wait_for 300 settled
+answered=0
+for ((i = 1; i <= 41; i++)); do
+	out=$(q +tcp -b "127.0.1.$i" a.example.test A)
+	[ "$(status_of <<<"$out")" = NOERROR ] && answered=$((answered + 1))
+done
+is "$answered" 41 "busy: 41 other clients at the limit are all answered"
+clients_stop
+stop_dotproxyd
+is "$?" 0 "busy: SIGTERM exits 0"
