@@ -754,7 +754,6 @@ tcp_can_take(const struct tcpc *tc)
 }
 
 /* Read while there is room for more queries, write while there is output. */
-
 static void
 tcp_update(struct tcpc *tc)
 {
