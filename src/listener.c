@@ -34,12 +34,14 @@
 
 #define UDP_BATCH		64
 #define TCP_MAX_CLIENTS		1000
-#define TCP_MAX_INFLIGHT	128	/* per connection, then stop reading */
 #define TCP_IDLE_MS		10000
 #define TCP_PARTIAL_MS		5000	/* to finish a message once begun */
 #define TCP_MAX_PER_CLIENT	64
 #define FD_RESERVE		128	/* besides TCP clients */
-#define TCP_MAX_OUT		(128 * 1024)	/* unsent answers, then stop */
+#define TCP_ANSWER_MAX		(2 + DNS_MAX_MSG)	/* an answer, its length */
+#define TCP_CONN_BUDGET		(16 * TCP_ANSWER_MAX)	/* one connection */
+#define TCP_OUT_BUDGET		(64 * 1024 * 1024)	/* all of them */
+#define TCP_SHED_LOG_MS		60000	/* one line a minute about shedding */
 #define MAX_REQUESTS		65536
 #define REQ_HASH_SIZE		16384	/* power of two */
 
@@ -101,11 +103,14 @@ struct tcpc {
 	struct event		 resume;
 	struct sockaddr_storage	 from;
 	socklen_t		 fromlen;
+	uint8_t			 key[CLIENT_KEY_LEN];	/* client_key() */
 	LIST_HEAD(, cquery)	 queries;
 	int			 inflight;
 	TAILQ_HEAD(, obuf)	 out;
 	int			 reading;
 	int			 eof;
+	int			 shed;		/* answers dropped, to close */
+	uint64_t		 seq;		/* accept order */
 	int64_t			 partial_ms;	/* a message began arriving */
 	int64_t			 write_ms;	/* output last moved */
 	size_t			 outbytes;	/* queued in out */
@@ -142,6 +147,10 @@ static void	 tcp_update(struct tcpc *);
 static int	 tcp_has_message(const struct tcpc *);
 static int	 tcp_can_take(const struct tcpc *);
 static void	 tcp_resume(int, short, void *);
+static void	 tcp_out_free(struct tcpc *);
+static void	 tcp_shed(struct tcpc *);
+static void	 tcp_shed_heaviest(void);
+static struct tcpc *tcp_pick(int);
 static void	 handle_query(const uint8_t *, size_t, int, struct tcpc *,
 		    const struct sockaddr_storage *, socklen_t);
 static void	 reply(struct cquery *, const uint8_t *, size_t, const char *);
@@ -196,6 +205,8 @@ static LIST_HEAD(, request)	 reqs_by_key[REQ_HASH_SIZE];
 static struct event		 timer;
 static uint32_t			 next_qid = 1, hash_seed;
 static int			 nrequests, ntcpc;
+static size_t			 tcp_out_all;	/* answers queued, all TCP */
+static uint64_t			 tcp_seq;
 static int			 tcp_max_clients = TCP_MAX_CLIENTS;
 static int			 upstream_fd = -1, control_fd = -1;
 static int			 upstream_up, draining;
@@ -565,29 +576,97 @@ udp_read(int fd, short event, void *arg)
 
 /* TCP, RFC 7766 */
 
-/* Make room at the limit: the oldest connection with nothing to do. */
+/* A client, for tcp_pick(): what it holds, and its connection to go. */
+#define SHARE_SLOTS	(2 * TCP_MAX_CLIENTS)
+static struct tcp_share {
+	uint8_t		 key[CLIENT_KEY_LEN];
+	uint64_t	 gen;		/* in use in this round */
+	uint64_t	 first;		/* seq of its oldest connection */
+	size_t		 sum;
+	struct tcpc	*pick;
+} shares[SHARE_SLOTS];
+
+/* The client of a connection, in this round's table. */
+static struct tcp_share *
+tcp_share(const struct tcpc *tc, uint64_t gen)
+{
+	struct tcp_share	*sh;
+	uint32_t		 i;
+
+	i = cache_hash(hash_seed, tc->key, CLIENT_KEY_LEN) % SHARE_SLOTS;
+	for (;; i = (i + 1) % SHARE_SLOTS) {
+		sh = &shares[i];
+		if (sh->gen != gen) {
+			memcpy(sh->key, tc->key, CLIENT_KEY_LEN);
+			sh->gen = gen;
+			sh->first = tc->seq;
+			sh->sum = 0;
+			sh->pick = NULL;
+			return sh;
+		}
+		if (memcmp(sh->key, tc->key, CLIENT_KEY_LEN) == 0)
+			return sh;
+	}
+}
+
+/*
+ * The connection to let go, of the client holding the most: the most
+ * answers waiting (by_bytes), then its connection holding the most; or
+ * the most connections, then its oldest one.  Between clients holding
+ * as much, the one with the older connection.  NULL if there is none.
+ */
+static struct tcpc *
+tcp_pick(int by_bytes)
+{
+	static uint64_t		 gen;
+	struct tcp_share	*sh, *best = NULL;
+	struct tcpc		*tc;
+	size_t			 i;
+
+	gen++;
+	TAILQ_FOREACH(tc, &tcpcs, entry) {	/* oldest first */
+		if (by_bytes && tc->outbytes == 0)
+			continue;
+		sh = tcp_share(tc, gen);
+		sh->sum += by_bytes ? tc->outbytes : 1;
+		if (sh->pick == NULL ||
+		    (by_bytes && tc->outbytes > sh->pick->outbytes))
+			sh->pick = tc;
+	}
+	for (i = 0; i < SHARE_SLOTS; i++) {
+		sh = &shares[i];
+		if (sh->gen == gen && (best == NULL || sh->sum > best->sum ||
+		    (sh->sum == best->sum && sh->first < best->first)))
+			best = sh;
+	}
+	return best != NULL ? best->pick : NULL;
+}
+
+/*
+ * Make room at the connection limit, busy or not: the oldest connection
+ * of the client holding the most connections goes.
+ */
 static int
-tcp_evict_idle(void)
+tcp_evict(void)
 {
 	struct tcpc	*tc;
 
-	TAILQ_FOREACH(tc, &tcpcs, entry)
-		if (tc->inflight == 0 && TAILQ_EMPTY(&tc->out)) {
-			stats.tcp_refused++;
-			tcp_close(tc);
-			return 0;
-		}
-	return -1;
+	if ((tc = tcp_pick(0)) == NULL)
+		return -1;
+	stats.tcp_refused++;
+	tcp_close(tc);
+	return 0;
 }
 
+/* Connections of one client: an IPv4 address or an IPv6 /64. */
 static int
-tcp_per_client(const struct sockaddr_storage *ss)
+tcp_per_client(const uint8_t key[CLIENT_KEY_LEN])
 {
 	struct tcpc	*tc;
 	int		 n = 0;
 
 	TAILQ_FOREACH(tc, &tcpcs, entry)
-		if (same_client(&tc->from, ss))
+		if (memcmp(tc->key, key, CLIENT_KEY_LEN) == 0)
 			n++;
 	return n;
 }
@@ -636,14 +715,16 @@ tcp_accept(int fd, short event, void *arg)
 			return;
 		}
 		stats.tcp_accepted++;
-		if ((ntcpc >= tcp_max_clients && tcp_evict_idle() == -1) ||
-		    tcp_per_client(&tc->from) >= TCP_MAX_PER_CLIENT) {
+		(void)client_key((struct sockaddr *)&tc->from, tc->key);
+		if (tcp_per_client(tc->key) >= TCP_MAX_PER_CLIENT ||
+		    (ntcpc >= tcp_max_clients && tcp_evict() == -1)) {
 			stats.tcp_refused++;
 			close(s);
 			free(tc);
 			continue;
 		}
 		tc->fd = s;
+		tc->seq = tcp_seq++;
 		LIST_INIT(&tc->queries);
 		TAILQ_INIT(&tc->out);
 		event_set(&tc->rev, s, EV_READ | EV_PERSIST, tcp_read, tc);
@@ -660,17 +741,20 @@ tcp_accept(int fd, short event, void *arg)
 	}
 }
 
-/* Read while there is room for more queries, write while there is output. */
 /*
- * May this connection take another query?  Not while 128 are in flight,
- * nor while a client that does not read has 128 KiB of answers waiting.
+ * May this connection take another query?  Only while the answers it has
+ * waiting, and an answer of the largest size for each query in flight
+ * and for this one, fit in its budget: what a connection can make the
+ * listener hold is bounded before the answers come.
  */
 static int
 tcp_can_take(const struct tcpc *tc)
 {
-	return tc->inflight < TCP_MAX_INFLIGHT && tc->outbytes < TCP_MAX_OUT;
+	return !tc->shed && tc->outbytes + ((size_t)tc->inflight + 1) *
+	    TCP_ANSWER_MAX <= TCP_CONN_BUDGET;
 }
 
+/* Read while there is room for more queries, write while there is output. */
 static void
 tcp_update(struct tcpc *tc)
 {
@@ -709,7 +793,7 @@ tcp_done(struct tcpc *tc)
 }
 
 /*
- * Take the whole messages buffered, as many as the in-flight cap allows,
+ * Take the whole messages buffered, as many as the budget allows,
  * and arm the right timer: a message begun must be finished within
  * TCP_PARTIAL_MS (slow loris), a quiet connection goes after TCP_IDLE_MS.
  * Returns -1 if the connection was closed.
@@ -756,13 +840,22 @@ tcp_process(struct tcpc *tc)
 	return 0;
 }
 
-/* Answers went out under the cap: take the queries that waited. */
+/*
+ * Answers went out under the budget: take the queries that waited.  Or
+ * the connection was shed: close it, now that nothing walks its queries.
+ */
 static void
 tcp_resume(int fd, short event, void *arg)
 {
+	struct tcpc	*tc = arg;
+
 	(void)fd;
 	(void)event;
-	if (tcp_process(arg) == 0)
+	if (tc->shed) {
+		tcp_close(tc);
+		return;
+	}
+	if (tcp_process(tc) == 0)
 		udp_flush();
 	chan_update(&upstream);
 }
@@ -817,6 +910,7 @@ tcp_write(int fd, short event, void *arg)
 	}
 	left = (size_t)n;
 	tc->outbytes -= left;
+	tcp_out_all -= left;
 	tc->write_ms = now_ms();
 	while (left > 0 && (o = TAILQ_FIRST(&tc->out)) != NULL) {
 		if (left < o->len - o->off) {
@@ -861,14 +955,10 @@ static void
 tcp_close(struct tcpc *tc)
 {
 	struct cquery	*cq;
-	struct obuf	*o;
 
 	while ((cq = LIST_FIRST(&tc->queries)) != NULL)
 		cquery_free(cq);
-	while ((o = TAILQ_FIRST(&tc->out)) != NULL) {
-		TAILQ_REMOVE(&tc->out, o, entry);
-		free(o);
-	}
+	tcp_out_free(tc);
 	event_del(&tc->rev);
 	event_del(&tc->wev);
 	evtimer_del(&tc->tmo);
@@ -880,10 +970,74 @@ tcp_close(struct tcpc *tc)
 }
 
 static void
+tcp_out_free(struct tcpc *tc)
+{
+	struct obuf	*o;
+
+	while ((o = TAILQ_FIRST(&tc->out)) != NULL) {
+		TAILQ_REMOVE(&tc->out, o, entry);
+		free(o);
+	}
+	tcp_out_all -= tc->outbytes;
+	tc->outbytes = 0;
+}
+
+/*
+ * Drop a connection's answers now and close it from the event loop: the
+ * caller may be walking the queries of this connection or of another.
+ */
+static void
+tcp_shed(struct tcpc *tc)
+{
+	if (tc->shed)
+		return;
+	tc->shed = 1;
+	tcp_out_free(tc);
+	tcp_update(tc);		/* neither reads nor writes */
+	event_active(&tc->resume, EV_TIMEOUT, 1);
+}
+
+/*
+ * The answers waiting on all TCP connections are over TCP_OUT_BUDGET:
+ * shed the connections of the clients holding the most until under it.
+ */
+static void
+tcp_shed_heaviest(void)
+{
+	static int64_t	 logged_ms = -TCP_SHED_LOG_MS;
+	static int	 unlogged;
+	struct tcpc	*tc;
+
+	while (tcp_out_all > TCP_OUT_BUDGET && (tc = tcp_pick(1)) != NULL) {
+		tcp_shed(tc);
+		unlogged++;
+	}
+	if (now_ms() - logged_ms >= TCP_SHED_LOG_MS) {
+		log_warnx("TCP answers waiting over %d MiB: closed %d "
+		    "connections of the clients holding the most",
+		    TCP_OUT_BUDGET >> 20, unlogged);
+		logged_ms = now_ms();
+		unlogged = 0;
+	}
+}
+
+/*
+ * Queue an answer.  A connection never holds more than its budget (the
+ * room was kept when its query was taken), and all connections together
+ * no more than TCP_OUT_BUDGET.
+ */
+static void
 tcp_send(struct tcpc *tc, const uint8_t *msg, size_t len)
 {
 	struct obuf	*o;
 
+	if (tc->shed)
+		return;
+	if (tc->outbytes + 2 + len > TCP_CONN_BUDGET) {
+		log_warnx("TCP client over its budget: closed");
+		tcp_shed(tc);
+		return;
+	}
 	if ((o = malloc(sizeof(*o) + 2 + len)) == NULL) {
 		log_warn("malloc");
 		return;
@@ -896,7 +1050,10 @@ tcp_send(struct tcpc *tc, const uint8_t *msg, size_t len)
 		tc->write_ms = now_ms();
 	TAILQ_INSERT_TAIL(&tc->out, o, entry);
 	tc->outbytes += o->len;
+	tcp_out_all += o->len;
 	tcp_update(tc);
+	if (tcp_out_all > TCP_OUT_BUDGET)
+		tcp_shed_heaviest();
 }
 
 /* Queries */

@@ -18,7 +18,7 @@
 #define MILLI		1000	/* tokens are counted in thousandths */
 
 struct bucket {
-	uint8_t		key[9];	/* family, then 4 or 8 address bytes */
+	uint8_t		key[CLIENT_KEY_LEN];	/* client_key() */
 	int64_t		last_ms;
 	int64_t		tokens;	/* milli-tokens */
 };
@@ -66,14 +66,19 @@ ratelimit_set(struct ratelimit *rl, int rate, int burst)
 	rl->burst = burst < rate ? rate : burst;
 }
 
-static int
-make_key(const struct sockaddr *sa, uint8_t key[9])
+/*
+ * What tells clients apart: an IPv4 address (a v4-mapped IPv6 address
+ * counts as its IPv4 address) or an IPv6 /64, since one host holds a
+ * whole /64.  Returns -1 for another family.
+ */
+int
+client_key(const struct sockaddr *sa, uint8_t key[CLIENT_KEY_LEN])
 {
 	const struct sockaddr_in6	*sin6;
 	static const uint8_t		 mapped[12] = { [10] = 0xff,
 					    [11] = 0xff };
 
-	memset(key, 0, 9);
+	memset(key, 0, CLIENT_KEY_LEN);
 	if (sa->sa_family == AF_INET) {
 		key[0] = 4;
 		memcpy(key + 1, &((const struct sockaddr_in *)sa)->sin_addr,
@@ -99,11 +104,11 @@ ratelimit_allow(struct ratelimit *rl, const struct sockaddr *sa,
     int64_t now_ms)
 {
 	struct bucket	*b, *oldest = NULL;
-	uint8_t		 key[9];
+	uint8_t		 key[CLIENT_KEY_LEN];
 	size_t		 i, start;
 	int64_t		 elapsed;
 
-	if (rl == NULL || rl->rate <= 0 || make_key(sa, key) == -1)
+	if (rl == NULL || rl->rate <= 0 || client_key(sa, key) == -1)
 		return 1;
 	start = cache_hash(rl->seed, key, sizeof(key)) & (rl->n - 1);
 	for (i = 0; i < PROBE; i++) {

@@ -3,9 +3,11 @@
  * arbitrary pieces.  The framing is dns_tcp_frame(), which both the
  * listener and the upstream process use; this target drives it the way
  * tcp_process() in src/listener.c does (buffer of 2 + 65535 bytes, stop
- * at TCP_MAX_INFLIGHT queries in flight, close on a zero length, move
- * the unread rest to the front) and runs every extracted frame through
- * dns_check_query() and the answer builders, as handle_query() does.
+ * at TCP_MAX_INFLIGHT queries in flight, which is where the listener's
+ * byte budget stops a connection with no answers waiting, close on a
+ * zero length, move the unread rest to the front) and runs every
+ * extracted frame through dns_check_query() and the answer builders, as
+ * handle_query() does.
  *
  * Input: byte 0 picks the read size, byte 1 how many queries get
  * answered between reads; the rest is the client's byte stream.
@@ -20,7 +22,8 @@
 
 #include "dns.h"
 
-#define TCP_MAX_INFLIGHT	128	/* as in src/listener.c */
+/* src/listener.c: TCP_CONN_BUDGET / TCP_ANSWER_MAX, answers not queued */
+#define TCP_MAX_INFLIGHT	16
 
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 

@@ -407,6 +407,10 @@ U_DIR=""
 BIG_TXT_COUNT=12
 BIG_TXT_LEN=200
 
+# With UNBOUND_HUGE_TXT=N, huge.example.test has N TXT records of 250
+# bytes (230 make an answer of about 60 kB, near the largest over TCP).
+UNBOUND_HUGE_TXT=${UNBOUND_HUGE_TXT:-0}
+
 # start_unbound DIR PORT [NAME]: serve DNS over TLS on 127.0.0.1@PORT
 # with the certificate make_ca left in DIR (NAME defaults to DIR/name).
 # Sets U_PID, U_PORT and U_DIR.  Waits until unbound answers.
@@ -448,6 +452,11 @@ EOF
 			rr=$(printf 'big.example.test. 300 IN TXT "%02d%s"' \
 			    "$i" "${txt:2}")
 			printf '\tlocal-data: '\''%s'\''\n' "$rr"
+		done
+		txt=$(printf '%*s' 247 '' | tr ' ' y)
+		for ((i = 1; i <= UNBOUND_HUGE_TXT; i++)); do
+			printf '\tlocal-data: '\''huge.example.test. 300 IN TXT "%03d%s"'\''\n' \
+			    "$i" "$txt"
 		done
 		[ -z "${UNBOUND_EXTRA:-}" ] || printf '\t%s\n' "$UNBOUND_EXTRA"
 		cat <<EOF

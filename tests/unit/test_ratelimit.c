@@ -40,13 +40,23 @@ burst(struct ratelimit *rl, const char *addr, int n, int64_t now)
 	return allowed;
 }
 
+static int
+same_key(const char *a, const char *b)
+{
+	uint8_t	ka[CLIENT_KEY_LEN], kb[CLIENT_KEY_LEN];
+
+	if (client_key(sa(a), ka) == -1 || client_key(sa(b), kb) == -1)
+		return 0;
+	return memcmp(ka, kb, sizeof(ka)) == 0;
+}
+
 int
 main(void)
 {
 	struct ratelimit	*rl;
 	int			 i, n;
 
-	plan(11);
+	plan(15);
 
 	rl = ratelimit_new(10, 20, 1024);
 	ok(rl != NULL, "ratelimit_new");
@@ -80,5 +90,15 @@ main(void)
 
 	ok(ratelimit_allow(NULL, sa("192.0.2.1"), 0) == 1,
 	    "no limiter: everything passes");
+
+	/* client_key, shared with the listener's TCP connection limit */
+	ok(same_key("2001:db8:1:2::1", "2001:db8:1:2:ffff::7"),
+	    "client_key: one /64 is one client");
+	ok(!same_key("2001:db8:1:2::1", "2001:db8:1:3::1"),
+	    "client_key: another /64 is another client");
+	ok(same_key("::ffff:192.0.2.7", "192.0.2.7"),
+	    "client_key: a v4-mapped address is its IPv4 address");
+	ok(!same_key("192.0.2.7", "192.0.2.8"),
+	    "client_key: each IPv4 address is a client");
 	return done();
 }
