@@ -12,7 +12,8 @@
 #define DNS_MAX_MSG		65535
 #define DNS_MAX_NAME		255
 #define DNS_MIN_UDP		512
-#define DNS_EDNS_UDP		1232	/* what we advertise to clients */
+#define DNS_EDNS_UDP		1232	/* default UDP answer cap, advertised */
+#define DNS_EDNS_UDP_MAX	4096	/* the largest one a config may set */
 #define DNS_PAD_BLOCK		128	/* RFC 8467 query padding */
 
 /* header flags (host order of the 16-bit flags word) */
@@ -103,6 +104,7 @@ size_t	 dns_make_query(uint8_t *, size_t, const uint8_t *, const
 	    struct dns_msg *, uint16_t, size_t);
 size_t	 dns_make_error(uint8_t *, size_t, const uint8_t *, size_t,
 	    const struct dns_msg *, int, int, const char *);
+void	 dns_set_udp_size(uint16_t);
 size_t	 dns_client_answer(uint8_t *, size_t, const uint8_t *, size_t,
 	    const struct dns_msg *, const uint8_t *, const struct dns_msg *,
 	    uint32_t, size_t);

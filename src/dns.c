@@ -14,6 +14,19 @@
 #define OPT_FIXED	11	/* root name, type, class, ttl, rdlen */
 #define MAX_PTR_HOPS	64
 
+/* The UDP payload size the OPT records of answers to clients offer. */
+static uint16_t	client_udp = DNS_EDNS_UDP;
+
+void
+dns_set_udp_size(uint16_t size)
+{
+	if (size < DNS_MIN_UDP)
+		size = DNS_MIN_UDP;
+	if (size > DNS_EDNS_UDP_MAX)
+		size = DNS_EDNS_UDP_MAX;
+	client_udp = size;
+}
+
 uint16_t
 dns_get16(const uint8_t *p)
 {
@@ -320,14 +333,14 @@ dns_answers_question(const uint8_t *a, size_t alen, const struct dns_msg *am,
 }
 
 static size_t
-put_opt(uint8_t *out, size_t outlen, uint8_t ext_rcode, uint16_t flags,
-    const uint8_t *opts, size_t optlen)
+put_opt(uint8_t *out, size_t outlen, uint16_t udpsize, uint8_t ext_rcode,
+    uint16_t flags, const uint8_t *opts, size_t optlen)
 {
 	if (outlen < OPT_FIXED || outlen - OPT_FIXED < optlen)
 		return 0;
 	out[0] = 0;
 	dns_put16(out + 1, DNS_T_OPT);
-	dns_put16(out + 3, DNS_EDNS_UDP);
+	dns_put16(out + 3, udpsize);
 	out[5] = ext_rcode;
 	out[6] = 0;
 	dns_put16(out + 7, flags);
@@ -370,7 +383,7 @@ dns_make_query(uint8_t *out, size_t outlen, const uint8_t *q,
 		dns_put16(pad + 2, (uint16_t)padlen);
 		padlen += 4;
 	}
-	n = put_opt(out + len, outlen - len, 0,
+	n = put_opt(out + len, outlen - len, DNS_EDNS_UDP, 0,
 	    qm->edns ? (qm->edns_flags & DNS_EDNS_DO) : 0, pad, padlen);
 	if (n == 0)
 		return 0;
@@ -428,8 +441,8 @@ dns_make_error(uint8_t *out, size_t outlen, const uint8_t *q, size_t qlen,
 		return len;
 	if (ede >= 0)
 		optlen = put_ede(opt, sizeof(opt), ede, text);
-	n = put_opt(out + len, outlen - len, 0, qm->edns_flags & DNS_EDNS_DO,
-	    opt, optlen);
+	n = put_opt(out + len, outlen - len, client_udp, 0,
+	    qm->edns_flags & DNS_EDNS_DO, opt, optlen);
 	if (n == 0)
 		return len;
 	dns_put16(out + 10, 1);
@@ -510,8 +523,9 @@ client_opt(uint8_t *out, size_t outlen, const uint8_t *a,
 				return 0;
 			optlen += n;
 		}
-		n = put_opt(out + len, outlen - len, am->ext_rcode,
-		    qm->edns_flags & DNS_EDNS_DO, opts, optlen);
+		n = put_opt(out + len, outlen - len, client_udp,
+		    am->ext_rcode, qm->edns_flags & DNS_EDNS_DO, opts,
+		    optlen);
 		if (n == 0)
 			return 0;
 		len += n;
@@ -536,8 +550,8 @@ truncate_answer(uint8_t *out, size_t outlen, const struct dns_msg *am,
 	if (qm->edns) {
 		if (ede >= 0)
 			optlen = put_ede(opt, sizeof(opt), ede, NULL);
-		n = put_opt(out + len, outlen - len, am->ext_rcode,
-		    qm->edns_flags & DNS_EDNS_DO, opt, optlen);
+		n = put_opt(out + len, outlen - len, client_udp,
+		    am->ext_rcode, qm->edns_flags & DNS_EDNS_DO, opt, optlen);
 		if (n > 0) {
 			len += n;
 			dns_put16(out + 10, 1);

@@ -117,7 +117,7 @@ struct udp_reply {
 	struct sockaddr_storage	 to;
 	socklen_t		 tolen;
 	size_t			 len;
-	uint8_t			 buf[DNS_EDNS_UDP];
+	uint8_t			 buf[DNS_EDNS_UDP_MAX];
 };
 
 struct sock {
@@ -210,6 +210,7 @@ static struct audit_client {
 static int			 n_audit_cl[2];
 static uint64_t			 audit_others[2];
 static struct cache		*cache;
+static size_t			 udp_max = DNS_EDNS_UDP;	/* edns udp size */
 static struct ratelimit		*ratelimit;
 struct listener_stats		 stats;
 static uint8_t			 outbuf[DNS_MAX_MSG + 2];
@@ -302,11 +303,20 @@ now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Cache and rate limits follow the config; a resize keeps what fits. */
+/*
+ * Cache and rate limits and the UDP answer size follow the config; a
+ * resize keeps what fits.
+ */
 static void
 apply_limits(void)
 {
 	size_t	entries = (size_t)conf->cache_size;
+
+	udp_max = DNS_EDNS_UDP;
+	if (conf->edns_udp_size >= DNS_MIN_UDP &&
+	    conf->edns_udp_size <= DNS_EDNS_UDP_MAX)
+		udp_max = (size_t)conf->edns_udp_size;
+	dns_set_udp_size((uint16_t)udp_max);
 
 	if (entries == 0) {
 		cache_free(cache);
@@ -1173,7 +1183,7 @@ client_limit(const struct cquery *cq)
 	if (!cq->qm.edns)
 		return DNS_MIN_UDP;
 	lim = cq->qm.udpsize < DNS_MIN_UDP ? DNS_MIN_UDP : cq->qm.udpsize;
-	return lim > DNS_EDNS_UDP ? DNS_EDNS_UDP : lim;
+	return lim > udp_max ? udp_max : lim;
 }
 
 /*

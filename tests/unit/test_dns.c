@@ -909,6 +909,39 @@ test_stale_answer(void)
 	    512), 0, "stale: output buffer too small gives 0");
 }
 
+/* edns udp size: the OPT records of answers to clients offer it. */
+static void
+test_udp_size(void)
+{
+	struct mb	q, a;
+	struct dns_msg	qm, am, om;
+	uint8_t		out[DNS_MAX_MSG];
+	size_t		n;
+
+	edns_query(&q, 1, "www.example.com", 4096, 0, NULL, 0);
+	dns_check_query(q.b, q.len, &qm);
+	dns_set_udp_size(4096);
+	n = dns_make_error(out, sizeof(out), q.b, q.len, &qm,
+	    DNS_RCODE_SERVFAIL, -1, NULL);
+	is_int(dns_parse(out, n, &om), 0, "udp size: the error parses");
+	is_int(om.udpsize, 4096, "udp size: an error offers 4096");
+	answer_msg(&a, 2, "www.example.com", 1, 60, 1, NULL, 0);
+	dns_parse(a.b, a.len, &am);
+	n = dns_client_answer(out, sizeof(out), a.b, a.len, &am, q.b, &qm, 0,
+	    4096);
+	is_int(dns_parse(out, n, &om), 0, "udp size: the answer parses");
+	is_int(om.udpsize, 4096, "udp size: an answer offers 4096");
+	n = dns_make_query(out, sizeof(out), q.b, &qm, 1, 0);
+	ok(dns_parse(out, n, &om) == 0 && om.udpsize == DNS_EDNS_UDP,
+	    "udp size: the upstream query keeps 1232");
+	dns_set_udp_size(100);
+	n = dns_make_error(out, sizeof(out), q.b, q.len, &qm,
+	    DNS_RCODE_SERVFAIL, -1, NULL);
+	is_int(dns_parse(out, n, &om), 0, "udp size: the error parses");
+	is_int(om.udpsize, 512, "udp size: below 512 is 512");
+	dns_set_udp_size(DNS_EDNS_UDP);
+}
+
 /*
  * Answers dns_parse() must reject, found by tests/fuzz/fuzz_answer (the
  * inputs are kept in tests/fuzz/corpus/fuzz_answer):
@@ -1020,6 +1053,7 @@ main(void)
 	test_answers_question();
 	test_client_answer();
 	test_stale_answer();
+	test_udp_size();
 	test_rejected_answers();
 	test_name_to_text();
 	return done();
