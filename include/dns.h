@@ -28,6 +28,7 @@
 #define DNS_F_RCODE(f)		((f) & 0xf)
 
 #define DNS_OPCODE_QUERY	0
+#define DNS_OPCODE_NOTIFY	4
 
 #define DNS_RCODE_NOERROR	0
 #define DNS_RCODE_FORMERR	1
@@ -35,6 +36,7 @@
 #define DNS_RCODE_NXDOMAIN	3
 #define DNS_RCODE_NOTIMP	4
 #define DNS_RCODE_REFUSED	5
+#define DNS_RCODE_BADVERS	16	/* extended: OPT extended rcode 1 */
 
 #define DNS_T_A			1
 #define DNS_T_NS		2
@@ -47,6 +49,7 @@
 #define DNS_C_IN		1
 
 #define DNS_OPT_ECS		8
+#define DNS_OPT_COOKIE		10
 #define DNS_OPT_PADDING		12
 #define DNS_OPT_EDE		15
 #define DNS_EDNS_DO		0x8000
@@ -103,7 +106,7 @@ int	 dns_answers_question(const uint8_t *, size_t, const struct dns_msg *,
 size_t	 dns_make_query(uint8_t *, size_t, const uint8_t *, const
 	    struct dns_msg *, uint16_t, size_t);
 size_t	 dns_make_error(uint8_t *, size_t, const uint8_t *, size_t,
-	    const struct dns_msg *, int, int, const char *);
+	    const struct dns_msg *, int, int, const char *, int);
 void	 dns_set_udp_size(uint16_t);
 size_t	 dns_client_answer(uint8_t *, size_t, const uint8_t *, size_t,
 	    const struct dns_msg *, const uint8_t *, const struct dns_msg *,

@@ -263,10 +263,79 @@ dns_parse(const uint8_t *m, size_t len, struct dns_msg *msg)
 	return 0;
 }
 
+/* The first question, if it is whole and its name uncompressed. */
+static void
+scan_question(const uint8_t *m, size_t len, struct dns_msg *msg)
+{
+	size_t	qlen;
+
+	if (msg->qdcount == 0 ||
+	    (qlen = plain_name_len(m, len, DNS_HDR_LEN)) == 0 ||
+	    len - DNS_HDR_LEN - qlen < 4)
+		return;
+	msg->qname_off = DNS_HDR_LEN;
+	msg->qname_len = qlen;
+	msg->qtype = dns_get16(m + DNS_HDR_LEN + qlen);
+	msg->qclass = dns_get16(m + DNS_HDR_LEN + qlen + 2);
+	msg->qend = DNS_HDR_LEN + qlen + 4;
+}
+
+/*
+ * What an answer of our own needs from a query that is not forwarded,
+ * well formed or not: the header, the first question if it is whole,
+ * and whether the message has an OPT record anywhere (its UDP size, DO
+ * bit and version from the first one), however malformed that record
+ * is and whatever follows it (RFC 6891 7: an answer to a query with an
+ * OPT record carries one).  Reading stops at the first record that
+ * does not parse.
+ */
+static void
+scan_query(const uint8_t *m, size_t len, struct dns_msg *msg)
+{
+	size_t		off = DNS_HDR_LEN, n, total;
+	uint16_t	rdlen;
+
+	memset(msg, 0, sizeof(*msg));
+	msg->id = dns_get16(m);
+	msg->flags = dns_get16(m + 2);
+	msg->qdcount = dns_get16(m + 4);
+	msg->ancount = dns_get16(m + 6);
+	msg->nscount = dns_get16(m + 8);
+	msg->arcount = dns_get16(m + 10);
+	scan_question(m, len, msg);
+	for (n = 0; n < msg->qdcount; n++) {
+		if (skip_name(m, len, &off) == -1 || len - off < 4)
+			return;
+		off += 4;
+	}
+	total = (size_t)msg->ancount + msg->nscount + msg->arcount;
+	for (n = 0; n < total; n++) {
+		if (skip_name(m, len, &off) == -1 || len - off < 10)
+			return;
+		if (dns_get16(m + off) == DNS_T_OPT && !msg->edns) {
+			msg->edns = 1;
+			msg->udpsize = dns_get16(m + off + 2);
+			msg->ext_rcode = m[off + 4];
+			msg->edns_version = m[off + 5];
+			msg->edns_flags = dns_get16(m + off + 6);
+		}
+		rdlen = dns_get16(m + off + 8);
+		if (len - off - 10 < rdlen)
+			return;
+		off += 10 + (size_t)rdlen;
+	}
+}
+
 /*
  * Validate a client's query.  Returns -1 when it must be dropped without
  * an answer (too short to answer, or a response), else the rcode to
- * answer with: NOERROR means forward it.
+ * answer with: NOERROR means forward it.  In that order: NOTIFY is
+ * REFUSED and every other opcode but QUERY NOTIMP; a message that does
+ * not parse, with records in the answer or authority section, with TC
+ * set or asking for type OPT is FORMERR (RFC 1035 4.1.1, RFC 6891
+ * 6.1.1); an EDNS version other than 0 is BADVERS (RFC 6891 6.1.3);
+ * zone transfers are REFUSED.  When it is not NOERROR, msg holds what
+ * the answer needs (see scan_query()).
  */
 int
 dns_check_query(const uint8_t *m, size_t len, struct dns_msg *msg)
@@ -280,24 +349,19 @@ dns_check_query(const uint8_t *m, size_t len, struct dns_msg *msg)
 	if (flags & DNS_F_QR)
 		return -1;
 	if (DNS_F_OPCODE(flags) != DNS_OPCODE_QUERY) {
-		msg->id = dns_get16(m);
-		msg->flags = flags;
-		return DNS_RCODE_NOTIMP;
+		scan_query(m, len, msg);
+		return DNS_F_OPCODE(flags) == DNS_OPCODE_NOTIFY ?
+		    DNS_RCODE_REFUSED : DNS_RCODE_NOTIMP;
 	}
-	if (dns_parse(m, len, msg) == -1) {
-		/* keep the question if it was whole, for the FORMERR */
-		if (msg->qend == 0) {
-			memset(msg, 0, sizeof(*msg));
-			msg->id = dns_get16(m);
-			msg->flags = flags;
-		}
-		msg->edns = 0;
+	if (dns_parse(m, len, msg) == -1 || msg->ancount != 0 ||
+	    msg->nscount != 0 || (flags & DNS_F_TC) ||
+	    msg->qtype == DNS_T_OPT) {
+		scan_query(m, len, msg);
 		return DNS_RCODE_FORMERR;
 	}
-	if (msg->ancount != 0 || msg->nscount != 0)
-		return DNS_RCODE_FORMERR;
-	if (msg->qtype == DNS_T_AXFR || msg->qtype == DNS_T_IXFR ||
-	    msg->qtype == DNS_T_OPT)
+	if (msg->edns && msg->edns_version != 0)
+		return DNS_RCODE_BADVERS;
+	if (msg->qtype == DNS_T_AXFR || msg->qtype == DNS_T_IXFR)
 		return DNS_RCODE_REFUSED;
 	return DNS_RCODE_NOERROR;
 }
@@ -412,13 +476,17 @@ put_ede(uint8_t *out, size_t outlen, int ede, const char *text)
 }
 
 /*
- * Synthesize an answer with rcode to a client's query: its ID, opcode,
- * RD, the question if it parsed, and, if the client spoke EDNS, an OPT
- * with an extended DNS error (RFC 8914) when ede >= 0.
+ * Synthesize an answer with rcode to a client's query (qm as
+ * dns_check_query() left it): its ID, opcode and RD, RA when ra is set,
+ * no other flag; the first question if it parsed; and, if the query
+ * had an OPT record, well formed or not, an OPT of version 0 with the
+ * upper bits of an extended rcode such as BADVERS and an extended DNS
+ * error (RFC 8914) when ede >= 0.  Without room for the OPT, the answer
+ * goes without it; 0 when not even the header fits.
  */
 size_t
 dns_make_error(uint8_t *out, size_t outlen, const uint8_t *q, size_t qlen,
-    const struct dns_msg *qm, int rcode, int ede, const char *text)
+    const struct dns_msg *qm, int rcode, int ede, const char *text, int ra)
 {
 	uint8_t	 opt[6 + EDE_TEXT_MAX];
 	size_t	 len = DNS_HDR_LEN, optlen = 0, n;
@@ -426,8 +494,9 @@ dns_make_error(uint8_t *out, size_t outlen, const uint8_t *q, size_t qlen,
 
 	if (outlen < DNS_HDR_LEN || qlen < DNS_HDR_LEN)
 		return 0;
-	flags = DNS_F_QR | DNS_F_RA | (qm->flags & (0x7800 | DNS_F_RD |
-	    DNS_F_CD)) | (rcode & 0xf);
+	flags = DNS_F_QR | (qm->flags & (0x7800 | DNS_F_RD)) | (rcode & 0xf);
+	if (ra)
+		flags |= DNS_F_RA;
 	memset(out, 0, DNS_HDR_LEN);
 	dns_put16(out, dns_get16(q));
 	dns_put16(out + 2, flags);
@@ -441,7 +510,7 @@ dns_make_error(uint8_t *out, size_t outlen, const uint8_t *q, size_t qlen,
 		return len;
 	if (ede >= 0)
 		optlen = put_ede(opt, sizeof(opt), ede, text);
-	n = put_opt(out + len, outlen - len, client_udp, 0,
+	n = put_opt(out + len, outlen - len, client_udp, (rcode >> 4) & 0xff,
 	    qm->edns_flags & DNS_EDNS_DO, opt, optlen);
 	if (n == 0)
 		return len;

@@ -1257,13 +1257,19 @@ reply(struct cquery *cq, const uint8_t *msg, size_t len, const char *how)
 	cquery_free(cq);
 }
 
+/*
+ * An answer of our own.  RA says recursion is available, as it is to
+ * every client in the access list, and only to those.
+ */
 static void
 reply_error(struct cquery *cq, int rcode, int ede, const char *text)
 {
 	size_t	len;
+	int	ra;
 
+	ra = acl_allowed(conf, (const struct sockaddr *)&cq->from);
 	len = dns_make_error(outbuf, sizeof(outbuf), cq->q, cq->qlen, &cq->qm,
-	    rcode, ede, text);
+	    rcode, ede, text, ra);
 	if (len == 0) {
 		cquery_free(cq);
 		return;
