@@ -89,6 +89,7 @@ struct dns_msg {
 	uint32_t	min_ttl;	/* over answer and authority RRs */
 	uint32_t	soa_min;	/* negative TTL (RFC 2308) if SOA in NS */
 	int		has_soa;
+	int		ttl_top;	/* a TTL has its top bit set */
 	size_t		end;		/* first byte after the last RR */
 };
 

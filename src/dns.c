@@ -203,14 +203,16 @@ parse_rr_cb(void *arg, const uint8_t *m, enum dns_section s, size_t rr,
 		msg->opt_end = ttl_off + 6 + rdlen;
 		return 0;
 	}
+	ttl = get32(m + ttl_off);
+	if (ttl > 0x7fffffff) {		/* RFC 2181 8: treat as zero */
+		msg->ttl_top = 1;
+		ttl = 0;
+	}
 	if (s == DNS_S_AR) {
 		if (!msg->edns)
 			msg->ar_before_opt++;
 		return 0;
 	}
-	ttl = get32(m + ttl_off);
-	if (ttl > 0x7fffffff)		/* RFC 2181 8: treat as zero */
-		ttl = 0;
 	if (ttl < msg->min_ttl)
 		msg->min_ttl = ttl;
 	if (type == DNS_T_SOA && s == DNS_S_NS && rdlen >= 20) {
@@ -641,7 +643,7 @@ client_answer(uint8_t *out, size_t outlen, const uint8_t *a, size_t alen,
 	memcpy(out, a, len);
 	dns_put16(out, qm->id);
 	memcpy(out + am->qname_off, q + qm->qname_off, am->qname_len);
-	if (ta->set || ta->ttl > 0) {
+	if (ta->set || ta->ttl > 0 || am->ttl_top) {
 		ta->m = out;
 		if (dns_walk_rrs(out, len, am, age_ttl_cb, ta) == -1)
 			return 0;

@@ -1103,6 +1103,31 @@ test_udp_size(void)
 	dns_set_udp_size(DNS_EDNS_UDP);
 }
 
+/* RFC 2181 8: a TTL with its top bit set is 0, fresh from upstream too. */
+static void
+test_ttl_top_bit(void)
+{
+	struct mb	q, a;
+	struct dns_msg	qm, am, om;
+	uint8_t		out[DNS_MAX_MSG];
+	size_t		n;
+
+	a_query(&q, 0x7171, "www.example.com");
+	dns_check_query(q.b, q.len, &qm);
+	answer_msg(&a, 2, "www.example.com", 2, 0x80000010, 1, NULL, 0);
+	is_int(dns_parse(a.b, a.len, &am), 0, "ttl: answer parses");
+	is_int(am.ttl_top, 1, "ttl: a TTL with the top bit is seen");
+	n = dns_client_answer(out, sizeof(out), a.b, a.len, &am, q.b, &qm, 0,
+	    512);
+	ok(n > 0 && dns_parse(out, n, &om) == 0 && ttls_are(out, n, &om, 0),
+	    "ttl: a fresh answer has TTL 0 for them");
+	is_int(get32(a.b + qm.qend + 6), 0x80000010,
+	    "ttl: the upstream's answer is untouched");
+	answer_msg(&a, 2, "www.example.com", 1, 300, 1, NULL, 0);
+	dns_parse(a.b, a.len, &am);
+	is_int(am.ttl_top, 0, "ttl: no top bit, nothing seen");
+}
+
 /*
  * Answers dns_parse() must reject, found by tests/fuzz/fuzz_answer (the
  * inputs are kept in tests/fuzz/corpus/fuzz_answer):
@@ -1216,6 +1241,7 @@ main(void)
 	test_stale_answer();
 	test_own_answers();
 	test_udp_size();
+	test_ttl_top_bit();
 	test_rejected_answers();
 	test_name_to_text();
 	return done();
