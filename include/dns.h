@@ -108,6 +108,8 @@ size_t	 dns_make_query(uint8_t *, size_t, const uint8_t *, const
 	    struct dns_msg *, uint16_t, size_t);
 size_t	 dns_make_error(uint8_t *, size_t, const uint8_t *, size_t,
 	    const struct dns_msg *, int, int, const char *, int);
+size_t	 dns_cache_form(uint8_t *, size_t, const uint8_t *,
+	    const struct dns_msg *);
 void	 dns_set_udp_size(uint16_t);
 size_t	 dns_client_answer(uint8_t *, size_t, const uint8_t *, size_t,
 	    const struct dns_msg *, const uint8_t *, const struct dns_msg *,

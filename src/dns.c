@@ -656,6 +656,36 @@ client_answer(uint8_t *out, size_t outlen, const uint8_t *a, size_t alen,
 }
 
 /*
+ * An answer as the cache keeps it: the upstream's OPT record without the
+ * padding (RFC 8467) that upstreams add to answers to padded queries,
+ * which every client's OPT record drops anyway; its other options stay
+ * for the clients.  An answer with records after its OPT is kept as it
+ * came: names in them may point into what would move.  Returns the
+ * length, 0 if out is too small.
+ */
+size_t
+dns_cache_form(uint8_t *out, size_t outlen, const uint8_t *a,
+    const struct dns_msg *am)
+{
+	size_t	optlen, rdlen;
+
+	if (!am->edns || am->opt_end != am->end) {
+		if (outlen < am->end)
+			return 0;
+		memcpy(out, a, am->end);
+		return am->end;
+	}
+	rdlen = am->opt_end - am->opt_off - OPT_FIXED;
+	if (outlen < am->opt_off + OPT_FIXED ||
+	    outlen - am->opt_off - OPT_FIXED < rdlen)
+		return 0;
+	memcpy(out, a, am->opt_off + OPT_FIXED);
+	optlen = upstream_opts(out + am->opt_off + OPT_FIXED, a, am);
+	dns_put16(out + am->opt_off + 9, (uint16_t)optlen);
+	return am->opt_off + OPT_FIXED + optlen;
+}
+
+/*
  * Turn an upstream answer (already parsed as am) into the answer for one
  * client: the client's ID and question spelling, TTLs aged by age
  * seconds, the OPT record rewritten for the client (ours, without

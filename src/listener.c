@@ -1354,6 +1354,21 @@ answer_stale(struct request *r)
 	return 1;
 }
 
+/* Keep an upstream answer in the cache, without its padding. */
+static void
+store_answer(const struct request *r, const uint8_t *a,
+    const struct dns_msg *am)
+{
+	struct dns_msg	cm;
+	size_t		len;
+
+	if ((len = dns_cache_form(outbuf, sizeof(outbuf), a, am)) == 0 ||
+	    dns_parse(outbuf, len, &cm) == -1)
+		return;
+	(void)cache_store(cache, r->q, r->qlen, r->keyhash, outbuf, len, &cm,
+	    now_ms() / 1000);
+}
+
 static void
 answer_request(uint32_t qid, const uint8_t *a, size_t alen)
 {
@@ -1376,8 +1391,7 @@ answer_request(uint32_t qid, const uint8_t *a, size_t alen)
 		log_debug("query %u: SERVFAIL upstream, stale answer kept",
 		    qid);
 	else if (cache != NULL)
-		(void)cache_store(cache, r->q, r->qlen, r->keyhash, a, am.end,
-		    &am, now_ms() / 1000);
+		store_answer(r, a, &am);
 	while ((cq = TAILQ_FIRST(&r->waiters)) != NULL) {
 		len = dns_client_answer(outbuf, sizeof(outbuf), a, alen, &am,
 		    cq->q, &cq->qm, 0, client_limit(cq));

@@ -1128,6 +1128,51 @@ test_ttl_top_bit(void)
 	is_int(am.ttl_top, 0, "ttl: no top bit, nothing seen");
 }
 
+/* The cache keeps answers without the upstream's padding. */
+static void
+test_cache_form(void)
+{
+	struct mb	a, e;
+	struct dns_msg	am, km;
+	uint8_t		out[DNS_MAX_MSG], pad[4 + 400];
+	const uint8_t	nsid[] = { 0, 3, 0, 4, 'n', 's', 'i', 'd' };
+	size_t		n;
+
+	memset(pad, 0, sizeof(pad));
+	memcpy(pad, nsid, sizeof(nsid));
+	pad[sizeof(nsid) + 1] = DNS_OPT_PADDING;
+	dns_put16(pad + sizeof(nsid) + 2, sizeof(pad) - sizeof(nsid) - 4);
+	answer_msg(&a, 2, "www.example.com", 1, 300, 1, pad, sizeof(pad));
+	dns_parse(a.b, a.len, &am);
+	answer_msg(&e, 2, "www.example.com", 1, 300, 1, nsid, sizeof(nsid));
+	n = dns_cache_form(out, sizeof(out), a.b, &am);
+	is_int(n, e.len, "cache form: %zu bytes for %zu", e.len, a.len);
+	if (n == e.len)
+		is_mem(out, e.b, n, "cache form: padding gone, NSID kept");
+	else
+		ok(0, "cache form: padding gone, NSID kept");
+	ok(dns_parse(out, n, &km) == 0 && km.edns && km.ancount == 1,
+	    "cache form: parses, one answer, an OPT");
+	is_int(dns_cache_form(out, e.len - 1, a.b, &am), 0,
+	    "cache form: too small a buffer gives 0");
+
+	answer_msg(&a, 2, "www.example.com", 2, 300, 0, NULL, 0);
+	dns_parse(a.b, a.len, &am);
+	n = dns_cache_form(out, sizeof(out), a.b, &am);
+	ok(n == a.len && memcmp(out, a.b, n) == 0,
+	    "cache form: an answer without OPT as it came");
+
+	mb_hdr(&a, 2, DNS_F_QR | DNS_F_RD | DNS_F_RA, 1, 1, 0, 2);
+	mb_question(&a, "www.example.com", DNS_T_A);
+	mb_a(&a, 60, 1);
+	mb_opt(&a, 1232, 0, pad, sizeof(pad));
+	mb_a(&a, 60, 2);
+	dns_parse(a.b, a.len, &am);
+	n = dns_cache_form(out, sizeof(out), a.b, &am);
+	ok(n == a.len && memcmp(out, a.b, n) == 0,
+	    "cache form: records after the OPT: as it came");
+}
+
 /*
  * Answers dns_parse() must reject, found by tests/fuzz/fuzz_answer (the
  * inputs are kept in tests/fuzz/corpus/fuzz_answer):
@@ -1242,6 +1287,7 @@ main(void)
 	test_own_answers();
 	test_udp_size();
 	test_ttl_top_bit();
+	test_cache_form();
 	test_rejected_answers();
 	test_name_to_text();
 	return done();
