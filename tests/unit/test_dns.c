@@ -969,7 +969,7 @@ static const uint8_t cookie_opt[] = {
 	0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8,	/* a client cookie */
 };
 
-/* BADVERS, FORMERR, NOTIMP and REFUSED: OPT, question and flags. */
+/* BADVERS, FORMERR, NOTIMP and REFUSED: OPT, question, flags. */
 static void
 test_own_answers(void)
 {
@@ -1047,6 +1047,13 @@ test_own_answers(void)
 	own_answer(&e, 0xb009, DNS_F_QR | 15 << 11 | DNS_F_RD | DNS_F_RA |
 	    DNS_RCODE_NOTIMP, "example.com", DNS_T_A, 1, 0, DNS_EDNS_DO);
 	own_is(&m, DNS_RCODE_NOTIMP, 1, &e, "opcode 15 with EDNS");
+}
+
+/* Type OPT and TC are FORMERR; RA only for clients offered recursion. */
+static void
+test_own_formerr_ra(void)
+{
+	struct mb	m, e;
 
 	/* a query for type OPT, without EDNS */
 	mb_hdr(&m, 0xb00a, DNS_F_RD, 1, 0, 0, 0);
@@ -1285,6 +1292,7 @@ main(void)
 	test_client_answer();
 	test_stale_answer();
 	test_own_answers();
+	test_own_formerr_ra();
 	test_udp_size();
 	test_ttl_top_bit();
 	test_cache_form();
