@@ -14,7 +14,7 @@ need_cmd "$KDIG" "$UNBOUND" openssl perl ss pgrep
 need_dotproxyd
 ensure_user || bail_out "cannot create the daemon's user or chroot"
 
-plan 47
+plan 51
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
@@ -81,7 +81,8 @@ pkt()
 }
 
 # summary HEX: an answer in words: rcode (with the OPT extended rcode),
-# opcode, flags, counts, the first question, the OPT record.
+# opcode, flags, counts, the first question, the OPT record (its EDNS
+# flags other than DO as z=HEX, when there are any).
 #   NOTIMP op=2 flags=qr,rd,ra qd=1 an=0 ns=0 ar=1 q=example.test/1
 #   opt=4096,v0,do=0,len=0
 summary()
@@ -123,6 +124,8 @@ summary()
 				$ext = $e;
 				$opt = sprintf "%d,v%d,do=%d,len=%d", $c, $v,
 				    $f >> 15, $l;
+				$opt .= sprintf ",z=%x", $f & 0x7fff
+				    if $f & 0x7fff;
 			}
 			$o += 10 + $l;
 		}
@@ -170,6 +173,18 @@ is "$(ask hdr:4097:0100:1:0:0:1 q:a.example.test:1 opt:1232:1:8000:)" \
 is "$(ask hdr:4098:0100:1:0:0:1 q:a.example.test:1 opt:1232:0:0:)" \
     "NOERROR op=0 flags=qr,aa,rd,ra qd=1 an=1 ns=0 ar=1 q=a.example.test/1 opt=4096,v0,do=0,len=0" \
     "raw EDNS version 0: answered, our OPT offers 4096"
+
+# as genreport asks: an unknown option is ignored, with version 1 BADVERS
+out=$(q +nocookie +ednsopt=65001:abcd b.example.test A)
+is "$(status_of <<<"$out"):$(rdata_of A <<<"$out")" NOERROR:192.0.2.2 \
+    "an unknown EDNS option: answered" || diag "$out"
+unlike "$out" '65001' "an unknown EDNS option: not echoed"
+out=$(q +nocookie +edns=1 +ednsopt=65001:abcd b.example.test A)
+is "$(status_of <<<"$out")" BADVERS "EDNS version 1 with an unknown option: BADVERS" ||
+    diag "$out"
+is "$(ask hdr:4111:0100:1:0:0:1 q:b.example.test:1 opt:1232:0:4000:)" \
+    "NOERROR op=0 flags=qr,aa,rd,ra qd=1 an=1 ns=0 ar=1 q=b.example.test/1 opt=4096,v0,do=0,len=0" \
+    "an unknown EDNS flag: answered, not echoed"
 
 # --- malformed OPT records: FORMERR with an OPT, the question echoed
 
