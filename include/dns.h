@@ -12,7 +12,8 @@
 #define DNS_MAX_MSG		65535
 #define DNS_MAX_NAME		255
 #define DNS_MIN_UDP		512
-#define DNS_EDNS_UDP		1232	/* what we advertise to clients */
+#define DNS_EDNS_UDP		1232	/* default UDP answer cap, advertised */
+#define DNS_EDNS_UDP_MAX	4096	/* the largest one a config may set */
 #define DNS_PAD_BLOCK		128	/* RFC 8467 query padding */
 
 /* header flags (host order of the 16-bit flags word) */
@@ -27,6 +28,7 @@
 #define DNS_F_RCODE(f)		((f) & 0xf)
 
 #define DNS_OPCODE_QUERY	0
+#define DNS_OPCODE_NOTIFY	4
 
 #define DNS_RCODE_NOERROR	0
 #define DNS_RCODE_FORMERR	1
@@ -34,6 +36,7 @@
 #define DNS_RCODE_NXDOMAIN	3
 #define DNS_RCODE_NOTIMP	4
 #define DNS_RCODE_REFUSED	5
+#define DNS_RCODE_BADVERS	16	/* extended: OPT extended rcode 1 */
 
 #define DNS_T_A			1
 #define DNS_T_NS		2
@@ -46,6 +49,7 @@
 #define DNS_C_IN		1
 
 #define DNS_OPT_ECS		8
+#define DNS_OPT_COOKIE		10
 #define DNS_OPT_PADDING		12
 #define DNS_OPT_EDE		15
 #define DNS_EDNS_DO		0x8000
@@ -85,6 +89,7 @@ struct dns_msg {
 	uint32_t	min_ttl;	/* over answer and authority RRs */
 	uint32_t	soa_min;	/* negative TTL (RFC 2308) if SOA in NS */
 	int		has_soa;
+	int		ttl_top;	/* a TTL has its top bit set */
 	size_t		end;		/* first byte after the last RR */
 };
 
@@ -102,7 +107,10 @@ int	 dns_answers_question(const uint8_t *, size_t, const struct dns_msg *,
 size_t	 dns_make_query(uint8_t *, size_t, const uint8_t *, const
 	    struct dns_msg *, uint16_t, size_t);
 size_t	 dns_make_error(uint8_t *, size_t, const uint8_t *, size_t,
-	    const struct dns_msg *, int, int, const char *);
+	    const struct dns_msg *, int, int, const char *, int);
+size_t	 dns_cache_form(uint8_t *, size_t, const uint8_t *,
+	    const struct dns_msg *);
+void	 dns_set_udp_size(uint16_t);
 size_t	 dns_client_answer(uint8_t *, size_t, const uint8_t *, size_t,
 	    const struct dns_msg *, const uint8_t *, const struct dns_msg *,
 	    uint32_t, size_t);

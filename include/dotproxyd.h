@@ -158,6 +158,7 @@ struct dotproxyd_conf {
 	int				 ratelimit_burst;
 	int				 log_queries;	/* 0, 1, 2: anon */
 	int				 verbose;
+	int				 edns_udp_size;	/* UDP answer cap */
 	TAILQ_HEAD(, listen_conf)	 listens;
 	TAILQ_HEAD(, upstream_conf)	 upstreams;
 	TAILQ_HEAD(, acl_conf)		 acls;

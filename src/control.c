@@ -224,6 +224,8 @@ print_stats(FILE *f)
 		    (unsigned long long)cs.misses);
 		fprintf(f, "%-28s %12zu\n", "cache entries", cs.entries);
 		fprintf(f, "%-28s %12zu\n", "cache bytes", cs.bytes);
+		fprintf(f, "%-28s %12zu\n", "cache bytes per entry",
+		    cs.entries ? cs.bytes / cs.entries : 0);
 		fprintf(f, "%-28s %12llu\n", "cache evictions",
 		    (unsigned long long)cs.evictions);
 		fprintf(f, "%-28s %12llu\n", "cache stale",
@@ -412,6 +414,8 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 		    stats.stale);
 		metric_value(f, "dotproxyd_cache_entries", "gauge",
 		    "Answers in the cache.", cs.entries);
+		metric_value(f, "dotproxyd_cache_bytes", "gauge",
+		    "Bytes of answers and their keys in the cache.", cs.bytes);
 	}
 	metric_value(f, "dotproxyd_refused_total", "counter",
 	    "Queries refused by the access list.", stats.refused_acl);

@@ -14,6 +14,19 @@
 #define OPT_FIXED	11	/* root name, type, class, ttl, rdlen */
 #define MAX_PTR_HOPS	64
 
+/* The UDP payload size the OPT records of answers to clients offer. */
+static uint16_t	client_udp = DNS_EDNS_UDP;
+
+void
+dns_set_udp_size(uint16_t size)
+{
+	if (size < DNS_MIN_UDP)
+		size = DNS_MIN_UDP;
+	if (size > DNS_EDNS_UDP_MAX)
+		size = DNS_EDNS_UDP_MAX;
+	client_udp = size;
+}
+
 uint16_t
 dns_get16(const uint8_t *p)
 {
@@ -190,14 +203,16 @@ parse_rr_cb(void *arg, const uint8_t *m, enum dns_section s, size_t rr,
 		msg->opt_end = ttl_off + 6 + rdlen;
 		return 0;
 	}
+	ttl = get32(m + ttl_off);
+	if (ttl > 0x7fffffff) {		/* RFC 2181 8: treat as zero */
+		msg->ttl_top = 1;
+		ttl = 0;
+	}
 	if (s == DNS_S_AR) {
 		if (!msg->edns)
 			msg->ar_before_opt++;
 		return 0;
 	}
-	ttl = get32(m + ttl_off);
-	if (ttl > 0x7fffffff)		/* RFC 2181 8: treat as zero */
-		ttl = 0;
 	if (ttl < msg->min_ttl)
 		msg->min_ttl = ttl;
 	if (type == DNS_T_SOA && s == DNS_S_NS && rdlen >= 20) {
@@ -250,10 +265,79 @@ dns_parse(const uint8_t *m, size_t len, struct dns_msg *msg)
 	return 0;
 }
 
+/* The first question, if it is whole and its name uncompressed. */
+static void
+scan_question(const uint8_t *m, size_t len, struct dns_msg *msg)
+{
+	size_t	qlen;
+
+	if (msg->qdcount == 0 ||
+	    (qlen = plain_name_len(m, len, DNS_HDR_LEN)) == 0 ||
+	    len - DNS_HDR_LEN - qlen < 4)
+		return;
+	msg->qname_off = DNS_HDR_LEN;
+	msg->qname_len = qlen;
+	msg->qtype = dns_get16(m + DNS_HDR_LEN + qlen);
+	msg->qclass = dns_get16(m + DNS_HDR_LEN + qlen + 2);
+	msg->qend = DNS_HDR_LEN + qlen + 4;
+}
+
+/*
+ * What an answer of our own needs from a query that is not forwarded,
+ * well formed or not: the header, the first question if it is whole,
+ * and whether the message has an OPT record anywhere (its UDP size, DO
+ * bit and version from the first one), however malformed that record
+ * is and whatever follows it (RFC 6891 7: an answer to a query with an
+ * OPT record carries one).  Reading stops at the first record that
+ * does not parse.
+ */
+static void
+scan_query(const uint8_t *m, size_t len, struct dns_msg *msg)
+{
+	size_t		off = DNS_HDR_LEN, n, total;
+	uint16_t	rdlen;
+
+	memset(msg, 0, sizeof(*msg));
+	msg->id = dns_get16(m);
+	msg->flags = dns_get16(m + 2);
+	msg->qdcount = dns_get16(m + 4);
+	msg->ancount = dns_get16(m + 6);
+	msg->nscount = dns_get16(m + 8);
+	msg->arcount = dns_get16(m + 10);
+	scan_question(m, len, msg);
+	for (n = 0; n < msg->qdcount; n++) {
+		if (skip_name(m, len, &off) == -1 || len - off < 4)
+			return;
+		off += 4;
+	}
+	total = (size_t)msg->ancount + msg->nscount + msg->arcount;
+	for (n = 0; n < total; n++) {
+		if (skip_name(m, len, &off) == -1 || len - off < 10)
+			return;
+		if (dns_get16(m + off) == DNS_T_OPT && !msg->edns) {
+			msg->edns = 1;
+			msg->udpsize = dns_get16(m + off + 2);
+			msg->ext_rcode = m[off + 4];
+			msg->edns_version = m[off + 5];
+			msg->edns_flags = dns_get16(m + off + 6);
+		}
+		rdlen = dns_get16(m + off + 8);
+		if (len - off - 10 < rdlen)
+			return;
+		off += 10 + (size_t)rdlen;
+	}
+}
+
 /*
  * Validate a client's query.  Returns -1 when it must be dropped without
  * an answer (too short to answer, or a response), else the rcode to
- * answer with: NOERROR means forward it.
+ * answer with: NOERROR means forward it.  In that order: NOTIFY is
+ * REFUSED and every other opcode but QUERY NOTIMP; a message that does
+ * not parse, with records in the answer or authority section, with TC
+ * set or asking for type OPT is FORMERR (RFC 1035 4.1.1, RFC 6891
+ * 6.1.1); an EDNS version other than 0 is BADVERS (RFC 6891 6.1.3);
+ * zone transfers are REFUSED.  When it is not NOERROR, msg holds what
+ * the answer needs (see scan_query()).
  */
 int
 dns_check_query(const uint8_t *m, size_t len, struct dns_msg *msg)
@@ -267,24 +351,19 @@ dns_check_query(const uint8_t *m, size_t len, struct dns_msg *msg)
 	if (flags & DNS_F_QR)
 		return -1;
 	if (DNS_F_OPCODE(flags) != DNS_OPCODE_QUERY) {
-		msg->id = dns_get16(m);
-		msg->flags = flags;
-		return DNS_RCODE_NOTIMP;
+		scan_query(m, len, msg);
+		return DNS_F_OPCODE(flags) == DNS_OPCODE_NOTIFY ?
+		    DNS_RCODE_REFUSED : DNS_RCODE_NOTIMP;
 	}
-	if (dns_parse(m, len, msg) == -1) {
-		/* keep the question if it was whole, for the FORMERR */
-		if (msg->qend == 0) {
-			memset(msg, 0, sizeof(*msg));
-			msg->id = dns_get16(m);
-			msg->flags = flags;
-		}
-		msg->edns = 0;
+	if (dns_parse(m, len, msg) == -1 || msg->ancount != 0 ||
+	    msg->nscount != 0 || (flags & DNS_F_TC) ||
+	    msg->qtype == DNS_T_OPT) {
+		scan_query(m, len, msg);
 		return DNS_RCODE_FORMERR;
 	}
-	if (msg->ancount != 0 || msg->nscount != 0)
-		return DNS_RCODE_FORMERR;
-	if (msg->qtype == DNS_T_AXFR || msg->qtype == DNS_T_IXFR ||
-	    msg->qtype == DNS_T_OPT)
+	if (msg->edns && msg->edns_version != 0)
+		return DNS_RCODE_BADVERS;
+	if (msg->qtype == DNS_T_AXFR || msg->qtype == DNS_T_IXFR)
 		return DNS_RCODE_REFUSED;
 	return DNS_RCODE_NOERROR;
 }
@@ -320,14 +399,14 @@ dns_answers_question(const uint8_t *a, size_t alen, const struct dns_msg *am,
 }
 
 static size_t
-put_opt(uint8_t *out, size_t outlen, uint8_t ext_rcode, uint16_t flags,
-    const uint8_t *opts, size_t optlen)
+put_opt(uint8_t *out, size_t outlen, uint16_t udpsize, uint8_t ext_rcode,
+    uint16_t flags, const uint8_t *opts, size_t optlen)
 {
 	if (outlen < OPT_FIXED || outlen - OPT_FIXED < optlen)
 		return 0;
 	out[0] = 0;
 	dns_put16(out + 1, DNS_T_OPT);
-	dns_put16(out + 3, DNS_EDNS_UDP);
+	dns_put16(out + 3, udpsize);
 	out[5] = ext_rcode;
 	out[6] = 0;
 	dns_put16(out + 7, flags);
@@ -370,7 +449,7 @@ dns_make_query(uint8_t *out, size_t outlen, const uint8_t *q,
 		dns_put16(pad + 2, (uint16_t)padlen);
 		padlen += 4;
 	}
-	n = put_opt(out + len, outlen - len, 0,
+	n = put_opt(out + len, outlen - len, DNS_EDNS_UDP, 0,
 	    qm->edns ? (qm->edns_flags & DNS_EDNS_DO) : 0, pad, padlen);
 	if (n == 0)
 		return 0;
@@ -399,13 +478,17 @@ put_ede(uint8_t *out, size_t outlen, int ede, const char *text)
 }
 
 /*
- * Synthesize an answer with rcode to a client's query: its ID, opcode,
- * RD, the question if it parsed, and, if the client spoke EDNS, an OPT
- * with an extended DNS error (RFC 8914) when ede >= 0.
+ * Synthesize an answer with rcode to a client's query (qm as
+ * dns_check_query() left it): its ID, opcode and RD, RA when ra is set,
+ * no other flag; the first question if it parsed; and, if the query
+ * had an OPT record, well formed or not, an OPT of version 0 with the
+ * upper bits of an extended rcode such as BADVERS and an extended DNS
+ * error (RFC 8914) when ede >= 0.  Without room for the OPT, the answer
+ * goes without it; 0 when not even the header fits.
  */
 size_t
 dns_make_error(uint8_t *out, size_t outlen, const uint8_t *q, size_t qlen,
-    const struct dns_msg *qm, int rcode, int ede, const char *text)
+    const struct dns_msg *qm, int rcode, int ede, const char *text, int ra)
 {
 	uint8_t	 opt[6 + EDE_TEXT_MAX];
 	size_t	 len = DNS_HDR_LEN, optlen = 0, n;
@@ -413,8 +496,9 @@ dns_make_error(uint8_t *out, size_t outlen, const uint8_t *q, size_t qlen,
 
 	if (outlen < DNS_HDR_LEN || qlen < DNS_HDR_LEN)
 		return 0;
-	flags = DNS_F_QR | DNS_F_RA | (qm->flags & (0x7800 | DNS_F_RD |
-	    DNS_F_CD)) | (rcode & 0xf);
+	flags = DNS_F_QR | (qm->flags & (0x7800 | DNS_F_RD)) | (rcode & 0xf);
+	if (ra)
+		flags |= DNS_F_RA;
 	memset(out, 0, DNS_HDR_LEN);
 	dns_put16(out, dns_get16(q));
 	dns_put16(out + 2, flags);
@@ -428,8 +512,8 @@ dns_make_error(uint8_t *out, size_t outlen, const uint8_t *q, size_t qlen,
 		return len;
 	if (ede >= 0)
 		optlen = put_ede(opt, sizeof(opt), ede, text);
-	n = put_opt(out + len, outlen - len, 0, qm->edns_flags & DNS_EDNS_DO,
-	    opt, optlen);
+	n = put_opt(out + len, outlen - len, client_udp, (rcode >> 4) & 0xff,
+	    qm->edns_flags & DNS_EDNS_DO, opt, optlen);
 	if (n == 0)
 		return len;
 	dns_put16(out + 10, 1);
@@ -510,8 +594,9 @@ client_opt(uint8_t *out, size_t outlen, const uint8_t *a,
 				return 0;
 			optlen += n;
 		}
-		n = put_opt(out + len, outlen - len, am->ext_rcode,
-		    qm->edns_flags & DNS_EDNS_DO, opts, optlen);
+		n = put_opt(out + len, outlen - len, client_udp,
+		    am->ext_rcode, qm->edns_flags & DNS_EDNS_DO, opts,
+		    optlen);
 		if (n == 0)
 			return 0;
 		len += n;
@@ -536,8 +621,8 @@ truncate_answer(uint8_t *out, size_t outlen, const struct dns_msg *am,
 	if (qm->edns) {
 		if (ede >= 0)
 			optlen = put_ede(opt, sizeof(opt), ede, NULL);
-		n = put_opt(out + len, outlen - len, am->ext_rcode,
-		    qm->edns_flags & DNS_EDNS_DO, opt, optlen);
+		n = put_opt(out + len, outlen - len, client_udp,
+		    am->ext_rcode, qm->edns_flags & DNS_EDNS_DO, opt, optlen);
 		if (n > 0) {
 			len += n;
 			dns_put16(out + 10, 1);
@@ -558,7 +643,7 @@ client_answer(uint8_t *out, size_t outlen, const uint8_t *a, size_t alen,
 	memcpy(out, a, len);
 	dns_put16(out, qm->id);
 	memcpy(out + am->qname_off, q + qm->qname_off, am->qname_len);
-	if (ta->set || ta->ttl > 0) {
+	if (ta->set || ta->ttl > 0 || am->ttl_top) {
 		ta->m = out;
 		if (dns_walk_rrs(out, len, am, age_ttl_cb, ta) == -1)
 			return 0;
@@ -568,6 +653,36 @@ client_answer(uint8_t *out, size_t outlen, const uint8_t *a, size_t alen,
 	if (len <= maxlen)
 		return len;
 	return truncate_answer(out, outlen, am, qm, ede);
+}
+
+/*
+ * An answer as the cache keeps it: the upstream's OPT record without the
+ * padding (RFC 8467) that upstreams add to answers to padded queries,
+ * which every client's OPT record drops anyway; its other options stay
+ * for the clients.  An answer with records after its OPT is kept as it
+ * came: names in them may point into what would move.  Returns the
+ * length, 0 if out is too small.
+ */
+size_t
+dns_cache_form(uint8_t *out, size_t outlen, const uint8_t *a,
+    const struct dns_msg *am)
+{
+	size_t	optlen, rdlen;
+
+	if (!am->edns || am->opt_end != am->end) {
+		if (outlen < am->end)
+			return 0;
+		memcpy(out, a, am->end);
+		return am->end;
+	}
+	rdlen = am->opt_end - am->opt_off - OPT_FIXED;
+	if (outlen < am->opt_off + OPT_FIXED ||
+	    outlen - am->opt_off - OPT_FIXED < rdlen)
+		return 0;
+	memcpy(out, a, am->opt_off + OPT_FIXED);
+	optlen = upstream_opts(out + am->opt_off + OPT_FIXED, a, am);
+	dns_put16(out + am->opt_off + 9, (uint16_t)optlen);
+	return am->opt_off + OPT_FIXED + optlen;
 }
 
 /*

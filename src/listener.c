@@ -123,7 +123,7 @@ struct udp_reply {
 	struct sockaddr_storage	 to;
 	socklen_t		 tolen;
 	size_t			 len;
-	uint8_t			 buf[DNS_EDNS_UDP];
+	uint8_t			 buf[DNS_EDNS_UDP_MAX];
 };
 
 struct sock {
@@ -222,6 +222,7 @@ static struct audit_client {
 static int			 n_audit_cl[2];
 static uint64_t			 audit_others[2];
 static struct cache		*cache;
+static size_t			 udp_max = DNS_EDNS_UDP;	/* edns udp size */
 static struct ratelimit		*ratelimit;
 struct listener_stats		 stats;
 static uint8_t			 outbuf[DNS_MAX_MSG + 2];
@@ -314,11 +315,20 @@ now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Cache and rate limits follow the config; a resize keeps what fits. */
+/*
+ * Cache and rate limits and the UDP answer size follow the config; a
+ * resize keeps what fits.
+ */
 static void
 apply_limits(void)
 {
 	size_t	entries = (size_t)conf->cache_size;
+
+	udp_max = DNS_EDNS_UDP;
+	if (conf->edns_udp_size >= DNS_MIN_UDP &&
+	    conf->edns_udp_size <= DNS_EDNS_UDP_MAX)
+		udp_max = (size_t)conf->edns_udp_size;
+	dns_set_udp_size((uint16_t)udp_max);
 
 	if (entries == 0) {
 		cache_free(cache);
@@ -1331,7 +1341,7 @@ client_limit(const struct cquery *cq)
 	if (!cq->qm.edns)
 		return DNS_MIN_UDP;
 	lim = cq->qm.udpsize < DNS_MIN_UDP ? DNS_MIN_UDP : cq->qm.udpsize;
-	return lim > DNS_EDNS_UDP ? DNS_EDNS_UDP : lim;
+	return lim > udp_max ? udp_max : lim;
 }
 
 /*
@@ -1405,13 +1415,19 @@ reply(struct cquery *cq, const uint8_t *msg, size_t len, const char *how)
 	cquery_free(cq);
 }
 
+/*
+ * An answer of our own.  RA says recursion is available, as it is to
+ * every client in the access list, and only to those.
+ */
 static void
 reply_error(struct cquery *cq, int rcode, int ede, const char *text)
 {
 	size_t	len;
+	int	ra;
 
+	ra = acl_allowed(conf, (const struct sockaddr *)&cq->from);
 	len = dns_make_error(outbuf, sizeof(outbuf), cq->q, cq->qlen, &cq->qm,
-	    rcode, ede, text);
+	    rcode, ede, text, ra);
 	if (len == 0) {
 		cquery_free(cq);
 		return;
@@ -1496,6 +1512,21 @@ answer_stale(struct request *r)
 	return 1;
 }
 
+/* Keep an upstream answer in the cache, without its padding. */
+static void
+store_answer(const struct request *r, const uint8_t *a,
+    const struct dns_msg *am)
+{
+	struct dns_msg	cm;
+	size_t		len;
+
+	if ((len = dns_cache_form(outbuf, sizeof(outbuf), a, am)) == 0 ||
+	    dns_parse(outbuf, len, &cm) == -1)
+		return;
+	(void)cache_store(cache, r->q, r->qlen, r->keyhash, outbuf, len, &cm,
+	    now_ms() / 1000);
+}
+
 static void
 answer_request(uint32_t qid, const uint8_t *a, size_t alen)
 {
@@ -1518,8 +1549,7 @@ answer_request(uint32_t qid, const uint8_t *a, size_t alen)
 		log_debug("query %u: SERVFAIL upstream, stale answer kept",
 		    qid);
 	else if (cache != NULL)
-		(void)cache_store(cache, r->q, r->qlen, r->keyhash, a, am.end,
-		    &am, now_ms() / 1000);
+		store_answer(r, a, &am);
 	while ((cq = TAILQ_FIRST(&r->waiters)) != NULL) {
 		len = dns_client_answer(outbuf, sizeof(outbuf), a, alen, &am,
 		    cq->q, &cq->qm, 0, client_limit(cq));

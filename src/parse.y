@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dns.h"
 #include "dotproxyd.h"
 #include "log.h"
 
@@ -75,9 +76,9 @@ typedef struct {
 %}
 
 %token	ALLOW ANONYMIZE AUDIT BURST CA CACHE CHROOT CONNECTIONS CONTROL
-%token	FROM IDLE INCLUDE LISTEN LOG MAXAGE NAME NO OFF ON PER PIN PORT
+%token	EDNS FROM IDLE INCLUDE LISTEN LOG MAXAGE NAME NO OFF ON PER PIN PORT
 %token	QUERIES RATELIMIT SECOND SERVESTALE SHA256 SIZE SOCKET TIMEOUT TLS
-%token	UPSTREAM USER YES ERROR
+%token	UDP UPSTREAM USER YES ERROR
 %token	<v.string>	STRING
 %token	<v.number>	NUMBER
 %type	<v.number>	port burst anonymize yesno maxage
@@ -329,6 +330,15 @@ main		: LISTEN ON STRING port {
 			}
 		}
 		| LOG QUERIES anonymize	{ conf->log_queries = (int)$3; }
+		| EDNS UDP SIZE NUMBER {
+			if ($4 < DNS_MIN_UDP || $4 > DNS_EDNS_UDP_MAX) {
+				yyerror("edns udp size %lld out of range "
+				    "%d-%d", $4, DNS_MIN_UDP,
+				    DNS_EDNS_UDP_MAX);
+				YYERROR;
+			}
+			conf->edns_udp_size = (int)$4;
+		}
 		;
 
 pins		: /* empty */
@@ -393,6 +403,7 @@ lookup(char *s)
 		{ "chroot",		CHROOT },
 		{ "connections",	CONNECTIONS },
 		{ "control",		CONTROL },
+		{ "edns",		EDNS },
 		{ "from",		FROM },
 		{ "idle",		IDLE },
 		{ "include",		INCLUDE },
@@ -415,6 +426,7 @@ lookup(char *s)
 		{ "socket",		SOCKET },
 		{ "timeout",		TIMEOUT },
 		{ "tls",		TLS },
+		{ "udp",		UDP },
 		{ "upstream",		UPSTREAM },
 		{ "user",		USER },
 		{ "yes",		YES },
@@ -916,6 +928,7 @@ config_new(void)
 	c->tls_idle = DEFAULT_TLS_IDLE;
 	c->cache_size = DEFAULT_CACHE_SIZE;
 	c->stale_max = DEFAULT_STALE_MAX;
+	c->edns_udp_size = DNS_EDNS_UDP;
 	return c;
 }
 
@@ -1148,6 +1161,7 @@ print_config(FILE *f, const struct dotproxyd_conf *c)
 	if (c->ratelimit)
 		fprintf(f, "ratelimit %d per second burst %d\n", c->ratelimit,
 		    c->ratelimit_burst);
+	fprintf(f, "edns udp size %d\n", c->edns_udp_size);
 	fprintf(f, "control socket ");
 	print_quoted(f, c->control_path);
 	fprintf(f, "\n");

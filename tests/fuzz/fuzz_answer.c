@@ -73,6 +73,23 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (dns_parse(data, am.end, &cut) == -1)
 			abort();
 	}
+	{
+		static uint8_t	kept[DNS_MAX_MSG];
+		struct dns_msg	km;
+		size_t		klen;
+
+		/* as the cache keeps it: parses, no longer, same records */
+		klen = dns_cache_form(kept, sizeof(kept), data, &am);
+		if (klen == 0 || klen > am.end ||
+		    dns_parse(kept, klen, &km) == -1 || km.end != klen ||
+		    km.ancount != am.ancount || km.edns != am.edns ||
+		    km.min_ttl != am.min_ttl)
+			abort();
+		if (dns_cache_form(kept, am.end / 2, data, &am) > am.end / 2)
+			abort();
+		client(kept, klen, &km, fixed_q, sizeof(fixed_q), 0, 65535,
+		    512);
+	}
 	age = size > 0 ? data[size - 1] * 17u : 0;
 	outlen = 64 + (size * 7) % 700;
 	maxlen = size > 1 && (data[size - 2] & 1) ? 512 : 100;

@@ -51,18 +51,28 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	n = dns_make_error(out, sizeof(out), data, size, &qm,
 	    rc == DNS_RCODE_NOERROR ? DNS_RCODE_REFUSED : rc, EDE_PROHIBITED,
-	    "refused by the access list");
+	    "refused by the access list", size & 1);
 	if (n < DNS_HDR_LEN || !(dns_get16(out + 2) & DNS_F_QR) ||
 	    dns_get16(out) != dns_get16(data))
 		abort();
-	if (n > DNS_HDR_LEN && dns_parse(out, n, &om) == -1)
+	/* the question if it parsed, then an OPT if the query had one */
+	if (dns_get16(out + 4) == 1 && (dns_parse(out, n, &om) == -1 ||
+	    om.edns != qm.edns || (om.edns && om.edns_version != 0) ||
+	    (rc == DNS_RCODE_BADVERS && (om.ext_rcode != 1 ||
+	    DNS_F_RCODE(om.flags) != 0))))
+		abort();
+	if (dns_get16(out + 4) == 0 && n != DNS_HDR_LEN &&
+	    (!qm.edns || n < DNS_HDR_LEN + 11 || out[DNS_HDR_LEN] != 0 ||
+	    dns_get16(out + 13) != DNS_T_OPT ||
+	    n != DNS_HDR_LEN + 11 + (size_t)dns_get16(out + 21)))
 		abort();
 
 	outlen = size % 300;
 	if ((small = malloc(outlen ? outlen : 1)) == NULL)
 		return 0;
 	n = dns_make_error(small, outlen, data, size, &qm,
-	    DNS_RCODE_SERVFAIL, (int)(size % 30) - 1, "upstream unreachable");
+	    DNS_RCODE_SERVFAIL, (int)(size % 30) - 1, "upstream unreachable",
+	    1);
 	if (n > outlen)
 		abort();
 	free(small);

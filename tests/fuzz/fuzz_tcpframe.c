@@ -56,7 +56,7 @@ handle_query(struct conn *c, const uint8_t *frame, size_t len)
 		c->inflight++;
 	} else if (rc != -1)
 		(void)dns_make_error(out, sizeof(out), q, len, &qm, rc, -1,
-		    NULL);
+		    NULL, 1);
 	free(q);
 }
 

@@ -97,8 +97,8 @@ is "$(rcode_hex "$hex")" 5 "IXFR over UDP (raw) is REFUSED" || diag "$hex"
 # NOTIFY: opcode 4 (and AA set) in a query header
 hex=$(udp_query 127.0.0.1 "$PORT" \
     "$(dns_query_hex 4663 example.test SOA | sed -e 's/^\(....\)01/\124/')" 2>&1)
-is "${hex:0:4}:$(rcode_hex "$hex")" "1237:4" \
-    "NOTIFY (opcode 4) answers NOTIMP with the client's ID" || diag "$hex"
+is "${hex:0:4}:$(rcode_hex "$hex")" "1237:5" \
+    "NOTIFY (opcode 4) answers REFUSED with the client's ID" || diag "$hex"
 is "$(( (16#${hex:4:2} >> 3) & 15 ))" 4 "NOTIFY: the answer keeps opcode 4"
 
 # ---------------------------------------------------------------------

@@ -239,10 +239,14 @@ test_check_query(void)
 
 	mb_hdr(&m, 0x4444, 4 << 11, 1, 0, 0, 0);
 	mb_question(&m, "example.com", DNS_T_SOA);
+	is_int(dns_check_query(m.b, m.len, &qm), DNS_RCODE_REFUSED,
+	    "check: opcode 4 NOTIFY is REFUSED");
+	is_int(qm.id, 0x4444, "check: REFUSED keeps the id");
+	is_int(DNS_F_OPCODE(qm.flags), 4, "check: REFUSED keeps the opcode");
+	is_int(qm.qend, m.len, "check: ... and the question");
+	m.b[2] = 2 << 3;
 	is_int(dns_check_query(m.b, m.len, &qm), DNS_RCODE_NOTIMP,
-	    "check: opcode 4 NOTIFY is NOTIMP");
-	is_int(qm.id, 0x4444, "check: NOTIMP keeps the id");
-	is_int(DNS_F_OPCODE(qm.flags), 4, "check: NOTIMP keeps the opcode");
+	    "check: opcode 2 STATUS is NOTIMP");
 
 	mb_hdr(&m, 1, 0, 0, 0, 0, 0);
 	is_int(dns_check_query(m.b, m.len, &qm), DNS_RCODE_FORMERR,
@@ -371,7 +375,7 @@ test_check_query(void)
 	mb_opt(&m, 1232, 0, NULL, 0);
 	is_int(dns_check_query(m.b, m.len, &qm), DNS_RCODE_FORMERR,
 	    "edns: two OPT RRs are FORMERR");
-	is_int(qm.edns, 0, "edns: ... answered without EDNS");
+	is_int(qm.edns, 1, "edns: ... answered with EDNS");
 
 	/* an OPT owned by a non-root name */
 	mb_hdr(&m, 1, 0, 1, 0, 0, 1);
@@ -384,8 +388,9 @@ test_check_query(void)
 	/* a query for type OPT */
 	a_query(&m, 1, "example.com");
 	m.b[m.len - 3] = DNS_T_OPT;
-	is_int(dns_check_query(m.b, m.len, &qm), DNS_RCODE_REFUSED,
-	    "check: qtype OPT is REFUSED");
+	is_int(dns_check_query(m.b, m.len, &qm), DNS_RCODE_FORMERR,
+	    "check: qtype OPT is FORMERR");
+	/* TC, EDNS version 1 and the rest: test_own_answers() */
 }
 
 static void
@@ -457,7 +462,7 @@ test_make_error(void)
 	edns_query(&m, 0x3333, "example.com", 1232, DNS_EDNS_DO, NULL, 0);
 	dns_check_query(m.b, m.len, &qm);
 	n = dns_make_error(out, sizeof(out), m.b, m.len, &qm,
-	    DNS_RCODE_REFUSED, EDE_PROHIBITED, text);
+	    DNS_RCODE_REFUSED, EDE_PROHIBITED, text, 1);
 	is_int(dns_parse(out, n, &em), 0, "error: REFUSED parses");
 	is_int(em.id, 0x3333, "error: client id");
 	ok(em.flags & DNS_F_QR, "error: QR set");
@@ -473,7 +478,7 @@ test_make_error(void)
 	is_mem(val + 2, text, strlen(text), "error: EDE text");
 
 	n = dns_make_error(out, sizeof(out), m.b, m.len, &qm,
-	    DNS_RCODE_SERVFAIL, -1, NULL);
+	    DNS_RCODE_SERVFAIL, -1, NULL, 1);
 	dns_parse(out, n, &em);
 	ok(em.edns && !opt_has(out, &em, DNS_OPT_EDE, NULL, NULL),
 	    "error: ede -1 gives an OPT without EDE");
@@ -481,7 +486,7 @@ test_make_error(void)
 	a_query(&m, 0x4444, "example.com");
 	dns_check_query(m.b, m.len, &qm);
 	n = dns_make_error(out, sizeof(out), m.b, m.len, &qm,
-	    DNS_RCODE_REFUSED, EDE_PROHIBITED, text);
+	    DNS_RCODE_REFUSED, EDE_PROHIBITED, text, 1);
 	is_int(n, qm.qend, "error: non-EDNS client: header and question only");
 	dns_parse(out, n, &em);
 	ok(!em.edns && em.arcount == 0, "error: ... no OPT");
@@ -497,7 +502,7 @@ test_make_error(void)
 	is_int(dns_check_query(m.b, m.len, &qm), DNS_RCODE_FORMERR,
 	    "error: bad question is FORMERR");
 	n = dns_make_error(out, sizeof(out), m.b, m.len, &qm,
-	    DNS_RCODE_FORMERR, -1, NULL);
+	    DNS_RCODE_FORMERR, -1, NULL, 1);
 	is_int(n, DNS_HDR_LEN, "error: FORMERR is header-only");
 	is_int(dns_get16(out), 0x5555, "error: FORMERR keeps the id");
 	is_int(dns_get16(out + 4), 0, "error: FORMERR qdcount 0");
@@ -505,14 +510,14 @@ test_make_error(void)
 	    "error: rcode FORMERR");
 	ok(dns_get16(out + 2) & DNS_F_QR, "error: FORMERR has QR");
 
-	/* NOTIMP keeps the opcode */
-	mb_hdr(&m, 0x6666, 4 << 11, 1, 0, 0, 0);
+	/* NOTIMP keeps the opcode and the question */
+	mb_hdr(&m, 0x6666, 5 << 11, 1, 0, 0, 0);
 	mb_question(&m, "example.com", DNS_T_SOA);
 	dns_check_query(m.b, m.len, &qm);
 	n = dns_make_error(out, sizeof(out), m.b, m.len, &qm,
-	    DNS_RCODE_NOTIMP, -1, NULL);
-	is_int(n, DNS_HDR_LEN, "error: NOTIMP is header-only");
-	is_int(DNS_F_OPCODE(dns_get16(out + 2)), 4, "error: NOTIMP opcode kept");
+	    DNS_RCODE_NOTIMP, -1, NULL, 1);
+	is_int(n, qm.qend, "error: NOTIMP is header and question");
+	is_int(DNS_F_OPCODE(dns_get16(out + 2)), 5, "error: NOTIMP opcode kept");
 
 	/* a long EDE text is cut, a small buffer drops the OPT */
 	edns_query(&m, 1, "example.com", 1232, 0, NULL, 0);
@@ -523,17 +528,17 @@ test_make_error(void)
 		memset(long_text, 'x', sizeof(long_text) - 1);
 		long_text[sizeof(long_text) - 1] = '\0';
 		n = dns_make_error(out, sizeof(out), m.b, m.len, &qm,
-		    DNS_RCODE_SERVFAIL, EDE_NETWORK_ERROR, long_text);
+		    DNS_RCODE_SERVFAIL, EDE_NETWORK_ERROR, long_text, 1);
 		ok(dns_parse(out, n, &em) == 0 && em.edns &&
 		    opt_has(out, &em, DNS_OPT_EDE, NULL, &vlen) && vlen <= 130,
 		    "error: long EDE text is cut (%u)", vlen);
 	}
 	n = dns_make_error(out, qm.qend + 5, m.b, m.len, &qm,
-	    DNS_RCODE_SERVFAIL, EDE_NETWORK_ERROR, text);
+	    DNS_RCODE_SERVFAIL, EDE_NETWORK_ERROR, text, 1);
 	is_int(n, qm.qend, "error: no room for OPT: answer without it");
 	is_int(dns_get16(out + 10), 0, "error: ... and arcount 0");
 	is_int(dns_make_error(out, 11, m.b, m.len, &qm, DNS_RCODE_SERVFAIL, -1,
-	    NULL), 0, "error: no room for a header gives 0");
+	    NULL, 1), 0, "error: no room for a header gives 0");
 }
 
 /* An answer to "www.example.com A" with n A records and an OPT. */
@@ -909,6 +914,261 @@ test_stale_answer(void)
 	    512), 0, "stale: output buffer too small gives 0");
 }
 
+/* An answer dotproxyd makes itself, as it must be, byte for byte. */
+static void
+own_answer(struct mb *e, uint16_t id, uint16_t flags, const char *qname,
+    uint16_t qtype, int edns, uint8_t ext_rcode, uint16_t eflags)
+{
+	mb_hdr(e, id, flags, qname != NULL, 0, 0, edns ? 1 : 0);
+	if (qname != NULL)
+		mb_question(e, qname, qtype);
+	if (!edns)
+		return;
+	mb_u8(e, 0);
+	mb_u16(e, DNS_T_OPT);
+	mb_u16(e, DNS_EDNS_UDP);
+	mb_u8(e, ext_rcode);
+	mb_u8(e, 0);		/* version 0 */
+	mb_u16(e, eflags);
+	mb_u16(e, 0);
+}
+
+/* Check query m, answer it with dns_make_error(), compare with e. */
+static void
+own_is(const struct mb *m, int rcode, int ra, const struct mb *e,
+    const char *what)
+{
+	struct dns_msg	qm;
+	uint8_t		out[1024];
+	size_t		n;
+	int		rc;
+
+	rc = dns_check_query(m->b, m->len, &qm);
+	is_int(rc, rcode, "%s: rcode %d", what, rcode);
+	n = dns_make_error(out, sizeof(out), m->b, m->len, &qm, rc, -1, NULL,
+	    ra);
+	is_int(n, e->len, "%s: %zu bytes", what, e->len);
+	if (n == e->len)
+		is_mem(out, e->b, n, "%s: the answer, byte for byte", what);
+	else
+		ok(0, "%s: the answer, byte for byte", what);
+}
+
+static const uint8_t cookie_opt[] = {
+	0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8,	/* a client cookie */
+};
+
+/* BADVERS, FORMERR, NOTIMP and REFUSED: OPT, question, flags. */
+static void
+test_own_answers(void)
+{
+	struct mb	m, e;
+
+	/* EDNS version 1: BADVERS, extended rcode 1 in an OPT of version 0 */
+	edns_query(&m, 0xb001, "example.com", 4096, DNS_EDNS_DO, NULL, 0);
+	m.b[m.len - 5] = 1;
+	own_answer(&e, 0xb001, DNS_F_QR | DNS_F_RD | DNS_F_RA, "example.com",
+	    DNS_T_A, 1, 1, DNS_EDNS_DO);
+	own_is(&m, DNS_RCODE_BADVERS, 1, &e, "EDNS version 1");
+
+	/* two OPT records: FORMERR with an OPT */
+	mb_hdr(&m, 0xb002, DNS_F_RD, 1, 0, 0, 2);
+	mb_question(&m, "example.com", DNS_T_A);
+	mb_opt(&m, 1232, 0, NULL, 0);
+	mb_opt(&m, 1232, 0, NULL, 0);
+	own_answer(&e, 0xb002, DNS_F_QR | DNS_F_RD | DNS_F_RA |
+	    DNS_RCODE_FORMERR, "example.com", DNS_T_A, 1, 0, 0);
+	own_is(&m, DNS_RCODE_FORMERR, 1, &e, "two OPTs");
+
+	/* an option running past the OPT data; CD is not copied */
+	edns_query(&m, 0xb003, "example.com", 1232, DNS_EDNS_DO,
+	    "\0\12\0\10\1\2", 6);
+	own_answer(&e, 0xb003, DNS_F_QR | DNS_F_RD | DNS_F_RA |
+	    DNS_RCODE_FORMERR, "example.com", DNS_T_A, 1, 0, DNS_EDNS_DO);
+	own_is(&m, DNS_RCODE_FORMERR, 1, &e, "option past the OPT data");
+
+	/* an OPT owned by a name other than the root */
+	mb_hdr(&m, 0xb004, DNS_F_RD, 1, 0, 0, 1);
+	mb_question(&m, "example.com", DNS_T_A);
+	mb_ptr(&m, DNS_HDR_LEN);
+	mb_rr_tail(&m, DNS_T_OPT, 0, NULL, 0);
+	own_answer(&e, 0xb004, DNS_F_QR | DNS_F_RD | DNS_F_RA |
+	    DNS_RCODE_FORMERR, "example.com", DNS_T_A, 1, 0, 0);
+	own_is(&m, DNS_RCODE_FORMERR, 1, &e, "OPT not owned by the root");
+
+	/* QDCOUNT 2 with EDNS: the first question, an OPT */
+	mb_hdr(&m, 0xb005, DNS_F_RD, 2, 0, 0, 1);
+	mb_question(&m, "a.example", DNS_T_A);
+	mb_question(&m, "b.example", DNS_T_AAAA);
+	mb_opt(&m, 1232, 0, NULL, 0);
+	own_answer(&e, 0xb005, DNS_F_QR | DNS_F_RD | DNS_F_RA |
+	    DNS_RCODE_FORMERR, "a.example", DNS_T_A, 1, 0, 0);
+	own_is(&m, DNS_RCODE_FORMERR, 1, &e, "QDCOUNT 2 with EDNS");
+
+	/* QDCOUNT 0 with a COOKIE (RFC 7873 5.4): header and OPT */
+	mb_hdr(&m, 0xb006, 0, 0, 0, 0, 1);
+	mb_opt(&m, 1232, 0, cookie_opt, sizeof(cookie_opt));
+	own_answer(&e, 0xb006, DNS_F_QR | DNS_F_RA | DNS_RCODE_FORMERR, NULL,
+	    0, 1, 0, 0);
+	own_is(&m, DNS_RCODE_FORMERR, 1, &e, "QDCOUNT 0 with a COOKIE");
+
+	/* STATUS with EDNS: NOTIMP, opcode and question kept */
+	mb_hdr(&m, 0xb007, 2 << 11 | DNS_F_RD, 1, 0, 0, 1);
+	mb_question(&m, "example.com", DNS_T_A);
+	mb_opt(&m, 1232, 0, NULL, 0);
+	own_answer(&e, 0xb007, DNS_F_QR | 2 << 11 | DNS_F_RD | DNS_F_RA |
+	    DNS_RCODE_NOTIMP, "example.com", DNS_T_A, 1, 0, 0);
+	own_is(&m, DNS_RCODE_NOTIMP, 1, &e, "STATUS with EDNS");
+
+	/* NOTIFY with EDNS: REFUSED; AA not copied */
+	mb_hdr(&m, 0xb008, 4 << 11 | DNS_F_AA, 1, 0, 0, 1);
+	mb_question(&m, "example.com", DNS_T_SOA);
+	mb_opt(&m, 1232, 0, NULL, 0);
+	own_answer(&e, 0xb008, DNS_F_QR | 4 << 11 | DNS_F_RA |
+	    DNS_RCODE_REFUSED, "example.com", DNS_T_SOA, 1, 0, 0);
+	own_is(&m, DNS_RCODE_REFUSED, 1, &e, "NOTIFY with EDNS");
+
+	/* opcode 15, every flag set: only the opcode and RD come back */
+	mb_hdr(&m, 0xb009, 15 << 11 | DNS_F_AA | DNS_F_TC | DNS_F_RD |
+	    DNS_F_RA | DNS_F_AD | DNS_F_CD | 0x0040, 1, 0, 0, 1);
+	mb_question(&m, "example.com", DNS_T_A);
+	mb_opt(&m, 1232, DNS_EDNS_DO, NULL, 0);
+	own_answer(&e, 0xb009, DNS_F_QR | 15 << 11 | DNS_F_RD | DNS_F_RA |
+	    DNS_RCODE_NOTIMP, "example.com", DNS_T_A, 1, 0, DNS_EDNS_DO);
+	own_is(&m, DNS_RCODE_NOTIMP, 1, &e, "opcode 15 with EDNS");
+}
+
+/* Type OPT and TC are FORMERR; RA only for clients offered recursion. */
+static void
+test_own_formerr_ra(void)
+{
+	struct mb	m, e;
+
+	/* a query for type OPT, without EDNS */
+	mb_hdr(&m, 0xb00a, DNS_F_RD, 1, 0, 0, 0);
+	mb_question(&m, "example.com", DNS_T_OPT);
+	own_answer(&e, 0xb00a, DNS_F_QR | DNS_F_RD | DNS_F_RA |
+	    DNS_RCODE_FORMERR, "example.com", DNS_T_OPT, 0, 0, 0);
+	own_is(&m, DNS_RCODE_FORMERR, 1, &e, "type OPT");
+
+	/* TC set in a query with EDNS */
+	edns_query(&m, 0xb00b, "example.com", 1232, 0, NULL, 0);
+	m.b[2] |= DNS_F_TC >> 8;
+	own_answer(&e, 0xb00b, DNS_F_QR | DNS_F_RD | DNS_F_RA |
+	    DNS_RCODE_FORMERR, "example.com", DNS_T_A, 1, 0, 0);
+	own_is(&m, DNS_RCODE_FORMERR, 1, &e, "TC in a query");
+
+	/* a zone transfer from a client outside the access list: no RA */
+	mb_hdr(&m, 0xb00c, DNS_F_RD, 1, 0, 0, 0);
+	mb_question(&m, "example.com", DNS_T_AXFR);
+	own_answer(&e, 0xb00c, DNS_F_QR | DNS_F_RD | DNS_RCODE_REFUSED,
+	    "example.com", DNS_T_AXFR, 0, 0, 0);
+	own_is(&m, DNS_RCODE_REFUSED, 0, &e, "AXFR without RA");
+}
+
+/* edns udp size: the OPT records of answers to clients offer it. */
+static void
+test_udp_size(void)
+{
+	struct mb	q, a;
+	struct dns_msg	qm, am, om;
+	uint8_t		out[DNS_MAX_MSG];
+	size_t		n;
+
+	edns_query(&q, 1, "www.example.com", 4096, 0, NULL, 0);
+	dns_check_query(q.b, q.len, &qm);
+	dns_set_udp_size(4096);
+	n = dns_make_error(out, sizeof(out), q.b, q.len, &qm,
+	    DNS_RCODE_SERVFAIL, -1, NULL, 1);
+	is_int(dns_parse(out, n, &om), 0, "udp size: the error parses");
+	is_int(om.udpsize, 4096, "udp size: an error offers 4096");
+	answer_msg(&a, 2, "www.example.com", 1, 60, 1, NULL, 0);
+	dns_parse(a.b, a.len, &am);
+	n = dns_client_answer(out, sizeof(out), a.b, a.len, &am, q.b, &qm, 0,
+	    4096);
+	is_int(dns_parse(out, n, &om), 0, "udp size: the answer parses");
+	is_int(om.udpsize, 4096, "udp size: an answer offers 4096");
+	n = dns_make_query(out, sizeof(out), q.b, &qm, 1, 0);
+	ok(dns_parse(out, n, &om) == 0 && om.udpsize == DNS_EDNS_UDP,
+	    "udp size: the upstream query keeps 1232");
+	dns_set_udp_size(100);
+	n = dns_make_error(out, sizeof(out), q.b, q.len, &qm,
+	    DNS_RCODE_SERVFAIL, -1, NULL, 1);
+	is_int(dns_parse(out, n, &om), 0, "udp size: the error parses");
+	is_int(om.udpsize, 512, "udp size: below 512 is 512");
+	dns_set_udp_size(DNS_EDNS_UDP);
+}
+
+/* RFC 2181 8: a TTL with its top bit set is 0, fresh from upstream too. */
+static void
+test_ttl_top_bit(void)
+{
+	struct mb	q, a;
+	struct dns_msg	qm, am, om;
+	uint8_t		out[DNS_MAX_MSG];
+	size_t		n;
+
+	a_query(&q, 0x7171, "www.example.com");
+	dns_check_query(q.b, q.len, &qm);
+	answer_msg(&a, 2, "www.example.com", 2, 0x80000010, 1, NULL, 0);
+	is_int(dns_parse(a.b, a.len, &am), 0, "ttl: answer parses");
+	is_int(am.ttl_top, 1, "ttl: a TTL with the top bit is seen");
+	n = dns_client_answer(out, sizeof(out), a.b, a.len, &am, q.b, &qm, 0,
+	    512);
+	ok(n > 0 && dns_parse(out, n, &om) == 0 && ttls_are(out, n, &om, 0),
+	    "ttl: a fresh answer has TTL 0 for them");
+	is_int(get32(a.b + qm.qend + 6), 0x80000010,
+	    "ttl: the upstream's answer is untouched");
+	answer_msg(&a, 2, "www.example.com", 1, 300, 1, NULL, 0);
+	dns_parse(a.b, a.len, &am);
+	is_int(am.ttl_top, 0, "ttl: no top bit, nothing seen");
+}
+
+/* The cache keeps answers without the upstream's padding. */
+static void
+test_cache_form(void)
+{
+	struct mb	a, e;
+	struct dns_msg	am, km;
+	uint8_t		out[DNS_MAX_MSG], pad[4 + 400];
+	const uint8_t	nsid[] = { 0, 3, 0, 4, 'n', 's', 'i', 'd' };
+	size_t		n;
+
+	memset(pad, 0, sizeof(pad));
+	memcpy(pad, nsid, sizeof(nsid));
+	pad[sizeof(nsid) + 1] = DNS_OPT_PADDING;
+	dns_put16(pad + sizeof(nsid) + 2, sizeof(pad) - sizeof(nsid) - 4);
+	answer_msg(&a, 2, "www.example.com", 1, 300, 1, pad, sizeof(pad));
+	dns_parse(a.b, a.len, &am);
+	answer_msg(&e, 2, "www.example.com", 1, 300, 1, nsid, sizeof(nsid));
+	n = dns_cache_form(out, sizeof(out), a.b, &am);
+	is_int(n, e.len, "cache form: %zu bytes for %zu", e.len, a.len);
+	if (n == e.len)
+		is_mem(out, e.b, n, "cache form: padding gone, NSID kept");
+	else
+		ok(0, "cache form: padding gone, NSID kept");
+	ok(dns_parse(out, n, &km) == 0 && km.edns && km.ancount == 1,
+	    "cache form: parses, one answer, an OPT");
+	is_int(dns_cache_form(out, e.len - 1, a.b, &am), 0,
+	    "cache form: too small a buffer gives 0");
+
+	answer_msg(&a, 2, "www.example.com", 2, 300, 0, NULL, 0);
+	dns_parse(a.b, a.len, &am);
+	n = dns_cache_form(out, sizeof(out), a.b, &am);
+	ok(n == a.len && memcmp(out, a.b, n) == 0,
+	    "cache form: an answer without OPT as it came");
+
+	mb_hdr(&a, 2, DNS_F_QR | DNS_F_RD | DNS_F_RA, 1, 1, 0, 2);
+	mb_question(&a, "www.example.com", DNS_T_A);
+	mb_a(&a, 60, 1);
+	mb_opt(&a, 1232, 0, pad, sizeof(pad));
+	mb_a(&a, 60, 2);
+	dns_parse(a.b, a.len, &am);
+	n = dns_cache_form(out, sizeof(out), a.b, &am);
+	ok(n == a.len && memcmp(out, a.b, n) == 0,
+	    "cache form: records after the OPT: as it came");
+}
+
 /*
  * Answers dns_parse() must reject, found by tests/fuzz/fuzz_answer (the
  * inputs are kept in tests/fuzz/corpus/fuzz_answer):
@@ -1020,6 +1280,11 @@ main(void)
 	test_answers_question();
 	test_client_answer();
 	test_stale_answer();
+	test_own_answers();
+	test_own_formerr_ra();
+	test_udp_size();
+	test_ttl_top_bit();
+	test_cache_form();
 	test_rejected_answers();
 	test_name_to_text();
 	return done();

@@ -219,6 +219,7 @@ static const char full_conf[] =
     "cache size 5000\n"
     "cache serve-stale yes max-age 3600\n"
     "ratelimit 100 per second burst 300\n"
+    "edns udp size 4096\n"
     "control socket \"/run/dp.sock\"\n"
     "audit log \"/var/log/dotproxyd-audit.log\"\n"
     "log queries anonymize\n";
@@ -280,6 +281,7 @@ test_every_statement(void)
 	    "full: cache serve-stale yes max-age 3600");
 	is_int(c->ratelimit, 100, "full: ratelimit");
 	is_int(c->ratelimit_burst, 300, "full: burst");
+	is_int(c->edns_udp_size, 4096, "full: edns udp size");
 	ok(strcmp(c->control_path, "/run/dp.sock") == 0, "full: control socket");
 	ok(strcmp(c->audit_log, "/var/log/dotproxyd-audit.log") == 0,
 	    "full: audit log");
@@ -309,6 +311,8 @@ test_every_statement(void)
 		ok(strcmp(c->control_path, DOTPROXYD_SOCKET) == 0,
 		    "small: default control socket");
 		is_int(c->audit_log[0], '\0', "small: no audit log by default");
+		is_int(c->edns_udp_size, 1232,
+		    "small: edns udp size 1232 by default");
 		config_free(c);
 	}
 }
@@ -384,6 +388,25 @@ test_bounds(void)
 	    "1-3600") != NULL, "tls idle timeout 0: the error says the range");
 	if (c != NULL || strstr(errtext, "out of range") == NULL)
 		diag("stderr: %s", errtext);
+	config_free(c);
+	c = parse_text("edns udp size 512\n");
+	ok(c != NULL && c->edns_udp_size == 512,
+	    "edns udp size 512: the smallest");
+	config_free(c);
+	c = parse_text("edns udp size 4096\nedns udp size 1400\n");
+	ok(c != NULL && c->edns_udp_size == 1400,
+	    "edns udp size: the last one counts");
+	config_free(c);
+	c = parse_text("edns udp size 4097\n");
+	ok(c == NULL && strstr(errtext, "edns udp size 4097 out of range "
+	    "512-4096") != NULL, "edns udp size 4097: the error says the range");
+	config_free(c);
+	c = parse_text("edns udp size 511\n");
+	ok(c == NULL && strstr(errtext, "edns udp size 511 out of range") !=
+	    NULL, "edns udp size 511: out of range");
+	config_free(c);
+	c = parse_text("edns udp size\n");
+	ok(c == NULL, "edns udp size without a number: an error");
 	config_free(c);
 	test_serve_stale();
 }
@@ -717,6 +740,8 @@ test_round_trip(void)
 	    "round trip: tls idle timeout printed");
 	ok(strstr(t1, "cache serve-stale yes max-age 3600\n") != NULL,
 	    "round trip: cache serve-stale printed");
+	ok(strstr(t1, "edns udp size 4096\n") != NULL,
+	    "round trip: edns udp size printed");
 	unlink(path);
 	free(t1);
 	free(t2);
@@ -734,6 +759,8 @@ test_round_trip(void)
 	    "round trip: the default tls idle timeout is printed");
 	ok(strstr(t1, "cache serve-stale no\n") != NULL,
 	    "round trip: serve-stale off is printed");
+	ok(strstr(t1, "edns udp size 1232\n") != NULL,
+	    "round trip: the default edns udp size is printed");
 	free(t1);
 	free(t2);
 	config_free(c);
