@@ -412,12 +412,43 @@ open_control(const struct dotproxyd_conf *c)
 		fatal("listen %s", c->control_path);
 }
 
+/*
+ * The environment of a child: nothing of the starter's (a child reads
+ * no variable, and libraries would: OPENSSL_CONF, say), but for the
+ * sanitizer runtime's options in a sanitizer build.
+ */
+static void
+child_env(char **envp, size_t max)
+{
+	size_t	n = 0;
+#ifdef SANITIZE
+	static const char *keep[] = { "ASAN_OPTIONS", "UBSAN_OPTIONS", NULL };
+	char	**e;
+	size_t	 i, l;
+
+	for (e = environ; *e != NULL; e++)
+		for (i = 0; keep[i] != NULL && n + 1 < max; i++) {
+			l = strlen(keep[i]);
+			if (strncmp(*e, keep[i], l) == 0 && (*e)[l] == '=')
+				envp[n++] = *e;
+		}
+#else
+	(void)max;
+#endif
+	envp[n] = NULL;
+}
+
+/*
+ * Fork and re-exec a child with its channel to us on PARENT_FD and the
+ * standard descriptors: every other descriptor, whether ours or one
+ * whoever started us left open, is closed first.
+ */
 static void
 start_process(struct child *c, int fd)
 {
-	char	*argv[6];
+	char	*argv[6], *envp[4];
 	int	 argc = 0;
-	pid_t	 pid;
+	pid_t	 pid, ppid = getpid();
 
 	switch ((pid = fork())) {
 	case -1:
@@ -428,11 +459,19 @@ start_process(struct child *c, int fd)
 		c->pid = pid;
 		return;
 	}
-	if (dup2(fd, PARENT_FD) == -1)
+	if (fd == PARENT_FD) {
+		if (fcntl(fd, F_SETFD, 0) == -1)
+			fatal("fcntl");
+	} else if (dup2(fd, PARENT_FD) == -1)
 		fatal("dup2");
+	closefrom(PARENT_FD + 1);
 #ifdef __linux__
-	(void)prctl(PR_SET_PDEATHSIG, SIGTERM);
+	/* until the child changes its ids, which clears it: sandbox_drop */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)
+		fatal("prctl PR_SET_PDEATHSIG");
 #endif
+	if (getppid() != ppid)
+		_exit(1);	/* we are gone already */
 	argv[argc++] = "dotproxyd";
 	argv[argc++] = "-P";
 	argv[argc++] = (char *)proc_name(c->type);
@@ -441,8 +480,9 @@ start_process(struct child *c, int fd)
 	if (verbose)
 		argv[argc++] = "-v";
 	argv[argc] = NULL;
-	execv(self, argv);
-	fatal("execv %s", self);
+	child_env(envp, sizeof(envp) / sizeof(envp[0]));
+	execve(self, argv, envp);
+	fatal("execve %s", self);
 }
 
 /*

@@ -28,7 +28,7 @@ enum action {
 	A_OPEN, A_EXECVE, A_BIND, A_LISTEN, A_MMAP_EXEC, A_MPROTECT_EXEC,
 	A_PTRACE, A_SETSOCKOPT_IP, A_FCNTL_DUPFD, A_OPEN_ERRNO, A_STAT_ERRNO,
 	A_MEMFILE, A_FCHMOD_WIDE, A_MEMFD_EXEC, A_FSTATAT_NOFOLLOW,
-	A_SOCKET_NETLINK, A_NETWATCH_READ
+	A_SOCKET_NETLINK, A_NETWATCH_READ, A_CLOSEFROM
 };
 
 static const char *names[] = {
@@ -42,7 +42,8 @@ static const char *names[] = {
 	"memfd_create without MFD_CLOEXEC",
 	"fstatat(AT_SYMLINK_NOFOLLOW) refused with EACCES",
 	"socket(AF_NETLINK)",
-	"reading the routing socket opened before confinement"
+	"reading the routing socket opened before confinement",
+	"closefrom() before the exec of a new child"
 };
 
 /* What libtls does with its session file, in an anonymous file. */
@@ -75,6 +76,9 @@ child(enum proc_type type, enum action a, int report)
 
 	/* the parent opens its routing socket before it confines itself */
 	if (a == A_NETWATCH_READ && (nl = netwatch_open(&what)) == -1)
+		_exit(8);
+	/* a descriptor a new child must not inherit */
+	if (a == A_CLOSEFROM && dup2(report, 40) != 40)
 		_exit(8);
 	(void)prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 	sandbox_filter(type);
@@ -163,6 +167,12 @@ child(enum proc_type type, enum action a, int report)
 		if (netwatch_read(nl) == -1)
 			_exit(9);
 		break;
+	case A_CLOSEFROM:
+		closefrom(report + 1);
+		if (fcntl(40, F_GETFD) != -1 || errno != EBADF ||
+		    fcntl(report, F_GETFD) == -1)
+			_exit(10);
+		break;
 	}
 	_exit(0);
 }
@@ -206,7 +216,7 @@ expect(enum proc_type type, enum action a, int want)
 int
 main(void)
 {
-	plan(25);
+	plan(26);
 
 	expect(PROC_LISTENER, A_NOTHING, 0);
 	expect(PROC_LISTENER, A_SOCKET_INET_STREAM, SIGSYS);
@@ -235,5 +245,6 @@ main(void)
 	expect(PROC_PARENT, A_PTRACE, SIGSYS);
 	expect(PROC_PARENT, A_SOCKET_NETLINK, SIGSYS);
 	expect(PROC_PARENT, A_NETWATCH_READ, 0);
+	expect(PROC_PARENT, A_CLOSEFROM, 0);
 	return done();
 }
