@@ -182,6 +182,7 @@ struct imsg;
 int	 config_send(struct imsgbuf *, const struct dotproxyd_conf *, int);
 int	 config_recv(struct dotproxyd_conf **, struct imsg *);
 void	 config_hash(const struct dotproxyd_conf *, char *, size_t);
+#define CONFIG_HASH_HEX	16	/* hexadecimal digits of config_hash() */
 
 /* proc.c */
 struct chan;

@@ -107,7 +107,7 @@ main(int argc, char *argv[])
 {
 	struct event	 ev_sigterm, ev_sigint, ev_sighup, ev_sigchld;
 	const char	*child = NULL, *sockpath = NULL;
-	char		 hash[16];
+	char		 hash[CONFIG_HASH_HEX + 1];
 	int		 ch, noaction = 0, pair[2], i;
 	ssize_t		 n;
 
@@ -778,7 +778,7 @@ reload(char *result, size_t len)
 {
 	struct dotproxyd_conf	*nconf;
 	struct lsock		*added[64];
-	char			 hash[16];
+	char			 hash[CONFIG_HASH_HEX + 1];
 	int			 i, n, fd;
 
 	log_info("reloading %s", conffile);
