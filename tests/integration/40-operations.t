@@ -12,7 +12,7 @@ need_dotproxyd
 ensure_user || bail_out "cannot create the daemon's user or chroot"
 perl -MJSON::PP -e 1 2>/dev/null || skip_all "perl JSON::PP not found"
 
-plan 50
+plan 57
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
@@ -212,6 +212,47 @@ is "$?:$out" "0:logging brief" "log brief succeeds"
 ok "log brief: the daemon logs it" log_wait 'logging brief'
 
 # ---------------------------------------------------------------------
+# An audit log that became a FIFO is refused on reload, not waited for
+
+# reloads_in FILE: the accepted reloads recorded in FILE
+reloads_in()
+{
+	grep -c '"event":"reload".*"result":"accepted"' "$1"
+}
+
+mv "$AUDIT" "$AUDIT.1"
+mkfifo "$AUDIT"
+before=$(reloads_in "$AUDIT.1")
+kill -HUP "$PARENT"
+ok "audit log a FIFO, no reader: SIGHUP logs that it is refused" \
+    log_wait 'audit log .*: No such device or address; still writing to the file open before'
+out=$(ctl reload 2>&1)
+is "$?:$out" "0:reloaded $CONF" \
+    "audit log a FIFO: the parent still answers a reload" || diag "$out"
+spawn "$T_DIR/fifo-reader.log" perl -MFcntl -e '
+	sysopen(my $f, $ARGV[0], O_RDONLY | O_NONBLOCK) or die "$!\n";
+	sleep 30;
+' "$AUDIT"
+READER=$SPAWNED_PID
+sleep 0.3
+out=$(ctl reload 2>&1)
+is "$?:$out" "0:reloaded $CONF" \
+    "audit log a FIFO with a reader: the parent still answers a reload" ||
+    diag "$out"
+ok "audit log a FIFO with a reader: refused, not a regular file" \
+    log_wait 'audit log .*: not a regular file'
+ok "audit log a FIFO: the daemon answers queries" \
+    test "$(q a.example.test A | status_of)" = NOERROR
+after=$(reloads_in "$AUDIT.1")
+ok "audit log a FIFO: the records go on in the file open before ($before, then $after)" \
+    test "$after" -ge $((before + 3))
+kill_tree "$READER"
+rm -f "$AUDIT"
+mv "$AUDIT.1" "$AUDIT"
+out=$(ctl reload 2>&1)
+is "$?" 0 "the audit log back: reload" || diag "$out"
+
+# ---------------------------------------------------------------------
 # The audit log
 
 stop_dotproxyd
@@ -229,3 +270,4 @@ results=$(perl -MJSON::PP -ne '
 like "$results" 'accepted' "audit: an accepted reload" || diag "$events"
 like "$results" 'rejected' "audit: a rejected reload"
 is "$(tail -n 1 <<<"$events")" stop "audit: the last event is stop"
+
