@@ -25,6 +25,7 @@
 #endif
 
 #define PARENT_FD		3	/* a child's end of its parent channel */
+#define CTL_RESULT_MAX		1024	/* IMSG_CTL_RESULT, its NUL included */
 
 #define DEFAULT_DNS_PORT	53
 #define DEFAULT_DOT_PORT	853

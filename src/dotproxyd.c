@@ -67,6 +67,7 @@ static int	 child_log(struct child *, struct imsg *);
 static int	 child_audit(struct child *, struct imsg *);
 static int	 child_reload(struct child *, struct imsg *);
 static int	 child_log_level(struct child *, struct imsg *);
+static void	 ctl_result_bound(char *, size_t);
 static void	 child_event_add(struct child *);
 static void	 sig_handler(int, short, void *);
 static void	 shutdown_children(int) __attribute__((__noreturn__));
@@ -663,6 +664,21 @@ child_audit(struct child *c, struct imsg *imsg)
 	return 0;
 }
 
+/*
+ * Cut a control result to what the listener takes (CTL_RESULT_MAX with
+ * its NUL), with a marker at the end: a long config path, say.
+ */
+static void
+ctl_result_bound(char *result, size_t len)
+{
+	static const char	marker[] = " [truncated]";
+
+	if (len < CTL_RESULT_MAX || strlen(result) < CTL_RESULT_MAX)
+		return;
+	memcpy(result + CTL_RESULT_MAX - sizeof(marker), marker,
+	    sizeof(marker));
+}
+
 /* dotproxyctl reload, from the listener: reload, then say how it went. */
 static int
 child_reload(struct child *c, struct imsg *imsg)
@@ -673,6 +689,7 @@ child_reload(struct child *c, struct imsg *imsg)
 		return -1;
 	result[0] = '\0';
 	reload(result, sizeof(result));
+	ctl_result_bound(result, sizeof(result));
 	if (imsg_compose(&c->ibuf, IMSG_CTL_RESULT, imsg->hdr.peerid, -1,
 	    result, strlen(result) + 1) == -1)
 		log_warn("imsg_compose");

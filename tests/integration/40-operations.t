@@ -12,7 +12,7 @@ need_dotproxyd
 ensure_user || bail_out "cannot create the daemon's user or chroot"
 perl -MJSON::PP -e 1 2>/dev/null || skip_all "perl JSON::PP not found"
 
-plan 57
+plan 66
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
@@ -271,3 +271,40 @@ like "$results" 'accepted' "audit: an accepted reload" || diag "$events"
 like "$results" 'rejected' "audit: a rejected reload"
 is "$(tail -n 1 <<<"$events")" stop "audit: the last event is stop"
 
+# ---------------------------------------------------------------------
+# A config path over 1 KB: reload answers, truncated, and nothing dies
+
+long=$T_DIR
+for i in 1 2 3 4 5 6; do
+	long=$long/$(printf 'd%.0s' $(seq 200))$i
+done
+mkdir -p "$long"
+cp "$CONF" "$long/dotproxyd.conf"
+if start_dotproxyd "$long/dotproxyd.conf"; then
+	pass "a config path of ${#long} bytes: dotproxyd starts"
+else
+	fail "a config path of ${#long} bytes: dotproxyd starts"
+fi
+PARENT=$D_PID
+LPID=$(child_named "$D_PID" listener)
+out=$(ctl reload 2>&1)
+is "$?" 0 "long config path: dotproxyctl reload exits 0" || diag "$out"
+like "$out" '^reloaded /.* \[truncated\]$' \
+    "long config path: the answer is cut, with a marker" || diag "$out"
+ok "long config path: the answer is under 1024 bytes (${#out})" \
+    test "${#out}" -lt 1024
+out=$(ctl reload 2>&1)
+is "$?" 0 "long config path: a second reload too" || diag "$out"
+is "$(child_named "$PARENT" listener)" "$LPID" \
+    "long config path: the listener is the same process"
+is "$(q a.example.test A | status_of)" NOERROR \
+    "long config path: the daemon answers"
+CF="$long/dotproxyd.conf" perl -MJSON::PP -ne '
+	my $o = eval { decode_json($_) } or next;
+	$n++ if $o->{event} eq "reload" && $o->{config} eq $ENV{CF} &&
+	    $o->{config_hash} =~ /^[0-9a-f]{16}$/;
+	END { exit !($n >= 2) }
+' "$AUDIT"
+is "$?" 0 "long config path: the reload records hold the path and the hash"
+stop_dotproxyd
+is "$?" 0 "long config path: SIGTERM exits 0"
