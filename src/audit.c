@@ -87,6 +87,8 @@ static const struct audit_rule {
 	const char	*keys[AUDIT_KEYS_MAX];
 } audit_rules[] = {
 	{ PROC_LISTENER, "control", { "uid", "command" } },
+	{ PROC_LISTENER, "control-suppressed", { "kind", "commands",
+	    "period" } },
 	{ PROC_LISTENER, "access-refused", { "client", "queries", "period" } },
 	{ PROC_LISTENER, "rate-limited", { "client", "queries", "period" } },
 	{ PROC_UPSTREAM, "upstream-auth-failure", { "upstream", "reason" } },

@@ -12,7 +12,7 @@ need_dotproxyd
 ensure_user || bail_out "cannot create the daemon's user or chroot"
 perl -MJSON::PP -e 1 2>/dev/null || skip_all "perl JSON::PP not found"
 
-plan 66
+plan 76
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
@@ -151,6 +151,93 @@ rc=$?
 ok "a member of the group may not change logging (exit $rc)" test "$rc" -ne 0
 
 # ---------------------------------------------------------------------
+# Members of the group cannot lock root out, or flood the audit trail
+
+# hold_ctl UID N: as UID in the daemon's group, open N control
+# connections at once, print how many the daemon kept open after 0.5 s,
+# then hold them for 3 s.
+hold_ctl()
+{
+	setpriv --reuid="$1" --regid="$DGID" --clear-groups perl \
+	    -MIO::Socket::UNIX -MIO::Select -e '
+		my ($path, $n) = @ARGV;
+		my @s;
+		for (1 .. $n) {
+			my $c = IO::Socket::UNIX->new(Peer => $path) or next;
+			push @s, $c;
+		}
+		select(undef, undef, undef, 0.5);
+		# one the daemon refused is closed: readable at once
+		my $open = grep { !IO::Select->new($_)->can_read(0) } @s;
+		$| = 1;
+		print "$open\n";
+		sleep 3;
+	' "$CTL_SOCK" "$2"
+}
+
+# all_held: every holder has said how many it holds
+all_held()
+{
+	local u
+	for u in 65534 61001 61002 61003; do
+		[ -s "$T_DIR/held-$u" ] || return 1
+	done
+}
+
+for u in 65534 61001 61002 61003; do
+	hold_ctl "$u" 5 >"$T_DIR/held-$u" 2>"$T_DIR/held-$u.err" &
+	holders[u]=$!
+done
+wait_for 50 all_held
+held=$(cat "$T_DIR"/held-[0-9]*[0-9] | tr '\n' ' ')
+total=0
+most=0
+for n in $held; do
+	total=$((total + n))
+	[ "$n" -gt "$most" ] && most=$n
+done
+ok "group members: no user holds more than 4 connections ($held)" \
+    test "$most" -le 4
+is "$total" 14 "group members: together they hold 14 of the 16 connections"
+out=$(ctl status 2>&1)
+is "$?" 0 "group members holding all they may: root still gets status" ||
+    diag "$out"
+out=$(as_group_member stats 2>&1)
+rc=$?
+ok "group members holding all they may: one more is refused (exit $rc)" \
+    test "$rc" -ne 0
+like "$out" 'too many control connections|closed the connection|reset' \
+    "group members holding all they may: dotproxyctl says why" || diag "$out"
+for u in 65534 61001 61002 61003; do
+	wait "${holders[u]}" 2>/dev/null
+done
+out=$(as_group_member stats 2>&1)
+is "$?" 0 "once they let go, a member of the group may read stats again" ||
+    diag "$out"
+
+# uid_commands UID ERE: control records of UID with a command matching ERE
+uid_commands()
+{
+	U=$1 C=$2 perl -MJSON::PP -ne '
+		my $o = eval { decode_json($_) } or next;
+		$n++ if $o->{event} eq "control" && $o->{uid} eq $ENV{U} &&
+		    $o->{command} =~ /^(?:$ENV{C})$/;
+		END { print $n // 0, "\n" }
+	' "$AUDIT"
+}
+
+for ((i = 0; i < 25; i++)); do
+	as_group_member stats >/dev/null 2>&1
+	as_group_member reload >/dev/null 2>&1
+done
+n=$(uid_commands 65534 'stats|status|metrics')
+ok "25 stats of a member: at most 10 read-only commands audited ($n)" \
+    test "$n" -le 10
+n=$(uid_commands 65534 'reload|flush|log .*')
+ok "25 refused reloads of a member: at most 10 refused commands audited ($n)" \
+    test "$n" -le 10
+
+# ---------------------------------------------------------------------
 # Reload on SIGHUP
 
 is "$(status_from 127.0.0.2)" REFUSED "before the reload: 127.0.0.2 is REFUSED"
@@ -251,6 +338,20 @@ rm -f "$AUDIT"
 mv "$AUDIT.1" "$AUDIT"
 out=$(ctl reload 2>&1)
 is "$?" 0 "the audit log back: reload" || diag "$out"
+
+# the counts of what the audit left out, at the end of its minute
+suppressed()
+{
+	K=$1 perl -MJSON::PP -ne '
+		my $o = eval { decode_json($_) } or next;
+		$n += $o->{commands} if $o->{event} eq "control-suppressed" &&
+		    $o->{kind} eq $ENV{K} && $o->{period} eq "60s";
+		END { exit !($n >= 15) }
+	' "$AUDIT"
+}
+ok "what went unaudited is counted: read-only (waits for the minute's end)" \
+    wait_for 700 suppressed read-only
+ok "what went unaudited is counted: refused" suppressed refused
 
 # ---------------------------------------------------------------------
 # The audit log

@@ -64,6 +64,9 @@ test_allowed(void)
 	ok(allowed(PROC_LISTENER, "access-refused"),
 	    "listener: access-refused");
 	ok(allowed(PROC_LISTENER, "rate-limited"), "listener: rate-limited");
+	pack("kind", "read-only", "commands", "12", "period", "60s", NULL);
+	ok(allowed(PROC_LISTENER, "control-suppressed"),
+	    "listener: control-suppressed");
 	pack("upstream", "192.0.2.53:853 (dns.test)", "reason", "pin", NULL);
 	ok(allowed(PROC_UPSTREAM, "upstream-auth-failure"),
 	    "upstream: upstream-auth-failure");
@@ -209,7 +212,7 @@ test_open(void)
 int
 main(void)
 {
-	plan(35);
+	plan(36);
 	test_allowed();
 	test_forged();
 	test_malformed();
