@@ -63,16 +63,12 @@ memfile_work(void)
 	return 0;
 }
 
-/* In the child: allowed work first, reported on the pipe, then the call. */
-static void
-child(enum proc_type type, enum action a, int report)
+/* What an action needs before the filter: returns the routing socket. */
+static int
+before_filter(enum action a, int report)
 {
-	struct sockaddr_in	sin;
-	struct stat		sb;
-	void			*p;
-	const char		*what;
-	int			 s, one = 1, nl = -1;
-	char			*argv[] = { "/bin/true", NULL };
+	const char	*what;
+	int		 nl = -1;
 
 	/* the parent opens its routing socket before it confines itself */
 	if (a == A_NETWATCH_READ && (nl = netwatch_open(&what)) == -1)
@@ -80,14 +76,47 @@ child(enum proc_type type, enum action a, int report)
 	/* a descriptor a new child must not inherit */
 	if (a == A_CLOSEFROM && dup2(report, 40) != 40)
 		_exit(8);
-	(void)prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-	sandbox_filter(type);
-	/* allowed everywhere: memory, time, writing to a descriptor */
+	return nl;
+}
+
+/* What a new child does before exec: close all but report and below. */
+static int
+closefrom_work(int report)
+{
+	closefrom(report + 1);
+	if (fcntl(40, F_GETFD) != -1 || errno != EBADF ||
+	    fcntl(report, F_GETFD) == -1)
+		return -1;
+	return 0;
+}
+
+/* Allowed everywhere: memory, time, writing to a descriptor. */
+static void
+allowed_everywhere(int report)
+{
+	void	*p;
+
 	if ((p = malloc(100000)) == NULL)
 		_exit(3);
 	free(p);
 	if (write(report, "ok", 2) != 2)
 		_exit(3);
+}
+
+/* In the child: allowed work first, reported on the pipe, then the call. */
+static void
+child(enum proc_type type, enum action a, int report)
+{
+	struct sockaddr_in	sin;
+	struct stat		sb;
+	void			*p;
+	int			 s, one = 1, nl;
+	char			*argv[] = { "/bin/true", NULL };
+
+	nl = before_filter(a, report);
+	(void)prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+	sandbox_filter(type);
+	allowed_everywhere(report);
 	switch (a) {
 	case A_NOTHING:
 		break;
@@ -168,9 +197,7 @@ child(enum proc_type type, enum action a, int report)
 			_exit(9);
 		break;
 	case A_CLOSEFROM:
-		closefrom(report + 1);
-		if (fcntl(40, F_GETFD) != -1 || errno != EBADF ||
-		    fcntl(report, F_GETFD) == -1)
+		if (closefrom_work(report) == -1)
 			_exit(10);
 		break;
 	}
