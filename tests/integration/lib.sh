@@ -811,7 +811,8 @@ fds_on()
 
 # mem_has PID STRING: STRING is somewhere in the writable memory of PID
 # (a process's environment may no longer be where /proc/PID/environ
-# looks: setproctitle moves it).
+# looks: setproctitle moves it).  Mappings over 256 MiB, such as a
+# sanitizer's shadow memory, are left out.
 mem_has()
 {
 	perl -e '
@@ -821,7 +822,8 @@ mem_has()
 		while (<$maps>) {
 			my ($s, $e, $perm) = /^([0-9a-f]+)-([0-9a-f]+) (\S+)/
 			    or next;
-			next unless $perm =~ /^rw/;
+			next unless $perm =~ /^rw/ &&
+			    hex($e) - hex($s) <= 256 << 20;
 			my ($at, $end, $tail) = (hex $s, hex $e, "");
 			while ($at < $end) {
 				my $n = $end - $at > 1 << 20 ? 1 << 20 : $end - $at;
