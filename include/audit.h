@@ -3,6 +3,8 @@
 
 #include <stddef.h>
 
+#include "dotproxyd.h"
+
 #define AUDIT_KV_MAX	1024
 
 /* An audit event as a child sends it: fields as key NUL value NUL ... */
@@ -14,9 +16,11 @@ struct audit_msg {
 
 struct imsgbuf;
 
-int	 audit_open(const char *);
+int	 audit_open(const char *, char *, size_t);
 void	 audit_close(void);
 void	 audit_write(const char *, const char *, const char *, size_t);
+int	 audit_allowed(enum proc_type, const char *, const char *, size_t,
+	    char *, size_t);
 void	 audit(const char *, ...) __attribute__((__sentinel__));
 void	 audit_to_parent(struct imsgbuf *, void (*)(void));
 size_t	 json_escape(char *, size_t, const char *);

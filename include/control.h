@@ -12,6 +12,7 @@ void	 control_init(int);
 void	 control_upstream(uint32_t, const struct upstream_status *);
 void	 control_upstream_end(uint32_t);
 void	 control_result(uint32_t, const char *);
+void	 control_audit_flush(void);
 
 /* what control.c asks of the listener */
 int	 listener_to_parent(uint32_t, uint32_t, const void *, size_t);

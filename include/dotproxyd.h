@@ -25,6 +25,7 @@
 #endif
 
 #define PARENT_FD		3	/* a child's end of its parent channel */
+#define CTL_RESULT_MAX		1024	/* IMSG_CTL_RESULT, its NUL included */
 
 #define DEFAULT_DNS_PORT	53
 #define DEFAULT_DOT_PORT	853
@@ -183,6 +184,7 @@ struct imsg;
 int	 config_send(struct imsgbuf *, const struct dotproxyd_conf *, int);
 int	 config_recv(struct dotproxyd_conf **, struct imsg *);
 void	 config_hash(const struct dotproxyd_conf *, char *, size_t);
+#define CONFIG_HASH_HEX	16	/* hexadecimal digits of config_hash() */
 
 /* proc.c */
 struct chan;

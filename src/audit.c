@@ -29,17 +29,42 @@ static struct imsgbuf	*parent_ibuf;
 static void		(*parent_kick)(void);
 static const char	*audit_proc = "parent";
 
+/*
+ * Open the audit log, or open it anew after rotation.  Only a regular
+ * file will do: not a symbolic link, and not a FIFO or a device, which
+ * could block the parent in open(2) or write(2).  When the new file
+ * cannot be opened, the one open before stays in use; *why says why.
+ */
 int
-audit_open(const char *path)
+audit_open(const char *path, char *why, size_t whylen)
 {
-	if (audit_fd != -1)
-		close(audit_fd);
-	audit_fd = -1;
-	if (path == NULL || path[0] == '\0')
+	struct stat	st;
+	int		fd, fl;
+
+	if (path == NULL || path[0] == '\0') {
+		audit_close();
 		return 0;
-	audit_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
-	    O_NOFOLLOW, 0640);
-	return audit_fd == -1 ? -1 : 0;
+	}
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
+	    O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0640);
+	if (fd == -1) {
+		strlcpy(why, strerror(errno), whylen);
+		return -1;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		strlcpy(why, "not a regular file", whylen);
+		close(fd);
+		return -1;
+	}
+	if ((fl = fcntl(fd, F_GETFL)) == -1 ||
+	    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == -1) {
+		strlcpy(why, strerror(errno), whylen);
+		close(fd);
+		return -1;
+	}
+	audit_close();
+	audit_fd = fd;
+	return 0;
 }
 
 void
@@ -48,6 +73,105 @@ audit_close(void)
 	if (audit_fd != -1)
 		close(audit_fd);
 	audit_fd = -1;
+}
+
+/*
+ * The events each child may report, and the fields each may carry.
+ * Anything else from a child (an event of the parent's, "time",
+ * "event" or "process" as a field, a field twice) is a forgery.
+ */
+#define AUDIT_KEYS_MAX	4
+static const struct audit_rule {
+	enum proc_type	 proc;
+	const char	*event;
+	const char	*keys[AUDIT_KEYS_MAX];
+} audit_rules[] = {
+	{ PROC_LISTENER, "control", { "uid", "command" } },
+	{ PROC_LISTENER, "control-suppressed", { "kind", "commands",
+	    "period" } },
+	{ PROC_LISTENER, "access-refused", { "client", "queries", "period" } },
+	{ PROC_LISTENER, "rate-limited", { "client", "queries", "period" } },
+	{ PROC_UPSTREAM, "upstream-auth-failure", { "upstream", "reason" } },
+	{ PROC_UPSTREAM, "upstream-down", { "upstream", "reason" } },
+	{ PROC_UPSTREAM, "upstream-up", { "upstream" } },
+};
+
+static const struct audit_rule *
+audit_rule(enum proc_type proc, const char *event)
+{
+	size_t	i;
+
+	for (i = 0; i < sizeof(audit_rules) / sizeof(audit_rules[0]); i++)
+		if (audit_rules[i].proc == proc &&
+		    strcmp(audit_rules[i].event, event) == 0)
+			return &audit_rules[i];
+	return NULL;
+}
+
+/* The index of key among the rule's fields, or -1. */
+static int
+audit_key(const struct audit_rule *r, const char *key)
+{
+	int	i;
+
+	for (i = 0; i < AUDIT_KEYS_MAX && r->keys[i] != NULL; i++)
+		if (strcmp(r->keys[i], key) == 0)
+			return i;
+	return -1;
+}
+
+/*
+ * May a child of type proc report this event with these fields (key NUL
+ * value NUL ..., as audit() packs them)?  0 if so; -1 if not, with the
+ * reason in why.
+ */
+int
+audit_allowed(enum proc_type proc, const char *event, const char *kv,
+    size_t kvlen, char *why, size_t whylen)
+{
+	const struct audit_rule	*r;
+	const char		*key, *val, *end;
+	size_t			 off = 0;
+	unsigned int		 seen = 0;
+	int			 i;
+
+	if ((r = audit_rule(proc, event)) == NULL) {
+		snprintf(why, whylen, "event \"%.32s\" is not the %s's",
+		    event, proc_name(proc));
+		return -1;
+	}
+	if (kvlen > AUDIT_KV_MAX) {
+		snprintf(why, whylen, "fields too long");
+		return -1;
+	}
+	while (off < kvlen) {
+		key = kv + off;
+		if ((end = memchr(key, '\0', kvlen - off)) == NULL ||
+		    (size_t)(end + 1 - kv) >= kvlen ||
+		    memchr(end + 1, '\0', kvlen - (size_t)(end + 1 - kv)) ==
+		    NULL) {
+			snprintf(why, whylen, "malformed fields");
+			return -1;
+		}
+		val = end + 1;
+		off = (size_t)(val - kv) + strlen(val) + 1;
+		if (strcmp(key, "time") == 0 || strcmp(key, "event") == 0 ||
+		    strcmp(key, "process") == 0) {
+			snprintf(why, whylen, "field \"%s\" is reserved", key);
+			return -1;
+		}
+		if ((i = audit_key(r, key)) == -1) {
+			snprintf(why, whylen, "field \"%.32s\" is not one of "
+			    "event %s", key, event);
+			return -1;
+		}
+		if (seen & (1U << i)) {
+			snprintf(why, whylen, "field \"%s\" twice", key);
+			return -1;
+		}
+		seen |= 1U << i;
+	}
+	return 0;
 }
 
 /* In a child: events go to the parent over ibuf. */
@@ -97,7 +221,7 @@ void
 audit_write(const char *proc, const char *event, const char *kv,
     size_t kvlen)
 {
-	char		 line[AUDIT_LINE_MAX], ts[40], k[256], v[1024];
+	char		 line[AUDIT_LINE_MAX], ts[40], k[256], v[AUDIT_LINE_MAX];
 	struct timespec	 now;
 	struct tm	 tm;
 	size_t		 o = 0, off = 0;
@@ -142,30 +266,43 @@ audit_write(const char *proc, const char *event, const char *kv,
 	}
 }
 
-/* audit("event", "key", "value", ..., NULL), from any process. */
+/*
+ * audit("event", "key", "value", ..., NULL), from any process.  A child's
+ * fields travel in a struct audit_msg (AUDIT_KV_MAX); the parent's are
+ * bounded only by the line, so that a long config path does not push
+ * the fields after it out.
+ */
 void
 audit(const char *event, ...)
 {
 	struct audit_msg	 am;
+	char			 kv[AUDIT_LINE_MAX];
 	va_list			 ap;
-	const char		*s;
-	size_t			 l;
+	const char		*k, *v;
+	size_t			 kl, vl, kvlen = 0, max;
 
-	memset(&am, 0, sizeof(am));
-	strlcpy(am.event, event, sizeof(am.event));
+	max = parent_ibuf == NULL ? sizeof(kv) : sizeof(am.kv);
 	va_start(ap, event);
-	while ((s = va_arg(ap, const char *)) != NULL) {
-		l = strlen(s) + 1;
-		if (am.kvlen + l > sizeof(am.kv))
+	/* whole pairs only: a field that does not fit ends the list */
+	while ((k = va_arg(ap, const char *)) != NULL &&
+	    (v = va_arg(ap, const char *)) != NULL) {
+		kl = strlen(k) + 1;
+		vl = strlen(v) + 1;
+		if (kvlen + kl + vl > max)
 			break;
-		memcpy(am.kv + am.kvlen, s, l);
-		am.kvlen += l;
+		memcpy(kv + kvlen, k, kl);
+		memcpy(kv + kvlen + kl, v, vl);
+		kvlen += kl + vl;
 	}
 	va_end(ap);
 	if (parent_ibuf == NULL) {
-		audit_write(audit_proc, am.event, am.kv, am.kvlen);
+		audit_write(audit_proc, event, kv, kvlen);
 		return;
 	}
+	memset(&am, 0, sizeof(am));
+	strlcpy(am.event, event, sizeof(am.event));
+	memcpy(am.kv, kv, kvlen);
+	am.kvlen = kvlen;
 	if (imsg_compose(parent_ibuf, IMSG_AUDIT, 0, -1, &am,
 	    sizeof(am)) == 0 && parent_kick != NULL)
 		parent_kick();

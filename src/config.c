@@ -120,7 +120,11 @@ config_recv(struct dotproxyd_conf **pending, struct imsg *imsg)
 	return -1;
 }
 
-/* A short hash of the effective config, for the audit trail. */
+/*
+ * A short hash of the effective config, for the audit trail: the first
+ * CONFIG_HASH_HEX hexadecimal digits of the SHA-256 digest of what -nv
+ * prints, fewer only if buf is too small for them (whole bytes only).
+ */
 void
 config_hash(const struct dotproxyd_conf *c, char *buf, size_t len)
 {
@@ -136,7 +140,8 @@ config_hash(const struct dotproxyd_conf *c, char *buf, size_t len)
 	print_config(f, c);
 	fclose(f);
 	if (EVP_Digest(text, textlen, md, &mdlen, EVP_sha256(), NULL) == 1)
-		for (i = 0; i < mdlen && 2 * i + 2 < len + 1 && i < 8; i++)
+		for (i = 0; i < mdlen && 2 * i + 2 < len &&
+		    2 * i < CONFIG_HASH_HEX; i++)
 			snprintf(buf + 2 * i, len - 2 * i, "%02x", md[i]);
 	free(text);
 }

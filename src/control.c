@@ -3,7 +3,8 @@
  * the file's mode lets root and the daemon's group connect, and the
  * peer's credentials decide what it may do: anyone who can connect may
  * read (status, stats, metrics), only root may change (reload, flush,
- * log).  One command per connection, a text answer, then close.
+ * log).  One command per connection, a text answer, then close.  No
+ * other user can hold every connection or flood the audit trail.
  */
 #include <sys/types.h>
 #include <sys/queue.h>
@@ -28,8 +29,15 @@
 #include "stats.h"
 
 #define CTL_MAX_CONNS	16
+#define CTL_ROOT_SLOTS	2	/* of those, only root may take */
+#define CTL_UID_CONNS	4	/* the most one other user may hold */
 #define CTL_CMD_MAX	128
 #define CTL_TIMEOUT	5
+#define CTL_AUDIT_BURST	10	/* audited a period, of each kind below */
+#define CTL_AUDIT_PERIOD 60	/* seconds */
+
+/* a command, for its audit: reading, refused or unknown, a change */
+enum ctl_kind { K_READ, K_REFUSED, K_CHANGE };
 
 enum ctl_wait { W_NONE, W_UPSTREAM, W_PARENT };
 
@@ -64,6 +72,12 @@ static struct event		 accept_ev, accept_pause;
 static uint32_t			 next_id = 1;
 static int			 nctls;
 
+/* the audit of commands that change nothing, per kind, in one period */
+static struct event		 audit_period;
+static int			 audited[2];
+static unsigned long long	 unaudited[2];
+static const char		*kind_names[2] = { "read-only", "refused" };
+
 static const char *rcode_names[16] = {
 	"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
 	"YXDOMAIN", "YXRRSET", "NXRRSET", "NOTAUTH", "NOTZONE", "DSOTYPENI",
@@ -79,12 +93,80 @@ ctl_resume(int fd, short event, void *arg)
 	event_add(&accept_ev, NULL);
 }
 
+/* The end of an audit period: one record of what went unrecorded. */
+static void
+ctl_audit_period(int fd, short event, void *arg)
+{
+	(void)fd;
+	(void)event;
+	(void)arg;
+	control_audit_flush();
+}
+
+/*
+ * Record how many commands were left out of the trail, and start a new
+ * period: at the end of one, and for the listener to call at shutdown.
+ */
+void
+control_audit_flush(void)
+{
+	char	n[24];
+	int	k;
+
+	if (event_initialized(&audit_period))
+		evtimer_del(&audit_period);
+	for (k = 0; k < 2; k++) {
+		if (unaudited[k] > 0) {
+			snprintf(n, sizeof(n), "%llu", unaudited[k]);
+			audit("control-suppressed", "kind", kind_names[k],
+			    "commands", n, "period", "60s", NULL);
+		}
+		audited[k] = 0;
+		unaudited[k] = 0;
+	}
+}
+
 void
 control_init(int fd)
 {
 	event_set(&accept_ev, fd, EV_READ | EV_PERSIST, ctl_accept, NULL);
 	event_add(&accept_ev, NULL);
 	evtimer_set(&accept_pause, ctl_resume, NULL);
+	evtimer_set(&audit_period, ctl_audit_period, NULL);
+}
+
+/*
+ * May uid have one more connection?  The last CTL_ROOT_SLOTS are root's,
+ * and no other user holds more than CTL_UID_CONNS: members of the
+ * daemon's group cannot lock root out.
+ */
+static int
+ctl_admit(uid_t uid)
+{
+	struct ctl	*c;
+	int		 n = 0;
+
+	if (nctls >= CTL_MAX_CONNS)
+		return 0;
+	if (uid == 0)
+		return 1;
+	if (nctls >= CTL_MAX_CONNS - CTL_ROOT_SLOTS)
+		return 0;
+	TAILQ_FOREACH(c, &ctls, entry)
+		if (c->uid == uid)
+			n++;
+	return n < CTL_UID_CONNS;
+}
+
+/* A connection we will not serve: say so, if it listens, and close it. */
+static void
+ctl_refuse(int s, uid_t uid)
+{
+	static const char	msg[] = "error: too many control connections\n";
+
+	log_debug("control: refused a connection of uid %u", (unsigned)uid);
+	(void)send(s, msg, sizeof(msg) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	close(s);
 }
 
 static struct ctl *
@@ -119,9 +201,15 @@ ctl_accept(int fd, short event, void *arg)
 		}
 		return;
 	}
-	if (nctls >= CTL_MAX_CONNS ||
-	    getpeereid(s, &uid, &gid) == -1 ||
-	    (c = calloc(1, sizeof(*c))) == NULL) {
+	if (getpeereid(s, &uid, &gid) == -1) {
+		close(s);
+		return;
+	}
+	if (!ctl_admit(uid)) {
+		ctl_refuse(s, uid);
+		return;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		close(s);
 		return;
 	}
@@ -439,14 +527,55 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 		upstream_metric(f, &upstream_metrics[i], u, n);
 }
 
+static enum ctl_kind
+ctl_kind(const struct ctl *c)
+{
+	static const char	*readonly[] = { "status", "stats", "metrics" };
+	static const char	*change[] = { "reload", "flush", "log verbose",
+	    "log brief" };
+	size_t			 i;
+
+	for (i = 0; i < sizeof(readonly) / sizeof(readonly[0]); i++)
+		if (strcmp(c->cmd, readonly[i]) == 0)
+			return K_READ;
+	for (i = 0; i < sizeof(change) / sizeof(change[0]); i++)
+		if (strcmp(c->cmd, change[i]) == 0)
+			return c->uid == 0 ? K_CHANGE : K_REFUSED;
+	return K_REFUSED;	/* unknown */
+}
+
+/*
+ * Every command that changes something is audited.  Of those that
+ * change nothing (reading, refused, unknown), CTL_AUDIT_BURST of each
+ * kind a period are; the rest are counted, and the count recorded at
+ * the end of the period, so that no user can flood the trail.
+ */
+static void
+ctl_audit(const struct ctl *c)
+{
+	struct timeval	 tv = { CTL_AUDIT_PERIOD, 0 };
+	enum ctl_kind	 k = ctl_kind(c);
+	char		 uid[16];
+
+	if (k != K_CHANGE) {
+		if (!evtimer_pending(&audit_period, NULL))
+			evtimer_add(&audit_period, &tv);
+		if (audited[k] >= CTL_AUDIT_BURST) {
+			unaudited[k]++;
+			return;
+		}
+		audited[k]++;
+	}
+	snprintf(uid, sizeof(uid), "%u", (unsigned)c->uid);
+	audit("control", "uid", uid, "command", c->cmd, NULL);
+}
+
 static void
 ctl_run(struct ctl *c)
 {
-	char	 uid[16];
 	int	 v;
 
-	snprintf(uid, sizeof(uid), "%u", (unsigned)c->uid);
-	audit("control", "uid", uid, "command", c->cmd, NULL);
+	ctl_audit(c);
 	if (strcmp(c->cmd, "stats") == 0)
 		print_stats(c->f);
 	else if (strcmp(c->cmd, "status") == 0 ||

@@ -62,6 +62,12 @@ static void	 child_start(struct child *, int);
 static void	 child_respawn(int, short, void *);
 static void	 child_died(struct child *, int);
 static void	 child_dispatch(int, short, void *);
+static int	 child_message(struct child *, struct imsg *);
+static int	 child_log(struct child *, struct imsg *);
+static int	 child_audit(struct child *, struct imsg *);
+static int	 child_reload(struct child *, struct imsg *);
+static int	 child_log_level(struct child *, struct imsg *);
+static void	 ctl_result_bound(char *, size_t);
 static void	 child_event_add(struct child *);
 static void	 sig_handler(int, short, void *);
 static void	 shutdown_children(int) __attribute__((__noreturn__));
@@ -107,7 +113,7 @@ main(int argc, char *argv[])
 {
 	struct event	 ev_sigterm, ev_sigint, ev_sighup, ev_sigchld;
 	const char	*child = NULL, *sockpath = NULL;
-	char		 hash[16];
+	char		 hash[CONFIG_HASH_HEX + 1], why[128];
 	int		 ch, noaction = 0, pair[2], i;
 	ssize_t		 n;
 
@@ -183,8 +189,8 @@ main(int argc, char *argv[])
 		self[n] = '\0';
 
 	log_init(debug, LOG_DAEMON);
-	if (audit_open(conf->audit_log) == -1)
-		fatal("audit log %s", conf->audit_log);
+	if (audit_open(conf->audit_log, why, sizeof(why)) == -1)
+		fatalx("audit log %s: %s", conf->audit_log, why);
 	if (!debug && daemon(0, 0) == -1)
 		fatal("daemon");
 	parse_errors_to_log(1);		/* stderr is gone now */
@@ -412,12 +418,43 @@ open_control(const struct dotproxyd_conf *c)
 		fatal("listen %s", c->control_path);
 }
 
+/*
+ * The environment of a child: nothing of the starter's (a child reads
+ * no variable, and libraries would: OPENSSL_CONF, say), but for the
+ * sanitizer runtime's options in a sanitizer build.
+ */
+static void
+child_env(char **envp, size_t max)
+{
+	size_t	n = 0;
+#ifdef SANITIZE
+	static const char *keep[] = { "ASAN_OPTIONS", "UBSAN_OPTIONS", NULL };
+	char	**e;
+	size_t	 i, l;
+
+	for (e = environ; *e != NULL; e++)
+		for (i = 0; keep[i] != NULL && n + 1 < max; i++) {
+			l = strlen(keep[i]);
+			if (strncmp(*e, keep[i], l) == 0 && (*e)[l] == '=')
+				envp[n++] = *e;
+		}
+#else
+	(void)max;
+#endif
+	envp[n] = NULL;
+}
+
+/*
+ * Fork and re-exec a child with its channel to us on PARENT_FD and the
+ * standard descriptors: every other descriptor, whether ours or one
+ * whoever started us left open, is closed first.
+ */
 static void
 start_process(struct child *c, int fd)
 {
-	char	*argv[6];
+	char	*argv[6], *envp[4];
 	int	 argc = 0;
-	pid_t	 pid;
+	pid_t	 pid, ppid = getpid();
 
 	switch ((pid = fork())) {
 	case -1:
@@ -428,11 +465,19 @@ start_process(struct child *c, int fd)
 		c->pid = pid;
 		return;
 	}
-	if (dup2(fd, PARENT_FD) == -1)
+	if (fd == PARENT_FD) {
+		if (fcntl(fd, F_SETFD, 0) == -1)
+			fatal("fcntl");
+	} else if (dup2(fd, PARENT_FD) == -1)
 		fatal("dup2");
+	closefrom(PARENT_FD + 1);
 #ifdef __linux__
-	(void)prctl(PR_SET_PDEATHSIG, SIGTERM);
+	/* until the child changes its ids, which clears it: sandbox_drop */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)
+		fatal("prctl PR_SET_PDEATHSIG");
 #endif
+	if (getppid() != ppid)
+		_exit(1);	/* we are gone already */
 	argv[argc++] = "dotproxyd";
 	argv[argc++] = "-P";
 	argv[argc++] = (char *)proc_name(c->type);
@@ -441,8 +486,9 @@ start_process(struct child *c, int fd)
 	if (verbose)
 		argv[argc++] = "-v";
 	argv[argc] = NULL;
-	execv(self, argv);
-	fatal("execv %s", self);
+	child_env(envp, sizeof(envp) / sizeof(envp[0]));
+	execve(self, argv, envp);
+	fatal("execve %s", self);
 }
 
 /*
@@ -589,17 +635,136 @@ child_event_add(struct child *c)
 	event_add(&c->ev, NULL);
 }
 
+/*
+ * An audit event from a child: written only if it is one that child may
+ * report, with the fields it may carry.  -1 for a malformed message.
+ */
+static int
+child_audit(struct child *c, struct imsg *imsg)
+{
+	struct audit_msg	am;
+	char			why[128], line[sizeof(why) * 4];
+
+	if (imsg->len != sizeof(am) || imsg->fd != -1)
+		return -1;
+	memcpy(&am, imsg->data, sizeof(am));
+	am.event[sizeof(am.event) - 1] = '\0';
+	if (am.kvlen > sizeof(am.kv))
+		return -1;
+	if (audit_allowed(c->type, am.event, am.kv, am.kvlen, why,
+	    sizeof(why)) == -1) {
+		log_sanitize(line, sizeof(line), why);
+		log_warnx("rejected an audit event from the %s process: %s",
+		    proc_name(c->type), line);
+		audit("audit-rejected", "child", proc_name(c->type), "reason",
+		    why, NULL);
+		return 0;
+	}
+	audit_write(proc_name(c->type), am.event, am.kv, am.kvlen);
+	return 0;
+}
+
+/*
+ * Cut a control result to what the listener takes (CTL_RESULT_MAX with
+ * its NUL), with a marker at the end: a long config path, say.
+ */
+static void
+ctl_result_bound(char *result, size_t len)
+{
+	static const char	marker[] = " [truncated]";
+
+	if (len < CTL_RESULT_MAX || strlen(result) < CTL_RESULT_MAX)
+		return;
+	memcpy(result + CTL_RESULT_MAX - sizeof(marker), marker,
+	    sizeof(marker));
+}
+
+/* dotproxyctl reload, from the listener: reload, then say how it went. */
+static int
+child_reload(struct child *c, struct imsg *imsg)
+{
+	char	result[PATH_MAX + 128];
+
+	if (c->type != PROC_LISTENER || imsg->len != 0)
+		return -1;
+	result[0] = '\0';
+	reload(result, sizeof(result));
+	ctl_result_bound(result, sizeof(result));
+	if (imsg_compose(&c->ibuf, IMSG_CTL_RESULT, imsg->hdr.peerid, -1,
+	    result, strlen(result) + 1) == -1)
+		log_warn("imsg_compose");
+	return 0;
+}
+
+/* dotproxyctl log verbose or brief, from the listener: for everyone. */
+static int
+child_log_level(struct child *c, struct imsg *imsg)
+{
+	int	v, i;
+
+	if (c->type != PROC_LISTENER || imsg->len != sizeof(v))
+		return -1;
+	memcpy(&v, imsg->data, sizeof(v));
+	verbose = conf->verbose = v ? 1 : 0;
+	log_setverbose(verbose);
+	log_info("logging %s", verbose ? "verbose" : "brief");
+	for (i = 0; i < 2; i++)
+		if (children[i].pid > 0) {
+			if (imsg_compose(&children[i].ibuf, IMSG_CTL_LOG, 0, -1,
+			    &verbose, sizeof(verbose)) == -1)
+				log_warn("imsg_compose");
+			child_event_add(&children[i]);
+		}
+	return 0;
+}
+
+/* A log record from a child, sanitised. */
+static int
+child_log(struct child *c, struct imsg *imsg)
+{
+	struct log_msg	lm;
+	char		line[sizeof(lm.text) * 4];
+
+	if (imsg->len != sizeof(lm) || imsg->fd != -1)
+		return -1;
+	memcpy(&lm, imsg->data, sizeof(lm));
+	lm.text[sizeof(lm.text) - 1] = '\0';
+	log_sanitize(line, sizeof(line), lm.text);
+	if (lm.priority < LOG_EMERG || lm.priority > LOG_DEBUG)
+		lm.priority = LOG_ERR;
+	logit(lm.priority, "%s: %s", proc_name(c->type), line);
+	return 0;
+}
+
+/* One message from a child; -1 for one it may not send. */
+static int
+child_message(struct child *c, struct imsg *imsg)
+{
+	switch (imsg->hdr.type) {
+	case IMSG_LOG:
+		return child_log(c, imsg);
+	case IMSG_AUDIT:
+		return child_audit(c, imsg);
+	case IMSG_STARTED:
+		log_info("%s process confined and serving (pid %d)",
+		    proc_name(c->type), (int)c->pid);
+		audit_confinement(c);
+		return 0;
+	case IMSG_CTL_RELOAD:
+		return child_reload(c, imsg);
+	case IMSG_CTL_LOG:
+		return child_log_level(c, imsg);
+	}
+	return -1;
+}
+
 /* Messages from a child.  Anything malformed ends that child, not us. */
 static void
 child_dispatch(int fd, short event, void *arg)
 {
-	struct child		*c = arg;
-	struct imsg		 imsg;
-	struct log_msg		 lm;
-	struct audit_msg	 am;
-	ssize_t			 n;
-	char			 line[sizeof(lm.text) * 4];
-	int			 v, i;
+	struct child	*c = arg;
+	struct imsg	 imsg;
+	ssize_t		 n;
 
 	(void)fd;
 	if (event & EV_WRITE) {
@@ -624,68 +789,16 @@ child_dispatch(int fd, short event, void *arg)
 		}
 		if (n == 0)
 			break;
-		switch (imsg.hdr.type) {
-		case IMSG_LOG:
-			if (imsg.len != sizeof(lm) || imsg.fd != -1)
-				goto badmsg;
-			memcpy(&lm, imsg.data, sizeof(lm));
-			lm.text[sizeof(lm.text) - 1] = '\0';
-			log_sanitize(line, sizeof(line), lm.text);
-			if (lm.priority < LOG_EMERG || lm.priority > LOG_DEBUG)
-				lm.priority = LOG_ERR;
-			logit(lm.priority, "%s: %s", proc_name(c->type), line);
-			break;
-		case IMSG_AUDIT:
-			if (imsg.len != sizeof(am) || imsg.fd != -1)
-				goto badmsg;
-			memcpy(&am, imsg.data, sizeof(am));
-			am.event[sizeof(am.event) - 1] = '\0';
-			if (am.kvlen > sizeof(am.kv))
-				goto badmsg;
-			audit_write(proc_name(c->type), am.event, am.kv,
-			    am.kvlen);
-			break;
-		case IMSG_STARTED:
-			log_info("%s process confined and serving (pid %d)",
-			    proc_name(c->type), (int)c->pid);
-			audit_confinement(c);
-			break;
-		case IMSG_CTL_RELOAD:
-			if (c->type != PROC_LISTENER || imsg.len != 0)
-				goto badmsg;
-			line[0] = '\0';
-			reload(line, sizeof(line));
-			if (imsg_compose(&c->ibuf, IMSG_CTL_RESULT,
-			    imsg.hdr.peerid, -1, line, strlen(line) + 1) == -1)
-				log_warn("imsg_compose");
-			break;
-		case IMSG_CTL_LOG:
-			if (c->type != PROC_LISTENER || imsg.len != sizeof(v))
-				goto badmsg;
-			memcpy(&v, imsg.data, sizeof(v));
-			verbose = conf->verbose = v ? 1 : 0;
-			log_setverbose(verbose);
-			log_info("logging %s", verbose ? "verbose" : "brief");
-			for (i = 0; i < 2; i++)
-				if (children[i].pid > 0) {
-					if (imsg_compose(&children[i].ibuf,
-					    IMSG_CTL_LOG, 0, -1, &verbose,
-					    sizeof(verbose)) == -1)
-						log_warn("imsg_compose");
-					child_event_add(&children[i]);
-				}
-			break;
-		default:
-			goto badmsg;
+		if (child_message(c, &imsg) == -1) {
+			log_warnx("unexpected message %u from the %s process",
+			    imsg.hdr.type, proc_name(c->type));
+			imsg_free(&imsg);
+			goto bad;
 		}
 		imsg_free(&imsg);
 	}
 	child_event_add(c);
 	return;
-badmsg:
-	log_warnx("unexpected message %u from the %s process", imsg.hdr.type,
-	    proc_name(c->type));
-	imsg_free(&imsg);
 bad:
 	/* a child that speaks nonsense is ended and started anew */
 	event_del(&c->ev);
@@ -738,10 +851,14 @@ reload(char *result, size_t len)
 {
 	struct dotproxyd_conf	*nconf;
 	struct lsock		*added[64];
-	char			 hash[16];
+	char			 hash[CONFIG_HASH_HEX + 1], why[128];
 	int			 i, n, fd;
 
 	log_info("reloading %s", conffile);
+	/* the audit log anew, after rotation say, whatever the new config */
+	if (audit_open(conf->audit_log, why, sizeof(why)) == -1)
+		log_warnx("audit log %s: %s; still writing to the file open "
+		    "before", conf->audit_log, why);
 	nconf = parse_config(conffile, strcmp(conffile, DOTPROXYD_CONF) == 0);
 	if (nconf == NULL) {
 		log_warnx("reload failed: %s has errors, keeping the running "
@@ -758,8 +875,6 @@ reload(char *result, size_t len)
 	strlcpy(nconf->control_path, conf->control_path,
 	    sizeof(nconf->control_path));
 	strlcpy(nconf->audit_log, conf->audit_log, sizeof(nconf->audit_log));
-	if (audit_open(conf->audit_log) == -1)	/* after rotation, say */
-		log_warn("audit log %s", conf->audit_log);
 	nconf->uid = conf->uid;
 	nconf->gid = conf->gid;
 	nconf->verbose = conf->verbose;

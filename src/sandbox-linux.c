@@ -1,8 +1,9 @@
 /*
  * Confinement on Linux, around the user change in sandbox.c: the
  * capability bounding set goes first (that needs CAP_SETPCAP, so while
- * still root), then every other capability, then no_new_privs, and the
- * process is not dumpable.  The seccomp filter is sandbox-seccomp.c.
+ * still root), then the parent-death signal again, every other
+ * capability, no_new_privs, and the process is not dumpable.  The
+ * seccomp filter is sandbox-seccomp.c.
  */
 #include <sys/types.h>
 #include <sys/mman.h>
@@ -11,6 +12,7 @@
 
 #include <cap-ng.h>
 #include <errno.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "dotproxyd.h"
@@ -45,6 +47,12 @@ sandbox_os_before_ids(void)
 void
 sandbox_os_after_ids(void)
 {
+	/*
+	 * The user change cleared the parent-death signal set before exec:
+	 * set it again, so that the child still ends with its parent.
+	 */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) == -1)
+		fatal("sandbox: PR_SET_PDEATHSIG");
 	capng_clear(CAPNG_SELECT_BOTH);
 	if (capng_apply(CAPNG_SELECT_BOTH) == -1)
 		fatalx("sandbox: capng_apply");

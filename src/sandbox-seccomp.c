@@ -34,7 +34,8 @@
  * append (and maybe create), with any of OPEN_OPTS and nothing else.
  * Masks of 32 bits: the upper half of the argument is not the flags'.
  */
-#define OPEN_OPTS	(O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_LARGEFILE)
+#define OPEN_OPTS	(O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | \
+			    O_LARGEFILE)
 #define OPEN_READ_MASK	(~(unsigned int)(OPEN_OPTS | O_DIRECTORY))
 #define OPEN_APPEND	(O_WRONLY | O_APPEND)
 #define OPEN_APPEND_MASK (~(unsigned int)(OPEN_OPTS | O_CREAT))

@@ -64,6 +64,7 @@ sandbox_drop(enum proc_type type, const struct dotproxyd_conf *c)
 {
 	uid_t	ruid, euid, suid;
 	gid_t	rgid, egid, sgid;
+	pid_t	ppid = getppid();
 
 	null_stdio();
 	if (chroot(c->chroot) == -1)
@@ -86,6 +87,9 @@ sandbox_drop(enum proc_type type, const struct dotproxyd_conf *c)
 	if (setuid(0) != -1 || seteuid(0) != -1)
 		fatalx("sandbox: could regain root");
 	sandbox_os_after_ids();
+	/* a parent that died before the death signal was set again */
+	if (getppid() != ppid)
+		fatalx("sandbox: the parent is gone");
 
 	set_limit(RLIMIT_NPROC, 0, "NPROC");
 	/* the upstream process's TLS session store is its only file */

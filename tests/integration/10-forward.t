@@ -10,7 +10,7 @@ need_cmd "$KDIG" "$UNBOUND" openssl perl ss pgrep
 need_dotproxyd
 ensure_user || bail_out "cannot create the daemon's user or chroot"
 
-plan 48
+plan 53
 
 # IPv6 loopback may be missing in some containers.
 HAVE_V6=0
@@ -34,11 +34,20 @@ chroot "$D_CHROOT"
 EOF
 } >"$T_DIR/dotproxyd.conf"
 
+# Started the way a careless starter would: a descriptor open on a
+# secret file (fd 9) and a secret in the environment.  No child may
+# inherit either.
+echo "not for the children" >"$T_DIR/secret"
+exec 9<"$T_DIR/secret"
+SECRET_VALUE=s3cr3t-$$-$RANDOM
+export DOTPROXYD_TEST_SECRET=$SECRET_VALUE
 if start_dotproxyd "$T_DIR/dotproxyd.conf"; then
 	pass "dotproxyd starts and answers on 127.0.0.1 port $PORT"
 else
 	fail "dotproxyd starts and answers on 127.0.0.1 port $PORT"
 fi
+exec 9<&-
+unset DOTPROXYD_TEST_SECRET
 
 # --- answers over UDP and TCP
 
@@ -177,10 +186,16 @@ for c in $kids; do
 	is "$(readlink "/proc/$c/fd/0"):$(readlink "/proc/$c/fd/1")" \
 	    "/dev/null:/dev/null" \
 	    "child $n (pid $c) has /dev/null as standard input and output"
+	is "$(fds_on "$c" "$T_DIR/secret")" "" \
+	    "child $n (pid $c) holds no descriptor the starter left open"
+	mem_has "$c" "DOTPROXYD_TEST_SECRET=$SECRET_VALUE"
+	is "$?" 1 "child $n (pid $c) inherits no environment variable"
 done
 for ((; n < 2; n++)); do
-	skip 5 "child $((n + 1)) missing"
+	skip 7 "child $((n + 1)) missing"
 done
+ok "the parent has the variable: the check above can see one" \
+    mem_has "${D_PID:-0}" "DOTPROXYD_TEST_SECRET=$SECRET_VALUE"
 # the parent, once its children run: its own filter, capabilities cut to
 # NET_BIND_SERVICE SETUID SETGID SYS_CHROOT SETPCAP KILL (0x405e0)
 st=$(cat "/proc/${D_PID:-0}/status" 2>/dev/null)

@@ -12,7 +12,7 @@ need_dotproxyd
 ensure_user || bail_out "cannot create the daemon's user or chroot"
 perl -MJSON::PP -e 1 2>/dev/null || skip_all "perl JSON::PP not found"
 
-plan 33
+plan 38
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
@@ -102,7 +102,15 @@ audited()
 # ---------------------------------------------------------------------
 # A child killed is replaced
 
+# started with a descriptor on a secret file and a secret variable, that
+# no child, a respawned one included, may inherit
+echo "not for the children" >"$T_DIR/secret"
+exec 9<"$T_DIR/secret"
+SECRET_VALUE=s3cr3t-$$-$RANDOM
+export DOTPROXYD_TEST_SECRET=$SECRET_VALUE
 start main "$UPORT"
+exec 9<&-
+unset DOTPROXYD_TEST_SECRET
 PARENT=$D_PID
 L1=$(child_named "$D_PID" listener)
 U1=$(child_named "$D_PID" upstream)
@@ -128,6 +136,13 @@ ok "upstream killed: a new upstream process ($U1 -> ${U2:-none})" test -n "$U2"
 ok "upstream killed: the parent is alive" alive "$PARENT"
 is "$(child_named "$D_PID" listener)" "$L2" "upstream killed: the listener stays"
 ok "upstream killed: audited as child-died" audited child-died upstream
+for c in "listener ${L2:-0}" "upstream ${U2:-0}"; do
+	read -r name pid <<<"$c"
+	is "$(fds_on "$pid" "$T_DIR/secret")" "" \
+	    "$name started anew: holds no descriptor the starter left open"
+	mem_has "$pid" "DOTPROXYD_TEST_SECRET=$SECRET_VALUE"
+	is "$?" 1 "$name started anew: inherits no environment variable"
+done
 
 # ---------------------------------------------------------------------
 # Under load
@@ -228,10 +243,43 @@ kill_tree "$MUTE_PID"
 # ---------------------------------------------------------------------
 # kill -9 of the parent
 
+# hold_sockets PID FILE: take a copy of every socket PID holds
+# (pidfd_getfd), write how many to FILE and keep them until killed.
+# The children's channels to PID then stay open when PID dies.
+hold_sockets()
+{
+	spawn "$T_DIR/hold.log" perl -e '
+		my ($pid, $out) = @ARGV;
+		my $pidfd = syscall(434, $pid + 0, 0);	# pidfd_open
+		die "pidfd_open: $!\n" if $pidfd < 0;
+		my @held;
+		opendir(my $d, "/proc/$pid/fd") or die "$!\n";
+		for my $fd (grep { /^\d+$/ } readdir $d) {
+			next unless (readlink("/proc/$pid/fd/$fd") // "") =~
+			    /^socket:/;
+			my $n = syscall(438, $pidfd, $fd + 0, 0); # pidfd_getfd
+			die "pidfd_getfd: $!\n" if $n < 0;
+			push @held, $n;
+		}
+		open(my $f, ">", "$out.new") or die "$!\n";
+		print $f scalar(@held), "\n";
+		close $f;
+		rename("$out.new", $out) or die "$!\n";
+		sleep 60;
+	' "$1" "$2"
+	HOLD_PID=$SPAWNED_PID
+}
+
 start orphans "$UPORT"
 PARENT=$D_PID
 kids=$(descendants "$PARENT" | tr '\n' ' ')
 is "$(wc -w <<<"$kids" | tr -d ' ')" 2 "parent killed: two children before"
+# with the parent's ends of their channels held open elsewhere, only
+# the parent-death signal ends the children
+hold_sockets "$PARENT" "$T_DIR/held"
+wait_for 50 test -s "$T_DIR/held"
+ok "parent killed: its sockets are held open ($(cat "$T_DIR/held" 2>&1))" \
+    test "$(cat "$T_DIR/held" 2>/dev/null)" -ge 2
 kill -KILL "$PARENT"
 wait "$PARENT" 2>/dev/null
 D_PID=""
@@ -240,5 +288,6 @@ if wait_gone 20 $kids; then
 	pass "parent killed: the children exit within 2 s"
 else
 	fail "parent killed: the children exit within 2 s"
-	diag "$(ps -o pid,ppid,stat,args -p "${kids// /,}" 2>&1)"
+	diag "$(ps -o pid,ppid,stat,args -p "$(tr " " , <<<"${kids% }")" 2>&1)"
 fi
+kill_tree "$HOLD_PID"

@@ -808,6 +808,45 @@ child_named()
 	return 1
 }
 
+# fds_on PID FILE: the descriptors of PID open on FILE, one a line.
+fds_on()
+{
+	local f
+	for f in /proc/"$1"/fd/*; do
+		[ "$(readlink "$f" 2>/dev/null)" = "$2" ] && echo "${f##*/}"
+	done
+	return 0
+}
+
+# mem_has PID STRING: STRING is somewhere in the writable memory of PID
+# (a process's environment may no longer be where /proc/PID/environ
+# looks: setproctitle moves it).  Mappings over 256 MiB, such as a
+# sanitizer's shadow memory, are left out.
+mem_has()
+{
+	perl -e '
+		my ($pid, $want) = @ARGV;
+		open(my $maps, "<", "/proc/$pid/maps") or exit 2;
+		open(my $mem, "<:raw", "/proc/$pid/mem") or exit 2;
+		while (<$maps>) {
+			my ($s, $e, $perm) = /^([0-9a-f]+)-([0-9a-f]+) (\S+)/
+			    or next;
+			next unless $perm =~ /^rw/ &&
+			    hex($e) - hex($s) <= 256 << 20;
+			my ($at, $end, $tail) = (hex $s, hex $e, "");
+			while ($at < $end) {
+				my $n = $end - $at > 1 << 20 ? 1 << 20 : $end - $at;
+				sysseek($mem, $at, 0) or last;
+				defined(sysread($mem, my $buf, $n)) or last;
+				exit 0 if index($tail . $buf, $want) >= 0;
+				$tail = substr($buf, -length($want));
+				$at += $n;
+			}
+		}
+		exit 1;
+	' "$1" "$2"
+}
+
 # audit_check FILE: every line of FILE is a JSON object with an "event"
 # string; prints the events, one a line.  Fails on the first bad line.
 audit_check()

@@ -61,7 +61,8 @@ static const char *names[] = {
 	"setsockopt(SO_ATTACH_FILTER)", "setsockopt(SO_BINDTODEVICE)",
 	"getsockopt(TCP_INFO)",
 	"open() to read, close-on-exec, no-follow, and a directory",
-	"open() to append, create, close-on-exec, no-follow, non-blocking",
+	"open() to append as the audit log is: create, close-on-exec, "
+	"no-follow, non-blocking, no controlling terminal",
 	"open(O_RDWR)", "open(O_WRONLY | O_APPEND | O_TRUNC)",
 	"open(O_WRONLY)", "fork()", "clone(CLONE_NEWNET)",
 	"clone3() refused with ENOSYS", "ioctl(TIOCGWINSZ) refused with ENOTTY",
@@ -182,7 +183,7 @@ child_parent(enum action a)
 		break;
 	case A_OPEN_APPEND:
 		if (open(tmpfile_path, O_WRONLY | O_APPEND | O_CREAT |
-		    O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600) == -1)
+		    O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0600) == -1)
 			_exit(4);
 		break;
 	case A_OPEN_RDWR:
