@@ -467,7 +467,7 @@ parent_dispatch(int fd, short event, void *arg)
 		}
 		switch (imsg.hdr.type) {
 		case IMSG_CTL_RESULT:
-			if (imsg.len == 0 || imsg.len > 1024 ||
+			if (imsg.len == 0 || imsg.len > CTL_RESULT_MAX ||
 			    ((char *)imsg.data)[imsg.len - 1] != '\0')
 				fatalx("bad control result from the parent");
 			control_result(imsg.hdr.peerid, imsg.data);
@@ -1721,6 +1721,7 @@ drain_done(int fd, short event, void *arg)
 		fail_request(r->qid, EDE_NOT_READY, "shutting down");
 	udp_flush();
 	audit_clients(-1, 0, NULL);	/* what this minute has counted */
+	control_audit_flush();		/* and the commands not audited */
 	for (tc = TAILQ_FIRST(&tcpcs); tc != NULL; tc = next) {
 		next = TAILQ_NEXT(tc, entry);	/* tcp_write may free tc */
 		if (!TAILQ_EMPTY(&tc->out))
