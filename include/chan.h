@@ -17,5 +17,6 @@ struct chan {
 
 void	 chan_update(struct chan *);
 int	 chan_io(struct chan *, short);
+void	 chan_close(struct chan *);
 
 #endif /* DOTPROXYD_CHAN_H */

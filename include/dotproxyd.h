@@ -186,14 +186,6 @@ int	 config_recv(struct dotproxyd_conf **, struct imsg *);
 void	 config_hash(const struct dotproxyd_conf *, char *, size_t);
 #define CONFIG_HASH_HEX	16	/* hexadecimal digits of config_hash() */
 
-/* proc.c */
-struct chan;
-struct dotproxyd_conf	*proc_startup(struct imsgbuf *,
-			    int (*)(struct imsg *));
-int			 proc_parent_message(struct imsg *,
-			    struct dotproxyd_conf *, struct dotproxyd_conf **,
-			    struct chan *, int *, void (*)(void));
-
 /* sandbox */
 void	 sandbox_drop(enum proc_type, const struct dotproxyd_conf *);
 void	 sandbox_parent(void);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <event.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "chan.h"
 #include "log.h"
@@ -56,4 +57,17 @@ chan_io(struct chan *c, short event)
 	if (n == 0 && c->vital)
 		exit(0);
 	return n != 0;
+}
+
+/* Close a channel whose peer is gone; chan_update() skips it after. */
+void
+chan_close(struct chan *c)
+{
+	if (event_initialized(&c->ev))
+		event_del(&c->ev);
+	c->events = 0;
+	if (c->ibuf.rbuf == NULL)
+		return;
+	imsgbuf_clear(&c->ibuf);
+	close(c->ibuf.fd);
 }

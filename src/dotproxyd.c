@@ -30,18 +30,19 @@
 
 #include "acl.h"
 #include "audit.h"
+#include "chan.h"
 #include "dotproxyd.h"
 #include "imsg.h"
 #include "log.h"
 #include "netwatch.h"
+#include "proc.h"
 #include "sandbox.h"
 
 struct child {
 	enum proc_type	 type;
 	pid_t		 pid;
-	struct imsgbuf	 ibuf;
-	struct event	 ev;
-	short		 events;
+	struct chan	 ch;
+	int		 serving;	/* said IMSG_STARTED */
 	struct event	 respawn;
 	time_t		 started;
 	time_t		 deaths[RESPAWN_MAX];
@@ -63,12 +64,13 @@ static void	 child_respawn(int, short, void *);
 static void	 child_died(struct child *, int);
 static void	 child_dispatch(int, short, void *);
 static int	 child_message(struct child *, struct imsg *);
+static int	 child_msg_bad(const struct child *, const struct imsg *,
+		    size_t, size_t);
 static int	 child_log(struct child *, struct imsg *);
 static int	 child_audit(struct child *, struct imsg *);
 static int	 child_reload(struct child *, struct imsg *);
 static int	 child_log_level(struct child *, struct imsg *);
 static void	 ctl_result_bound(char *, size_t);
-static void	 child_event_add(struct child *);
 static void	 sig_handler(int, short, void *);
 static void	 shutdown_children(int) __attribute__((__noreturn__));
 static int	 reload(char *, size_t);
@@ -499,7 +501,7 @@ start_process(struct child *c, int fd)
 static void
 child_start(struct child *c, int peerfd)
 {
-	struct imsgbuf	*ib = &c->ibuf;
+	struct imsgbuf	*ib = &c->ch.ibuf;
 	struct lsock	*ls;
 	int		 pair[2], fd;
 
@@ -511,6 +513,7 @@ child_start(struct child *c, int peerfd)
 	if (imsgbuf_init(ib, pair[0]) == -1)
 		fatal("imsgbuf_init");
 	c->started = time(NULL);
+	c->serving = 0;
 	if (c->type == PROC_LISTENER) {
 		TAILQ_FOREACH(ls, &lsocks, entry) {
 			if ((fd = dup(ls->udp)) == -1 ||
@@ -534,8 +537,11 @@ child_start(struct child *c, int peerfd)
 	if (imsg_compose(ib, IMSG_PEER_FD, 0, peerfd, NULL, 0) == -1 ||
 	    config_send(ib, conf, c->type) == -1 || imsg_flush(ib) == -1)
 		fatal("starting the %s", proc_name(c->type));
-	c->events = 0;
-	child_event_add(c);
+	c->ch.dispatch = child_dispatch;
+	c->ch.peer = c->type == PROC_LISTENER ? "listener process" :
+	    "upstream process";
+	c->ch.events = 0;
+	chan_update(&c->ch);
 }
 
 /* A child is gone: log and audit it, then start a new one, or give up. */
@@ -564,10 +570,8 @@ child_died(struct child *c, int status)
 	audit("child-died", "child", proc_name(c->type), "pid", pid,
 	    "reason", why, NULL);
 	c->pid = 0;
-	if (event_initialized(&c->ev))
-		event_del(&c->ev);
-	imsgbuf_clear(&c->ibuf);
-	close(c->ibuf.fd);
+	c->serving = 0;
+	chan_close(&c->ch);
 
 	memmove(c->deaths + 1, c->deaths, sizeof(c->deaths) -
 	    sizeof(c->deaths[0]));
@@ -602,10 +606,10 @@ child_respawn(int fd, short event, void *arg)
 		shutdown_children(1);
 	}
 	if (other->pid > 0) {
-		if (imsg_compose(&other->ibuf, IMSG_PEER_FD, 0, pair[1], NULL,
-		    0) == -1)
+		if (imsg_compose(&other->ch.ibuf, IMSG_PEER_FD, 0, pair[1],
+		    NULL, 0) == -1)
 			fatal("imsg_compose");
-		child_event_add(other);
+		chan_update(&other->ch);
 	} else {
 		if (pending_peer[1 - idx] != -1)
 			close(pending_peer[1 - idx]);
@@ -621,20 +625,6 @@ child_respawn(int fd, short event, void *arg)
 	child_start(c, pair[0]);
 }
 
-static void
-child_event_add(struct child *c)
-{
-	short	events = EV_READ | (imsg_pending(&c->ibuf) ? EV_WRITE : 0);
-
-	if (c->events == events && event_initialized(&c->ev))
-		return;
-	if (event_initialized(&c->ev))
-		event_del(&c->ev);
-	c->events = events;
-	event_set(&c->ev, c->ibuf.fd, events | EV_PERSIST, child_dispatch, c);
-	event_add(&c->ev, NULL);
-}
-
 /*
  * An audit event from a child: written only if it is one that child may
  * report, with the fields it may carry.  -1 for a malformed message.
@@ -645,12 +635,15 @@ child_audit(struct child *c, struct imsg *imsg)
 	struct audit_msg	am;
 	char			why[128], line[sizeof(why) * 4];
 
-	if (imsg->len != sizeof(am) || imsg->fd != -1)
+	if (child_msg_bad(c, imsg, sizeof(am), sizeof(am)))
 		return -1;
 	memcpy(&am, imsg->data, sizeof(am));
 	am.event[sizeof(am.event) - 1] = '\0';
-	if (am.kvlen > sizeof(am.kv))
+	if (am.kvlen > sizeof(am.kv)) {
+		log_warnx("bad message from the %s process: IMSG_AUDIT with "
+		    "%zu bytes of fields", proc_name(c->type), (size_t)am.kvlen);
 		return -1;
+	}
 	if (audit_allowed(c->type, am.event, am.kv, am.kvlen, why,
 	    sizeof(why)) == -1) {
 		log_sanitize(line, sizeof(line), why);
@@ -685,12 +678,12 @@ child_reload(struct child *c, struct imsg *imsg)
 {
 	char	result[PATH_MAX + 128];
 
-	if (c->type != PROC_LISTENER || imsg->len != 0)
+	if (child_msg_bad(c, imsg, 0, 0))
 		return -1;
 	result[0] = '\0';
 	reload(result, sizeof(result));
 	ctl_result_bound(result, sizeof(result));
-	if (imsg_compose(&c->ibuf, IMSG_CTL_RESULT, imsg->hdr.peerid, -1,
+	if (imsg_compose(&c->ch.ibuf, IMSG_CTL_RESULT, imsg->hdr.peerid, -1,
 	    result, strlen(result) + 1) == -1)
 		log_warn("imsg_compose");
 	return 0;
@@ -702,7 +695,7 @@ child_log_level(struct child *c, struct imsg *imsg)
 {
 	int	v, i;
 
-	if (c->type != PROC_LISTENER || imsg->len != sizeof(v))
+	if (child_msg_bad(c, imsg, sizeof(v), sizeof(v)))
 		return -1;
 	memcpy(&v, imsg->data, sizeof(v));
 	verbose = conf->verbose = v ? 1 : 0;
@@ -710,10 +703,10 @@ child_log_level(struct child *c, struct imsg *imsg)
 	log_info("logging %s", verbose ? "verbose" : "brief");
 	for (i = 0; i < 2; i++)
 		if (children[i].pid > 0) {
-			if (imsg_compose(&children[i].ibuf, IMSG_CTL_LOG, 0, -1,
-			    &verbose, sizeof(verbose)) == -1)
+			if (imsg_compose(&children[i].ch.ibuf, IMSG_CTL_LOG, 0,
+			    -1, &verbose, sizeof(verbose)) == -1)
 				log_warn("imsg_compose");
-			child_event_add(&children[i]);
+			chan_update(&children[i].ch);
 		}
 	return 0;
 }
@@ -725,7 +718,7 @@ child_log(struct child *c, struct imsg *imsg)
 	struct log_msg	lm;
 	char		line[sizeof(lm.text) * 4];
 
-	if (imsg->len != sizeof(lm) || imsg->fd != -1)
+	if (child_msg_bad(c, imsg, sizeof(lm), sizeof(lm)))
 		return -1;
 	memcpy(&lm, imsg->data, sizeof(lm));
 	lm.text[sizeof(lm.text) - 1] = '\0';
@@ -736,7 +729,47 @@ child_log(struct child *c, struct imsg *imsg)
 	return 0;
 }
 
-/* One message from a child; -1 for one it may not send. */
+/*
+ * A child's message of the wrong size, or with a descriptor (no child
+ * sends one), is logged by name; 1 then.
+ */
+static int
+child_msg_bad(const struct child *c, const struct imsg *imsg, size_t min,
+    size_t max)
+{
+	char		 buf[128];
+	const char	*why;
+
+	if ((why = msg_problem(imsg, min, max, MSG_NO_FD, buf,
+	    sizeof(buf))) == NULL)
+		return 0;
+	log_warnx("bad message from the %s process: %s", proc_name(c->type),
+	    why);
+	return 1;
+}
+
+/* A child's IMSG_STARTED: once a start, with nothing in it. */
+static int
+child_started(struct child *c, struct imsg *imsg)
+{
+	if (child_msg_bad(c, imsg, 0, 0))
+		return -1;
+	if (c->serving) {
+		log_warnx("the %s process said IMSG_STARTED twice",
+		    proc_name(c->type));
+		return -1;
+	}
+	c->serving = 1;
+	log_info("%s process confined and serving (pid %d)",
+	    proc_name(c->type), (int)c->pid);
+	audit_confinement(c);
+	return 0;
+}
+
+/*
+ * One message from a child; -1 for a malformed one or one that child
+ * may not send (the control commands come from the listener only).
+ */
 static int
 child_message(struct child *c, struct imsg *imsg)
 {
@@ -746,62 +779,58 @@ child_message(struct child *c, struct imsg *imsg)
 	case IMSG_AUDIT:
 		return child_audit(c, imsg);
 	case IMSG_STARTED:
-		log_info("%s process confined and serving (pid %d)",
-		    proc_name(c->type), (int)c->pid);
-		audit_confinement(c);
-		return 0;
+		return child_started(c, imsg);
 	case IMSG_CTL_RELOAD:
+		if (c->type != PROC_LISTENER)
+			break;
 		return child_reload(c, imsg);
 	case IMSG_CTL_LOG:
+		if (c->type != PROC_LISTENER)
+			break;
 		return child_log_level(c, imsg);
 	}
+	log_warnx("unexpected %s from the %s process",
+	    imsg_type_name(imsg->hdr.type), proc_name(c->type));
 	return -1;
 }
 
-/* Messages from a child.  Anything malformed ends that child, not us. */
+static struct child *
+child_of(const struct chan *ch)
+{
+	return ch == &children[0].ch ? &children[0] : &children[1];
+}
+
+/*
+ * Messages from a child.  Anything malformed ends that child, not us; a
+ * channel closed or broken is a child gone (SIGCHLD does the rest).
+ */
 static void
 child_dispatch(int fd, short event, void *arg)
 {
-	struct child	*c = arg;
+	struct child	*c = child_of(arg);
 	struct imsg	 imsg;
 	ssize_t		 n;
 
 	(void)fd;
-	if (event & EV_WRITE) {
-		if (imsg_write(&c->ibuf) == -1) {
-			log_warn("write to the %s", proc_name(c->type));
-			goto bad;
-		}
-	}
-	if (event & EV_READ) {
-		n = imsg_read(&c->ibuf);
-		if ((n == -1 && errno != EAGAIN) || n == 0) {
-			/* it died: SIGCHLD does the rest */
-			event_del(&c->ev);
-			return;
-		}
-	}
-	for (;;) {
-		if ((n = imsg_get(&c->ibuf, &imsg)) == -1) {
+	if (!chan_io(&c->ch, event))
+		goto bad;
+	while ((n = imsg_get(&c->ch.ibuf, &imsg)) != 0) {
+		if (n == -1) {
 			log_warnx("malformed message from the %s process",
 			    proc_name(c->type));
 			goto bad;
 		}
-		if (n == 0)
-			break;
 		if (child_message(c, &imsg) == -1) {
-			log_warnx("unexpected message %u from the %s process",
-			    imsg.hdr.type, proc_name(c->type));
 			imsg_free(&imsg);
 			goto bad;
 		}
 		imsg_free(&imsg);
 	}
-	child_event_add(c);
+	chan_update(&c->ch);
 	return;
 bad:
 	/* a child that speaks nonsense is ended and started anew */
-	event_del(&c->ev);
+	event_del(&c->ch.ev);
 	if (c->pid > 0)
 		kill(c->pid, SIGKILL);
 }
@@ -832,12 +861,12 @@ network_changed(void)
 	for (i = 0; i < 2; i++) {
 		if (children[i].type != PROC_UPSTREAM || children[i].pid <= 0)
 			continue;
-		if (imsg_compose(&children[i].ibuf, IMSG_NETWORK_CHANGED, 0, -1,
-		    NULL, 0) == -1) {
+		if (imsg_compose(&children[i].ch.ibuf, IMSG_NETWORK_CHANGED, 0,
+		    -1, NULL, 0) == -1) {
 			log_warn("imsg_compose");
 			continue;
 		}
-		child_event_add(&children[i]);
+		chan_update(&children[i].ch);
 	}
 }
 
@@ -892,18 +921,18 @@ reload(char *result, size_t len)
 
 			for (j = 0; j < n; j++) {
 				if ((fd = dup(added[j]->udp)) == -1 ||
-				    imsg_compose(&c->ibuf, IMSG_SOCKET_UDP, 0,
+				    imsg_compose(&c->ch.ibuf, IMSG_SOCKET_UDP, 0,
 				    fd, &added[j]->ss, sizeof(added[j]->ss)) ==
 				    -1 || (fd = dup(added[j]->tcp)) == -1 ||
-				    imsg_compose(&c->ibuf, IMSG_SOCKET_TCP, 0,
+				    imsg_compose(&c->ch.ibuf, IMSG_SOCKET_TCP, 0,
 				    fd, &added[j]->ss, sizeof(added[j]->ss)) ==
 				    -1)
 					log_warn("sending a new socket");
 			}
 		}
-		if (config_send(&c->ibuf, conf, c->type) == -1)
+		if (config_send(&c->ch.ibuf, conf, c->type) == -1)
 			log_warn("config_send");
-		child_event_add(c);
+		chan_update(&c->ch);
 	}
 	config_hash(conf, hash, sizeof(hash));
 	audit("reload", "result", "accepted", "config", conffile,
@@ -963,18 +992,18 @@ shutdown_children(int failed)
 				left++;
 		}
 		for (i = 0, n = 0; i < 2; i++)
-			if (children[i].ibuf.rbuf != NULL) {
-				pfd[n].fd = children[i].ibuf.fd;
+			if (children[i].ch.ibuf.rbuf != NULL) {
+				pfd[n].fd = children[i].ch.ibuf.fd;
 				pfd[n++].events = POLLIN;
 			}
 		if (poll(pfd, (nfds_t)n, 20) > 0)
 			for (i = 0; i < 2; i++)
-				if (children[i].ibuf.rbuf != NULL &&
-				    event_initialized(&children[i].ev) &&
-				    event_pending(&children[i].ev, EV_READ,
+				if (children[i].ch.ibuf.rbuf != NULL &&
+				    event_initialized(&children[i].ch.ev) &&
+				    event_pending(&children[i].ch.ev, EV_READ,
 				    NULL))
-					child_dispatch(children[i].ibuf.fd,
-					    EV_READ, &children[i]);
+					child_dispatch(children[i].ch.ibuf.fd,
+					    EV_READ, &children[i].ch);
 		if (left == 0)
 			break;
 	}

@@ -28,6 +28,7 @@
 #include "dotproxyd.h"
 #include "imsg.h"
 #include "log.h"
+#include "proc.h"
 #include "ratelimit.h"
 #include "sip.h"
 #include "stats.h"
@@ -182,18 +183,23 @@ static void	 sock_start(struct sock *);
 static void	 fd_limit(void);
 static int	 same_client(const struct sockaddr_storage *,
 		    const struct sockaddr_storage *);
-static int64_t	 now_ms(void);
 static void	 udp_flush(void);
 static void	 upstream_lost(void);
+static void	 conf_applied(void);
+static void	 take_socket(struct imsg *);
 static void	 close_removed_sockets(void);
 static void	 drain_start(int, short, void *);
 static void	 drain_done(int, short, void *);
 static size_t	 client_limit(const struct cquery *);
 static int	 take_startup_fd(struct imsg *);
-static void	 add_socket(int, int, const struct sockaddr_storage *);
 
-static struct dotproxyd_conf	*conf, *pending_conf;
-static struct chan		 parent, upstream;
+static struct dotproxyd_conf	*conf;
+static struct chan		 parent = {
+	.dispatch = parent_dispatch, .peer = "parent", .vital = 1
+};
+static struct chan		 upstream = {
+	.dispatch = upstream_dispatch, .peer = "upstream process"
+};
 static TAILQ_HEAD(sock_head, sock) socks = TAILQ_HEAD_INITIALIZER(socks);
 static TAILQ_HEAD(, tcpc)	 tcpcs = TAILQ_HEAD_INITIALIZER(tcpcs);
 static TAILQ_HEAD(, request)	 reqs_by_time =
@@ -208,9 +214,9 @@ static int			 nrequests, ntcpc;
 static size_t			 tcp_out_all;	/* answers queued, all TCP */
 static uint64_t			 tcp_seq;
 static int			 tcp_max_clients = TCP_MAX_CLIENTS;
-static int			 upstream_fd = -1, control_fd = -1;
+static int			 control_fd = -1;
 static int			 upstream_up, draining;
-static struct event		 ev_sigterm, drain_timer, audit_timer;
+static struct event		 drain_timer, audit_timer;
 static uint8_t			 anon_key[SIP_KEY_LEN];
 
 /* Refused and rate-limited clients, audited once a minute, not per packet. */
@@ -228,91 +234,51 @@ struct listener_stats		 stats;
 static uint8_t			 outbuf[DNS_MAX_MSG + 2];
 static struct udp_reply		 udp_out[UDP_BATCH];
 static int			 n_udp_out;
-
-static void
-now(struct timespec *ts)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-}
-
-static void
-chan_kick_parent(void)
-{
-	chan_update(&parent);
-}
+static struct proc		 proc = {
+	.type = PROC_LISTENER,
+	.parent = &parent,
+	.peer = &upstream,
+	.peer_up = &upstream_up,
+	.conf = &conf,
+	.take_fd = take_startup_fd,
+	.conf_applied = conf_applied,
+	.peer_lost = upstream_lost,
+	.sigterm = drain_start,
+};
 
 __attribute__((__noreturn__)) void
 listener_main(int debug, int verbose)
 {
-	struct sigaction	 sa;
-	struct sock		*s;
-	int			 i;
+	struct sock	*s;
+	int		 i;
 
 	(void)debug;
-	log_procinit("listener");
-	log_setverbose(verbose);
-	setproctitle("listener");
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = SIG_IGN;
-	sigaction(SIGPIPE, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-
-	if (imsgbuf_init(&parent.ibuf, PARENT_FD) == -1)
-		fatal("imsgbuf_init");
-	conf = proc_startup(&parent.ibuf, take_startup_fd);
-	if (upstream_fd == -1 || control_fd == -1)
-		fatalx("start-up is missing the upstream channel or the "
-		    "control socket");
-	if (imsgbuf_init(&upstream.ibuf, upstream_fd) == -1)
-		fatal("imsgbuf_init");
-	upstream_up = 1;
+	proc_child_init(&proc, verbose);
+	if (control_fd == -1)
+		fatalx("start-up is missing the control socket");
 	hash_seed = arc4random();
 	for (i = 0; i < REQ_HASH_SIZE; i++) {
 		LIST_INIT(&reqs_by_id[i]);
 		LIST_INIT(&reqs_by_key[i]);
 	}
-
-	event_init();	/* its epoll descriptor is made before the filter */
-	signal_set(&ev_sigterm, SIGTERM, drain_start, NULL);
-	signal_add(&ev_sigterm, NULL);
-	apply_limits();
 	fd_limit();
-	/* from here on, even a fatal confinement error, through the parent */
-	log_to_parent(&parent.ibuf, chan_kick_parent);
-	audit_to_parent(&parent.ibuf, chan_kick_parent);
-	sandbox_drop(PROC_LISTENER, conf);
+	proc_child_confine(&proc);
 
 	control_init(control_fd);
-	parent.dispatch = parent_dispatch;
-	parent.peer = "parent";
-	parent.vital = 1;
-	upstream.dispatch = upstream_dispatch;
-	upstream.peer = "upstream process";
-	chan_update(&parent);
-	chan_update(&upstream);
 	evtimer_set(&timer, timer_fire, NULL);
 	evtimer_set(&audit_timer, audit_clients, NULL);
 	arc4random_buf(anon_key, sizeof(anon_key));
 	TAILQ_FOREACH(s, &socks, entry)
 		sock_start(s);
-	if (imsg_compose(&parent.ibuf, IMSG_STARTED, 0, -1, NULL, 0) == -1)
-		fatal("imsg_compose");
-	chan_update(&parent);
-	/* messages that arrived behind the config */
-	parent_dispatch(parent.ibuf.fd, 0, &parent);
-
-	event_dispatch();
-	exit(0);
+	proc_child_serve(&proc);
 }
 
-static int64_t
-now_ms(void)
+/* The first config, or a new one: what follows it here. */
+static void
+conf_applied(void)
 {
-	struct timespec	ts;
-
-	now(&ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	apply_limits();
+	close_removed_sockets();
 }
 
 /*
@@ -392,44 +358,36 @@ sock_start(struct sock *s)
 	evtimer_set(&s->pause, tcp_accept_resume, s);
 }
 
+/* A listening socket from the parent, served once the loop runs. */
 static void
-add_socket(int fd, int type, const struct sockaddr_storage *ss)
+take_socket(struct imsg *imsg)
 {
 	struct sock	*s;
 
+	msg_need(&parent, imsg, sizeof(s->ss), sizeof(s->ss), MSG_FD);
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		fatal("calloc");
-	s->fd = fd;
-	s->type = type;
-	s->ss = *ss;
+	s->fd = imsg->fd;
+	imsg->fd = -1;
+	s->type = imsg->hdr.type == IMSG_SOCKET_UDP ? SOCK_DGRAM : SOCK_STREAM;
+	memcpy(&s->ss, imsg->data, sizeof(s->ss));
 	TAILQ_INSERT_TAIL(&socks, s, entry);
 }
 
+/* The listener's own descriptors at start-up. */
 static int
 take_startup_fd(struct imsg *imsg)
 {
-	struct sockaddr_storage	ss;
-
 	switch (imsg->hdr.type) {
 	case IMSG_SOCKET_UDP:
 	case IMSG_SOCKET_TCP:
-		if (imsg->fd == -1 || imsg->len != sizeof(ss))
-			return -1;
-		memcpy(&ss, imsg->data, sizeof(ss));
-		add_socket(imsg->fd, imsg->hdr.type == IMSG_SOCKET_UDP ?
-		    SOCK_DGRAM : SOCK_STREAM, &ss);
-		imsg->fd = -1;
+		take_socket(imsg);
 		return 0;
 	case IMSG_SOCKET_CONTROL:
-		if (imsg->fd == -1 || imsg->len != 0 || control_fd != -1)
+		msg_need(&parent, imsg, 0, 0, MSG_FD);
+		if (control_fd != -1)
 			return -1;
 		control_fd = imsg->fd;
-		imsg->fd = -1;
-		return 0;
-	case IMSG_PEER_FD:
-		if (imsg->fd == -1 || imsg->len != 0 || upstream_fd != -1)
-			return -1;
-		upstream_fd = imsg->fd;
 		imsg->fd = -1;
 		return 0;
 	}
@@ -439,53 +397,45 @@ take_startup_fd(struct imsg *imsg)
 static void
 parent_dispatch(int fd, short event, void *arg)
 {
-	struct chan		*c = arg;
-	struct imsg		 imsg;
-	struct sockaddr_storage	 ss;
-	ssize_t			 n;
-	int			 r;
+	struct chan	*c = arg;
+	struct imsg	 imsg;
+	ssize_t		 n;
 
 	(void)fd;
 	chan_io(c, event);	/* the parent gone, we exit */
 	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
 		if (n == -1)
 			fatalx("malformed message from the parent");
-		r = proc_parent_message(&imsg, conf, &pending_conf, &upstream,
-		    &upstream_up, upstream_lost);
-		if (r == 2) {
-			config_free(conf);
-			conf = pending_conf;
-			pending_conf = NULL;
-			log_setverbose(conf->verbose);
-			apply_limits();
-			close_removed_sockets();
-			log_info("new configuration applied");
-		}
-		if (r != 0) {
-			imsg_free(&imsg);
-			continue;
-		}
 		switch (imsg.hdr.type) {
+		case IMSG_CONF_MAIN:
+		case IMSG_CONF_LISTEN:
+		case IMSG_CONF_UPSTREAM:
+		case IMSG_CONF_ACL:
+		case IMSG_CONF_END:
+			proc_conf_message(&proc, &imsg);
+			break;
+		case IMSG_PEER_FD:
+			proc_peer_fd(&proc, &imsg);
+			break;
+		case IMSG_CTL_LOG:
+			proc_log_level(&proc, &imsg);
+			break;
 		case IMSG_CTL_RESULT:
-			if (imsg.len == 0 || imsg.len > CTL_RESULT_MAX ||
-			    ((char *)imsg.data)[imsg.len - 1] != '\0')
-				fatalx("bad control result from the parent");
+			msg_need(c, &imsg, 1, CTL_RESULT_MAX, MSG_NO_FD);
+			if (((char *)imsg.data)[imsg.len - 1] != '\0')
+				fatalx("bad message from the parent: %s "
+				    "without its NUL",
+				    imsg_type_name(imsg.hdr.type));
 			control_result(imsg.hdr.peerid, imsg.data);
 			break;
 		case IMSG_SOCKET_UDP:
 		case IMSG_SOCKET_TCP:
-			if (imsg.fd == -1 || imsg.len != sizeof(ss))
-				fatalx("bad socket message from the parent");
-			memcpy(&ss, imsg.data, sizeof(ss));
-			add_socket(imsg.fd, imsg.hdr.type == IMSG_SOCKET_UDP ?
-			    SOCK_DGRAM : SOCK_STREAM, &ss);
+			take_socket(&imsg);
 			if (!draining)
 				sock_start(TAILQ_LAST(&socks, sock_head));
-			imsg.fd = -1;
 			break;
 		default:
-			fatalx("unexpected message %u from the parent",
-			    imsg.hdr.type);
+			proc_unexpected(c, &imsg);
 		}
 		imsg_free(&imsg);
 	}
@@ -504,7 +454,7 @@ upstream_dispatch(int fd, short event, void *arg)
 
 	(void)fd;
 	if (!chan_io(c, event)) {
-		upstream_lost();
+		proc_peer_lost(&proc);
 		udp_flush();
 		return;
 	}
@@ -513,21 +463,17 @@ upstream_dispatch(int fd, short event, void *arg)
 			fatalx("malformed message from the upstream process");
 		switch (imsg.hdr.type) {
 		case IMSG_ANSWER:
-			if (imsg.len < DNS_HDR_LEN || imsg.len > DNS_MAX_MSG ||
-			    imsg.fd != -1)
-				fatalx("bad answer from the upstream process");
+			msg_need(c, &imsg, DNS_HDR_LEN, DNS_MAX_MSG, MSG_NO_FD);
 			answer_request(imsg.hdr.peerid, imsg.data, imsg.len);
 			break;
 		case IMSG_FAIL:
-			if (imsg.len != sizeof(qf) || imsg.fd != -1)
-				fatalx("bad failure from the upstream process");
+			msg_need(c, &imsg, sizeof(qf), sizeof(qf), MSG_NO_FD);
 			memcpy(&qf, imsg.data, sizeof(qf));
 			qf.text[sizeof(qf.text) - 1] = '\0';
 			fail_request(imsg.hdr.peerid, qf.ede, qf.text);
 			break;
 		case IMSG_CTL_UPSTREAM:
-			if (imsg.len != sizeof(us) || imsg.fd != -1)
-				fatalx("bad status from the upstream process");
+			msg_need(c, &imsg, sizeof(us), sizeof(us), MSG_NO_FD);
 			memcpy(&us, imsg.data, sizeof(us));
 			us.label[sizeof(us.label) - 1] = '\0';
 			us.tls_version[sizeof(us.tls_version) - 1] = '\0';
@@ -535,19 +481,16 @@ upstream_dispatch(int fd, short event, void *arg)
 			control_upstream(imsg.hdr.peerid, &us);
 			break;
 		case IMSG_CTL_END:
-			if (imsg.len != 0 || imsg.fd != -1)
-				fatalx("bad status from the upstream process");
+			msg_need(c, &imsg, 0, 0, MSG_NO_FD);
 			control_upstream_end(imsg.hdr.peerid);
 			break;
 		default:
-			fatalx("unexpected message %u from the upstream "
-			    "process", imsg.hdr.type);
+			proc_unexpected(c, &imsg);
 		}
 		imsg_free(&imsg);
 	}
 	udp_flush();
 	chan_update(c);
-	chan_update(&upstream);
 }
 
 /* UDP */
@@ -833,8 +776,8 @@ tcp_process(struct tcpc *tc)
 	}
 	if (tc->rlen > 0 && !tcp_has_message(tc)) {
 		if (tc->partial_ms == 0)
-			tc->partial_ms = now_ms();
-		left = TCP_PARTIAL_MS - (now_ms() - tc->partial_ms);
+			tc->partial_ms = mono_ms();
+		left = TCP_PARTIAL_MS - (mono_ms() - tc->partial_ms);
 		if (left <= 0) {
 			tcp_close(tc);
 			return -1;
@@ -921,7 +864,7 @@ tcp_write(int fd, short event, void *arg)
 	left = (size_t)n;
 	tc->outbytes -= left;
 	tcp_out_all -= left;
-	tc->write_ms = now_ms();
+	tc->write_ms = mono_ms();
 	while (left > 0 && (o = TAILQ_FIRST(&tc->out)) != NULL) {
 		if (left < o->len - o->off) {
 			o->off += left;
@@ -946,7 +889,7 @@ tcp_timeout(int fd, short event, void *arg)
 
 	(void)fd;
 	(void)event;
-	if (!TAILQ_EMPTY(&tc->out) && now_ms() - tc->write_ms >= TCP_IDLE_MS) {
+	if (!TAILQ_EMPTY(&tc->out) && mono_ms() - tc->write_ms >= TCP_IDLE_MS) {
 		tcp_close(tc);	/* a client that does not read its answers */
 		return;
 	}
@@ -1022,11 +965,11 @@ tcp_shed_heaviest(void)
 		tcp_shed(tc);
 		unlogged++;
 	}
-	if (now_ms() - logged_ms >= TCP_SHED_LOG_MS) {
+	if (mono_ms() - logged_ms >= TCP_SHED_LOG_MS) {
 		log_warnx("TCP answers waiting over %d MiB: closed %d "
 		    "connections of the clients holding the most",
 		    TCP_OUT_BUDGET >> 20, unlogged);
-		logged_ms = now_ms();
+		logged_ms = mono_ms();
 		unlogged = 0;
 	}
 }
@@ -1057,7 +1000,7 @@ tcp_send(struct tcpc *tc, const uint8_t *msg, size_t len)
 	dns_put16(o->data, (uint16_t)len);
 	memcpy(o->data + 2, msg, len);
 	if (TAILQ_EMPTY(&tc->out))
-		tc->write_ms = now_ms();
+		tc->write_ms = mono_ms();
 	TAILQ_INSERT_TAIL(&tc->out, o, entry);
 	tc->outbytes += o->len;
 	tcp_out_all += o->len;
@@ -1112,7 +1055,7 @@ request_new(const uint8_t *q, size_t qlen, uint32_t h)
 	} while (r->qid == 0 || request_find_id(r->qid) != NULL);
 	r->keyhash = h;
 	TAILQ_INIT(&r->waiters);
-	now(&r->deadline);
+	mono_time(&r->deadline);
 	ms = QUERY_TIMEOUT_MS;
 	r->deadline.tv_sec += ms / 1000;
 	r->deadline.tv_nsec += (ms % 1000) * 1000000;
@@ -1128,7 +1071,7 @@ request_new(const uint8_t *q, size_t qlen, uint32_t h)
 	r->stale = STALE_NONE;
 	if (conf->serve_stale && cache != NULL) {
 		r->stale = STALE_WAIT;
-		r->stale_ms = now_ms() + STALE_AFTER_MS;
+		r->stale_ms = mono_ms() + STALE_AFTER_MS;
 		TAILQ_INSERT_TAIL(&reqs_by_stale, r, sentry);
 	}
 	if (TAILQ_FIRST(&reqs_by_time) == r ||
@@ -1186,7 +1129,7 @@ cquery_new(const uint8_t *q, const struct dns_msg *qm, int fd,
 	memcpy(cq->q, q, keep);
 	cq->qlen = keep;
 	if (conf->log_queries)
-		now(&cq->t0);
+		mono_time(&cq->t0);
 	cq->qm = *qm;
 	cq->fd = fd;
 	cq->from = *from;
@@ -1250,7 +1193,7 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 		return;
 
 	if (ratelimit != NULL && !ratelimit_allow(ratelimit,
-	    (const struct sockaddr *)from, now_ms())) {
+	    (const struct sockaddr *)from, mono_ms())) {
 		stats.ratelimited++;
 		note_client(1, from);
 		if (tc == NULL) {
@@ -1280,7 +1223,7 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 	}
 	h = cache_hash(hash_seed, canon, clen);
 	if (cache != NULL && cache_lookup(cache, canon, clen, h,
-	    now_ms() / 1000, &hit)) {
+	    mono_ms() / 1000, &hit)) {
 		len = dns_client_answer(outbuf, sizeof(outbuf), hit.answer,
 		    hit.len, hit.msg, cq->q, &cq->qm, hit.age,
 		    client_limit(cq));
@@ -1444,7 +1387,7 @@ stale_lookup(const uint8_t *key, size_t keylen, uint32_t h,
     struct cache_hit *hit)
 {
 	return conf->serve_stale && cache != NULL &&
-	    cache_lookup_stale(cache, key, keylen, h, now_ms() / 1000, hit);
+	    cache_lookup_stale(cache, key, keylen, h, mono_ms() / 1000, hit);
 }
 
 /* Answer a client from an entry stale_lookup() found.  Returns 0 if sent. */
@@ -1524,7 +1467,7 @@ store_answer(const struct request *r, const uint8_t *a,
 	    dns_parse(outbuf, len, &cm) == -1)
 		return;
 	(void)cache_store(cache, r->q, r->qlen, r->keyhash, outbuf, len, &cm,
-	    now_ms() / 1000);
+	    mono_ms() / 1000);
 }
 
 static void
@@ -1591,11 +1534,11 @@ timer_update(void)
 		evtimer_del(&timer);
 		return;
 	}
-	now(&ts);
+	mono_time(&ts);
 	ms = (r->deadline.tv_sec - ts.tv_sec) * 1000 +
 	    (r->deadline.tv_nsec - ts.tv_nsec) / 1000000;
 	if ((sr = TAILQ_FIRST(&reqs_by_stale)) != NULL &&
-	    (sms = sr->stale_ms - now_ms()) < ms)
+	    (sms = sr->stale_ms - mono_ms()) < ms)
 		ms = sms;
 	if (ms < 0)
 		ms = 0;
@@ -1614,14 +1557,14 @@ timer_fire(int fd, short event, void *arg)
 	(void)fd;
 	(void)event;
 	(void)arg;
-	ms = now_ms();
+	ms = mono_ms();
 	while ((r = TAILQ_FIRST(&reqs_by_stale)) != NULL &&
 	    r->stale_ms <= ms) {
 		TAILQ_REMOVE(&reqs_by_stale, r, sentry);
 		r->stale = STALE_PAST;
 		(void)answer_stale(r);
 	}
-	now(&ts);
+	mono_time(&ts);
 	while ((r = TAILQ_FIRST(&reqs_by_time)) != NULL) {
 		if (r->deadline.tv_sec > ts.tv_sec ||
 		    (r->deadline.tv_sec == ts.tv_sec &&
@@ -1635,18 +1578,12 @@ timer_fire(int fd, short event, void *arg)
 }
 
 /* The upstream process died: its queries fail now, not at the deadline. */
+/* The upstream process is gone: what it had to answer fails now. */
 static void
 upstream_lost(void)
 {
 	struct request	*r;
 
-	log_warnx("lost the upstream process");
-	upstream_up = 0;
-	if (event_initialized(&upstream.ev))
-		event_del(&upstream.ev);
-	upstream.events = 0;
-	imsgbuf_clear(&upstream.ibuf);
-	close(upstream.ibuf.fd);
 	while ((r = TAILQ_FIRST(&reqs_by_time)) != NULL)
 		fail_request(r->qid, EDE_NETWORK_ERROR,
 		    "upstream process restarting");
@@ -1937,7 +1874,7 @@ log_query(const struct cquery *cq, const uint8_t *msg, size_t len,
 	else
 		client_text(&cq->from, addr, sizeof(addr));
 	rcode = len >= DNS_HDR_LEN ? DNS_F_RCODE(dns_get16(msg + 2)) : -1;
-	now(&t1);
+	mono_time(&t1);
 	us = (long long)(t1.tv_sec - cq->t0.tv_sec) * 1000000 +
 	    (t1.tv_nsec - cq->t0.tv_nsec) / 1000;
 	log_info("query %s %s type %u %s %s %lldus %s", addr,

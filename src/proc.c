@@ -1,18 +1,32 @@
 /*
  * What the two children share: the start-up exchange with the parent,
- * run blocking before the child confines itself.
+ * run blocking before the child confines itself; confinement and the
+ * start of service; the messages of the parent both children take (a
+ * new config, a new channel to the other child, a log level); the loss
+ * of the other child; and the checks every message goes through.
  */
 #include <sys/types.h>
 
 #include <errno.h>
+#include <event.h>
 #include <poll.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "audit.h"
 #include "chan.h"
 #include "dotproxyd.h"
 #include "imsg.h"
 #include "log.h"
+#include "proc.h"
+#include "sandbox.h"
+
+static struct proc	*self;		/* this child, once started */
+static struct event	 ev_sigterm;
 
 const char *
 proc_name(enum proc_type t)
@@ -28,19 +42,137 @@ proc_name(enum proc_type t)
 	return "?";
 }
 
-/*
- * Read from the parent until the first config is complete.  Descriptor
- * messages before it go to take_fd, which returns -1 for a message it
- * does not expect.
- */
-struct dotproxyd_conf *
-proc_startup(struct imsgbuf *ibuf, int (*take_fd)(struct imsg *))
+/* A message type's name, for every error about one. */
+const char *
+imsg_type_name(uint32_t type)
 {
-	struct dotproxyd_conf	*pending = NULL;
-	struct imsg		 imsg;
-	struct pollfd		 pfd;
-	ssize_t			 n;
-	int			 r;
+	static char	unknown[32];
+
+	switch ((enum imsg_type)type) {
+	case IMSG_NONE:
+		return "IMSG_NONE";
+	case IMSG_LOG:
+		return "IMSG_LOG";
+	case IMSG_CONF_MAIN:
+		return "IMSG_CONF_MAIN";
+	case IMSG_CONF_LISTEN:
+		return "IMSG_CONF_LISTEN";
+	case IMSG_CONF_UPSTREAM:
+		return "IMSG_CONF_UPSTREAM";
+	case IMSG_CONF_ACL:
+		return "IMSG_CONF_ACL";
+	case IMSG_CONF_END:
+		return "IMSG_CONF_END";
+	case IMSG_SOCKET_UDP:
+		return "IMSG_SOCKET_UDP";
+	case IMSG_SOCKET_TCP:
+		return "IMSG_SOCKET_TCP";
+	case IMSG_SOCKET_CONTROL:
+		return "IMSG_SOCKET_CONTROL";
+	case IMSG_CA_FD:
+		return "IMSG_CA_FD";
+	case IMSG_PEER_FD:
+		return "IMSG_PEER_FD";
+	case IMSG_STARTED:
+		return "IMSG_STARTED";
+	case IMSG_QUERY:
+		return "IMSG_QUERY";
+	case IMSG_ANSWER:
+		return "IMSG_ANSWER";
+	case IMSG_FAIL:
+		return "IMSG_FAIL";
+	case IMSG_AUDIT:
+		return "IMSG_AUDIT";
+	case IMSG_CTL_RELOAD:
+		return "IMSG_CTL_RELOAD";
+	case IMSG_CTL_LOG:
+		return "IMSG_CTL_LOG";
+	case IMSG_CTL_RESULT:
+		return "IMSG_CTL_RESULT";
+	case IMSG_CTL_STATUS:
+		return "IMSG_CTL_STATUS";
+	case IMSG_CTL_UPSTREAM:
+		return "IMSG_CTL_UPSTREAM";
+	case IMSG_CTL_END:
+		return "IMSG_CTL_END";
+	case IMSG_NETWORK_CHANGED:
+		return "IMSG_NETWORK_CHANGED";
+	}
+	snprintf(unknown, sizeof(unknown), "message type %u", type);
+	return unknown;
+}
+
+/*
+ * What is wrong with a message, or NULL: its payload must be min to max
+ * bytes, and it must carry a descriptor exactly when one is expected.
+ */
+const char *
+msg_problem(const struct imsg *imsg, size_t min, size_t max, enum msg_fd fd,
+    char *buf, size_t len)
+{
+	const char	*name = imsg_type_name(imsg->hdr.type);
+
+	if (imsg->len < min || imsg->len > max) {
+		if (min == max)
+			snprintf(buf, len, "%s of %zu bytes, not %zu", name,
+			    imsg->len, min);
+		else
+			snprintf(buf, len, "%s of %zu bytes, not %zu to %zu",
+			    name, imsg->len, min, max);
+		return buf;
+	}
+	if (fd == MSG_FD && imsg->fd == -1) {
+		snprintf(buf, len, "%s without its descriptor", name);
+		return buf;
+	}
+	if (fd == MSG_NO_FD && imsg->fd != -1) {
+		snprintf(buf, len, "%s with a stray descriptor", name);
+		return buf;
+	}
+	return NULL;
+}
+
+/* In a child: a message not as it must be ends this process. */
+void
+msg_need(const struct chan *from, const struct imsg *imsg, size_t min,
+    size_t max, enum msg_fd fd)
+{
+	char		 buf[128];
+	const char	*why;
+
+	if ((why = msg_problem(imsg, min, max, fd, buf, sizeof(buf))) != NULL)
+		fatalx("bad message from the %s: %s", from->peer, why);
+}
+
+void
+proc_unexpected(const struct chan *from, const struct imsg *imsg)
+{
+	fatalx("unexpected %s from the %s", imsg_type_name(imsg->hdr.type),
+	    from->peer);
+}
+
+static void
+peer_attach(struct proc *p, struct imsg *imsg)
+{
+	if (imsgbuf_init(&p->peer->ibuf, imsg->fd) == -1)
+		fatal("imsgbuf_init");
+	imsg->fd = -1;
+	*p->peer_up = 1;
+	p->peer->events = 0;
+}
+
+/*
+ * Read from the parent until the first config is complete: the channel
+ * to the other child, then the child's own descriptors, then the config.
+ */
+static struct dotproxyd_conf *
+proc_startup(struct proc *p)
+{
+	struct imsgbuf	*ibuf = &p->parent->ibuf;
+	struct imsg	 imsg;
+	struct pollfd	 pfd;
+	ssize_t		 n;
+	int		 r;
 
 	for (;;) {
 		while ((n = imsg_get(ibuf, &imsg)) != 0) {
@@ -52,19 +184,25 @@ proc_startup(struct imsgbuf *ibuf, int (*take_fd)(struct imsg *))
 			case IMSG_CONF_UPSTREAM:
 			case IMSG_CONF_ACL:
 			case IMSG_CONF_END:
-				if ((r = config_recv(&pending, &imsg)) == -1)
-					fatalx("bad config message %u",
-					    imsg.hdr.type);
+				if ((r = config_recv(&p->pending, &imsg)) == -1)
+					fatalx("bad %s from the parent",
+					    imsg_type_name(imsg.hdr.type));
 				imsg_free(&imsg);
 				if (r == 1)
-					return pending;
+					return p->pending;
+				continue;
+			case IMSG_PEER_FD:
+				msg_need(p->parent, &imsg, 0, 0, MSG_FD);
+				if (*p->peer_up)
+					proc_unexpected(p->parent, &imsg);
+				peer_attach(p, &imsg);
 				break;
 			default:
-				if (take_fd(&imsg) == -1)
-					fatalx("unexpected message %u during "
-					    "start-up", imsg.hdr.type);
-				imsg_free(&imsg);
+				if (p->take_fd(&imsg) == -1)
+					fatalx("unexpected %s during start-up",
+					    imsg_type_name(imsg.hdr.type));
 			}
+			imsg_free(&imsg);
 		}
 		pfd.fd = ibuf->fd;
 		pfd.events = POLLIN;
@@ -81,49 +219,155 @@ proc_startup(struct imsgbuf *ibuf, int (*take_fd)(struct imsg *))
 	}
 }
 
-/*
- * What both children do with their parent's messages once running: a
- * new config (returned in *pending when complete, for the caller to
- * apply: the return value is then 2), a new channel to the other child
- * (after peer_lost() has dropped the old one), a log level.  Returns 1
- * for a message handled here, 0 for one the caller handles.
- */
-int
-proc_parent_message(struct imsg *imsg, struct dotproxyd_conf *conf,
-    struct dotproxyd_conf **pending, struct chan *peer, int *peer_up,
-    void (*peer_lost)(void))
+static void
+kick_parent(void)
 {
-	int	r, v;
+	chan_update(self->parent);
+}
 
-	switch (imsg->hdr.type) {
-	case IMSG_CONF_MAIN:
-	case IMSG_CONF_LISTEN:
-	case IMSG_CONF_UPSTREAM:
-	case IMSG_CONF_ACL:
-	case IMSG_CONF_END:
-		if ((r = config_recv(pending, imsg)) == -1)
-			fatalx("bad config message from the parent");
-		return r == 1 ? 2 : 1;
-	case IMSG_PEER_FD:
-		if (imsg->fd == -1 || imsg->len != 0)
-			fatalx("bad peer message from the parent");
-		if (*peer_up)
-			peer_lost();
-		if (imsgbuf_init(&peer->ibuf, imsg->fd) == -1)
-			fatal("imsgbuf_init");
-		imsg->fd = -1;
-		*peer_up = 1;
-		peer->events = 0;
-		chan_update(peer);
-		log_info("connected to the new %s", peer->peer);
-		return 1;
-	case IMSG_CTL_LOG:
-		if (imsg->len != sizeof(v))
-			fatalx("bad log message from the parent");
-		memcpy(&v, imsg->data, sizeof(v));
-		conf->verbose = v;
-		log_setverbose(v);
-		return 1;
-	}
-	return 0;
+/*
+ * A child's life begins: name, signals, the start-up exchange with the
+ * parent, the event loop, and logs and audit records to the parent.
+ * The child's channels name their dispatchers before this.
+ */
+void
+proc_child_init(struct proc *p, int verbose)
+{
+	struct sigaction	sa;
+	const char		*name = proc_name(p->type);
+
+	self = p;
+	log_procinit(name);
+	log_setverbose(verbose);
+	setproctitle("%s", name);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+	sigaction(SIGXFSZ, &sa, NULL);	/* a file too large: EFBIG */
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+
+	if (imsgbuf_init(&p->parent->ibuf, PARENT_FD) == -1)
+		fatal("imsgbuf_init");
+	p->pending = NULL;
+	*p->conf = proc_startup(p);
+	p->pending = NULL;
+	if (!*p->peer_up)
+		fatalx("start-up is missing the channel to the %s",
+		    p->peer->peer);
+
+	event_init();	/* its epoll descriptor is made before the filter */
+	signal_set(&ev_sigterm, SIGTERM, p->sigterm, NULL);
+	signal_add(&ev_sigterm, NULL);
+	/* from here on, even a fatal confinement error, through the parent */
+	log_to_parent(&p->parent->ibuf, kick_parent);
+	audit_to_parent(&p->parent->ibuf, kick_parent);
+}
+
+/* Confine the child; its channels then go on the event loop. */
+void
+proc_child_confine(struct proc *p)
+{
+	sandbox_drop(p->type, *p->conf);
+	chan_update(p->parent);
+	chan_update(p->peer);
+}
+
+/*
+ * Take the first config, tell the parent we serve, handle what it sent
+ * behind the config, and run.
+ */
+void
+proc_child_serve(struct proc *p)
+{
+	p->conf_applied();
+	if (imsg_compose(&p->parent->ibuf, IMSG_STARTED, 0, -1, NULL, 0) == -1)
+		fatal("imsg_compose");
+	chan_update(p->parent);
+	p->parent->dispatch(p->parent->ibuf.fd, 0, p->parent);
+
+	event_dispatch();
+	exit(0);
+}
+
+/* A part of a new config; the last one makes it the running config. */
+void
+proc_conf_message(struct proc *p, struct imsg *imsg)
+{
+	int	r;
+
+	if ((r = config_recv(&p->pending, imsg)) == -1)
+		fatalx("bad %s from the parent",
+		    imsg_type_name(imsg->hdr.type));
+	if (r == 0)
+		return;
+	config_free(*p->conf);
+	*p->conf = p->pending;
+	p->pending = NULL;
+	log_setverbose((*p->conf)->verbose);
+	p->conf_applied();
+	log_info("new configuration applied");
+}
+
+/* A channel to a new other child, after the last one was lost. */
+void
+proc_peer_fd(struct proc *p, struct imsg *imsg)
+{
+	msg_need(p->parent, imsg, 0, 0, MSG_FD);
+	if (*p->peer_up)
+		proc_peer_lost(p);
+	peer_attach(p, imsg);
+	chan_update(p->peer);
+	log_info("connected to the new %s", p->peer->peer);
+}
+
+void
+proc_log_level(struct proc *p, struct imsg *imsg)
+{
+	int	v;
+
+	msg_need(p->parent, imsg, sizeof(v), sizeof(v), MSG_NO_FD);
+	memcpy(&v, imsg->data, sizeof(v));
+	(*p->conf)->verbose = v;
+	log_setverbose(v);
+}
+
+/*
+ * The other child is gone (it died, or the parent gave us a channel to
+ * its successor): the child lets go of what it had sent there (or, if
+ * it was ending anyway, exits), then the channel is closed.
+ */
+void
+proc_peer_lost(struct proc *p)
+{
+	struct chan	*c = p->peer;
+
+	*p->peer_up = 0;
+	p->peer_lost();
+	log_warnx("lost the %s", c->peer);
+	chan_close(c);
+}
+
+void
+mono_time(struct timespec *ts)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+}
+
+int64_t
+mono_ms(void)
+{
+	struct timespec	ts;
+
+	mono_time(&ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t
+mono_us(void)
+{
+	struct timespec	ts;
+
+	mono_time(&ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }

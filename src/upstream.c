@@ -39,6 +39,7 @@
 #include "dotproxyd.h"
 #include "imsg.h"
 #include "log.h"
+#include "proc.h"
 #include "rtt.h"
 #include "sandbox.h"
 
@@ -168,7 +169,8 @@ struct upstream {
 
 static void	 parent_dispatch(int, short, void *);
 static void	 listener_dispatch(int, short, void *);
-static void	 apply_config(struct dotproxyd_conf *);
+static void	 apply_config(const struct dotproxyd_conf *);
+static void	 conf_applied(void);
 static int	 query_dispatch(struct uquery *);
 static void	 query_fail(struct uquery *, int, const char *);
 static void	 query_free(struct uquery *);
@@ -192,13 +194,28 @@ static void	 network_changed(void);
 static void	 upstream_sigterm(int, short, void *);
 static void	 send_status(uint32_t);
 
-static struct dotproxyd_conf	*conf, *pending_conf;
-static struct chan		 parent, listener;
+static struct dotproxyd_conf	*conf;
+static struct chan		 parent = {
+	.dispatch = parent_dispatch, .peer = "parent", .vital = 1
+};
+static struct chan		 listener = {
+	.dispatch = listener_dispatch, .peer = "listener process"
+};
 static TAILQ_HEAD(, upstream)	 upstreams = TAILQ_HEAD_INITIALIZER(upstreams);
 static TAILQ_HEAD(, uquery)	 queries = TAILQ_HEAD_INITIALIZER(queries);
-static int			 listener_fd = -1, ca_fd = -1, nqueries;
+static int			 ca_fd = -1, nqueries;
 static int			 listener_up, terminating;
-static struct event		 ev_sigterm;
+static struct proc		 proc = {
+	.type = PROC_UPSTREAM,
+	.parent = &parent,
+	.peer = &listener,
+	.peer_up = &listener_up,
+	.conf = &conf,
+	.take_fd = take_startup_fd,
+	.conf_applied = conf_applied,
+	.peer_lost = listener_lost,
+	.sigterm = upstream_sigterm,
+};
 static uint8_t			*ca_mem;
 static size_t			 ca_len;
 
@@ -208,21 +225,12 @@ static const uint8_t	 probe_query[] = {
 	0, 0, DNS_T_NS, 0, DNS_C_IN
 };
 
-static int64_t
-now_us(void)
-{
-	struct timespec	ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/* Arm a timer for a moment of now_us(). */
+/* Arm a timer for a moment of mono_us(). */
 static void
 timer_at(struct event *ev, int64_t when)
 {
 	struct timeval	tv;
-	int64_t		us = when - now_us();
+	int64_t		us = when - mono_us();
 
 	if (us < 0)
 		us = 0;
@@ -231,19 +239,13 @@ timer_at(struct event *ev, int64_t when)
 	evtimer_add(ev, &tv);
 }
 
-static void
-chan_kick_parent(void)
-{
-	chan_update(&parent);
-}
-
 /* A resource error of ours (no descriptor, say): logged now and then. */
 static void
 log_resource(const char *what, int err)
 {
 	static int64_t	 last;
 	static unsigned	 quiet;
-	int64_t		 t = now_us();
+	int64_t		 t = mono_us();
 
 	if (last != 0 && t - last < LOG_EVERY_MS * 1000LL) {
 		quiet++;
@@ -293,74 +295,27 @@ read_ca(void)
 __attribute__((__noreturn__)) void
 upstream_main(int debug, int verbose)
 {
-	struct sigaction	sa;
-
 	(void)debug;
-	log_procinit("upstream");
-	log_setverbose(verbose);
-	setproctitle("upstream");
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = SIG_IGN;
-	sigaction(SIGPIPE, &sa, NULL);
-	sigaction(SIGXFSZ, &sa, NULL);	/* a session too large: EFBIG */
-	sigaction(SIGHUP, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-
+	proc_child_init(&proc, verbose);
+	if (ca_fd == -1)
+		fatalx("start-up is missing the CA");
 	if (tls_init() == -1)
 		fatalx("tls_init");
-	if (imsgbuf_init(&parent.ibuf, PARENT_FD) == -1)
-		fatal("imsgbuf_init");
-	conf = proc_startup(&parent.ibuf, take_startup_fd);
-	if (listener_fd == -1 || ca_fd == -1)
-		fatalx("start-up is missing the listener channel or the CA");
-	if (imsgbuf_init(&listener.ibuf, listener_fd) == -1)
-		fatal("imsgbuf_init");
-	listener_up = 1;
 	read_ca();
-
-	event_init();	/* its epoll descriptor is made before the filter */
-	signal_set(&ev_sigterm, SIGTERM, upstream_sigterm, NULL);
-	signal_add(&ev_sigterm, NULL);
-	/* from here on, even a fatal confinement error, through the parent */
-	log_to_parent(&parent.ibuf, chan_kick_parent);
-	audit_to_parent(&parent.ibuf, chan_kick_parent);
-	sandbox_drop(PROC_UPSTREAM, conf);
-
-	parent.dispatch = parent_dispatch;
-	parent.peer = "parent";
-	parent.vital = 1;
-	listener.dispatch = listener_dispatch;
-	listener.peer = "listener process";
-	chan_update(&parent);
-	chan_update(&listener);
-	apply_config(conf);
-	if (imsg_compose(&parent.ibuf, IMSG_STARTED, 0, -1, NULL, 0) == -1)
-		fatal("imsg_compose");
-	chan_update(&parent);
-	parent_dispatch(parent.ibuf.fd, 0, &parent);
-
-	event_dispatch();
-	exit(0);
+	proc_child_confine(&proc);
+	proc_child_serve(&proc);
 }
 
+/* The upstream process's own descriptor at start-up: the CA bundle. */
 static int
 take_startup_fd(struct imsg *imsg)
 {
-	switch (imsg->hdr.type) {
-	case IMSG_CA_FD:
-		if (imsg->fd == -1 || imsg->len != 0 || ca_fd != -1)
-			return -1;
-		ca_fd = imsg->fd;
-		imsg->fd = -1;
-		return 0;
-	case IMSG_PEER_FD:
-		if (imsg->fd == -1 || imsg->len != 0 || listener_fd != -1)
-			return -1;
-		listener_fd = imsg->fd;
-		imsg->fd = -1;
-		return 0;
-	}
-	return -1;
+	if (imsg->hdr.type != IMSG_CA_FD || ca_fd != -1)
+		return -1;
+	msg_need(&parent, imsg, 0, 0, MSG_FD);
+	ca_fd = imsg->fd;
+	imsg->fd = -1;
+	return 0;
 }
 
 static int
@@ -514,7 +469,7 @@ upstream_unwait(struct upstream *u)
  * others are closed (their queries go elsewhere) and new ones start idle.
  */
 static void
-apply_config(struct dotproxyd_conf *nc)
+apply_config(const struct dotproxyd_conf *nc)
 {
 	struct upstream_conf	*uc;
 	struct upstream		*u, *next;
@@ -569,39 +524,44 @@ apply_config(struct dotproxyd_conf *nc)
 }
 
 static void
+conf_applied(void)
+{
+	apply_config(conf);
+}
+
+static void
 parent_dispatch(int fd, short event, void *arg)
 {
 	struct chan	*c = arg;
 	struct imsg	 imsg;
 	ssize_t		 n;
-	int		 r;
 
 	(void)fd;
 	chan_io(c, event);	/* the parent gone, we exit */
 	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
 		if (n == -1)
 			fatalx("malformed message from the parent");
-		if (imsg.hdr.type == IMSG_NETWORK_CHANGED) {
-			if (imsg.len != 0 || imsg.fd != -1)
-				fatalx("bad network change message from the "
-				    "parent");
+		switch (imsg.hdr.type) {
+		case IMSG_CONF_MAIN:
+		case IMSG_CONF_LISTEN:
+		case IMSG_CONF_UPSTREAM:
+		case IMSG_CONF_ACL:
+		case IMSG_CONF_END:
+			proc_conf_message(&proc, &imsg);
+			break;
+		case IMSG_PEER_FD:
+			proc_peer_fd(&proc, &imsg);
+			break;
+		case IMSG_CTL_LOG:
+			proc_log_level(&proc, &imsg);
+			break;
+		case IMSG_NETWORK_CHANGED:
+			msg_need(c, &imsg, 0, 0, MSG_NO_FD);
 			network_changed();
-			imsg_free(&imsg);
-			continue;
+			break;
+		default:
+			proc_unexpected(c, &imsg);
 		}
-		r = proc_parent_message(&imsg, conf, &pending_conf, &listener,
-		    &listener_up, listener_lost);
-		if (r == 2) {
-			apply_config(pending_conf);
-			config_free(conf);
-			conf = pending_conf;
-			pending_conf = NULL;
-			log_setverbose(conf->verbose);
-			log_info("new configuration applied");
-		}
-		if (r == 0)
-			fatalx("unexpected message %u from the parent",
-			    imsg.hdr.type);
 		imsg_free(&imsg);
 	}
 	chan_update(c);
@@ -652,11 +612,23 @@ query_new(uint32_t qid, const uint8_t *q, size_t qlen, enum probe_kind pk)
 	uq->qm = qm;
 	uq->qid = qid;
 	uq->probe = pk;
-	uq->born = now_us();
+	uq->born = mono_us();
 	evtimer_set(&uq->tmo, query_timer, uq);
 	TAILQ_INSERT_TAIL(&queries, uq, entry);
 	nqueries++;
 	return uq;
+}
+
+/* A client's query from the listener. */
+static void
+take_query(uint32_t qid, const uint8_t *q, size_t qlen)
+{
+	struct uquery	*uq;
+
+	if (nqueries >= MAX_QUERIES)
+		send_fail(qid, EDE_OTHER, "too many queries");
+	else if ((uq = query_new(qid, q, qlen, P_NONE)) != NULL)
+		(void)query_dispatch(uq);
 }
 
 static void
@@ -664,34 +636,28 @@ listener_dispatch(int fd, short event, void *arg)
 {
 	struct chan	*c = arg;
 	struct imsg	 imsg;
-	struct uquery	*uq;
 	ssize_t		 n;
 
 	(void)fd;
 	if (!chan_io(c, event)) {
-		listener_lost();
+		proc_peer_lost(&proc);
 		return;
 	}
 	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
 		if (n == -1)
 			fatalx("malformed message from the listener");
-		if (imsg.hdr.type == IMSG_CTL_STATUS && imsg.len == 0 &&
-		    imsg.fd == -1) {
+		switch (imsg.hdr.type) {
+		case IMSG_QUERY:
+			msg_need(c, &imsg, DNS_HDR_LEN, DNS_MAX_MSG, MSG_NO_FD);
+			take_query(imsg.hdr.peerid, imsg.data, imsg.len);
+			break;
+		case IMSG_CTL_STATUS:
+			msg_need(c, &imsg, 0, 0, MSG_NO_FD);
 			send_status(imsg.hdr.peerid);
-			imsg_free(&imsg);
-			continue;
+			break;
+		default:
+			proc_unexpected(c, &imsg);
 		}
-		if (imsg.hdr.type != IMSG_QUERY || imsg.fd != -1)
-			fatalx("unexpected message %u from the listener",
-			    imsg.hdr.type);
-		if (imsg.len < DNS_HDR_LEN || imsg.len > DNS_MAX_MSG)
-			fatalx("bad query length from the listener");
-		if (nqueries >= MAX_QUERIES)
-			send_fail(imsg.hdr.peerid, EDE_OTHER,
-			    "too many queries");
-		else if ((uq = query_new(imsg.hdr.peerid, imsg.data,
-		    imsg.len, P_NONE)) != NULL)
-			(void)query_dispatch(uq);
 		imsg_free(&imsg);
 	}
 	flush_conns();
@@ -765,7 +731,7 @@ query_free(struct uquery *uq)
 				/* ended unanswered: another one soon */
 				u->probe = NULL;
 				if (u->state == U_PROBING)
-					timer_at(&u->probe_ev, now_us() +
+					timer_at(&u->probe_ev, mono_us() +
 					    RTT_INIT_MS * 1000LL);
 			}
 	TAILQ_REMOVE(&queries, uq, entry);
@@ -878,7 +844,7 @@ pick_upstream(const struct uquery *uq)
 static int
 conn_room(const struct upstream *u)
 {
-	if (u->pipeline_max > 0 && now_us() < u->pipeline_until)
+	if (u->pipeline_max > 0 && mono_us() < u->pipeline_until)
 		return u->pipeline_max;
 	return SLOTS;
 }
@@ -952,7 +918,7 @@ try_start(struct uquery *uq, struct upstream *u)
 	memset(t, 0, sizeof(*t));
 	t->uq = uq;
 	t->up = u;
-	t->start = now_us();
+	t->start = mono_us();
 	t->rto = uq->probe == P_UPSTREAM ? PROBE_MS : upstream_rto(u);
 	uq->ntries++;
 	uq->last = u;
@@ -1037,7 +1003,7 @@ conn_suspect(struct conn *c, int64_t quiet_since)
 	if (c->suspect || c->state != C_READY)
 		return;
 	c->suspect = 1;
-	c->suspect_since = now_us();
+	c->suspect_since = mono_us();
 	c->quiet_since = quiet_since;
 	c->up->nsuspect++;
 	log_debug("upstream %s: a connection went quiet, probing it",
@@ -1049,7 +1015,7 @@ conn_suspect(struct conn *c, int64_t quiet_since)
 static void
 conn_heard(struct conn *c)
 {
-	c->heard = now_us();
+	c->heard = mono_us();
 	if (c->suspect) {
 		c->suspect = 0;
 		c->up->nsuspect--;
@@ -1127,7 +1093,7 @@ query_timer(int fd, short event, void *arg)
 {
 	struct uquery	*uq = arg;
 	struct utry	*t;
-	int64_t		 now = now_us();
+	int64_t		 now = mono_us();
 
 	(void)fd;
 	(void)event;
@@ -1265,7 +1231,7 @@ conn_send(struct conn *c, struct utry *t)
 	c->gone[slot] = -1;
 	c->ninflight++;
 	t->conn = c;
-	t->sent = c->used = now_us();
+	t->sent = c->used = mono_us();
 	c->up->st.queries++;
 	dns_put16(uq->q + 2, t->id);
 	n = tls_write(c->tls, uq->q, uq->qlen);
@@ -1294,7 +1260,7 @@ conn_take_waiting(struct conn *c)
 			continue;	/* one try of a query a connection */
 		TAILQ_REMOVE(&c->up->waiting, t, wentry);
 		/* its time runs from now: the handshake was not its own */
-		t->start = now_us();
+		t->start = mono_us();
 		t->timedout = 0;
 		if (t->uq->probe != P_UPSTREAM)
 			t->rto = upstream_rto(c->up);
@@ -1401,7 +1367,7 @@ conn_open(struct conn *c)
 	c->broken = 0;
 	c->close_notify = 0;
 	c->heard = 0;
-	c->opened = c->used = now_us();
+	c->opened = c->used = mono_us();
 	if (connect(c->fd, (struct sockaddr *)&u->uc.ss, len) == -1 &&
 	    errno != EINPROGRESS)
 		c->io_errno = errno;	/* conn_timeout() says so */
@@ -1416,7 +1382,7 @@ upstream_backoff(struct upstream *u)
 {
 	int64_t	ms = rtt_backoff(u->failures, arc4random_uniform);
 
-	u->down_until = now_us() + ms * 1000;
+	u->down_until = mono_us() + ms * 1000;
 	u->state = U_DOWN;
 	timer_at(&u->probe_ev, u->down_until);
 	log_warnx("upstream %s: %s; backing off %lld ms", u->label,
@@ -1499,7 +1465,7 @@ conn_close_counts(struct upstream *u, enum fail_kind kind, const char *why,
 		 * with queries unread, and its answer may be lost with it.)
 		 */
 		if (answered || inflight == 0 || (u->last_answer != 0 &&
-		    now_us() - u->last_answer < QUIET_MS * 1000LL) ||
+		    mono_us() - u->last_answer < QUIET_MS * 1000LL) ||
 		    ++u->quiet_closes < MAX_QUIET_CLOSES)
 			return 0;
 		u->quiet_closes = 0;
@@ -1566,7 +1532,7 @@ keep_warm(const struct upstream *u, const struct conn *except)
 
 	if (terminating || u->removed || u->state != U_UP ||
 	    u->last_client == 0 ||
-	    now_us() - u->last_client > WARM_MS * 1000LL)
+	    mono_us() - u->last_client > WARM_MS * 1000LL)
 		return 0;
 	for (i = 0; i < u->nconns; i++)
 		if (&u->conns[i] != except && u->conns[i].state != C_CLOSED)
@@ -1605,14 +1571,14 @@ upstream_limit_pipeline(struct upstream *u, int answered)
 	int	max = answered > 1 ? answered : 1;
 
 	if (u->pipeline_max == 0 || max < u->pipeline_max ||
-	    now_us() >= u->pipeline_until) {
+	    mono_us() >= u->pipeline_until) {
 		if (max < SLOTS)
 			log_info("upstream %s: it closed a connection with "
 			    "queries unanswered; at most %d a connection for "
 			    "a while", u->label, max);
 		u->pipeline_max = max < SLOTS ? max : 0;
 	}
-	u->pipeline_until = now_us() + PIPELINE_MS * 1000LL;
+	u->pipeline_until = mono_us() + PIPELINE_MS * 1000LL;
 }
 
 /*
@@ -1638,7 +1604,7 @@ conn_close(struct conn *c, enum fail_kind kind, const char *why)
 	why = reason;
 	/* since when it has been quiet, for a close that finds it dead */
 	c->suspect_at_close = c->suspect ? c->quiet_since : c->rlen > 0 ?
-	    c->frame_start : now_us();
+	    c->frame_start : mono_us();
 	n = conn_take_tries(c, tries);
 	conn_teardown(c, had_state);
 	/* a query twice here is moved once: moving may end it */
@@ -1720,7 +1686,7 @@ conn_arm(struct conn *c)
 	switch (c->state) {
 	case C_CONNECTING:
 	case C_HANDSHAKE:
-		due = c->io_errno ? now_us() : c->opened + CONNECT_MS * 1000LL;
+		due = c->io_errno ? mono_us() : c->opened + CONNECT_MS * 1000LL;
 		break;
 	case C_READY:
 		if (c->rlen > 0)
@@ -1758,7 +1724,7 @@ static void
 conn_timeout(int fd, short event, void *arg)
 {
 	struct conn	*c = arg;
-	int64_t		 now = now_us();
+	int64_t		 now = mono_us();
 	char		 why[96];
 
 	(void)fd;
@@ -1863,7 +1829,7 @@ handshake(struct conn *c)
 		return;
 	}
 	c->state = C_READY;
-	c->used = now_us();
+	c->used = mono_us();
 	u->st.handshakes++;
 	if (tls_conn_session_resumed(c->tls))
 		u->st.resumed++;
@@ -2003,7 +1969,7 @@ conn_io(struct conn *c)
 			return;
 		}
 		if (c->rlen == 0)
-			c->frame_start = now_us();
+			c->frame_start = mono_us();
 		c->rlen += (size_t)n;
 		got = 1;
 		off = 0;
@@ -2019,7 +1985,7 @@ conn_io(struct conn *c)
 		if (off > 0) {
 			memmove(c->rbuf, c->rbuf + off, c->rlen - off);
 			c->rlen -= off;
-			c->frame_start = now_us();
+			c->frame_start = mono_us();
 		}
 	}
 	if (got && c->ninflight > 0)
@@ -2097,7 +2063,7 @@ probe_conn(struct conn *c)
 	t = &uq->tries[0];
 	t->uq = uq;
 	t->up = c->up;
-	t->start = now_us();
+	t->start = mono_us();
 	t->rto = upstream_rto(c->up);
 	uq->ntries = 1;
 	uq->last = c->up;
@@ -2158,6 +2124,7 @@ network_changed(void)
 }
 
 /* The listener died: nobody waits for what is in flight any more. */
+/* The listener is gone: its queries are dropped, our probes go on. */
 static void
 listener_lost(void)
 {
@@ -2165,13 +2132,6 @@ listener_lost(void)
 
 	if (terminating)
 		exit(0);	/* the listener has drained: done */
-	log_warnx("lost the listener process");
-	listener_up = 0;
-	if (event_initialized(&listener.ev))
-		event_del(&listener.ev);
-	listener.events = 0;
-	imsgbuf_clear(&listener.ibuf);
-	close(listener.ibuf.fd);
 	for (uq = TAILQ_FIRST(&queries); uq != NULL; uq = next) {
 		next = TAILQ_NEXT(uq, entry);
 		if (uq->probe == P_NONE)
