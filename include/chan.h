@@ -11,6 +11,9 @@ struct chan {
 	struct event	 ev;
 	short		 events;
 	void		(*dispatch)(int, short, void *);
+	/* for proc_dispatch(): each message, then once after a batch */
+	void		(*message)(struct chan *, struct imsg *);
+	void		(*done)(void);
 	const char	*peer;		/* for messages: "parent", ... */
 	int		 vital;		/* losing it ends this process */
 };

@@ -32,8 +32,10 @@ struct proc {
 	int			(*take_fd)(struct imsg *);
 	/* called with *conf already the new config (or the first one) */
 	void			(*conf_applied)(void);
-	/* after proc_peer_lost() has closed the channel */
+	/* the other child is gone: let go of what was sent there */
 	void			(*peer_lost)(void);
+	/* a message of the parent's only this child takes */
+	void			(*parent_message)(struct chan *, struct imsg *);
 	void			(*sigterm)(int, short, void *);
 };
 
@@ -48,9 +50,8 @@ const char	*imsg_type_name(uint32_t);
 void		 proc_child_init(struct proc *, int);
 void		 proc_child_confine(struct proc *);
 __attribute__((__noreturn__)) void proc_child_serve(struct proc *);
-void		 proc_conf_message(struct proc *, struct imsg *);
-void		 proc_peer_fd(struct proc *, struct imsg *);
-void		 proc_log_level(struct proc *, struct imsg *);
+void		 proc_dispatch(int, short, void *);
+void		 proc_parent_message(struct chan *, struct imsg *);
 void		 proc_peer_lost(struct proc *);
 __attribute__((__noreturn__)) void proc_unexpected(const struct chan *,
 		    const struct imsg *);

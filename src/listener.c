@@ -136,8 +136,8 @@ struct sock {
 	struct event		 pause;		/* out of descriptors */
 };
 
-static void	 parent_dispatch(int, short, void *);
-static void	 upstream_dispatch(int, short, void *);
+static void	 parent_message(struct chan *, struct imsg *);
+static void	 upstream_message(struct chan *, struct imsg *);
 static void	 udp_read(int, short, void *);
 static void	 tcp_accept(int, short, void *);
 static void	 tcp_read(int, short, void *);
@@ -195,10 +195,12 @@ static int	 take_startup_fd(struct imsg *);
 
 static struct dotproxyd_conf	*conf;
 static struct chan		 parent = {
-	.dispatch = parent_dispatch, .peer = "parent", .vital = 1
+	.dispatch = proc_dispatch, .message = proc_parent_message,
+	.done = udp_flush, .peer = "parent", .vital = 1
 };
 static struct chan		 upstream = {
-	.dispatch = upstream_dispatch, .peer = "upstream process"
+	.dispatch = proc_dispatch, .message = upstream_message,
+	.done = udp_flush, .peer = "upstream process"
 };
 static TAILQ_HEAD(sock_head, sock) socks = TAILQ_HEAD_INITIALIZER(socks);
 static TAILQ_HEAD(, tcpc)	 tcpcs = TAILQ_HEAD_INITIALIZER(tcpcs);
@@ -243,6 +245,7 @@ static struct proc		 proc = {
 	.take_fd = take_startup_fd,
 	.conf_applied = conf_applied,
 	.peer_lost = upstream_lost,
+	.parent_message = parent_message,
 	.sigterm = drain_start,
 };
 
@@ -394,103 +397,61 @@ take_startup_fd(struct imsg *imsg)
 	return -1;
 }
 
+/* The parent's messages for the listener alone. */
 static void
-parent_dispatch(int fd, short event, void *arg)
+parent_message(struct chan *c, struct imsg *imsg)
 {
-	struct chan	*c = arg;
-	struct imsg	 imsg;
-	ssize_t		 n;
-
-	(void)fd;
-	chan_io(c, event);	/* the parent gone, we exit */
-	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
-		if (n == -1)
-			fatalx("malformed message from the parent");
-		switch (imsg.hdr.type) {
-		case IMSG_CONF_MAIN:
-		case IMSG_CONF_LISTEN:
-		case IMSG_CONF_UPSTREAM:
-		case IMSG_CONF_ACL:
-		case IMSG_CONF_END:
-			proc_conf_message(&proc, &imsg);
-			break;
-		case IMSG_PEER_FD:
-			proc_peer_fd(&proc, &imsg);
-			break;
-		case IMSG_CTL_LOG:
-			proc_log_level(&proc, &imsg);
-			break;
-		case IMSG_CTL_RESULT:
-			msg_need(c, &imsg, 1, CTL_RESULT_MAX, MSG_NO_FD);
-			if (((char *)imsg.data)[imsg.len - 1] != '\0')
-				fatalx("bad message from the parent: %s "
-				    "without its NUL",
-				    imsg_type_name(imsg.hdr.type));
-			control_result(imsg.hdr.peerid, imsg.data);
-			break;
-		case IMSG_SOCKET_UDP:
-		case IMSG_SOCKET_TCP:
-			take_socket(&imsg);
-			if (!draining)
-				sock_start(TAILQ_LAST(&socks, sock_head));
-			break;
-		default:
-			proc_unexpected(c, &imsg);
-		}
-		imsg_free(&imsg);
+	switch (imsg->hdr.type) {
+	case IMSG_CTL_RESULT:
+		msg_need(c, imsg, 1, CTL_RESULT_MAX, MSG_NO_FD);
+		if (((char *)imsg->data)[imsg->len - 1] != '\0')
+			fatalx("bad message from the parent: %s without its "
+			    "NUL", imsg_type_name(imsg->hdr.type));
+		control_result(imsg->hdr.peerid, imsg->data);
+		break;
+	case IMSG_SOCKET_UDP:
+	case IMSG_SOCKET_TCP:
+		take_socket(imsg);
+		if (!draining)
+			sock_start(TAILQ_LAST(&socks, sock_head));
+		break;
+	default:
+		proc_unexpected(c, imsg);
 	}
-	udp_flush();
-	chan_update(c);
 }
 
 static void
-upstream_dispatch(int fd, short event, void *arg)
+upstream_message(struct chan *c, struct imsg *imsg)
 {
-	struct chan		*c = arg;
-	struct imsg		 imsg;
 	struct query_fail	 qf;
 	struct upstream_status	 us;
-	ssize_t			 n;
 
-	(void)fd;
-	if (!chan_io(c, event)) {
-		proc_peer_lost(&proc);
-		udp_flush();
-		return;
+	switch (imsg->hdr.type) {
+	case IMSG_ANSWER:
+		msg_need(c, imsg, DNS_HDR_LEN, DNS_MAX_MSG, MSG_NO_FD);
+		answer_request(imsg->hdr.peerid, imsg->data, imsg->len);
+		break;
+	case IMSG_FAIL:
+		msg_need(c, imsg, sizeof(qf), sizeof(qf), MSG_NO_FD);
+		memcpy(&qf, imsg->data, sizeof(qf));
+		qf.text[sizeof(qf.text) - 1] = '\0';
+		fail_request(imsg->hdr.peerid, qf.ede, qf.text);
+		break;
+	case IMSG_CTL_UPSTREAM:
+		msg_need(c, imsg, sizeof(us), sizeof(us), MSG_NO_FD);
+		memcpy(&us, imsg->data, sizeof(us));
+		us.label[sizeof(us.label) - 1] = '\0';
+		us.tls_version[sizeof(us.tls_version) - 1] = '\0';
+		us.last_error[sizeof(us.last_error) - 1] = '\0';
+		control_upstream(imsg->hdr.peerid, &us);
+		break;
+	case IMSG_CTL_END:
+		msg_need(c, imsg, 0, 0, MSG_NO_FD);
+		control_upstream_end(imsg->hdr.peerid);
+		break;
+	default:
+		proc_unexpected(c, imsg);
 	}
-	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
-		if (n == -1)
-			fatalx("malformed message from the upstream process");
-		switch (imsg.hdr.type) {
-		case IMSG_ANSWER:
-			msg_need(c, &imsg, DNS_HDR_LEN, DNS_MAX_MSG, MSG_NO_FD);
-			answer_request(imsg.hdr.peerid, imsg.data, imsg.len);
-			break;
-		case IMSG_FAIL:
-			msg_need(c, &imsg, sizeof(qf), sizeof(qf), MSG_NO_FD);
-			memcpy(&qf, imsg.data, sizeof(qf));
-			qf.text[sizeof(qf.text) - 1] = '\0';
-			fail_request(imsg.hdr.peerid, qf.ede, qf.text);
-			break;
-		case IMSG_CTL_UPSTREAM:
-			msg_need(c, &imsg, sizeof(us), sizeof(us), MSG_NO_FD);
-			memcpy(&us, imsg.data, sizeof(us));
-			us.label[sizeof(us.label) - 1] = '\0';
-			us.tls_version[sizeof(us.tls_version) - 1] = '\0';
-			us.last_error[sizeof(us.last_error) - 1] = '\0';
-			control_upstream(imsg.hdr.peerid, &us);
-			break;
-		case IMSG_CTL_END:
-			msg_need(c, &imsg, 0, 0, MSG_NO_FD);
-			control_upstream_end(imsg.hdr.peerid);
-			break;
-		default:
-			proc_unexpected(c, &imsg);
-		}
-		imsg_free(&imsg);
-	}
-	udp_flush();
-	chan_update(c);
 }
 
 /* UDP */

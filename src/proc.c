@@ -28,6 +28,10 @@
 static struct proc	*self;		/* this child, once started */
 static struct event	 ev_sigterm;
 
+static void	 proc_conf_message(struct proc *, struct imsg *);
+static void	 proc_peer_fd(struct proc *, struct imsg *);
+static void	 proc_log_level(struct proc *, struct imsg *);
+
 const char *
 proc_name(enum proc_type t)
 {
@@ -284,14 +288,67 @@ proc_child_serve(struct proc *p)
 	if (imsg_compose(&p->parent->ibuf, IMSG_STARTED, 0, -1, NULL, 0) == -1)
 		fatal("imsg_compose");
 	chan_update(p->parent);
-	p->parent->dispatch(p->parent->ibuf.fd, 0, p->parent);
+	proc_dispatch(p->parent->ibuf.fd, 0, p->parent);
 
 	event_dispatch();
 	exit(0);
 }
 
-/* A part of a new config; the last one makes it the running config. */
+/*
+ * The dispatcher of a child's channels: do the I/O, hand each message to
+ * the channel's handler, then let the child send what that made.  A
+ * channel to the other child that is gone is closed; without its parent
+ * the child has exited in chan_io().
+ */
 void
+proc_dispatch(int fd, short event, void *arg)
+{
+	struct chan	*c = arg;
+	struct imsg	 imsg;
+	ssize_t		 n;
+
+	(void)fd;
+	if (!chan_io(c, event))
+		proc_peer_lost(self);
+	else {
+		while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
+			if (n == -1)
+				fatalx("malformed message from the %s",
+				    c->peer);
+			c->message(c, &imsg);
+			imsg_free(&imsg);
+		}
+		chan_update(c);
+	}
+	if (c->done != NULL)
+		c->done();
+}
+
+/* The parent's messages both children take; the rest are the child's. */
+void
+proc_parent_message(struct chan *c, struct imsg *imsg)
+{
+	switch (imsg->hdr.type) {
+	case IMSG_CONF_MAIN:
+	case IMSG_CONF_LISTEN:
+	case IMSG_CONF_UPSTREAM:
+	case IMSG_CONF_ACL:
+	case IMSG_CONF_END:
+		proc_conf_message(self, imsg);
+		break;
+	case IMSG_PEER_FD:
+		proc_peer_fd(self, imsg);
+		break;
+	case IMSG_CTL_LOG:
+		proc_log_level(self, imsg);
+		break;
+	default:
+		self->parent_message(c, imsg);
+	}
+}
+
+/* A part of a new config; the last one makes it the running config. */
+static void
 proc_conf_message(struct proc *p, struct imsg *imsg)
 {
 	int	r;
@@ -310,7 +367,7 @@ proc_conf_message(struct proc *p, struct imsg *imsg)
 }
 
 /* A channel to a new other child, after the last one was lost. */
-void
+static void
 proc_peer_fd(struct proc *p, struct imsg *imsg)
 {
 	msg_need(p->parent, imsg, 0, 0, MSG_FD);
@@ -321,7 +378,7 @@ proc_peer_fd(struct proc *p, struct imsg *imsg)
 	log_info("connected to the new %s", p->peer->peer);
 }
 
-void
+static void
 proc_log_level(struct proc *p, struct imsg *imsg)
 {
 	int	v;

@@ -167,8 +167,8 @@ struct upstream {
 	int			 removed;	/* by a reload, going away */
 };
 
-static void	 parent_dispatch(int, short, void *);
-static void	 listener_dispatch(int, short, void *);
+static void	 parent_message(struct chan *, struct imsg *);
+static void	 listener_message(struct chan *, struct imsg *);
 static void	 apply_config(const struct dotproxyd_conf *);
 static void	 conf_applied(void);
 static int	 query_dispatch(struct uquery *);
@@ -196,10 +196,12 @@ static void	 send_status(uint32_t);
 
 static struct dotproxyd_conf	*conf;
 static struct chan		 parent = {
-	.dispatch = parent_dispatch, .peer = "parent", .vital = 1
+	.dispatch = proc_dispatch, .message = proc_parent_message,
+	.peer = "parent", .vital = 1
 };
 static struct chan		 listener = {
-	.dispatch = listener_dispatch, .peer = "listener process"
+	.dispatch = proc_dispatch, .message = listener_message,
+	.done = flush_conns, .peer = "listener process"
 };
 static TAILQ_HEAD(, upstream)	 upstreams = TAILQ_HEAD_INITIALIZER(upstreams);
 static TAILQ_HEAD(, uquery)	 queries = TAILQ_HEAD_INITIALIZER(queries);
@@ -214,6 +216,7 @@ static struct proc		 proc = {
 	.take_fd = take_startup_fd,
 	.conf_applied = conf_applied,
 	.peer_lost = listener_lost,
+	.parent_message = parent_message,
 	.sigterm = upstream_sigterm,
 };
 static uint8_t			*ca_mem;
@@ -529,42 +532,18 @@ conf_applied(void)
 	apply_config(conf);
 }
 
+/* The parent's messages for the upstream process alone. */
 static void
-parent_dispatch(int fd, short event, void *arg)
+parent_message(struct chan *c, struct imsg *imsg)
 {
-	struct chan	*c = arg;
-	struct imsg	 imsg;
-	ssize_t		 n;
-
-	(void)fd;
-	chan_io(c, event);	/* the parent gone, we exit */
-	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
-		if (n == -1)
-			fatalx("malformed message from the parent");
-		switch (imsg.hdr.type) {
-		case IMSG_CONF_MAIN:
-		case IMSG_CONF_LISTEN:
-		case IMSG_CONF_UPSTREAM:
-		case IMSG_CONF_ACL:
-		case IMSG_CONF_END:
-			proc_conf_message(&proc, &imsg);
-			break;
-		case IMSG_PEER_FD:
-			proc_peer_fd(&proc, &imsg);
-			break;
-		case IMSG_CTL_LOG:
-			proc_log_level(&proc, &imsg);
-			break;
-		case IMSG_NETWORK_CHANGED:
-			msg_need(c, &imsg, 0, 0, MSG_NO_FD);
-			network_changed();
-			break;
-		default:
-			proc_unexpected(c, &imsg);
-		}
-		imsg_free(&imsg);
+	switch (imsg->hdr.type) {
+	case IMSG_NETWORK_CHANGED:
+		msg_need(c, imsg, 0, 0, MSG_NO_FD);
+		network_changed();
+		break;
+	default:
+		proc_unexpected(c, imsg);
 	}
-	chan_update(c);
 }
 
 static void
@@ -632,36 +611,20 @@ take_query(uint32_t qid, const uint8_t *q, size_t qlen)
 }
 
 static void
-listener_dispatch(int fd, short event, void *arg)
+listener_message(struct chan *c, struct imsg *imsg)
 {
-	struct chan	*c = arg;
-	struct imsg	 imsg;
-	ssize_t		 n;
-
-	(void)fd;
-	if (!chan_io(c, event)) {
-		proc_peer_lost(&proc);
-		return;
+	switch (imsg->hdr.type) {
+	case IMSG_QUERY:
+		msg_need(c, imsg, DNS_HDR_LEN, DNS_MAX_MSG, MSG_NO_FD);
+		take_query(imsg->hdr.peerid, imsg->data, imsg->len);
+		break;
+	case IMSG_CTL_STATUS:
+		msg_need(c, imsg, 0, 0, MSG_NO_FD);
+		send_status(imsg->hdr.peerid);
+		break;
+	default:
+		proc_unexpected(c, imsg);
 	}
-	while ((n = imsg_get(&c->ibuf, &imsg)) != 0) {
-		if (n == -1)
-			fatalx("malformed message from the listener");
-		switch (imsg.hdr.type) {
-		case IMSG_QUERY:
-			msg_need(c, &imsg, DNS_HDR_LEN, DNS_MAX_MSG, MSG_NO_FD);
-			take_query(imsg.hdr.peerid, imsg.data, imsg.len);
-			break;
-		case IMSG_CTL_STATUS:
-			msg_need(c, &imsg, 0, 0, MSG_NO_FD);
-			send_status(imsg.hdr.peerid);
-			break;
-		default:
-			proc_unexpected(c, &imsg);
-		}
-		imsg_free(&imsg);
-	}
-	flush_conns();
-	chan_update(c);
 }
 
 /* ------------------------------------------------------------------ */
