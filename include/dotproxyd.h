@@ -165,9 +165,8 @@ struct dotproxyd_conf {
 	TAILQ_HEAD(, acl_conf)		 acls;
 };
 
-/* parse.y: the grammar and its lexer, printing a config */
+/* parse.y: the grammar and its lexer */
 struct dotproxyd_conf	*parse_config(const char *, int);
-void			 print_config(FILE *, const struct dotproxyd_conf *);
 void			 parse_errors_to_log(int);
 
 /*
@@ -188,6 +187,9 @@ int	 config_send(struct imsgbuf *, const struct dotproxyd_conf *, int);
 int	 config_recv(struct dotproxyd_conf **, struct imsg *);
 void	 config_hash(const struct dotproxyd_conf *, char *, size_t);
 #define CONFIG_HASH_HEX	16	/* hexadecimal digits of config_hash() */
+
+/* printconf.c: the effective config, in the language parse.y reads */
+void	 print_config(FILE *, const struct dotproxyd_conf *);
 
 /* proc.c */
 struct chan;
