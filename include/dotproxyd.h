@@ -199,9 +199,8 @@ int			 proc_parent_message(struct imsg *,
 			    struct dotproxyd_conf *, struct dotproxyd_conf **,
 			    struct chan *, int *, void (*)(void));
 
-/* sandbox */
+/* sandbox.c: a child confines itself (the rest of the layer: sandbox.h) */
 void	 sandbox_drop(enum proc_type, const struct dotproxyd_conf *);
-void	 sandbox_parent(void);
 
 /* processes */
 __attribute__((__noreturn__)) void listener_main(int, int);

@@ -8,9 +8,6 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#ifdef __linux__
-#include <sys/prctl.h>
-#endif
 #include <sys/wait.h>
 #include <sys/un.h>
 #include <netinet/in.h>
@@ -86,21 +83,6 @@ static TAILQ_HEAD(, lsock)	 lsocks = TAILQ_HEAD_INITIALIZER(lsocks);
 static int			 control_fd = -1;
 static int			 debug, verbose;
 
-#ifdef SANITIZE
-/*
- * LeakSanitizer stops a process with ptrace at exit, which no process's
- * seccomp policy allows: the daemon runs without it.  The unit tests and
- * fuzz targets, which run unconfined, keep it.
- */
-const char *__asan_default_options(void);
-
-const char *
-__asan_default_options(void)
-{
-	return "detect_leaks=0";
-}
-#endif
-
 static void
 usage(void)
 {
@@ -117,9 +99,7 @@ main(int argc, char *argv[])
 	int		 ch, noaction = 0, pair[2], i;
 	ssize_t		 n;
 
-#ifdef __linux__
-	setproctitle_init(argc, argv, environ);
-#endif
+	sandbox_title_init(argc, argv);
 	while ((ch = getopt(argc, argv, "dnf:P:s:v")) != -1) {
 		switch (ch) {
 		case 'd':
@@ -224,10 +204,7 @@ main(int argc, char *argv[])
 	/* the routing socket is opened now: the confined parent cannot */
 	netwatch_start(network_changed);
 
-#ifdef __OpenBSD__
-	sandbox_parent_unveil(self, conffile, conf);
-#endif
-	sandbox_parent();
+	sandbox_parent(self, conffile, conf);
 	setproctitle("parent");
 	config_hash(conf, hash, sizeof(hash));
 	audit("start", "version", DOTPROXYD_VERSION, "config", conffile,
@@ -419,32 +396,6 @@ open_control(const struct dotproxyd_conf *c)
 }
 
 /*
- * The environment of a child: nothing of the starter's (a child reads
- * no variable, and libraries would: OPENSSL_CONF, say), but for the
- * sanitizer runtime's options in a sanitizer build.
- */
-static void
-child_env(char **envp, size_t max)
-{
-	size_t	n = 0;
-#ifdef SANITIZE
-	static const char *keep[] = { "ASAN_OPTIONS", "UBSAN_OPTIONS", NULL };
-	char	**e;
-	size_t	 i, l;
-
-	for (e = environ; *e != NULL; e++)
-		for (i = 0; keep[i] != NULL && n + 1 < max; i++) {
-			l = strlen(keep[i]);
-			if (strncmp(*e, keep[i], l) == 0 && (*e)[l] == '=')
-				envp[n++] = *e;
-		}
-#else
-	(void)max;
-#endif
-	envp[n] = NULL;
-}
-
-/*
  * Fork and re-exec a child with its channel to us on PARENT_FD and the
  * standard descriptors: every other descriptor, whether ours or one
  * whoever started us left open, is closed first.
@@ -471,11 +422,7 @@ start_process(struct child *c, int fd)
 	} else if (dup2(fd, PARENT_FD) == -1)
 		fatal("dup2");
 	closefrom(PARENT_FD + 1);
-#ifdef __linux__
-	/* until the child changes its ids, which clears it: sandbox_drop */
-	if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)
-		fatal("prctl PR_SET_PDEATHSIG");
-#endif
+	sandbox_child_init();
 	if (getppid() != ppid)
 		_exit(1);	/* we are gone already */
 	argv[argc++] = "dotproxyd";
@@ -486,7 +433,7 @@ start_process(struct child *c, int fd)
 	if (verbose)
 		argv[argc++] = "-v";
 	argv[argc] = NULL;
-	child_env(envp, sizeof(envp) / sizeof(envp[0]));
+	sandbox_child_env(envp, sizeof(envp) / sizeof(envp[0]));
 	execve(self, argv, envp);
 	fatal("execve %s", self);
 }

@@ -138,14 +138,20 @@ sandbox_filter(enum proc_type type)
 /*
  * The parent, once its children run: capabilities cut to what reload,
  * respawn and shutdown need (also in the bounding set, so a new child
- * never gets more), no_new_privs, then its policy.
+ * never gets more), no_new_privs, then its policy.  A filter sees no
+ * path: the files the parent may open are not narrowed here.
  */
 void
-sandbox_parent(void)
+sandbox_parent(const char *self, const char *conffile,
+    const struct dotproxyd_conf *c)
 {
 	static const int keep[] = { CAP_NET_BIND_SERVICE, CAP_SETUID,
 	    CAP_SETGID, CAP_SYS_CHROOT, CAP_SETPCAP, CAP_KILL };
 	size_t	i;
+
+	(void)self;
+	(void)conffile;
+	(void)c;
 
 	capng_clear(CAPNG_SELECT_BOTH);
 	for (i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
