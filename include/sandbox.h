@@ -31,6 +31,14 @@ void	 sandbox_child_env(char **, size_t);
 void	 sandbox_parent(const char *, const char *,
 	    const struct dotproxyd_conf *);
 
+/*
+ * What the system's sandbox does to a child of this type, as audit
+ * fields: key, value, ..., at most SANDBOX_AUDIT_PAIRS pairs, NULL after
+ * the last.  The array always has 2 * SANDBOX_AUDIT_PAIRS + 1 entries.
+ */
+#define SANDBOX_AUDIT_PAIRS	3
+const char *const *sandbox_audit_fields(enum proc_type);
+
 /* Load the process's system call policy (policy/<process>.policy). */
 void	 sandbox_filter(enum proc_type);
 

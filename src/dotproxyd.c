@@ -753,17 +753,21 @@ bad:
 		kill(c->pid, SIGKILL);
 }
 
-/* A child reports itself confined: that goes into the audit trail. */
+/*
+ * A child reports itself confined: that goes into the audit trail, with
+ * what the system's sandbox did (SANDBOX_AUDIT_PAIRS fields at most).
+ */
 static void
 audit_confinement(const struct child *c)
 {
-	char	uid[16], pid[16];
+	const char *const	*kv = sandbox_audit_fields(c->type);
+	char			 uid[16], pid[16];
 
 	snprintf(uid, sizeof(uid), "%u", (unsigned)conf->uid);
 	snprintf(pid, sizeof(pid), "%d", (int)c->pid);
 	audit("confined", "child", proc_name(c->type), "pid", pid, "uid", uid,
-	    "chroot", conf->chroot, "seccomp", "filter", "capabilities",
-	    "none", "no_new_privs", "1", NULL);
+	    "chroot", conf->chroot, kv[0], kv[1], kv[2], kv[3], kv[4], kv[5],
+	    NULL);
 }
 
 /*

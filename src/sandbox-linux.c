@@ -35,6 +35,19 @@ sandbox_child_init(void)
 		fatal("prctl PR_SET_PDEATHSIG");
 }
 
+/* What sandbox_os_after_ids() and sandbox_filter() do, for the audit. */
+const char *const *
+sandbox_audit_fields(enum proc_type type)
+{
+	static const char *const fields[2 * SANDBOX_AUDIT_PAIRS + 1] = {
+		"seccomp", "filter", "capabilities", "none", "no_new_privs",
+		"1", NULL
+	};
+
+	(void)type;
+	return fields;
+}
+
 /* Ask the kernel itself: is every capability gone from the bounding set? */
 static int
 bounding_set_empty(void)

@@ -46,6 +46,21 @@ sandbox_child_init(void)
 {
 }
 
+/*
+ * What sandbox_filter() pledges, for the audit.  A child unveils
+ * nothing: without a path promise it can open no file at all.
+ */
+const char *const *
+sandbox_audit_fields(enum proc_type type)
+{
+	static const char	*fields[2 * SANDBOX_AUDIT_PAIRS + 1];
+
+	fields[0] = "pledge";
+	fields[1] = promises(type);
+	fields[2] = NULL;
+	return fields;
+}
+
 void
 sandbox_filter(enum proc_type type)
 {
