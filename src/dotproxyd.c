@@ -90,54 +90,29 @@ usage(void)
 	exit(1);
 }
 
+static void	 parse_options(int, char *[], int *, const char **,
+		    const char **);
+static void	 run_child_process(const char *) __attribute__((__noreturn__));
+static void	 check_config_and_exit(void) __attribute__((__noreturn__));
+static void	 find_self(const char *);
+static void	 start_daemon(const char *);
+static void	 setup_events(void);
+
 int
 main(int argc, char *argv[])
 {
-	struct event	 ev_sigterm, ev_sigint, ev_sighup, ev_sigchld;
 	const char	*child = NULL, *sockpath = NULL;
-	char		 hash[CONFIG_HASH_HEX + 1], why[128];
-	int		 ch, noaction = 0, pair[2], i;
-	ssize_t		 n;
+	char		 hash[CONFIG_HASH_HEX + 1];
+	int		 noaction = 0, pair[2], i;
 
 	sandbox_title_init(argc, argv);
-	while ((ch = getopt(argc, argv, "dnf:P:s:v")) != -1) {
-		switch (ch) {
-		case 'd':
-			debug = 1;
-			break;
-		case 'n':
-			noaction = 1;
-			break;
-		case 'f':
-			conffile = optarg;
-			break;
-		case 'P':
-			child = optarg;
-			break;
-		case 's':
-			sockpath = optarg;
-			break;
-		case 'v':
-			verbose++;
-			break;
-		default:
-			usage();
-		}
-	}
-	argc -= optind;
-	if (argc > 0)
-		usage();
+	parse_options(argc, argv, &noaction, &child, &sockpath);
 
 	log_init(1, LOG_DAEMON);	/* stderr until daemonised */
 	log_setverbose(verbose);
 
-	if (child != NULL) {
-		if (strcmp(child, "listener") == 0)
-			listener_main(debug, verbose);
-		if (strcmp(child, "upstream") == 0)
-			upstream_main(debug, verbose);
-		fatalx("unknown process %s", child);
-	}
+	if (child != NULL)
+		run_child_process(child);
 
 	conf = parse_config(conffile, strcmp(conffile, DOTPROXYD_CONF) == 0);
 	if (conf == NULL)
@@ -145,51 +120,11 @@ main(int argc, char *argv[])
 	if (sockpath != NULL && strlcpy(conf->control_path, sockpath,
 	    sizeof(conf->control_path)) >= sizeof(conf->control_path))
 		errx(1, "control socket path too long");
-	if (noaction) {
-		if (verbose)
-			print_config(stdout, conf);
-		else
-			fprintf(stderr, "configuration OK\n");
-		warn_open_resolver(conf);
-		exit(0);
-	}
+	if (noaction)
+		check_config_and_exit();
 
-	if (geteuid() != 0)
-		errx(1, "need root privileges");
-	resolve_user(conf);
-	conf->verbose = verbose;
-
-	if ((n = readlink("/proc/self/exe", self, sizeof(self) - 1)) == -1) {
-		if (argv[0][0] != '/' &&
-		    realpath(argv[0], self) == NULL)
-			err(1, "cannot find my own binary");
-		if (argv[0][0] == '/')
-			strlcpy(self, argv[0], sizeof(self));
-	} else
-		self[n] = '\0';
-
-	log_init(debug, LOG_DAEMON);
-	if (audit_open(conf->audit_log, why, sizeof(why)) == -1)
-		fatalx("audit log %s: %s", conf->audit_log, why);
-	if (!debug && daemon(0, 0) == -1)
-		fatal("daemon");
-	parse_errors_to_log(1);		/* stderr is gone now */
-	log_info("dotproxyd %s starting", DOTPROXYD_VERSION);
-	warn_open_resolver(conf);
-
-	bind_listeners(conf);
-	open_control(conf);
-
-	event_init();
-	signal(SIGPIPE, SIG_IGN);
-	signal_set(&ev_sigterm, SIGTERM, sig_handler, NULL);
-	signal_set(&ev_sigint, SIGINT, sig_handler, NULL);
-	signal_set(&ev_sighup, SIGHUP, sig_handler, NULL);
-	signal_set(&ev_sigchld, SIGCHLD, sig_handler, NULL);
-	signal_add(&ev_sigterm, NULL);
-	signal_add(&ev_sigint, NULL);
-	signal_add(&ev_sighup, NULL);
-	signal_add(&ev_sigchld, NULL);
+	start_daemon(argv[0]);
+	setup_events();
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
 	    pair) == -1)
@@ -212,6 +147,126 @@ main(int argc, char *argv[])
 
 	event_dispatch();
 	shutdown_children(0);
+}
+
+static void
+parse_options(int argc, char *argv[], int *noaction, const char **child,
+    const char **sockpath)
+{
+	int	ch;
+
+	while ((ch = getopt(argc, argv, "dnf:P:s:v")) != -1) {
+		switch (ch) {
+		case 'd':
+			debug = 1;
+			break;
+		case 'n':
+			*noaction = 1;
+			break;
+		case 'f':
+			conffile = optarg;
+			break;
+		case 'P':
+			*child = optarg;
+			break;
+		case 's':
+			*sockpath = optarg;
+			break;
+		case 'v':
+			verbose++;
+			break;
+		default:
+			usage();
+		}
+	}
+	argc -= optind;
+	if (argc > 0)
+		usage();
+}
+
+/* -P: this is a child the parent started; it never returns here. */
+static void
+run_child_process(const char *child)
+{
+	if (strcmp(child, "listener") == 0)
+		listener_main(debug, verbose);
+	if (strcmp(child, "upstream") == 0)
+		upstream_main(debug, verbose);
+	fatalx("unknown process %s", child);
+}
+
+/* -n: the config parsed; say so, or print it with -v, and exit. */
+static void
+check_config_and_exit(void)
+{
+	if (verbose)
+		print_config(stdout, conf);
+	else
+		fprintf(stderr, "configuration OK\n");
+	warn_open_resolver(conf);
+	exit(0);
+}
+
+/* Our own binary, to start children (and new ones) from. */
+static void
+find_self(const char *argv0)
+{
+	ssize_t	n;
+
+	if ((n = readlink("/proc/self/exe", self, sizeof(self) - 1)) == -1) {
+		if (argv0[0] != '/' &&
+		    realpath(argv0, self) == NULL)
+			err(1, "cannot find my own binary");
+		if (argv0[0] == '/')
+			strlcpy(self, argv0, sizeof(self));
+	} else
+		self[n] = '\0';
+}
+
+/*
+ * As root: the user to run children as, our binary, the audit log, then
+ * into the background, and the listening and control sockets.
+ */
+static void
+start_daemon(const char *argv0)
+{
+	char	why[128];
+
+	if (geteuid() != 0)
+		errx(1, "need root privileges");
+	resolve_user(conf);
+	conf->verbose = verbose;
+	find_self(argv0);
+
+	log_init(debug, LOG_DAEMON);
+	if (audit_open(conf->audit_log, why, sizeof(why)) == -1)
+		fatalx("audit log %s: %s", conf->audit_log, why);
+	if (!debug && daemon(0, 0) == -1)
+		fatal("daemon");
+	parse_errors_to_log(1);		/* stderr is gone now */
+	log_info("dotproxyd %s starting", DOTPROXYD_VERSION);
+	warn_open_resolver(conf);
+
+	bind_listeners(conf);
+	open_control(conf);
+}
+
+/* The event loop and the signals it handles. */
+static void
+setup_events(void)
+{
+	static struct event	ev_sigterm, ev_sigint, ev_sighup, ev_sigchld;
+
+	event_init();
+	signal(SIGPIPE, SIG_IGN);
+	signal_set(&ev_sigterm, SIGTERM, sig_handler, NULL);
+	signal_set(&ev_sigint, SIGINT, sig_handler, NULL);
+	signal_set(&ev_sighup, SIGHUP, sig_handler, NULL);
+	signal_set(&ev_sigchld, SIGCHLD, sig_handler, NULL);
+	signal_add(&ev_sigterm, NULL);
+	signal_add(&ev_sigint, NULL);
+	signal_add(&ev_sighup, NULL);
+	signal_add(&ev_sigchld, NULL);
 }
 
 /* Listening on more than loopback, with only loopback allowed? Say so. */
