@@ -181,6 +181,7 @@ int			 config_set_defaults(struct dotproxyd_conf *);
 int			 parse_prefix(const char *, struct acl_conf *);
 int			 parse_address(const char *, int, struct
 			    sockaddr_storage *);
+const void		*sockaddr_addr(const struct sockaddr_storage *, int *);
 const char		*sockaddr_text(const struct sockaddr_storage *,
 			    char *, size_t);
 int	 config_send(struct imsgbuf *, const struct dotproxyd_conf *, int);

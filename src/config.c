@@ -206,6 +206,21 @@ parse_prefix(const char *s, struct acl_conf *a)
 	return 0;
 }
 
+/* The address of an IPv4 or IPv6 socket address and its port; else NULL. */
+const void *
+sockaddr_addr(const struct sockaddr_storage *ss, int *port)
+{
+	if (ss->ss_family == AF_INET) {
+		*port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
+		return &((const struct sockaddr_in *)ss)->sin_addr;
+	}
+	if (ss->ss_family == AF_INET6) {
+		*port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+		return &((const struct sockaddr_in6 *)ss)->sin6_addr;
+	}
+	return NULL;
+}
+
 const char *
 sockaddr_text(const struct sockaddr_storage *ss, char *buf, size_t len)
 {
@@ -213,13 +228,7 @@ sockaddr_text(const struct sockaddr_storage *ss, char *buf, size_t len)
 	const void	*addr;
 	int		 port;
 
-	if (ss->ss_family == AF_INET) {
-		addr = &((const struct sockaddr_in *)ss)->sin_addr;
-		port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
-	} else if (ss->ss_family == AF_INET6) {
-		addr = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-		port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
-	} else {
+	if ((addr = sockaddr_addr(ss, &port)) == NULL) {
 		strlcpy(buf, "?", len);
 		return buf;
 	}

@@ -11,6 +11,7 @@
 
 #include <resolv.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "dotproxyd.h"
 
@@ -31,16 +32,11 @@ print_addr_port(FILE *f, const struct sockaddr_storage *ss, int defport)
 {
 	char		 host[INET6_ADDRSTRLEN];
 	const void	*addr;
-	int		 port;
+	int		 port = defport;
 
-	if (ss->ss_family == AF_INET) {
-		addr = &((const struct sockaddr_in *)ss)->sin_addr;
-		port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
-	} else {
-		addr = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-		port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
-	}
-	inet_ntop(ss->ss_family, addr, host, sizeof(host));
+	if ((addr = sockaddr_addr(ss, &port)) == NULL ||
+	    inet_ntop(ss->ss_family, addr, host, sizeof(host)) == NULL)
+		strlcpy(host, "?", sizeof(host));
 	fprintf(f, "%s", host);
 	if (ss->ss_family == AF_INET6 &&
 	    ((const struct sockaddr_in6 *)ss)->sin6_scope_id != 0) {
