@@ -46,15 +46,17 @@ ALL_CFLAGS+=	-fsanitize=address,undefined -fno-omit-frame-pointer -O1
 LDFLAGS+=	-fsanitize=address,undefined
 CPPFLAGS+=	-DSANITIZE
 SANITIZER_POLICY=	policy/sanitizer.policy
+# the daemon's own sanitizer options; the tests link without them
+SANITIZER_SRCS=	sanitizer.c
 endif
 ifeq ($(SANDBOX_DEBUG),1)
 CPPFLAGS+=	-DSANDBOX_DEBUG
 endif
 
-COMMON=		imsg.c dns.c log.c config.c acl.c cache.c ratelimit.c audit.c \
-		chan.c rtt.c sip.c
+COMMON=		imsg.c dns.c log.c config.c printconf.c acl.c cache.c \
+		ratelimit.c audit.c chan.c rtt.c sip.c
 DAEMON_SRCS=	dotproxyd.c listener.c upstream.c proc.c control.c \
-		$(SANDBOX_SRCS) $(NETWATCH_SRCS) $(COMMON)
+		$(SANDBOX_SRCS) $(NETWATCH_SRCS) $(SANITIZER_SRCS) $(COMMON)
 DAEMON_OBJS=	$(DAEMON_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/parse.o
 CTL_SRCS=	dotproxyctl.c
 CTL_OBJS=	$(CTL_SRCS:%.c=$(BUILD)/%.o)

@@ -165,30 +165,32 @@ struct dotproxyd_conf {
 	TAILQ_HEAD(, acl_conf)		 acls;
 };
 
-/* parse.y */
+/* parse.y: the grammar and its lexer */
+struct dotproxyd_conf	*parse_config(const char *, int);
+void			 parse_errors_to_log(int);
+
+/*
+ * config.c: a config's life and built-in defaults, its addresses;
+ * sending it over messages, receiving it
+ */
+struct imsgbuf;
+struct imsg;
 struct dotproxyd_conf	*config_new(void);
 void			 config_free(struct dotproxyd_conf *);
-struct dotproxyd_conf	*parse_config(const char *, int);
-void			 print_config(FILE *, const struct dotproxyd_conf *);
-void			 parse_errors_to_log(int);
 int			 config_set_defaults(struct dotproxyd_conf *);
 int			 parse_prefix(const char *, struct acl_conf *);
 int			 parse_address(const char *, int, struct
 			    sockaddr_storage *);
+const void		*sockaddr_addr(const struct sockaddr_storage *, int *);
 const char		*sockaddr_text(const struct sockaddr_storage *,
 			    char *, size_t);
-
-/* config.c: sending a config over messages, receiving it */
-struct imsgbuf;
-struct imsg;
 int	 config_send(struct imsgbuf *, const struct dotproxyd_conf *, int);
 int	 config_recv(struct dotproxyd_conf **, struct imsg *);
 void	 config_hash(const struct dotproxyd_conf *, char *, size_t);
 #define CONFIG_HASH_HEX	16	/* hexadecimal digits of config_hash() */
 
-/* sandbox */
-void	 sandbox_drop(enum proc_type, const struct dotproxyd_conf *);
-void	 sandbox_parent(void);
+/* printconf.c: the effective config, in the language parse.y reads */
+void	 print_config(FILE *, const struct dotproxyd_conf *);
 
 /* processes */
 __attribute__((__noreturn__)) void listener_main(int, int);

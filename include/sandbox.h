@@ -1,7 +1,45 @@
+/*
+ * The sandbox and system layer: what confining a process and starting
+ * one takes, the same on every system in sandbox.c, and what differs in
+ * sandbox-linux.c with sandbox-seccomp.c or in sandbox-openbsd.c.
+ */
 #ifndef DOTPROXYD_SANDBOX_H
 #define DOTPROXYD_SANDBOX_H
 
+#include <stddef.h>
+
 #include "dotproxyd.h"
+
+/* A child confines itself: user, chroot, limits, system call policy. */
+void	 sandbox_drop(enum proc_type, const struct dotproxyd_conf *);
+
+/* First thing in main: what setproctitle(3) needs, where it needs any. */
+void	 sandbox_title_init(int, char **);
+
+/*
+ * In a new child, between fork and exec: the child ends with the parent,
+ * where the system can tell it so.
+ */
+void	 sandbox_child_init(void);
+
+/* The environment a child starts with, NULL-terminated in max entries. */
+void	 sandbox_child_env(char **, size_t);
+
+/*
+ * The parent, once its children run: it confines itself to what
+ * reload, respawn and shutdown need.  Its own binary, the config file
+ * and the config's files are what it may still open.
+ */
+void	 sandbox_parent(const char *, const char *,
+	    const struct dotproxyd_conf *);
+
+/*
+ * What the system's sandbox does to a child of this type, as audit
+ * fields: key, value, ..., at most SANDBOX_AUDIT_PAIRS pairs, NULL after
+ * the last.  The array always has 2 * SANDBOX_AUDIT_PAIRS + 1 entries.
+ */
+#define SANDBOX_AUDIT_PAIRS	3
+const char *const *sandbox_audit_fields(enum proc_type);
 
 /* Load the process's system call policy (policy/<process>.policy). */
 void	 sandbox_filter(enum proc_type);
@@ -25,10 +63,6 @@ int	 sandbox_memfile(const char *);
 #define SESSION_STORE_MAX	0
 #else
 #define SESSION_STORE_MAX	(1024 * 1024)
-#endif
-#ifdef __OpenBSD__
-void	 sandbox_parent_unveil(const char *, const char *,
-	    const struct dotproxyd_conf *);
 #endif
 
 #endif /* DOTPROXYD_SANDBOX_H */

@@ -4,12 +4,24 @@
 #   allow NAME...                         allow these system calls
 #   allow NAME if COND [and COND]...      allow when every COND holds
 #   errno NAME ERRNO [if COND [and COND]...] fail with ERRNO, do not kill
+#   optional RULE                         RULE, where the call exists
 #
 # COND is "argN == V", "argN > V", "argN & MASK == V" or "argN in V1
 # V2..."; a rule holds at most three conditions, each on another
 # argument.  A rule with "in" becomes one rule for each value (several
 # "in" conditions: one for each combination).  Values are C constants or
 # numbers.
+#
+# Every NAME must be a system call of the architecture the daemon is
+# built for (its __NR_NAME): any other fails the build, with the policy
+# file and line.  "optional" is for a call that some 64-bit Linux
+# architectures do not have, their C library making another call
+# instead (arm64 and riscv64 have no open, stat, poll or epoll_wait and
+# use openat, newfstatat, ppoll and epoll_pwait; only x86 has
+# arch_prctl): its rules are left out where the call does not exist.  An
+# optional NAME must still be a call of some architecture libseccomp
+# knows.  The policies do not cover 32-bit architectures (no mmap2 or
+# fstatat64): a build for one fails on the calls they lack.
 
 # emit(SYS, ACTION, ERRNAME, N, CMPS): CMPS is N comparisons joined by ";"
 function emit(sys, action, errname, n, cmps,    c, i, list) {
@@ -17,8 +29,29 @@ function emit(sys, action, errname, n, cmps,    c, i, list) {
 	list = ""
 	for (i = 1; i <= 3; i++)
 		list = list (i > 1 ? ", " : "") (i <= n ? c[i] : "NOCMP")
-	printf("\t{ \"%s\", %s, %s, %d, { %s } },\n", sys, action,
-	    errname, n, list) >> out
+	printf("\t{ __NR_%s, \"%s\", %s, %s, %d, { %s } },\n", sys, sys,
+	    action, errname, n, list) >> out
+}
+
+# The rules of one call are emitted between open_call(SYS) and
+# close_call(SYS): where the system has no such call, the build fails,
+# or, for an optional rule, the rules are left out.
+function open_call(sys) {
+	if (sys !~ /^[a-z_][a-z0-9_]*$/)
+		fail("bad system call name " sys)
+	if (optional)
+		printf("#ifndef __SNR_%s\n#error \"%s:%d: no system call " \
+		    "%s on any architecture\"\n#endif\n", sys, FILENAME,
+		    FNR, sys) >> out
+	printf("#ifdef __NR_%s\n", sys) >> out
+}
+
+function close_call(sys) {
+	if (!optional)
+		printf("#else\n#error \"%s:%d: no system call %s on this " \
+		    "architecture (one that only some have: an optional " \
+		    "rule)\"\n", FILENAME, FNR, sys) >> out
+	printf("#endif\n") >> out
 }
 
 function cond(s,    f, n) {
@@ -49,6 +82,13 @@ BEGIN {
 }
 
 /^[ \t]*(#|$)/ { next }
+
+{ optional = 0 }
+
+$1 == "optional" {
+	optional = 1
+	sub(/^[ \t]*optional[ \t]+/, "")
+}
 
 # conditional(SYS, ACTION, ERRNAME, FIRST): the rules for the words from
 # field FIRST on, "if COND [and COND]...".  The comparisons so far are
@@ -87,14 +127,18 @@ function conditional(sys, action, errname, first,    rest, i, j, k, n, m,
 			rules[j] = next_rules[j]
 		nr = nn
 	}
+	open_call(sys)
 	for (j = 1; j <= nr; j++)
 		emit(sys, action, errname, n, rules[j])
+	close_call(sys)
 }
 
 $1 == "errno" {
-	if (NF == 3)
+	if (NF == 3) {
+		open_call($2)
 		emit($2, "RULE_ERRNO", $3, 0, "")
-	else if (NF > 4)
+		close_call($2)
+	} else if (NF > 4)
 		conditional($2, "RULE_ERRNO", $3, 4)
 	else
 		fail("errno NAME ERRNO [if COND]")
@@ -107,8 +151,11 @@ $1 == "allow" {
 		if ($i == "if")
 			ifpos = i
 	if (ifpos == 0) {
-		for (i = 2; i <= NF; i++)
+		for (i = 2; i <= NF; i++) {
+			open_call($i)
 			emit($i, "RULE_ALLOW", 0, 0, "")
+			close_call($i)
+		}
 		next
 	}
 	conditional($2, "RULE_ALLOW", 0, 3)
@@ -120,5 +167,5 @@ $1 == "allow" {
 END {
 	if (err)
 		exit 1
-	printf("\t{ NULL, 0, 0, 0, { NOCMP, NOCMP, NOCMP } }\n};\n") >> out
+	printf("\t{ 0, NULL, 0, 0, 0, { NOCMP, NOCMP, NOCMP } }\n};\n") >> out
 }

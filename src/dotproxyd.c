@@ -8,9 +8,6 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#ifdef __linux__
-#include <sys/prctl.h>
-#endif
 #include <sys/wait.h>
 #include <sys/un.h>
 #include <netinet/in.h>
@@ -88,21 +85,6 @@ static TAILQ_HEAD(, lsock)	 lsocks = TAILQ_HEAD_INITIALIZER(lsocks);
 static int			 control_fd = -1;
 static int			 debug, verbose;
 
-#ifdef SANITIZE
-/*
- * LeakSanitizer stops a process with ptrace at exit, which no process's
- * seccomp policy allows: the daemon runs without it.  The unit tests and
- * fuzz targets, which run unconfined, keep it.
- */
-const char *__asan_default_options(void);
-
-const char *
-__asan_default_options(void)
-{
-	return "detect_leaks=0";
-}
-#endif
-
 static void
 usage(void)
 {
@@ -110,56 +92,29 @@ usage(void)
 	exit(1);
 }
 
+static void	 parse_options(int, char *[], int *, const char **,
+		    const char **);
+static void	 run_child_process(const char *) __attribute__((__noreturn__));
+static void	 check_config_and_exit(void) __attribute__((__noreturn__));
+static void	 find_self(const char *);
+static void	 start_daemon(const char *);
+static void	 setup_events(void);
+
 int
 main(int argc, char *argv[])
 {
-	struct event	 ev_sigterm, ev_sigint, ev_sighup, ev_sigchld;
 	const char	*child = NULL, *sockpath = NULL;
-	char		 hash[CONFIG_HASH_HEX + 1], why[128];
-	int		 ch, noaction = 0, pair[2], i;
-	ssize_t		 n;
+	char		 hash[CONFIG_HASH_HEX + 1];
+	int		 noaction = 0, pair[2], i;
 
-#ifdef __linux__
-	setproctitle_init(argc, argv, environ);
-#endif
-	while ((ch = getopt(argc, argv, "dnf:P:s:v")) != -1) {
-		switch (ch) {
-		case 'd':
-			debug = 1;
-			break;
-		case 'n':
-			noaction = 1;
-			break;
-		case 'f':
-			conffile = optarg;
-			break;
-		case 'P':
-			child = optarg;
-			break;
-		case 's':
-			sockpath = optarg;
-			break;
-		case 'v':
-			verbose++;
-			break;
-		default:
-			usage();
-		}
-	}
-	argc -= optind;
-	if (argc > 0)
-		usage();
+	sandbox_title_init(argc, argv);
+	parse_options(argc, argv, &noaction, &child, &sockpath);
 
 	log_init(1, LOG_DAEMON);	/* stderr until daemonised */
 	log_setverbose(verbose);
 
-	if (child != NULL) {
-		if (strcmp(child, "listener") == 0)
-			listener_main(debug, verbose);
-		if (strcmp(child, "upstream") == 0)
-			upstream_main(debug, verbose);
-		fatalx("unknown process %s", child);
-	}
+	if (child != NULL)
+		run_child_process(child);
 
 	conf = parse_config(conffile, strcmp(conffile, DOTPROXYD_CONF) == 0);
 	if (conf == NULL)
@@ -167,51 +122,11 @@ main(int argc, char *argv[])
 	if (sockpath != NULL && strlcpy(conf->control_path, sockpath,
 	    sizeof(conf->control_path)) >= sizeof(conf->control_path))
 		errx(1, "control socket path too long");
-	if (noaction) {
-		if (verbose)
-			print_config(stdout, conf);
-		else
-			fprintf(stderr, "configuration OK\n");
-		warn_open_resolver(conf);
-		exit(0);
-	}
+	if (noaction)
+		check_config_and_exit();
 
-	if (geteuid() != 0)
-		errx(1, "need root privileges");
-	resolve_user(conf);
-	conf->verbose = verbose;
-
-	if ((n = readlink("/proc/self/exe", self, sizeof(self) - 1)) == -1) {
-		if (argv[0][0] != '/' &&
-		    realpath(argv[0], self) == NULL)
-			err(1, "cannot find my own binary");
-		if (argv[0][0] == '/')
-			strlcpy(self, argv[0], sizeof(self));
-	} else
-		self[n] = '\0';
-
-	log_init(debug, LOG_DAEMON);
-	if (audit_open(conf->audit_log, why, sizeof(why)) == -1)
-		fatalx("audit log %s: %s", conf->audit_log, why);
-	if (!debug && daemon(0, 0) == -1)
-		fatal("daemon");
-	parse_errors_to_log(1);		/* stderr is gone now */
-	log_info("dotproxyd %s starting", DOTPROXYD_VERSION);
-	warn_open_resolver(conf);
-
-	bind_listeners(conf);
-	open_control(conf);
-
-	event_init();
-	signal(SIGPIPE, SIG_IGN);
-	signal_set(&ev_sigterm, SIGTERM, sig_handler, NULL);
-	signal_set(&ev_sigint, SIGINT, sig_handler, NULL);
-	signal_set(&ev_sighup, SIGHUP, sig_handler, NULL);
-	signal_set(&ev_sigchld, SIGCHLD, sig_handler, NULL);
-	signal_add(&ev_sigterm, NULL);
-	signal_add(&ev_sigint, NULL);
-	signal_add(&ev_sighup, NULL);
-	signal_add(&ev_sigchld, NULL);
+	start_daemon(argv[0]);
+	setup_events();
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
 	    pair) == -1)
@@ -226,10 +141,7 @@ main(int argc, char *argv[])
 	/* the routing socket is opened now: the confined parent cannot */
 	netwatch_start(network_changed);
 
-#ifdef __OpenBSD__
-	sandbox_parent_unveil(self, conffile, conf);
-#endif
-	sandbox_parent();
+	sandbox_parent(self, conffile, conf);
 	setproctitle("parent");
 	config_hash(conf, hash, sizeof(hash));
 	audit("start", "version", DOTPROXYD_VERSION, "config", conffile,
@@ -237,6 +149,126 @@ main(int argc, char *argv[])
 
 	event_dispatch();
 	shutdown_children(0);
+}
+
+static void
+parse_options(int argc, char *argv[], int *noaction, const char **child,
+    const char **sockpath)
+{
+	int	ch;
+
+	while ((ch = getopt(argc, argv, "dnf:P:s:v")) != -1) {
+		switch (ch) {
+		case 'd':
+			debug = 1;
+			break;
+		case 'n':
+			*noaction = 1;
+			break;
+		case 'f':
+			conffile = optarg;
+			break;
+		case 'P':
+			*child = optarg;
+			break;
+		case 's':
+			*sockpath = optarg;
+			break;
+		case 'v':
+			verbose++;
+			break;
+		default:
+			usage();
+		}
+	}
+	argc -= optind;
+	if (argc > 0)
+		usage();
+}
+
+/* -P: this is a child the parent started; it never returns here. */
+static void
+run_child_process(const char *child)
+{
+	if (strcmp(child, "listener") == 0)
+		listener_main(debug, verbose);
+	if (strcmp(child, "upstream") == 0)
+		upstream_main(debug, verbose);
+	fatalx("unknown process %s", child);
+}
+
+/* -n: the config parsed; say so, or print it with -v, and exit. */
+static void
+check_config_and_exit(void)
+{
+	if (verbose)
+		print_config(stdout, conf);
+	else
+		fprintf(stderr, "configuration OK\n");
+	warn_open_resolver(conf);
+	exit(0);
+}
+
+/* Our own binary, to start children (and new ones) from. */
+static void
+find_self(const char *argv0)
+{
+	ssize_t	n;
+
+	if ((n = readlink("/proc/self/exe", self, sizeof(self) - 1)) == -1) {
+		if (argv0[0] != '/' &&
+		    realpath(argv0, self) == NULL)
+			err(1, "cannot find my own binary");
+		if (argv0[0] == '/')
+			strlcpy(self, argv0, sizeof(self));
+	} else
+		self[n] = '\0';
+}
+
+/*
+ * As root: the user to run children as, our binary, the audit log, then
+ * into the background, and the listening and control sockets.
+ */
+static void
+start_daemon(const char *argv0)
+{
+	char	why[128];
+
+	if (geteuid() != 0)
+		errx(1, "need root privileges");
+	resolve_user(conf);
+	conf->verbose = verbose;
+	find_self(argv0);
+
+	log_init(debug, LOG_DAEMON);
+	if (audit_open(conf->audit_log, why, sizeof(why)) == -1)
+		fatalx("audit log %s: %s", conf->audit_log, why);
+	if (!debug && daemon(0, 0) == -1)
+		fatal("daemon");
+	parse_errors_to_log(1);		/* stderr is gone now */
+	log_info("dotproxyd %s starting", DOTPROXYD_VERSION);
+	warn_open_resolver(conf);
+
+	bind_listeners(conf);
+	open_control(conf);
+}
+
+/* The event loop and the signals it handles. */
+static void
+setup_events(void)
+{
+	static struct event	ev_sigterm, ev_sigint, ev_sighup, ev_sigchld;
+
+	event_init();
+	signal(SIGPIPE, SIG_IGN);
+	signal_set(&ev_sigterm, SIGTERM, sig_handler, NULL);
+	signal_set(&ev_sigint, SIGINT, sig_handler, NULL);
+	signal_set(&ev_sighup, SIGHUP, sig_handler, NULL);
+	signal_set(&ev_sigchld, SIGCHLD, sig_handler, NULL);
+	signal_add(&ev_sigterm, NULL);
+	signal_add(&ev_sigint, NULL);
+	signal_add(&ev_sighup, NULL);
+	signal_add(&ev_sigchld, NULL);
 }
 
 /* Listening on more than loopback, with only loopback allowed? Say so. */
@@ -421,32 +453,6 @@ open_control(const struct dotproxyd_conf *c)
 }
 
 /*
- * The environment of a child: nothing of the starter's (a child reads
- * no variable, and libraries would: OPENSSL_CONF, say), but for the
- * sanitizer runtime's options in a sanitizer build.
- */
-static void
-child_env(char **envp, size_t max)
-{
-	size_t	n = 0;
-#ifdef SANITIZE
-	static const char *keep[] = { "ASAN_OPTIONS", "UBSAN_OPTIONS", NULL };
-	char	**e;
-	size_t	 i, l;
-
-	for (e = environ; *e != NULL; e++)
-		for (i = 0; keep[i] != NULL && n + 1 < max; i++) {
-			l = strlen(keep[i]);
-			if (strncmp(*e, keep[i], l) == 0 && (*e)[l] == '=')
-				envp[n++] = *e;
-		}
-#else
-	(void)max;
-#endif
-	envp[n] = NULL;
-}
-
-/*
  * Fork and re-exec a child with its channel to us on PARENT_FD and the
  * standard descriptors: every other descriptor, whether ours or one
  * whoever started us left open, is closed first.
@@ -473,11 +479,7 @@ start_process(struct child *c, int fd)
 	} else if (dup2(fd, PARENT_FD) == -1)
 		fatal("dup2");
 	closefrom(PARENT_FD + 1);
-#ifdef __linux__
-	/* until the child changes its ids, which clears it: sandbox_drop */
-	if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)
-		fatal("prctl PR_SET_PDEATHSIG");
-#endif
+	sandbox_child_init();
 	if (getppid() != ppid)
 		_exit(1);	/* we are gone already */
 	argv[argc++] = "dotproxyd";
@@ -488,7 +490,7 @@ start_process(struct child *c, int fd)
 	if (verbose)
 		argv[argc++] = "-v";
 	argv[argc] = NULL;
-	child_env(envp, sizeof(envp) / sizeof(envp[0]));
+	sandbox_child_env(envp, sizeof(envp) / sizeof(envp[0]));
 	execve(self, argv, envp);
 	fatal("execve %s", self);
 }
@@ -835,17 +837,21 @@ bad:
 		kill(c->pid, SIGKILL);
 }
 
-/* A child reports itself confined: that goes into the audit trail. */
+/*
+ * A child reports itself confined: that goes into the audit trail, with
+ * what the system's sandbox did (SANDBOX_AUDIT_PAIRS fields at most).
+ */
 static void
 audit_confinement(const struct child *c)
 {
-	char	uid[16], pid[16];
+	const char *const	*kv = sandbox_audit_fields(c->type);
+	char			 uid[16], pid[16];
 
 	snprintf(uid, sizeof(uid), "%u", (unsigned)conf->uid);
 	snprintf(pid, sizeof(pid), "%d", (int)c->pid);
 	audit("confined", "child", proc_name(c->type), "pid", pid, "uid", uid,
-	    "chroot", conf->chroot, "seccomp", "filter", "capabilities",
-	    "none", "no_new_privs", "1", NULL);
+	    "chroot", conf->chroot, kv[0], kv[1], kv[2], kv[3], kv[4], kv[5],
+	    NULL);
 }
 
 /*

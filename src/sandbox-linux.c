@@ -3,7 +3,9 @@
  * capability bounding set goes first (that needs CAP_SETPCAP, so while
  * still root), then the parent-death signal again, every other
  * capability, no_new_privs, and the process is not dumpable.  The
- * seccomp filter is sandbox-seccomp.c.
+ * seccomp filter and the parent's confinement are sandbox-seccomp.c.
+ * Also the system's part of starting: libbsd's setproctitle(3) and the
+ * parent-death signal of a new child.
  */
 #include <sys/types.h>
 #include <sys/mman.h>
@@ -18,6 +20,33 @@
 #include "dotproxyd.h"
 #include "log.h"
 #include "sandbox.h"
+
+void
+sandbox_title_init(int argc, char **argv)
+{
+	setproctitle_init(argc, argv, environ);
+}
+
+/* Until the child changes its ids, which clears it: sandbox_drop(). */
+void
+sandbox_child_init(void)
+{
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)
+		fatal("prctl PR_SET_PDEATHSIG");
+}
+
+/* What sandbox_os_after_ids() and sandbox_filter() do, for the audit. */
+const char *const *
+sandbox_audit_fields(enum proc_type type)
+{
+	static const char *const fields[2 * SANDBOX_AUDIT_PAIRS + 1] = {
+		"seccomp", "filter", "capabilities", "none", "no_new_privs",
+		"1", NULL
+	};
+
+	(void)type;
+	return fields;
+}
 
 /* Ask the kernel itself: is every capability gone from the bounding set? */
 static int

@@ -2,6 +2,8 @@
  * Confinement on OpenBSD: after the chroot and user change of sandbox.c,
  * pledge(2); the parent unveils what reload and respawn need.  The same
  * interface as sandbox-linux.c and sandbox-seccomp.c, built only there.
+ * setproctitle(3) needs no set-up here, and a child started by the
+ * parent has no parent-death signal to set.
  */
 #include <sys/types.h>
 
@@ -30,6 +32,33 @@ promises(enum proc_type type)
 		    "id chown";
 	}
 	return "";
+}
+
+void
+sandbox_title_init(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+}
+
+void
+sandbox_child_init(void)
+{
+}
+
+/*
+ * What sandbox_filter() pledges, for the audit.  A child unveils
+ * nothing: without a path promise it can open no file at all.
+ */
+const char *const *
+sandbox_audit_fields(enum proc_type type)
+{
+	static const char	*fields[2 * SANDBOX_AUDIT_PAIRS + 1];
+
+	fields[0] = "pledge";
+	fields[1] = promises(type);
+	fields[2] = NULL;
+	return fields;
 }
 
 void
@@ -64,8 +93,8 @@ sandbox_memfile(const char *name)
  * start a child again, the config directory, the CA bundle and the audit
  * log.  unveil() hides the rest of the file system.
  */
-void
-sandbox_parent_unveil(const char *self, const char *conffile,
+static void
+parent_unveil(const char *self, const char *conffile,
     const struct dotproxyd_conf *c)
 {
 	char	dir[PATH_MAX], *slash;
@@ -88,7 +117,9 @@ sandbox_parent_unveil(const char *self, const char *conffile,
 }
 
 void
-sandbox_parent(void)
+sandbox_parent(const char *self, const char *conffile,
+    const struct dotproxyd_conf *c)
 {
+	parent_unveil(self, conffile, c);
 	sandbox_filter(PROC_PARENT);
 }

@@ -1,13 +1,15 @@
 /*
  * The seccomp filters, built from the declarative policies in policy/
- * (compiled into build/policy.h by policy/policy2c.awk).  A call that no
- * rule allows kills the process; a debug build (SANDBOX_DEBUG) traps
- * instead and names the call, so a policy can be tuned honestly.
+ * (compiled into build/policy.h by policy/policy2c.awk, each call by its
+ * number: a name that is no system call here fails the build).  A call
+ * that no rule allows kills the process; a debug build (SANDBOX_DEBUG)
+ * traps instead and names the call, so a policy can be tuned honestly.
  */
 #include <sys/types.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -43,6 +45,7 @@
 enum rule_action { RULE_ALLOW, RULE_ERRNO };
 
 struct sandbox_rule {
+	int			 nr;
 	const char		*syscall;
 	enum rule_action	 action;
 	int			 err;
@@ -100,7 +103,7 @@ sandbox_filter(enum proc_type type)
 	const struct sandbox_rule	*r;
 	scmp_filter_ctx			 ctx;
 	uint32_t			 deflt = SCMP_ACT_KILL_PROCESS;
-	int				 nr, rc;
+	int				 rc;
 
 #ifdef SANDBOX_DEBUG
 	struct sigaction sa;
@@ -119,11 +122,8 @@ sandbox_filter(enum proc_type type)
 	    SCMP_ACT_KILL_PROCESS) != 0)
 		fatalx("sandbox: seccomp architecture check");
 	for (r = rules_for(type); r->syscall != NULL; r++) {
-		nr = seccomp_syscall_resolve_name(r->syscall);
-		if (nr == __NR_SCMP_ERROR)
-			continue;	/* not a call on this architecture */
 		rc = seccomp_rule_add_array(ctx, r->action == RULE_ALLOW ?
-		    SCMP_ACT_ALLOW : SCMP_ACT_ERRNO((uint32_t)r->err), nr,
+		    SCMP_ACT_ALLOW : SCMP_ACT_ERRNO((uint32_t)r->err), r->nr,
 		    r->ncmp, r->ncmp ? r->cmp : NULL);
 		if (rc != 0)
 			fatalx("sandbox: %s policy rule for %s: %s",
@@ -138,14 +138,20 @@ sandbox_filter(enum proc_type type)
 /*
  * The parent, once its children run: capabilities cut to what reload,
  * respawn and shutdown need (also in the bounding set, so a new child
- * never gets more), no_new_privs, then its policy.
+ * never gets more), no_new_privs, then its policy.  A filter sees no
+ * path: the files the parent may open are not narrowed here.
  */
 void
-sandbox_parent(void)
+sandbox_parent(const char *self, const char *conffile,
+    const struct dotproxyd_conf *c)
 {
 	static const int keep[] = { CAP_NET_BIND_SERVICE, CAP_SETUID,
 	    CAP_SETGID, CAP_SYS_CHROOT, CAP_SETPCAP, CAP_KILL };
 	size_t	i;
+
+	(void)self;
+	(void)conffile;
+	(void)c;
 
 	capng_clear(CAPNG_SELECT_BOTH);
 	for (i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)

@@ -3,7 +3,8 @@
  * user that cannot become root again, rlimits, then the process's own
  * policy.  What differs (capabilities, the system call filter) is in
  * sandbox-linux.c and sandbox-openbsd.c.  Any step that fails is fatal:
- * a child never runs half-confined.
+ * a child never runs half-confined.  Also the environment a child is
+ * started with.
  */
 #include <sys/types.h>
 #include <sys/resource.h>
@@ -11,6 +12,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <paths.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "dotproxyd.h"
@@ -98,4 +100,30 @@ sandbox_drop(enum proc_type type, const struct dotproxyd_conf *c)
 	set_limit(RLIMIT_CORE, 0, "CORE");
 
 	sandbox_filter(type);
+}
+
+/*
+ * The environment of a child: nothing of the starter's (a child reads
+ * no variable, and libraries would: OPENSSL_CONF, say), but for the
+ * sanitizer runtime's options in a sanitizer build.
+ */
+void
+sandbox_child_env(char **envp, size_t max)
+{
+	size_t	n = 0;
+#ifdef SANITIZE
+	static const char *keep[] = { "ASAN_OPTIONS", "UBSAN_OPTIONS", NULL };
+	char	**e;
+	size_t	 i, l;
+
+	for (e = environ; *e != NULL; e++)
+		for (i = 0; keep[i] != NULL && n + 1 < max; i++) {
+			l = strlen(keep[i]);
+			if (strncmp(*e, keep[i], l) == 0 && (*e)[l] == '=')
+				envp[n++] = *e;
+		}
+#else
+	(void)max;
+#endif
+	envp[n] = NULL;
 }
