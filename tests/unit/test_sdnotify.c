@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,6 +29,40 @@
 #define SUN_PATH_MAX	sizeof(((struct sockaddr_un *)NULL)->sun_path)
 
 static char	dir[] = "/tmp/test_sdnotify.XXXXXX";
+static char	logpath[PATH_MAX];
+
+/* Logs go to stderr: into a file, so that the tests can read them. */
+static void
+capture_log(void)
+{
+	int	fd;
+
+	snprintf(logpath, sizeof(logpath), "%s/log", dir);
+	if ((fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600)) == -1 ||
+	    dup2(fd, STDERR_FILENO) == -1)
+		exit(2);
+	close(fd);
+}
+
+/* How many lines logged since the last call have what in them. */
+static int
+logged(const char *what)
+{
+	char	line[1024];
+	FILE	*f;
+	int	n = 0;
+
+	fflush(stderr);
+	if ((f = fopen(logpath, "r")) == NULL)
+		exit(2);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strstr(line, what) != NULL)
+			n++;
+	fclose(f);
+	if (truncate(logpath, 0) == -1)
+		exit(2);
+	return n;
+}
 
 /* A datagram socket bound at name: a path, or '@' for an abstract one. */
 static int
@@ -231,11 +264,13 @@ test_bad_socket(void)
 {
 	char	path[PATH_MAX];
 
+	(void)logged("");
 	is_int(open_at("relative/notify"), -1, "a relative path: refused");
 	is_int(open_at(""), -1, "an empty value: refused");
 	snprintf(path, sizeof(path), "%s/nothing-here", dir);
 	is_int(open_at(path), -1, "a path with no socket: refused");
 	ok(getenv("NOTIFY_SOCKET") == NULL, "and unset");
+	is_int(logged("NOTIFY_SOCKET"), 3, "each logged");
 	is_int(sdnotify_ready(), 0, "then sending does nothing");
 }
 
@@ -289,12 +324,15 @@ test_watchdog(void)
 	is_int(watchdog_with("30000000", ""), 0, "WATCHDOG_PID empty");
 	is_int(watchdog_with("9223372036854775807", NULL),
 	    9223372036854775807LL, "the largest WATCHDOG_USEC");
+	(void)logged("");
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		if (watchdog_with(bad[i], NULL) != 0) {
 			diag("WATCHDOG_USEC=\"%s\" taken", bad[i]);
 			bads++;
 		}
 	is_int(bads, 0, "0, signs, spaces, junk, hex, overflow: none");
+	is_int(logged("WATCHDOG_USEC"), sizeof(bad) / sizeof(bad[0]),
+	    "each logged");
 
 	snprintf(path, sizeof(path), "%s/wd", dir);
 	rfd = receiver(path);
@@ -317,19 +355,13 @@ test_watchdog(void)
 static void
 test_failures(void)
 {
-	char	path[PATH_MAX], logpath[PATH_MAX], line[256];
-	FILE	*f;
-	int	rfd, i, rc = 0, saved, lfd, lines = 0;
+	char	path[PATH_MAX];
+	int	rfd, i, rc = 0;
 
 	snprintf(path, sizeof(path), "%s/full", dir);
 	rfd = receiver(path);
 	open_at(path);
-	snprintf(logpath, sizeof(logpath), "%s/log", dir);
-	if ((lfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600)) == -1 ||
-	    (saved = dup(STDERR_FILENO)) == -1 ||
-	    dup2(lfd, STDERR_FILENO) == -1)
-		exit(2);
-
+	(void)logged("");
 	alarm(20);			/* a blocking send would hang here */
 	for (i = 0; i < 100000 && rc == 0; i++)
 		rc = sdnotify_watchdog();
@@ -344,19 +376,7 @@ test_failures(void)
 	unlink(path);
 	is_int(sdnotify_stopping(), -1, "the receiver gone: it fails");
 	alarm(0);
-
-	fflush(stderr);
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-	close(lfd);
-	if ((f = fopen(logpath, "r")) == NULL)
-		exit(2);
-	while (fgets(line, sizeof(line), f) != NULL)
-		if (strstr(line, "notification") != NULL)
-			lines++;
-	fclose(f);
-	unlink(logpath);
-	is_int(lines, 1, "three failures, one line logged");
+	is_int(logged("notification"), 1, "three failures, one line logged");
 	sdnotify_close();
 }
 
@@ -366,6 +386,7 @@ main(void)
 	log_init(1, LOG_DAEMON);
 	if (mkdtemp(dir) == NULL)
 		return 2;
+	capture_log();
 	test_unset();
 	test_path();
 	test_abstract();
@@ -373,6 +394,7 @@ main(void)
 	test_bad_socket();
 	test_watchdog();
 	test_failures();
+	unlink(logpath);
 	rmdir(dir);
 	return done();
 }
