@@ -1,9 +1,10 @@
 /*
  * The metrics endpoint's HTTP request parser on arbitrary bytes, fed
- * whole and in pieces (the size of a piece from byte 0): the same
- * answer both ways, one of the statuses it may give, a NUL-terminated
- * path, /metrics and GET or HEAD for a 200; then the answer built into
- * an exactly sized buffer, complete and within HTTP_RESPONSE_MAX.
+ * whole and in pieces of 1 to 64 bytes (byte 0 seeds their sizes): the
+ * same answer both ways, one of the statuses it may give, a
+ * NUL-terminated path, /metrics and GET or HEAD for a 200; then the
+ * answer built into an exactly sized buffer, complete and within
+ * HTTP_RESPONSE_MAX.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -14,16 +15,22 @@
 
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
+/* In pieces of 1 to 64 bytes, each size drawn from seed. */
 static int
-feed(struct http_request *r, const uint8_t *p, size_t n, size_t chunk)
+feed_pieces(struct http_request *r, const uint8_t *p, size_t n,
+    uint32_t seed)
 {
-	size_t	off, k;
+	size_t	k;
 	int	rc = HTTP_MORE;
 
 	http_request_init(r);
-	for (off = 0; off < n && rc == HTTP_MORE; off += k) {
-		k = n - off < chunk ? n - off : chunk;
-		rc = http_request_feed(r, p + off, k);
+	while (n > 0 && rc == HTTP_MORE) {
+		seed = seed * 1103515245U + 12345U;
+		if ((k = (seed >> 16) % 64 + 1) > n)
+			k = n;
+		rc = http_request_feed(r, p, k);
+		p += k;
+		n -= k;
 	}
 	return rc;
 }
@@ -81,21 +88,21 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct http_request	r;
-	size_t				chunk, i;
+	size_t				i;
 	uint64_t			t = 0;
+	uint8_t				seed;
 	int				rc, rc2;
 
 	if (size < 1)
 		return 0;
-	chunk = (size_t)(data[0] % 32) + 1;
-	if (data[0] & 0x80)
-		chunk *= 61;
+	seed = data[0];
 	data++;
 	size--;
 
-	rc = feed(&r, data, size, size > 0 ? size : 1);
+	http_request_init(&r);
+	rc = http_request_feed(&r, data, size);
 	check_request(&r, rc, size);
-	rc2 = feed(&r, data, size, chunk);
+	rc2 = feed_pieces(&r, data, size, seed);
 	if (rc2 != rc)
 		abort();
 	check_request(&r, rc2, size);
