@@ -54,7 +54,7 @@ CPPFLAGS+=	-DSANDBOX_DEBUG
 endif
 
 COMMON=		imsg.c dns.c log.c config.c printconf.c acl.c cache.c \
-		ratelimit.c audit.c chan.c rtt.c sip.c
+		ratelimit.c audit.c chan.c rtt.c sip.c http.c sdnotify.c
 DAEMON_SRCS=	dotproxyd.c listener.c upstream.c proc.c control.c \
 		$(SANDBOX_SRCS) $(NETWATCH_SRCS) $(SANITIZER_SRCS) $(COMMON)
 DAEMON_OBJS=	$(DAEMON_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/parse.o
