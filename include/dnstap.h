@@ -6,7 +6,8 @@
  * The writer never blocks and never connects: the descriptor comes from
  * whoever may connect (the parent) and must be non-blocking.  It speaks
  * the bidirectional handshake (READY, ACCEPT, START) and STOP on close,
- * and only reads, writes and closes the descriptor.  Records wait in a
+ * and only reads, writes and closes the descriptor; SIGPIPE must be
+ * ignored.  Records wait in a
  * bounded queue; one that does not fit is dropped and counted.  When the
  * collector goes away the writer closes the descriptor and says it needs
  * a new one; dnstap_writer_set_fd() starts over with the handshake, and
@@ -17,7 +18,10 @@
  * after dnstap_log() and after each dnstap_writer_io()), both calling
  * dnstap_writer_io() with what fired; when it returns -1 (or
  * dnstap_writer_needfd() says so) delete the events and ask for a new
- * descriptor.
+ * descriptor.  To end cleanly, dnstap_writer_close() and go on until
+ * dnstap_writer_io() returns -1 (the collector's FINISH came); or
+ * dnstap_writer_free(), which sends what it can and STOP without
+ * waiting.
  */
 #ifndef DOTPROXYD_DNSTAP_H
 #define DOTPROXYD_DNSTAP_H
@@ -107,6 +111,7 @@ int			 dnstap_writer_fd(const struct dnstap_writer *);
 int			 dnstap_writer_needfd(const struct dnstap_writer *);
 int			 dnstap_writer_want_write(const struct dnstap_writer *);
 int			 dnstap_writer_io(struct dnstap_writer *, int);
+int			 dnstap_writer_close(struct dnstap_writer *);
 int			 dnstap_log(struct dnstap_writer *,
 			    const struct dnstap_event *);
 void			 dnstap_writer_stats(const struct dnstap_writer *,

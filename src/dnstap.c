@@ -65,7 +65,9 @@ enum writer_state {
 	W_READY,		/* writing READY */
 	W_ACCEPT,		/* reading the collector's ACCEPT */
 	W_START,		/* writing START */
-	W_DATA			/* writing data frames */
+	W_DATA,			/* writing data frames */
+	W_STOP,			/* writing STOP */
+	W_FINISH		/* reading the collector's FINISH */
 };
 
 struct dnstap_writer {
@@ -75,6 +77,7 @@ struct dnstap_writer {
 
 	int			 fd;
 	enum writer_state	 state;
+	int			 ending;	/* STOP once the queue is out */
 	char			 error[128];	/* why the last one was lost */
 
 	/* the control frame being written: READY or START */
@@ -528,6 +531,7 @@ writer_lose(struct dnstap_writer *w, const char *why, int err)
 		(void)close(w->fd);
 	w->fd = -1;
 	w->state = W_NOFD;
+	w->ending = 0;
 	w->cbuf = NULL;
 	w->clen = w->coff = 0;
 	w->rlen = 0;
@@ -583,9 +587,10 @@ dnstap_writer_want_write(const struct dnstap_writer *w)
 	switch (w->state) {
 	case W_READY:
 	case W_START:
+	case W_STOP:
 		return 1;
 	case W_DATA:
-		return w->qused > 0;
+		return w->qused > 0 || w->ending;
 	default:
 		return 0;
 	}
@@ -682,17 +687,31 @@ writer_write(struct dnstap_writer *w)
 		if ((r = write_control(w)) != 1)
 			return r;
 		w->state = W_DATA;
-		return write_data(w);
+		/* FALLTHROUGH */
 	case W_DATA:
-		return write_data(w);
+		if (write_data(w) == -1)
+			return -1;
+		if (!w->ending || w->qused > 0)
+			return 0;
+		writer_control(w, W_STOP, w->stop, w->stoplen);
+		/* FALLTHROUGH */
+	case W_STOP:
+		if ((r = write_control(w)) != 1)
+			return r;
+		w->state = W_FINISH;
+		w->rlen = 0;
+		return 0;
 	default:
 		return 0;
 	}
 }
 
-/* A whole control frame from the collector: it must be our ACCEPT. */
+/*
+ * A whole control frame from the collector: ACCEPT of our content type
+ * after READY, FINISH after STOP.
+ */
 static int
-read_accept(struct dnstap_writer *w)
+read_done(struct dnstap_writer *w)
 {
 	fstrm_control_type	type;
 
@@ -700,6 +719,12 @@ read_accept(struct dnstap_writer *w)
 	    FSTRM_CONTROL_FLAG_WITH_HEADER) != fstrm_res_success ||
 	    fstrm_control_get_type(w->ctl, &type) != fstrm_res_success) {
 		writer_lose(w, "collector sent a malformed control frame", 0);
+		return -1;
+	}
+	if (w->state == W_FINISH) {
+		writer_lose(w, type == FSTRM_CONTROL_FINISH ?
+		    "stream ended" : "collector answered STOP with other "
+		    "than FINISH", 0);
 		return -1;
 	}
 	if (type != FSTRM_CONTROL_ACCEPT) {
@@ -751,7 +776,7 @@ read_control(struct dnstap_writer *w)
 			return -1;
 		}
 		if (need == 0)
-			return read_accept(w);
+			return read_done(w);
 		n = read(w->fd, w->rbuf + w->rlen, (size_t)need);
 		if (n == -1 && errno == EINTR)
 			continue;
@@ -799,14 +824,38 @@ dnstap_writer_io(struct dnstap_writer *w, int events)
 	if (w->fd == -1)
 		return -1;
 	if (events & DNSTAP_IO_READ) {
-		if ((w->state == W_ACCEPT ? read_control(w) :
-		    read_other(w)) == -1)
+		if ((w->state == W_ACCEPT || w->state == W_FINISH ?
+		    read_control(w) : read_other(w)) == -1)
 			return -1;
 	}
 	/* START goes out at once after ACCEPT */
 	if ((events & DNSTAP_IO_WRITE) || w->state == W_START)
 		return writer_write(w);
 	return 0;
+}
+
+/*
+ * End the stream: what is queued goes out, then STOP, then the writer
+ * waits for the collector's FINISH and closes the descriptor.  Go on
+ * calling dnstap_writer_io() until it returns -1: ended, or lost.  -1
+ * here when there is no stream to end (the descriptor, if any, closed).
+ */
+int
+dnstap_writer_close(struct dnstap_writer *w)
+{
+	switch (w->state) {
+	case W_START:
+	case W_DATA:
+		w->ending = 1;
+		return 0;
+	case W_STOP:
+	case W_FINISH:
+		return 0;
+	default:
+		if (w->fd != -1)
+			writer_lose(w, "stream ended", 0);
+		return -1;
+	}
 }
 
 /*
@@ -859,10 +908,13 @@ dnstap_writer_free(struct dnstap_writer *w)
 {
 	if (w == NULL)
 		return;
-	if (w->fd != -1 && (w->state == W_START || w->state == W_DATA) &&
-	    writer_write(w) == 0 && w->state == W_DATA && w->headleft == 0) {
-		writer_control(w, W_DATA, w->stop, w->stoplen);
-		(void)write_control(w);
+	if (w->fd != -1 && (w->state == W_START || w->state == W_DATA)) {
+		w->ending = 1;
+		if (writer_write(w) == 0 && w->state == W_DATA &&
+		    w->headleft == 0) {
+			writer_control(w, W_STOP, w->stop, w->stoplen);
+			(void)write_control(w);
+		}
 	}
 	if (w->fd != -1)
 		(void)close(w->fd);

@@ -4,7 +4,8 @@
  * Frame Streams writer against a collector played over a socketpair
  * (handshake, data frames, STOP), one that never reads (records dropped
  * and counted, nothing blocks), one that closes or answers wrongly (the
- * descriptor lost and reported), and a new descriptor after a loss.
+ * descriptor lost and reported), a new descriptor after a loss, and the
+ * end of a stream (STOP, FINISH).
  */
 #include <sys/types.h>
 #include <sys/socket.h>
@@ -1078,6 +1079,70 @@ test_writer_replace(void)
 	close(q[1]);
 }
 
+static void
+test_writer_close(void)
+{
+	struct dnstap_writer	*w;
+	uint64_t		 sent;
+	const char		*e;
+	int			 p[2], i, good;
+
+	if ((w = dnstap_writer_new(NULL, 0)) == NULL) {
+		ok(0, "close: writer");
+		return;
+	}
+	ok(dnstap_writer_close(w) == -1, "close: no stream, nothing to end");
+	open_pair(p);
+	dnstap_writer_set_fd(w, p[0]);
+	dnstap_writer_io(w, DNSTAP_IO_WRITE);
+	ok(dnstap_writer_close(w) == -1 && dnstap_writer_needfd(w),
+	    "close: before START, only closed");
+	close(p[1]);
+
+	open_pair(p);
+	dnstap_writer_set_fd(w, p[0]);
+	ok(handshake(w, p[1]), "close: handshake");
+	for (i = 0; i < 5; i++)
+		log_seq(w, i, 0);
+	ok(dnstap_writer_close(w) == 0 && dnstap_writer_want_write(w),
+	    "close: ending, with records to write");
+	ok(dnstap_writer_io(w, DNSTAP_IO_WRITE) == 0 &&
+	    !dnstap_writer_want_write(w) && !dnstap_writer_needfd(w),
+	    "close: records and STOP written, waiting for FINISH");
+	good = 1;
+	for (i = 0; i < 5; i++)
+		good &= read_seq(p[1]) == i;
+	ok(good && expect_control(p[1], FSTRM_CONTROL_STOP),
+	    "close: the records, then STOP");
+	ok(dnstap_writer_io(w, DNSTAP_IO_READ) == 0 &&
+	    !dnstap_writer_needfd(w), "close: no FINISH yet");
+	send_control(p[1], FSTRM_CONTROL_FINISH, NULL);
+	ok(dnstap_writer_io(w, DNSTAP_IO_READ) == -1 &&
+	    dnstap_writer_needfd(w), "close: FINISH read, descriptor closed");
+	e = dnstap_writer_error(w);
+	ok(e != NULL && strcmp(e, "stream ended") == 0, "close: %s",
+	    e ? e : "(none)");
+	dnstap_writer_stats(w, &sent, NULL);
+	is_int(sent, 5, "close: 5 sent");
+	close(p[1]);
+
+	/* nothing queued: STOP at once */
+	open_pair(p);
+	dnstap_writer_set_fd(w, p[0]);
+	ok(handshake(w, p[1]), "close: handshake again");
+	ok(dnstap_writer_close(w) == 0 && dnstap_writer_want_write(w) &&
+	    dnstap_writer_io(w, DNSTAP_IO_WRITE) == 0 &&
+	    expect_control(p[1], FSTRM_CONTROL_STOP),
+	    "close: an empty queue, STOP at once");
+	send_control(p[1], FSTRM_CONTROL_ACCEPT, CT);
+	good = dnstap_writer_io(w, DNSTAP_IO_READ) == -1;
+	e = dnstap_writer_error(w);
+	ok(good && e != NULL && strstr(e, "FINISH") != NULL,
+	    "close: other than FINISH: %s", e ? e : "(none)");
+	close(p[1]);
+	dnstap_writer_free(w);
+}
+
 int
 main(void)
 {
@@ -1094,5 +1159,6 @@ main(void)
 	test_writer_refused();
 	test_writer_reconnect();
 	test_writer_replace();
+	test_writer_close();
 	return done();
 }
