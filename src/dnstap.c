@@ -127,20 +127,14 @@ struct ring_append {
 	int			 overflow;
 };
 
+/* a frame or control length: 32 bits, big-endian, maybe unaligned */
 static uint32_t
-get32(const uint8_t *p)
+get_len(const uint8_t *p)
 {
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	    (uint32_t)p[2] << 8 | p[3];
-}
+	uint32_t	v;
 
-static void
-put32(uint8_t *p, uint32_t v)
-{
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
+	memcpy(&v, p, sizeof(v));
+	return ntohl(v);
 }
 
 /* ---- records ---- */
@@ -425,7 +419,7 @@ queue_written(struct dnstap_writer *w, size_t n)
 	while (n > 0) {
 		if (w->headleft == 0) {
 			ring_peek(w, hdr, sizeof(hdr));
-			w->headleft = FS_HDR_LEN + get32(hdr);
+			w->headleft = FS_HDR_LEN + get_len(hdr);
 		}
 		k = n < w->headleft ? n : w->headleft;
 		ring_skip(w, k);
@@ -614,6 +608,29 @@ dnstap_writer_stats(const struct dnstap_writer *w, uint64_t *sent,
 		*dropped = w->dropped;
 }
 
+#define IO_WRITE	0
+#define IO_READ		1
+
+/*
+ * What write(2), writev(2) or read(2) returned: n > 0 bytes, 0 to try
+ * again when the descriptor is ready, -1 when it is lost (and closed).
+ */
+static ssize_t
+io_result(struct dnstap_writer *w, ssize_t n, int reading)
+{
+	if (n > 0)
+		return n;
+	if (n == 0 && reading) {
+		writer_lose(w, "collector closed the connection", 0);
+		return -1;
+	}
+	if (n == 0 || errno == EAGAIN || errno == EWOULDBLOCK ||
+	    errno == EINTR)
+		return 0;
+	writer_lose(w, reading ? "read" : "write", errno);
+	return -1;
+}
+
 /* 1: done, 0: would block, -1: the descriptor is lost */
 static int
 write_control(struct dnstap_writer *w)
@@ -621,17 +638,10 @@ write_control(struct dnstap_writer *w)
 	ssize_t	n;
 
 	while (w->coff < w->clen) {
-		n = write(w->fd, w->cbuf + w->coff, w->clen - w->coff);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return 0;
-		if (n == -1) {
-			writer_lose(w, "write", errno);
-			return -1;
-		}
-		if (n == 0)
-			return 0;
+		n = io_result(w, write(w->fd, w->cbuf + w->coff,
+		    w->clen - w->coff), IO_WRITE);
+		if (n <= 0)
+			return n;
 		w->coff += n;
 	}
 	return 1;
@@ -655,17 +665,8 @@ write_data(struct dnstap_writer *w)
 		iov[1].iov_base = w->q;
 		iov[1].iov_len = w->qused - first;
 		cnt = iov[1].iov_len > 0 ? 2 : 1;
-		n = writev(w->fd, iov, cnt);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return 0;
-		if (n == -1) {
-			writer_lose(w, "write", errno);
-			return -1;
-		}
-		if (n == 0)
-			return 0;
+		if ((n = io_result(w, writev(w->fd, iov, cnt), IO_WRITE)) <= 0)
+			return n;
 		queue_written(w, (size_t)n);
 	}
 	return 0;
@@ -756,9 +757,9 @@ control_need(const struct dnstap_writer *w)
 
 	if (w->rlen < FS_CTL_HDR_LEN)
 		return FS_CTL_HDR_LEN - w->rlen;
-	if (get32(w->rbuf) != 0)
+	if (get_len(w->rbuf) != 0)
 		return -1;
-	len = get32(w->rbuf + FS_HDR_LEN);
+	len = get_len(w->rbuf + FS_HDR_LEN);
 	if (len > FSTRM_CONTROL_FRAME_LENGTH_MAX)
 		return -1;
 	return FS_CTL_HDR_LEN + len - w->rlen;
@@ -777,19 +778,10 @@ read_control(struct dnstap_writer *w)
 		}
 		if (need == 0)
 			return read_done(w);
-		n = read(w->fd, w->rbuf + w->rlen, (size_t)need);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return 0;
-		if (n == -1) {
-			writer_lose(w, "read", errno);
-			return -1;
-		}
-		if (n == 0) {
-			writer_lose(w, "collector closed the connection", 0);
-			return -1;
-		}
+		n = io_result(w, read(w->fd, w->rbuf + w->rlen,
+		    (size_t)need), IO_READ);
+		if (n <= 0)
+			return n;
 		w->rlen += n;
 	}
 }
@@ -801,16 +793,9 @@ read_other(struct dnstap_writer *w)
 	uint8_t	buf[64];
 	ssize_t	n;
 
-	while ((n = read(w->fd, buf, sizeof(buf))) == -1 && errno == EINTR)
-		;
-	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
-		return 0;
-	if (n == -1)
-		writer_lose(w, "read", errno);
-	else if (n == 0)
-		writer_lose(w, "collector closed the connection", 0);
-	else
-		writer_lose(w, "collector sent data out of turn", 0);
+	if ((n = io_result(w, read(w->fd, buf, sizeof(buf)), IO_READ)) <= 0)
+		return n;
+	writer_lose(w, "collector sent data out of turn", 0);
 	return -1;
 }
 
@@ -867,7 +852,7 @@ dnstap_log(struct dnstap_writer *w, const struct dnstap_event *ev)
 {
 	struct ring_append	ra;
 	struct tap		t;
-	uint8_t			hdr[FS_HDR_LEN];
+	uint32_t		hdr;
 	size_t			n, used;
 
 	if (tap_fill(&t, &w->opts, ev) == -1) {
@@ -883,8 +868,8 @@ dnstap_log(struct dnstap_writer *w, const struct dnstap_event *ev)
 		return -1;
 	}
 	used = w->qused;
-	put32(hdr, (uint32_t)n);
-	ring_put(w, hdr, sizeof(hdr));
+	hdr = htonl((uint32_t)n);
+	ring_put(w, &hdr, sizeof(hdr));
 	memset(&ra, 0, sizeof(ra));
 	ra.base.append = ring_append;
 	ra.w = w;

@@ -603,18 +603,14 @@ log_seq(struct dnstap_writer *w, uint16_t seq, size_t len)
 	return dnstap_log(w, &ev);
 }
 
-/* the next data frame as a record: its query's DNS ID, or -1 */
+/* a record's query's DNS ID, or -1 */
 static long
-read_seq(int fd)
+record_seq(const uint8_t *buf, size_t len)
 {
-	static uint8_t		 buf[FRAME_MAX];
-	Dnstap__Dnstap		*d;
-	fstrm_control_type	 type;
-	long			 n, seq = -1;
+	Dnstap__Dnstap	*d;
+	long		 seq = -1;
 
-	if ((n = read_frame(fd, buf, sizeof(buf), &type, NULL)) <= 0)
-		return -1;
-	if ((d = dnstap__dnstap__unpack(NULL, n, buf)) == NULL)
+	if ((d = dnstap__dnstap__unpack(NULL, len, buf)) == NULL)
 		return -1;
 	if (d->message != NULL && d->message->has_query_message &&
 	    d->message->query_message.len >= 2)
@@ -622,6 +618,19 @@ read_seq(int fd)
 		    d->message->query_message.data[1];
 	dnstap__dnstap__free_unpacked(d, NULL);
 	return seq;
+}
+
+/* the next data frame as a record: its query's DNS ID, or -1 */
+static long
+read_seq(int fd)
+{
+	static uint8_t		 buf[FRAME_MAX];
+	fstrm_control_type	 type;
+	long			 n;
+
+	if ((n = read_frame(fd, buf, sizeof(buf), &type, NULL)) <= 0)
+		return -1;
+	return record_seq(buf, n);
 }
 
 /*
@@ -652,23 +661,13 @@ pump(struct dnstap_writer *w, int fd, uint8_t *buf, size_t cap)
 static long
 parse_seq(const uint8_t *buf, size_t len, size_t *off)
 {
-	Dnstap__Dnstap	*d;
-	uint32_t	 flen;
-	long		 seq = -1;
+	uint32_t	flen;
 
 	if (len - *off < 4 || (flen = be32(buf + *off)) == 0 ||
 	    flen > len - *off - 4)
 		return -1;
-	d = dnstap__dnstap__unpack(NULL, flen, buf + *off + 4);
 	*off += 4 + flen;
-	if (d == NULL)
-		return -1;
-	if (d->message != NULL && d->message->has_query_message &&
-	    d->message->query_message.len >= 2)
-		seq = d->message->query_message.data[0] << 8 |
-		    d->message->query_message.data[1];
-	dnstap__dnstap__free_unpacked(d, NULL);
-	return seq;
+	return record_seq(buf + *off - flen, flen);
 }
 
 /* READY read, ACCEPT sent, START read: 1 when all went as it should */
