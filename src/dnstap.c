@@ -861,7 +861,7 @@ dnstap_log(struct dnstap_writer *w, const struct dnstap_event *ev)
 		return -1;
 	}
 	n = dnstap__dnstap__get_packed_size(&t.d);
-	if (n == 0 || n > UINT32_MAX || n > w->qmax - w->qused ||
+	if (n == 0 || n > w->qmax - w->qused ||
 	    FS_HDR_LEN > w->qmax - w->qused - n) {
 		w->dropped++;
 		errno = ENOBUFS;
