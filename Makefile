@@ -41,6 +41,16 @@ ALL_CFLAGS=	$(CFLAGS) $(WARN) $(PKG_CFLAGS) -fstack-protector-strong \
 LDFLAGS+=	-pie -Wl,-z,relro,-z,now
 LIBS=		$(PKG_LIBS) $(OS_LIBS)
 
+# dnstap output (src/dnstap.c): protobuf-c for the records, libfstrm for
+# Frame Streams control frames, the C code generated from src/dnstap.proto
+# by protoc-c.  Built with everything, linked into the unit tests; the
+# daemon does not use it yet.  Expanded only where used.
+PROTOC_C?=	protoc-c
+DNSTAP_PKGS=	libprotobuf-c libfstrm
+DNSTAP_CFLAGS=	$(shell $(PKG_CONFIG) --cflags $(DNSTAP_PKGS))
+DNSTAP_LIBS=	$(shell $(PKG_CONFIG) --libs $(DNSTAP_PKGS))
+DNSTAP_OBJS=	$(BUILD)/dnstap.o $(BUILD)/dnstap.pb-c.o
+
 ifeq ($(SANITIZE),1)
 ALL_CFLAGS+=	-fsanitize=address,undefined -fno-omit-frame-pointer -O1
 LDFLAGS+=	-fsanitize=address,undefined
@@ -64,12 +74,13 @@ HDRS=		$(wildcard include/*.h)
 
 UNIT_TESTS=	$(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 UNIT_OBJS=	$(COMMON:%.c=$(BUILD)/%.o) $(BUILD)/parse.o $(BUILD)/proc.o \
-		$(SANDBOX_SRCS:%.c=$(BUILD)/%.o) $(NETWATCH_SRCS:%.c=$(BUILD)/%.o)
+		$(SANDBOX_SRCS:%.c=$(BUILD)/%.o) $(NETWATCH_SRCS:%.c=$(BUILD)/%.o) \
+		$(DNSTAP_OBJS)
 
 .PHONY: all clean check unit integration deps run install uninstall bench fuzz \
 		valgrind
 
-all: $(BUILD)/dotproxyd $(BUILD)/dotproxyctl
+all: $(BUILD)/dotproxyd $(BUILD)/dotproxyctl $(DNSTAP_OBJS)
 
 $(BUILD) $(BUILD)/tests:
 	mkdir -p $@
@@ -88,6 +99,15 @@ $(BUILD)/policy.h: $(POLICIES) $(SANITIZER_POLICY) policy/policy2c.awk | $(BUILD
 
 $(BUILD)/sandbox-seccomp.o: $(BUILD)/policy.h
 
+$(BUILD)/dnstap.pb-c.c $(BUILD)/dnstap.pb-c.h &: src/dnstap.proto | $(BUILD)
+	$(PROTOC_C) --proto_path=src --c_out=$(BUILD) src/dnstap.proto
+
+$(BUILD)/dnstap.pb-c.o: $(BUILD)/dnstap.pb-c.c $(BUILD)/dnstap.pb-c.h
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(DNSTAP_CFLAGS) -c $< -o $@
+
+$(BUILD)/dnstap.o: src/dnstap.c $(BUILD)/dnstap.pb-c.h $(HDRS) | $(BUILD)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(DNSTAP_CFLAGS) -c $< -o $@
+
 $(BUILD)/parse.c: src/parse.y | $(BUILD)
 	$(YACC) -o $@ src/parse.y
 
@@ -101,8 +121,9 @@ $(BUILD)/dotproxyctl: $(CTL_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $(CTL_OBJS) $(LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(UNIT_OBJS) tests/unit/tap.h $(HDRS) | $(BUILD)/tests
-	$(CC) $(CPPFLAGS) -Itests/unit $(ALL_CFLAGS) -Wno-missing-prototypes \
-	    -o $@ $< $(UNIT_OBJS) $(LDFLAGS) $(LIBS)
+	$(CC) $(CPPFLAGS) -Itests/unit $(ALL_CFLAGS) $(DNSTAP_CFLAGS) \
+	    -Wno-missing-prototypes \
+	    -o $@ $< $(UNIT_OBJS) $(LDFLAGS) $(LIBS) $(DNSTAP_LIBS)
 
 deps:
 	sh contrib/deps.sh $(DEPS)

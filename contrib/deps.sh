@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install what dotproxyd needs and is missing.
-#   deps.sh build   compiler, bison, pkg-config and the libraries
+#   deps.sh build   compiler, bison, pkg-config, protoc-c and the libraries
 #   deps.sh run     build, plus the system user and the chroot directory
 #   deps.sh test    build, plus what the test suites use
 # Debian and derivatives use apt-get; OpenBSD has libtls and libevent in
@@ -9,10 +9,12 @@ set -eu
 
 what=${1:-build}
 build_pkgs="build-essential pkg-config bison libtls-dev libseccomp-dev \
-libcap-ng-dev libevent-dev libbsd-dev libssl-dev ca-certificates"
+libcap-ng-dev libevent-dev libbsd-dev libssl-dev ca-certificates \
+libfstrm-dev libprotobuf-c-dev protobuf-c-compiler"
 test_pkgs="unbound knot-dnsutils dnsperf openssl perl clang \
 libclang-rt-14-dev mandoc iproute2 procps python3-yaml debhelper \
-dpkg-dev lintian fakeroot shellcheck yamllint systemd valgrind"
+dpkg-dev lintian fakeroot shellcheck yamllint systemd valgrind \
+fstrm-bin dnstap-ldns"
 
 case "$what" in
 build|run)	pkgs=$build_pkgs ;;
