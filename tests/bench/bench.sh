@@ -427,7 +427,7 @@ rss_kb()
 pct()
 {
 	awk -v d="$1" -v hz="$HZ" -v ns="$2" \
-	    'BEGIN { printf "%.0f", (ns > 0 ? 100 * d / hz / (ns / 1e9) : 0) }'
+	    'BEGIN { printf "%.1f", (ns > 0 ? 100 * d / hz / (ns / 1e9) : 0) }'
 }
 
 # collect KEY OUT: the figures of the perf_run into OUT, for the current
@@ -442,17 +442,17 @@ collect()
 	R[${k}_cpu,$peer]=$(cpu_of "$out.cpu" fwd)
 	R[${k}_upcpu,$peer]=$(cpu_of "$out.cpu" up)
 	R[${k}_gencpu,$peer]=$(cpu_of "$out.cpu" gen)
-	R[${k}_us,$peer]=$(us_per_query "${R[${k}_cpu,$peer]}" \
-	    "${R[${k}_qps,$peer]}")
+	R[${k}_us,$peer]=$(us_of "$out" fwd)
 }
 
 # perf_run OUT ARGS...: run dnsperf ARGS against the current forwarder
 # for BENCH_SECONDS, output to OUT.  The CPU used meanwhile goes to
 # OUT.cpu, a line per process: "fwd|up|gen PID PERCENT NAME" for the
-# forwarder's processes, the upstream and dnsperf itself.
+# forwarder's processes, the upstream and dnsperf itself, and to
+# OUT.ticks as "fwd|up PID TICKS NAME".
 perf_run()
 {
-	local out=$1 procs p t0 t1 w0 w1 d0 gen TIMEFORMAT
+	local out=$1 procs p t0 t1 w0 w1 d0 gen kind name TIMEFORMAT
 	shift
 	procs="$PEER_PID $(descendants "$PEER_PID")"
 	: >"$out.cpu"
@@ -473,19 +473,22 @@ perf_run()
 		say "bench: the forwarder exited during ${out##*/}; last lines of its log:"
 		tail -n 15 "${out%/*}/log" >&2
 	fi
+	: >"$out.ticks"
 	for p in $procs $UP_PID; do
 		t1=$(ticks_of "$p")
 		t0=${before[$p]}
 		[ "$t1" -ge "$t0" ] || t1=$t0
-		printf '%s %s %s %s\n' "$([ "$p" = "$UP_PID" ] && echo up || echo fwd)" \
-		    "$p" "$(pct $((t1 - t0)) $((w1 - w0)))" \
-		    "$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | cut -c1-40)" \
-		    >>"$out.cpu"
+		kind=$([ "$p" = "$UP_PID" ] && echo up || echo fwd)
+		name=$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | cut -c1-40)
+		printf '%s %s %s %s\n' "$kind" "$p" \
+		    "$(pct $((t1 - t0)) $((w1 - w0)))" "$name" >>"$out.cpu"
+		printf '%s %s %s %s\n' "$kind" "$p" $((t1 - t0)) "$name" \
+		    >>"$out.ticks"
 	done
 	# shellcheck disable=SC2086
 	set -- $gen
 	printf 'gen - %s dnsperf\n' "$(awk -v u="${1:-0}" -v s="${2:-0}" \
-	    -v ns=$((w1 - w0)) 'BEGIN { printf "%.0f", (ns > 0 ? 100 * (u + s) / (ns / 1e9) : 0) }')" \
+	    -v ns=$((w1 - w0)) 'BEGIN { printf "%.1f", (ns > 0 ? 100 * (u + s) / (ns / 1e9) : 0) }')" \
 	    >>"$out.cpu"
 }
 
@@ -528,14 +531,18 @@ udp_drops()
 # cpu_of OUT.cpu KIND: the summed CPU percentage of the processes of KIND.
 cpu_of()
 {
-	awk -v k="$2" '$1 == k { s += $3 } END { print s + 0 }' "$1"
+	awk -v k="$2" '$1 == k { s += $3 } END { printf "%.1f", s }' "$1"
 }
 
-# us_per_query PERCENT QPS: CPU microseconds per answered query.
-us_per_query()
+# us_of OUT KIND [NAME]: CPU microseconds per answered query of the
+# processes of KIND (fwd, up) in the perf_run to OUT, those whose
+# command line has NAME if given.
+us_of()
 {
-	awk -v c="$1" -v q="$2" \
-	    'BEGIN { if (q > 0) printf "%.1f", c * 1e4 / q; else print "-" }'
+	awk -v k="$2" -v n="${3:-}" -v hz="$HZ" -v q="$(completed_of "$1")" '
+	$1 == k && (n == "" || index($0, n)) { t += $3 }
+	END { if (q > 0) printf "%.1f", t / hz * 1e6 / q; else print "-" }' \
+	    "$1.ticks"
 }
 
 # qps_of, lost_of, ... OUT: a value from dnsperf's summary in OUT.
@@ -546,6 +553,7 @@ qps_of()
 }
 lost_of() { sed -n 's/^ *Queries lost: *\([0-9]*\).*/\1/p' "$1"; }
 sent_of() { sed -n 's/^ *Queries sent: *\([0-9]*\).*/\1/p' "$1"; }
+completed_of() { sed -n 's/^ *Queries completed: *\([0-9]*\).*/\1/p' "$1"; }
 avg_lat_of()
 {
 	sed -n 's/^ *Average Latency (s): *\([0-9.]*\).*/\1/p' "$1" |
