@@ -411,16 +411,24 @@ ticks_of()
 	echo $(( ${12:-0} + ${13:-0} ))
 }
 
-# rss_kb PID...: VmRSS summed over the processes, in kB.
-rss_kb()
+# mem_kb Pss|Rss PID...: the proportional or the resident set size of
+# the processes, from /proc/PID/smaps_rollup, summed, in KiB.  Pages the
+# processes share are counted once in the sum of their PSS (divided
+# among all the processes that map them), each time in that of RSS.
+mem_kb()
 {
-	local p sum=0 v
+	local field=$1 p sum=0 v
+	shift
 	for p in "$@"; do
-		v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null)
+		v=$(awk -v f="$field:" '$1 == f { print $2; exit }' \
+		    "/proc/$p/smaps_rollup" 2>/dev/null)
 		sum=$((sum + ${v:-0}))
 	done
 	echo "$sum"
 }
+
+# mib KIB: KiB in MiB, one decimal.
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 # pct TICKS NANOSECONDS: CPU ticks as a percentage of one CPU over a
 # wall-clock time.
@@ -631,10 +639,12 @@ bench_peer()
 	R[lat_max,$peer]=$(max_lat_of "$dir/r-lat")
 	R[lat_lost,$peer]=$(lost_of "$dir/r-lat")
 
-	# (5) resident memory after the runs, all processes of the forwarder
+	# (5) memory after the runs, all processes of the forwarder
 	procs="$PEER_PID $(descendants "$PEER_PID")"
 	# shellcheck disable=SC2086
-	R[rss,$peer]=$(awk -v k="$(rss_kb $procs)" 'BEGIN { printf "%.1f", k / 1024 }')
+	R[pss,$peer]=$(mib "$(mem_kb Pss $procs)")
+	# shellcheck disable=SC2086
+	R[rss,$peer]=$(mib "$(mem_kb Rss $procs)")
 	local nthr=0 t
 	for p in $procs; do
 		t=$(awk '/^Threads:/ { print $2 }' "/proc/$p/status" 2>/dev/null)
@@ -721,6 +731,7 @@ print_report()
 		"lat_avg|latency avg ms @${BENCH_RATE} q/s"
 		"lat_max|latency max ms @${BENCH_RATE} q/s"
 		"lat_lost|latency run lost"
+		"pss|memory PSS MiB, all processes"
 		"rss|memory RSS MiB, all processes"
 		"nproc|processes/threads"
 	)
@@ -757,6 +768,7 @@ print_report()
 		"hu_us|UDP cache-hit CPU us/query"
 		"lat_avg|latency avg"
 		"lat_max|latency max"
+		"pss|memory PSS"
 		"rss|memory RSS"
 	)
 	printf '%-36s' "dotproxyd / peer"
@@ -783,7 +795,7 @@ print_report()
 
 soak()
 {
-	local dir=$B_DIR/soak port procs rss0 rss1 n
+	local dir=$B_DIR/soak port procs mem0 mem1 n
 	mkdir -p "$dir"
 	port=$(free_port)
 	start_dotproxyd "$dir" "$port"
@@ -803,16 +815,16 @@ soak()
 	local gen=$!
 	sleep 5
 	# shellcheck disable=SC2086
-	rss0=$(rss_kb $procs)
+	mem0="$(mem_kb Pss $procs) KiB (RSS $(mem_kb Rss $procs))"
 	wait "$gen"
 	# shellcheck disable=SC2086
-	rss1=$(rss_kb $procs)
+	mem1="$(mem_kb Pss $procs) KiB (RSS $(mem_kb Rss $procs))"
 	echo
 	echo "Soak: dotproxyd at $BENCH_SOAK_RATE queries/s for" \
 	    "${BENCH_SOAK_SECONDS} s, half new names, half cached"
-	printf '  queries sent %s, lost %s; resident memory %s KiB after 5 s,' \
-	    "$(sent_of "$dir/r")" "$(lost_of "$dir/r")" "$rss0"
-	printf ' %s KiB at the end\n' "$rss1"
+	printf '  queries sent %s, lost %s; memory (PSS) %s after 5 s,' \
+	    "$(sent_of "$dir/r")" "$(lost_of "$dir/r")" "$mem0"
+	printf ' %s at the end\n' "$mem1"
 	kill_tree "$PEER_PID"
 }
 
