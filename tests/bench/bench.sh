@@ -16,8 +16,12 @@
 #   BENCH_PEERS        forwarders to measure (default
 #                      "dotproxyd unbound stubby dnsdist")
 #   BENCH_UPSTREAM_THREADS  threads of the upstream unbound (default 2)
-#   BENCH_UNBOUND_THREADS   threads of the forwarding unbound (default 1)
+#   BENCH_UNBOUND_THREADS   num-threads of the forwarding unbound, one
+#                      comparison run each (default "1 2")
+#   BENCH_DNSDIST_INFLIGHT  maxInFlight of dnsdist's TLS backend, one
+#                      comparison run each, 0 for none (default "0 100")
 #   BENCH_TLS_CONNS    dotproxyd `tls connections` (default 4)
+#   BENCH_DOTPROXYD_CONF  more lines for dotproxyd's configuration
 #   BENCH_INSTALL      0 to never install missing packages (default 1)
 #   BENCH_KEEP         1 to keep the temporary directory (default 0)
 #   BENCH_SOAK_SECONDS length of the dotproxyd soak run, 0 to skip it
@@ -50,8 +54,10 @@ BENCH_RATE=${BENCH_RATE:-1000}
 BENCH_HIT_NAMES=${BENCH_HIT_NAMES:-1000}
 BENCH_PEERS=${BENCH_PEERS:-"dotproxyd unbound stubby dnsdist"}
 BENCH_UPSTREAM_THREADS=${BENCH_UPSTREAM_THREADS:-2}
-BENCH_UNBOUND_THREADS=${BENCH_UNBOUND_THREADS:-1}
+BENCH_UNBOUND_THREADS=${BENCH_UNBOUND_THREADS:-"1 2"}
+BENCH_DNSDIST_INFLIGHT=${BENCH_DNSDIST_INFLIGHT:-"0 100"}
 BENCH_TLS_CONNS=${BENCH_TLS_CONNS:-4}
+BENCH_DOTPROXYD_CONF=${BENCH_DOTPROXYD_CONF:-}
 BENCH_INSTALL=${BENCH_INSTALL:-1}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_SOAK_SECONDS=${BENCH_SOAK_SECONDS:-60}
@@ -80,6 +86,23 @@ for v in BENCH_FAULT_RATE BENCH_FAULT_SECONDS BENCH_FAULT_BURSTS \
 		exit 2 ;;
 	esac
 done
+for v in $BENCH_UNBOUND_THREADS; do
+	case $v in
+	''|*[!0-9]*|0) echo "bench: BENCH_UNBOUND_THREADS must list positive numbers" >&2
+		exit 2 ;;
+	esac
+done
+for v in $BENCH_DNSDIST_INFLIGHT; do
+	case $v in
+	''|*[!0-9]*) echo "bench: BENCH_DNSDIST_INFLIGHT must list numbers" >&2
+		exit 2 ;;
+	esac
+done
+if [ -z "${BENCH_UNBOUND_THREADS// /}" ] ||
+    [ -z "${BENCH_DNSDIST_INFLIGHT// /}" ]; then
+	echo "bench: BENCH_UNBOUND_THREADS and BENCH_DNSDIST_INFLIGHT must not be empty" >&2
+	exit 2
+fi
 case $BENCH_FAULT_IDLE in
 ''|.|*[!0-9.]*|*.*.*) echo "bench: BENCH_FAULT_IDLE must be a number of seconds" >&2
 	exit 2 ;;
@@ -280,6 +303,50 @@ EOF
 
 FWD_UPS=""
 
+# The setting of each forwarder the next start_PEER uses, set by
+# use_variant; the comparison tries each of BENCH_UNBOUND_THREADS and
+# BENCH_DNSDIST_INFLIGHT and keeps the better (BEST[PEER]).
+UNBOUND_THREADS=${BENCH_UNBOUND_THREADS%% *}
+DNSDIST_INFLIGHT=${BENCH_DNSDIST_INFLIGHT%% *}
+UNBOUND_PREFETCH=no
+declare -A BEST
+
+# variants PEER: the settings of PEER to try, one word each.
+variants()
+{
+	local v
+	case $1 in
+	unbound) for v in $BENCH_UNBOUND_THREADS; do echo "t$v"; done ;;
+	dnsdist) for v in $BENCH_DNSDIST_INFLIGHT; do echo "f$v"; done ;;
+	*) echo default ;;
+	esac
+}
+
+# use_variant PEER [VARIANT]: set what start_PEER reads for VARIANT,
+# by default the one the comparison found best, else the first.
+use_variant()
+{
+	local v=${2:-${BEST[$1]:-$(variants "$1" | head -n 1)}}
+	case $1:$v in
+	unbound:t*) UNBOUND_THREADS=${v#t} ;;
+	dnsdist:f*) DNSDIST_INFLIGHT=${v#f} ;;
+	esac
+}
+
+# setting_of PEER [VARIANT]: the setting in words, at most 12 characters.
+setting_of()
+{
+	local v=${2:-${BEST[$1]:-$(variants "$1" | head -n 1)}}
+	case $1:$v in
+	unbound:t1) echo "1 thread" ;;
+	unbound:t*) echo "${v#t} threads" ;;
+	dnsdist:f0) echo "no inflight" ;;
+	dnsdist:f*) echo "inflight ${v#f}" ;;
+	dotproxyd:*) echo "tls conns $BENCH_TLS_CONNS" ;;
+	*) echo packaged ;;
+	esac
+}
+
 start_dotproxyd()
 {
 	local dir=$1 port=$2 p
@@ -297,6 +364,7 @@ user $D_USER
 chroot "$D_CHROOT"
 control socket "$dir/dotproxyd.sock"
 EOF
+		[ -z "$BENCH_DOTPROXYD_CONF" ] || printf '%s\n' "$BENCH_DOTPROXYD_CONF"
 	} >"$dir/dotproxyd.conf"
 	spawn "$dir/log" "$DOTPROXYD" -d -f "$dir/dotproxyd.conf"
 	PEER_PID=$SPAWNED_PID
@@ -308,7 +376,8 @@ start_unbound()
 	{
 		unbound_server "$dir" "$port"
 		cat <<EOF
-	num-threads: $BENCH_UNBOUND_THREADS
+	num-threads: $UNBOUND_THREADS
+	prefetch: $UNBOUND_PREFETCH
 	incoming-num-tcp: 100
 	do-not-query-localhost: no
 	local-zone: "test." nodefault
@@ -372,7 +441,8 @@ EOF
 			cat <<EOF
 newServer({address="127.0.0.1:$p", tls="openssl",
     subjectName="$AUTH_NAME", caStore="$B_DIR/ca/ca.pem",
-    validateCertificates=true, checkName="health.$ZONE."})
+    validateCertificates=true, checkName="health.$ZONE.",
+    maxInFlight=$DNSDIST_INFLIGHT})
 EOF
 		done
 		cat <<EOF
@@ -582,40 +652,56 @@ noerror_of()
 
 declare -A R		# R[metric,peer] = value
 
-# bench_peer PEER: start the forwarder, run the measurements, stop it.
-bench_peer()
+# warm FILE: ask the names of FILE twice through the current forwarder,
+# to fill its cache for a cache-hit run.
+warm()
 {
-	local peer=$1 dir=$B_DIR/$1 n procs p
-	mkdir -p "$dir"
+	local i
+	for i in 1 2; do
+		timeout -k 5 60 dnsperf -s 127.0.0.1 -p "$PEER_PORT" \
+		    -t "$DNSPERF_TIMEOUT" -d "$1" -n 1 -c 4 -q 100 \
+		    >"$1.warm$i" 2>&1
+	done
+}
+
+# start_peer PEER VARIANT DIR: start PEER with the setting VARIANT in
+# DIR on a port of its own (PEER_PORT) and wait until it answers.
+start_peer()
+{
+	mkdir -p "$3"
+	use_variant "$1" "$2"
 	PEER_PORT=$(free_port)
-	"start_$peer" "$dir" "$PEER_PORT"
-	if ! ready "$PEER_PID" "$PEER_PORT" "$dir/log"; then
-		say "bench: $peer does not answer; skipped"
+	"start_$1" "$3" "$PEER_PORT"
+	if ! ready "$PEER_PID" "$PEER_PORT" "$3/log"; then
+		say "bench: $1 ($(setting_of "$1" "$2")) does not answer; skipped"
 		kill_tree "$PEER_PID"
 		return 1
 	fi
-	say "bench: $peer on 127.0.0.1 port $PEER_PORT ($(date +%T))"
+	say "bench: $1 ($(setting_of "$1" "$2")) on 127.0.0.1 port $PEER_PORT ($(date +%T))"
+}
+
+# bench_peer PEER VARIANT: start the forwarder with the setting VARIANT,
+# run the measurements, stop it.  The figures go to R[KEY,PEER:VARIANT].
+bench_peer()
+{
+	local name=$1 variant=$2 peer=$1:$2 tag=$1-$2 dir=$B_DIR/$1-$2 n procs p
+	start_peer "$name" "$variant" "$dir" || return 1
 
 	# Distinct names per run and per forwarder, enough that no name
 	# repeats within a run at the rates seen here (dnsperf wraps
 	# around at the end of its data file; the check below tells).
 	n=$((BENCH_SECONDS * 60000))
-	make_names "$dir/miss-udp" "$n" "mu-$peer"
-	make_names "$dir/miss-tcp" "$n" "mt-$peer"
+	make_names "$dir/miss-udp" "$n" "mu-$tag"
+	make_names "$dir/miss-tcp" "$n" "mt-$tag"
 	make_names "$dir/miss-lat" $((BENCH_SECONDS * BENCH_RATE + 1000)) \
-	    "ml-$peer"
-	make_names "$dir/hit" "$BENCH_HIT_NAMES" "h-$peer"
+	    "ml-$tag"
+	make_names "$dir/hit" "$BENCH_HIT_NAMES" "h-$tag"
 
 	# (1) UDP, cache hits: the same small set of names, after two
 	# passes over it to fill the cache.  This runs first, while every
 	# cache has room (dnsdist's packet cache, once full, takes no new
 	# entries until old ones expire)
-	local i
-	for i in 1 2; do
-		timeout -k 5 60 dnsperf -s 127.0.0.1 -p "$PEER_PORT" \
-		    -t "$DNSPERF_TIMEOUT" -d "$dir/hit" -n 1 -c 4 -q 100 \
-		    >"$dir/r-warm$i" 2>&1
-	done
+	warm "$dir/hit"
 	perf_run "$dir/r-hit-udp" -d "$dir/hit" \
 	    -c "$BENCH_CLIENTS" -q "$BENCH_OUTSTANDING"
 	collect hu "$dir/r-hit-udp"
@@ -625,7 +711,7 @@ bench_peer()
 	    -c "$BENCH_CLIENTS" -q "$BENCH_OUTSTANDING"
 	collect mu "$dir/r-miss-udp"
 	[ "$(sent_of "$dir/r-miss-udp")" -gt "$n" ] 2>/dev/null &&
-	    say "bench: $peer: more queries than names in the cache-miss run; some were cache hits"
+	    say "bench: $name: more queries than names in the cache-miss run; some were cache hits"
 
 	# (3) TCP clients, cache misses
 	perf_run "$dir/r-miss-tcp" -m tcp -d "$dir/miss-tcp" \
@@ -652,8 +738,9 @@ bench_peer()
 	done
 	# shellcheck disable=SC2086
 	R[nproc,$peer]="$(echo $procs | wc -w)/$nthr"
+	R[ran,$peer]=1
 
-	if [ "$peer" = dotproxyd ]; then
+	if [ "$name" = dotproxyd ]; then
 		DP_CPU=$(awk '$1 == "fwd" { n = $5; if (n == "") n = $4
 		    printf "%s%s %s%%", sep, n, $3; sep = ", " }' \
 		    "$dir/r-miss-udp.cpu")
@@ -663,12 +750,42 @@ bench_peer()
 	fi
 	local lost=$(( ${R[mu_lost,$peer]:-0} + ${R[hu_lost,$peer]:-0} + \
 	    ${R[mt_lost,$peer]:-0} + ${R[lat_lost,$peer]:-0} ))
-	if [ "$lost" -gt 0 ] && [ "$peer" = dotproxyd ]; then
+	if [ "$lost" -gt 0 ] && [ "$name" = dotproxyd ]; then
 		say "bench: dotproxyd lost $lost queries; last lines of its log:"
 		tail -n 15 "$dir/log" >&2
 	fi
 	kill_tree "$PEER_PID"
 	return 0
+}
+
+# pick_best PEER: of the settings of PEER measured, the one with the
+# higher geometric mean of the three queries/s rows (UDP cache miss, UDP
+# cache hit, TCP cache miss) becomes BEST[PEER], and its figures
+# R[KEY,PEER].  Returns 1 if none was measured.
+pick_best()
+{
+	local peer=$1 v best="" score top=-1 k
+	for v in $(variants "$peer"); do
+		[ -n "${R[ran,$peer:$v]:-}" ] || continue
+		score=$(awk -v a="${R[mu_qps,$peer:$v]}" \
+		    -v b="${R[hu_qps,$peer:$v]}" -v c="${R[mt_qps,$peer:$v]}" \
+		    'BEGIN { if (a > 0 && b > 0 && c > 0)
+			printf "%.0f", exp((log(a) + log(b) + log(c)) / 3)
+		    else print 0 }')
+		R[score,$peer:$v]=$score
+		if [ "$score" -gt "$top" ]; then
+			top=$score
+			best=$v
+		fi
+	done
+	[ -n "$best" ] || return 1
+	BEST[$peer]=$best
+	for k in "${!R[@]}"; do
+		case $k in
+		*",$peer:$best") R[${k%%,*},$peer]=${R[$k]} ;;
+		esac
+	done
+	R[setting,$peer]=$(setting_of "$peer" "$best")
 }
 
 # ---------------------------------------------------------------------
@@ -701,6 +818,34 @@ print_header()
 	printf ', dnsperf %s\n' "$(pkg_version dnsperf)"
 }
 
+# print_settings: each setting tried for the forwarders that have more
+# than one, with the figures it was chosen on.
+print_settings()
+{
+	local peer v
+	for peer in $RAN; do
+		[ "$(variants "$peer" | wc -l)" -gt 1 ] && break
+		peer=""
+	done
+	[ -n "$peer" ] || return 0
+	echo
+	echo "Settings tried; the table has the one with the higher geometric mean"
+	echo "of the three queries/s rows (score):"
+	printf '  %-10s%-14s%10s%10s%10s%10s%12s\n' forwarder setting \
+	    "miss q/s" "hit q/s" "tcp q/s" score "PSS MiB"
+	for peer in $RAN; do
+		[ "$(variants "$peer" | wc -l)" -gt 1 ] || continue
+		for v in $(variants "$peer"); do
+			[ -n "${R[ran,$peer:$v]:-}" ] || continue
+			printf '  %-10s%-14s%10s%10s%10s%10s%12s%s\n' "$peer" \
+			    "$(setting_of "$peer" "$v")" "${R[mu_qps,$peer:$v]:--}" \
+			    "${R[hu_qps,$peer:$v]:--}" "${R[mt_qps,$peer:$v]:--}" \
+			    "${R[score,$peer:$v]:--}" "${R[pss,$peer:$v]:--}" \
+			    "$([ "$v" = "${BEST[$peer]}" ] && echo '  <- best')"
+		done
+	done
+}
+
 print_report()
 {
 	local peer row key label cols=""
@@ -710,6 +855,7 @@ print_report()
 	echo
 
 	local rows=(
+		"setting|setting (best of those tried)"
 		"mu_qps|UDP cache-miss queries/s"
 		"mu_lost|UDP cache-miss lost"
 		"mu_drops|UDP cache-miss socket drops"
@@ -737,19 +883,20 @@ print_report()
 	)
 	{
 		printf '%-36s' "metric"
-		for peer in $cols; do printf '%12s' "$peer"; done
+		for peer in $cols; do printf '%13s' "$peer"; done
 		echo
 		for row in "${rows[@]}"; do
 			key=${row%%|*}
 			label=${row#*|}
 			printf '%-36s' "$label"
 			for peer in $cols; do
-				printf '%12s' "${R[$key,$peer]:--}"
+				printf '%13s' "${R[$key,$peer]:--}"
 			done
 			echo
 		done
 	}
 
+	print_settings
 	if [ -n "${DP_CPU:-}" ]; then
 		echo
 		echo "dotproxyd CPU per process (% of one CPU), UDP cache miss: $DP_CPU"
@@ -773,7 +920,7 @@ print_report()
 	)
 	printf '%-36s' "dotproxyd / peer"
 	for peer in $cols; do
-		[ "$peer" = dotproxyd ] || printf '%12s' "$peer"
+		[ "$peer" = dotproxyd ] || printf '%13s' "$peer"
 	done
 	echo
 	for row in "${rrows[@]}"; do
@@ -782,7 +929,7 @@ print_report()
 		printf '%-36s' "$label"
 		for peer in $cols; do
 			[ "$peer" = dotproxyd ] && continue
-			printf '%12s' "$(ratio "${R[$key,dotproxyd]:-}" "${R[$key,$peer]:-}")"
+			printf '%13s' "$(ratio "${R[$key,dotproxyd]:-}" "${R[$key,$peer]:-}")"
 		done
 		echo
 	done
@@ -1076,6 +1223,7 @@ fault_case()
 	FWD_UPS=$port
 	[ "$case" = silent-first ] && FWD_UPS="$port $UP_PORT"
 	PEER_PORT=$(free_port)
+	use_variant "$peer"
 	"start_$peer" "$dir" "$PEER_PORT"
 	if ! "$wait" "$PEER_PID" "$PEER_PORT" "$dir/log"; then
 		say "bench: $peer does not answer; no $case run"
@@ -1144,6 +1292,11 @@ print_faults()
 	echo "  idle-close:   one upstream closing connections idle for $BENCH_FAULT_IDLE s;" \
 	    "$BENCH_FAULT_BURSTS bursts of $BENCH_FAULT_BURST new names,"
 	echo "                each after $BENCH_FAULT_PAUSE s without queries"
+	printf '  settings:    '
+	for peer in $FAULT_RAN; do
+		printf ' %s %s;' "$peer" "$(setting_of "$peer")"
+	done
+	echo
 	echo
 	printf '%-12s%-14s%7s%10s%10s%7s%10s%10s%10s%14s\n' forwarder case sent \
 	    answered SERVFAIL lost "p50 ms" "p99 ms" "max ms" "faulty conn/q"
@@ -1197,7 +1350,10 @@ RAN=""
 if section compare; then
 	for peer in $BENCH_PEERS; do
 		usable "$peer" || continue
-		bench_peer "$peer" && RAN="$RAN $peer"
+		for v in $(variants "$peer"); do
+			bench_peer "$peer" "$v"
+		done
+		pick_best "$peer" && RAN="$RAN $peer"
 	done
 	[ -n "$RAN" ] || die "no forwarder could be measured"
 	# shellcheck disable=SC2086
