@@ -27,9 +27,10 @@
 #   BENCH_SOAK_SECONDS length of the dotproxyd soak run, 0 to skip it
 #                      (default 60)
 #   BENCH_SOAK_RATE    its steady query rate (default 2000)
-#   BENCH_SECTIONS     what to run, of "compare soak faults" (the default):
-#                      the comparison table, the dotproxyd soak run, the
-#                      fault runs
+#   BENCH_SECTIONS     what to run, of "compare soak faults replay" (the
+#                      default): the comparison table, the dotproxyd soak
+#                      run, the fault runs, the replay of Zipf-distributed
+#                      names through a slow upstream
 #   BENCH_FAULT_RATE, BENCH_FAULT_SECONDS  query rate and length of the
 #                      silent-first fault run (default 300, 10)
 #   BENCH_FAULT_BURSTS, BENCH_FAULT_BURST, BENCH_FAULT_PAUSE  bursts of
@@ -39,6 +40,14 @@
 #                      connection (default 2)
 #   BENCH_FAULT_TIMEOUT  seconds after which a query of the fault runs
 #                      counts as lost (default 5)
+#   BENCH_REPLAY_SECONDS, BENCH_REPLAY_RATE  length and query rate of
+#                      each replay run (default 60, 1500)
+#   BENCH_REPLAY_NAMES, BENCH_REPLAY_ZIPF  names of the replay zone and
+#                      the exponent of their Zipf distribution (default
+#                      100000, 1.0)
+#   BENCH_REPLAY_RTT   round-trip time added to the replay upstream, in ms
+#                      (default 20)
+#   BENCH_REPLAY_PEERS forwarders of the replay (default "dotproxyd unbound")
 
 set -u
 export LC_ALL=C
@@ -62,7 +71,7 @@ BENCH_INSTALL=${BENCH_INSTALL:-1}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_SOAK_SECONDS=${BENCH_SOAK_SECONDS:-60}
 BENCH_SOAK_RATE=${BENCH_SOAK_RATE:-2000}
-BENCH_SECTIONS=${BENCH_SECTIONS:-"compare soak faults"}
+BENCH_SECTIONS=${BENCH_SECTIONS:-"compare soak faults replay"}
 BENCH_FAULT_RATE=${BENCH_FAULT_RATE:-300}
 BENCH_FAULT_SECONDS=${BENCH_FAULT_SECONDS:-10}
 BENCH_FAULT_BURSTS=${BENCH_FAULT_BURSTS:-5}
@@ -70,6 +79,12 @@ BENCH_FAULT_BURST=${BENCH_FAULT_BURST:-20}
 BENCH_FAULT_PAUSE=${BENCH_FAULT_PAUSE:-3}
 BENCH_FAULT_IDLE=${BENCH_FAULT_IDLE:-2}
 BENCH_FAULT_TIMEOUT=${BENCH_FAULT_TIMEOUT:-5}
+BENCH_REPLAY_SECONDS=${BENCH_REPLAY_SECONDS:-60}
+BENCH_REPLAY_RATE=${BENCH_REPLAY_RATE:-1500}
+BENCH_REPLAY_NAMES=${BENCH_REPLAY_NAMES:-100000}
+BENCH_REPLAY_ZIPF=${BENCH_REPLAY_ZIPF:-1.0}
+BENCH_REPLAY_RTT=${BENCH_REPLAY_RTT:-20}
+BENCH_REPLAY_PEERS=${BENCH_REPLAY_PEERS:-"dotproxyd unbound"}
 
 AUTH_NAME=dot.bench.test	# name in the upstream's certificate
 ZONE=bench.test			# every name under it answers 192.0.2.1
@@ -80,7 +95,9 @@ DNSPERF_TIMEOUT=3		# seconds before dnsperf counts a query lost
 HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
 for v in BENCH_FAULT_RATE BENCH_FAULT_SECONDS BENCH_FAULT_BURSTS \
-    BENCH_FAULT_BURST BENCH_FAULT_PAUSE BENCH_FAULT_TIMEOUT; do
+    BENCH_FAULT_BURST BENCH_FAULT_PAUSE BENCH_FAULT_TIMEOUT \
+    BENCH_REPLAY_SECONDS BENCH_REPLAY_RATE BENCH_REPLAY_NAMES \
+    BENCH_REPLAY_RTT; do
 	case ${!v} in
 	''|*[!0-9]*|0) echo "bench: $v must be a positive number" >&2
 		exit 2 ;;
@@ -103,15 +120,19 @@ if [ -z "${BENCH_UNBOUND_THREADS// /}" ] ||
 	echo "bench: BENCH_UNBOUND_THREADS and BENCH_DNSDIST_INFLIGHT must not be empty" >&2
 	exit 2
 fi
+case $BENCH_REPLAY_ZIPF in
+''|.|*[!0-9.]*|*.*.*) echo "bench: BENCH_REPLAY_ZIPF must be a number" >&2
+	exit 2 ;;
+esac
 case $BENCH_FAULT_IDLE in
 ''|.|*[!0-9.]*|*.*.*) echo "bench: BENCH_FAULT_IDLE must be a number of seconds" >&2
 	exit 2 ;;
 esac
 for s in $BENCH_SECTIONS; do
 	case $s in
-	compare|soak|faults) ;;
+	compare|soak|faults|replay) ;;
 	*) echo "bench: unknown section $s in BENCH_SECTIONS" \
-	    "(compare, soak, faults)" >&2
+	    "(compare, soak, faults, replay)" >&2
 		exit 2 ;;
 	esac
 done
@@ -184,7 +205,7 @@ install_peers()
 {
 	local p cand missing=""
 	for p in unbound stubby dnsdist dnsperf knot-dnsutils \
-	    libio-socket-ssl-perl; do
+	    libio-socket-ssl-perl python3; do
 		if dpkg-query -W -f '${Status}' "$p" 2>/dev/null |
 		    grep -q 'install ok installed'; then
 			HAVE_PKG="$HAVE_PKG$p "
@@ -260,14 +281,49 @@ ready()
 	return 1
 }
 
+# bound PID PORT LOG t|u TENTHS: wait at most TENTHS/10 s until PID has
+# bound 127.0.0.1 PORT for TCP (t) or UDP (u).
+bound()
+{
+	local pid=$1 port=$2 log=$3 proto=$4 n=$5 i
+	for ((i = 0; i < n; i++)); do
+		if ! alive "$pid"; then
+			say "bench: the process exited during start-up:"
+			tail -n 20 "$log" >&2
+			return 1
+		fi
+		[ -n "$(ss -Hl"$proto"n "( sport = :$port )" 2>/dev/null)" ] &&
+		    return 0
+		sleep 0.1
+	done
+	say "bench: nothing bound to port $port; last lines of its log:"
+	tail -n 20 "$log" >&2
+	return 1
+}
+
 # ---------------------------------------------------------------------
 # The upstream: unbound serving DNS over TLS, every name under $ZONE
 # answered from a redirect local zone (no cache involved), everything
 # else NXDOMAIN from a static root zone, so nothing leaves the machine.
 
+# unbound_control DIR: the remote-control clause of an unbound.conf,
+# on a socket in DIR, for unbound-control -c DIR/unbound.conf.
+unbound_control()
+{
+	cat <<EOF
+remote-control:
+	control-enable: yes
+	control-interface: "$1/control.sock"
+	control-use-cert: no
+EOF
+}
+
+# start_upstream [DIR [INCLUDE]]: start the upstream in DIR (default
+# $B_DIR/upstream), with the server clause lines of the file INCLUDE;
+# sets UP_PORT and UP_PID.
 start_upstream()
 {
-	local dir=$B_DIR/upstream
+	local dir=${1:-$B_DIR/upstream}
 	mkdir -p "$dir"
 	UP_PORT=$(free_port)
 	{
@@ -283,16 +339,19 @@ start_upstream()
 	local-zone: "test." nodefault
 	local-zone: "$ZONE." redirect
 	local-data: "$ZONE. 300 IN A $ANSWER"
-remote-control:
-	control-enable: no
 EOF
+		[ -z "${2:-}" ] || printf '\tinclude: "%s"\n' "$2"
+		unbound_control "$dir"
 	} >"$dir/unbound.conf"
 	spawn "$dir/unbound.log" unbound -d -c "$dir/unbound.conf"
 	UP_PID=$SPAWNED_PID
-	wait_dot "$UP_PID" "$UP_PORT" "$B_DIR/ca/ca.pem" "$AUTH_NAME" \
+	# loading a large zone takes a few seconds
+	bound "$UP_PID" "$UP_PORT" "$dir/unbound.log" t 600 &&
+	    wait_dot "$UP_PID" "$UP_PORT" "$B_DIR/ca/ca.pem" "$AUTH_NAME" \
 	    "x.$ZONE" && return 0
 	tail -n 20 "$dir/unbound.log" >&2
-	die "the upstream unbound does not answer over TLS"
+	say "bench: the upstream unbound does not answer over TLS"
+	return 1
 }
 
 # ---------------------------------------------------------------------
@@ -308,7 +367,7 @@ FWD_UPS=""
 # BENCH_DNSDIST_INFLIGHT and keeps the better (BEST[PEER]).
 UNBOUND_THREADS=${BENCH_UNBOUND_THREADS%% *}
 DNSDIST_INFLIGHT=${BENCH_DNSDIST_INFLIGHT%% *}
-UNBOUND_PREFETCH=no
+UNBOUND_PREFETCH=no	# the replay turns it on
 declare -A BEST
 
 # variants PEER: the settings of PEER to try, one word each.
@@ -389,10 +448,7 @@ EOF
 		for p in $FWD_UPS; do
 			printf '\tforward-addr: 127.0.0.1@%s#%s\n' "$p" "$AUTH_NAME"
 		done
-		cat <<EOF
-remote-control:
-	control-enable: no
-EOF
+		unbound_control "$dir"
 	} >"$dir/unbound.conf"
 	spawn "$dir/log" unbound -d -c "$dir/unbound.conf"
 	PEER_PID=$SPAWNED_PID
@@ -801,10 +857,14 @@ ratio()
 			printf "%.2f", a / b }'
 }
 
-# print_header PEER...: the machine and the versions of the forwarders.
+# print_header PEER...: the machine and the versions of the forwarders,
+# once: before the results of the first section that has some.
+HEADER_DONE=0
 print_header()
 {
 	local peer
+	[ "$HEADER_DONE" -eq 0 ] || return 0
+	HEADER_DONE=1
 	echo
 	echo "Machine: load average before the runs $LOAD0"
 	echo "Machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' \
@@ -1158,25 +1218,7 @@ fault_stats()
 # fault_listening PID PORT LOG: wait (15 s at most) until the forwarder
 # has bound UDP 127.0.0.1 PORT, then 1 s more for the rest of its
 # start-up, without sending it a query.
-fault_listening()
-{
-	local pid=$1 port=$2 log=$3 i
-	for ((i = 0; i < 150; i++)); do
-		if ! alive "$pid"; then
-			say "bench: the process exited during start-up:"
-			tail -n 20 "$log" >&2
-			return 1
-		fi
-		if [ -n "$(ss -Hlun "( sport = :$port )" 2>/dev/null)" ]; then
-			sleep 1
-			return 0
-		fi
-		sleep 0.1
-	done
-	say "bench: nothing bound to UDP port $port; last lines of its log:"
-	tail -n 20 "$log" >&2
-	return 1
-}
+fault_listening() { bound "$1" "$2" "$3" u 150 && sleep 1; }
 
 # fault_ready PID PORT LOG: wait (about 45 s at most) until the forwarder
 # answers a query, whatever the rcode.
@@ -1315,6 +1357,197 @@ print_faults()
 }
 
 # ---------------------------------------------------------------------
+# Replay: dotproxyd and unbound (prefetch on) at a steady rate of names
+# drawn from a Zipf distribution over BENCH_REPLAY_NAMES names, with
+# TTLs from 30 s to 1 day, served by an upstream unbound of its own
+# (a local zone generated by replay.py) behind a TCP relay that adds
+# BENCH_REPLAY_RTT ms of round trip.  The kernel's netem would do the
+# same for a network namespace, but it is often not built (nor veth):
+# the relay works everywhere.
+
+REPLAY_ZONE=replay.test
+REPLAY_PY=$TOP/tests/bench/replay.py
+declare -A P		# P[peer,what] = replay figures
+
+# replay_upstream_queries: the queries the replay upstream has received.
+replay_upstream_queries()
+{
+	unbound_stat "$B_DIR/replay/upstream" total.num.queries
+}
+
+# unbound_stat DIR NAME: a counter of the unbound whose unbound.conf is
+# in DIR, from unbound-control.
+unbound_stat()
+{
+	timeout -k 1 10 unbound-control -c "$1/unbound.conf" stats_noreset \
+	    2>/dev/null | sed -n "s/^$2=//p"
+}
+
+# cache_counts PEER DIR: "HITS MISSES" of the forwarder's cache so far.
+cache_counts()
+{
+	case $1 in
+	dotproxyd)
+		timeout -k 1 10 "${DOTPROXYD%/*}/dotproxyctl" \
+		    -s "$2/dotproxyd.sock" stats 2>/dev/null |
+		    awk '/^cache hits / { h = $NF } /^cache misses / { m = $NF }
+			END { print h + 0, m + 0 }' ;;
+	unbound)
+		echo "$(unbound_stat "$2" total.num.cachehits)" \
+		    "$(unbound_stat "$2" total.num.cachemiss)" ;;
+	*) echo "- -" ;;
+	esac
+}
+
+# replay_peer PEER: one replay run through PEER, figures into P.
+replay_peer()
+{
+	local peer=$1 dir=$B_DIR/replay/$1 c0 c1 u0 u1 d0 procs p t0 t1 lat
+	local secs=$BENCH_REPLAY_SECONDS
+	[ "$peer" = unbound ] && UNBOUND_PREFETCH=yes
+	start_peer "$peer" "${BEST[$peer]:-}" "$dir"
+	p=$?
+	UNBOUND_PREFETCH=no
+	[ "$p" -eq 0 ] || return 1
+	procs="$PEER_PID $(descendants "$PEER_PID")"
+	c0=$(cache_counts "$peer" "$dir")
+	u0=$(replay_upstream_queries)
+	t0=0
+	for p in $procs; do t0=$((t0 + $(ticks_of "$p"))); done
+	d0=$(udp_drops)
+	timeout -k 5 $((secs + DNSPERF_TIMEOUT + 60)) dnsperf -s 127.0.0.1 \
+	    -p "$PEER_PORT" -t "$DNSPERF_TIMEOUT" -d "$B_DIR/replay/queries" \
+	    -n 1 -l "$secs" -Q "$BENCH_REPLAY_RATE" -c 10 -q 2000 -b 2048 -v \
+	    >"$dir/r" 2>&1
+	P[$peer,drops]=$(( $(udp_drops) - d0 ))
+	t1=0
+	for p in $procs; do t1=$((t1 + $(ticks_of "$p"))); done
+	c1=$(cache_counts "$peer" "$dir")
+	u1=$(replay_upstream_queries)
+	lat=$(python3 "$REPLAY_PY" latency "$dir/r")
+	# shellcheck disable=SC2086
+	set -- $lat
+	P[$peer,sent]=${1:--} P[$peer,answered]=${2:--} P[$peer,lost]=${3:--}
+	P[$peer,p50]=${4:--} P[$peer,p99]=${5:--} P[$peer,p999]=${6:--}
+	P[$peer,max]=${7:--}
+	P[$peer,hit]=$(awk -v a="$c0" -v b="$c1" 'BEGIN {
+		split(a, x, " "); split(b, y, " ")
+		h = y[1] - x[1]; m = y[2] - x[2]
+		if (x[1] == "-" || h + m <= 0) print "-"
+		else printf "%.1f", 100 * h / (h + m) }')
+	P[$peer,up]=$(awk -v a="$u0" -v b="$u1" -v q="${2:-0}" 'BEGIN {
+		if (a == "" || b == "" || q == 0) print "-"
+		else printf "%.1f", 100 * (b - a) / q }')
+	P[$peer,us]=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v q="${2:-0}" 'BEGIN {
+		if (q > 0) printf "%.1f", t / hz * 1e6 / q; else print "-" }')
+	# shellcheck disable=SC2086
+	P[$peer,pss]=$(mib "$(mem_kb Pss $procs)")
+	P[$peer,setting]=$(setting_of "$peer")
+	[ "$peer" = unbound ] && P[$peer,setting]="${P[$peer,setting]}, prefetch"
+	[ "$peer" = dotproxyd ] && timeout -k 1 10 "${DOTPROXYD%/*}/dotproxyctl" \
+	    -s "$dir/dotproxyd.sock" stats >"$dir/stats" 2>&1
+	alive "$PEER_PID" || {
+		say "bench: $peer exited during the replay; last lines of its log:"
+		tail -n 15 "$dir/log" >&2
+	}
+	kill_tree "$PEER_PID"
+	REPLAY_RAN="$REPLAY_RAN $peer"
+}
+
+REPLAY_RAN=""
+
+replay()
+{
+	local dir=$B_DIR/replay n peer main_port=$UP_PORT main_pid=$UP_PID
+	local relay_pid relay_port up_pid
+	command -v python3 >/dev/null 2>&1 || {
+		say "bench: python3 not found; no replay"
+		return 1
+	}
+	mkdir -p "$dir"
+	n=$((BENCH_REPLAY_SECONDS * BENCH_REPLAY_RATE))
+	say "bench: replay: making $BENCH_REPLAY_NAMES names and $n queries"
+	if ! {
+		echo "local-zone: \"$REPLAY_ZONE.\" static"
+		python3 "$REPLAY_PY" zone "$BENCH_REPLAY_NAMES" "$REPLAY_ZONE" 1
+	} >"$dir/zone.conf" ||
+	    ! python3 "$REPLAY_PY" queries "$BENCH_REPLAY_NAMES" \
+	    "$REPLAY_ZONE" "$n" "$BENCH_REPLAY_ZIPF" 2 >"$dir/queries"; then
+		say "bench: replay.py failed; no replay"
+		return 1
+	fi
+	REPLAY_DISTINCT=$(sort -u "$dir/queries" | wc -l)
+
+	if ! start_upstream "$dir/upstream" "$dir/zone.conf"; then
+		UP_PORT=$main_port UP_PID=$main_pid
+		say "bench: no replay"
+		return 1
+	fi
+	REPLAY_UP_PORT=$UP_PORT
+	up_pid=$UP_PID
+	UP_PORT=$main_port UP_PID=$main_pid
+
+	# the relay ends by itself after the runs, with some margin
+	relay_port=$(free_port)
+	spawn "$dir/relay.log" python3 "$REPLAY_PY" relay "$relay_port" \
+	    "$REPLAY_UP_PORT" "$BENCH_REPLAY_RTT" \
+	    $(( (BENCH_REPLAY_SECONDS + 120) * $(wc -w <<<"$BENCH_REPLAY_PEERS") + 60 ))
+	relay_pid=$SPAWNED_PID
+	if ! bound "$relay_pid" "$relay_port" "$dir/relay.log" t 100 ||
+	    ! wait_dot "$relay_pid" "$relay_port" "$B_DIR/ca/ca.pem" \
+	    "$AUTH_NAME" "n000000.$REPLAY_ZONE"; then
+		say "bench: the relay does not answer; no replay"
+		kill_tree "$relay_pid"
+		kill_tree "$up_pid"
+		return 1
+	fi
+	FWD_UPS=$relay_port
+	for peer in $BENCH_REPLAY_PEERS; do
+		case $peer in
+		dotproxyd|unbound) usable "$peer" && replay_peer "$peer" ;;
+		*) say "bench: no replay for $peer (no cache statistics read)" ;;
+		esac
+	done
+	FWD_UPS=$UP_PORT
+	kill_tree "$relay_pid"
+	kill_tree "$up_pid"
+}
+
+print_replay()
+{
+	local peer f
+	echo
+	echo "Replay: $BENCH_REPLAY_RATE queries/s for $BENCH_REPLAY_SECONDS s," \
+	    "names drawn from a Zipf distribution (exponent $BENCH_REPLAY_ZIPF)"
+	echo "over $BENCH_REPLAY_NAMES names with TTLs from 30 s to 1 day," \
+	    "$REPLAY_DISTINCT of them asked;"
+	echo "upstream $BENCH_REPLAY_RTT ms away (delaying TCP relay)." \
+	    "A cache that kept every answer would answer"
+	awk -v d="$REPLAY_DISTINCT" \
+	    -v n=$((BENCH_REPLAY_SECONDS * BENCH_REPLAY_RATE)) \
+	    'BEGIN { printf "%.1f%% of the queries.\n", 100 * (n - d) / n }'
+	echo
+	printf '%-10s%-20s%7s%6s%7s%8s%8s%8s%9s%8s%8s%8s\n' forwarder setting \
+	    sent lost "hit %" "up %" "p50 ms" "p99 ms" "p99.9 ms" "max ms" \
+	    "us/q" "PSS MiB"
+	for peer in $REPLAY_RAN; do
+		printf '%-10s%-20s' "$peer" "${P[$peer,setting]}"
+		for f in sent lost hit up p50 p99 p999 max us pss; do
+			case $f in
+			sent|p999) printf '%9s' "${P[$peer,$f]}" ;;
+			*) printf '%8s' "${P[$peer,$f]}" ;;
+			esac
+		done
+		echo
+	done
+	echo
+	echo "hit %: answers from the cache, from the forwarder's own counters;"
+	echo "up %: queries the upstream received per query answered (prefetches included);"
+	echo "latency percentiles over every query sent, a lost one counting as slowest;"
+	echo "us/q: the forwarder's CPU time per query answered."
+}
+
+# ---------------------------------------------------------------------
 # Main
 
 # usable PEER: a forwarder this script knows and finds installed.
@@ -1342,7 +1575,7 @@ done
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 make_ca "$B_DIR/ca" "$AUTH_NAME" || die "cannot make certificates"
-start_upstream
+start_upstream || exit 1
 say "bench: upstream unbound on 127.0.0.1 port $UP_PORT (DNS over TLS)"
 FWD_UPS=$UP_PORT
 
@@ -1361,14 +1594,22 @@ if section compare; then
 	print_report
 fi
 if section soak && [ "$BENCH_SOAK_SECONDS" -gt 0 ]; then
-	section compare || print_header dotproxyd
+	print_header dotproxyd
 	soak
 fi
 if section faults; then
 	faults
 	if [ -n "$FAULT_RAN" ]; then
 		# shellcheck disable=SC2086
-		section compare || section soak || print_header $FAULT_RAN
+		print_header $FAULT_RAN
 		print_faults
+	fi
+fi
+if section replay; then
+	replay
+	if [ -n "$REPLAY_RAN" ]; then
+		# shellcheck disable=SC2086
+		print_header $REPLAY_RAN
+		print_replay
 	fi
 fi
