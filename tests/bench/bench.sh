@@ -27,10 +27,11 @@
 #   BENCH_SOAK_SECONDS length of the dotproxyd soak run, 0 to skip it
 #                      (default 60)
 #   BENCH_SOAK_RATE    its steady query rate (default 2000)
-#   BENCH_SECTIONS     what to run, of "compare soak faults replay" (the
-#                      default): the comparison table, the dotproxyd soak
-#                      run, the fault runs, the replay of Zipf-distributed
-#                      names through a slow upstream
+#   BENCH_SECTIONS     what to run, of "compare soak faults replay
+#                      profile" (the default): the comparison table, the
+#                      dotproxyd soak run, the fault runs, the replay of
+#                      Zipf-distributed names through a slow upstream, the
+#                      profile of cache hits
 #   BENCH_FAULT_RATE, BENCH_FAULT_SECONDS  query rate and length of the
 #                      silent-first fault run (default 300, 10)
 #   BENCH_FAULT_BURSTS, BENCH_FAULT_BURST, BENCH_FAULT_PAUSE  bursts of
@@ -48,6 +49,9 @@
 #   BENCH_REPLAY_RTT   round-trip time added to the replay upstream, in ms
 #                      (default 20)
 #   BENCH_REPLAY_PEERS forwarders of the replay (default "dotproxyd unbound")
+#   BENCH_PROFILE_SECONDS  length of each profile run (default 5)
+#   BENCH_PROFILE_RATE query rate of the fixed-rate profile run (default
+#                      5000)
 
 set -u
 export LC_ALL=C
@@ -71,7 +75,7 @@ BENCH_INSTALL=${BENCH_INSTALL:-1}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_SOAK_SECONDS=${BENCH_SOAK_SECONDS:-60}
 BENCH_SOAK_RATE=${BENCH_SOAK_RATE:-2000}
-BENCH_SECTIONS=${BENCH_SECTIONS:-"compare soak faults replay"}
+BENCH_SECTIONS=${BENCH_SECTIONS:-"compare soak faults replay profile"}
 BENCH_FAULT_RATE=${BENCH_FAULT_RATE:-300}
 BENCH_FAULT_SECONDS=${BENCH_FAULT_SECONDS:-10}
 BENCH_FAULT_BURSTS=${BENCH_FAULT_BURSTS:-5}
@@ -85,6 +89,8 @@ BENCH_REPLAY_NAMES=${BENCH_REPLAY_NAMES:-100000}
 BENCH_REPLAY_ZIPF=${BENCH_REPLAY_ZIPF:-1.0}
 BENCH_REPLAY_RTT=${BENCH_REPLAY_RTT:-20}
 BENCH_REPLAY_PEERS=${BENCH_REPLAY_PEERS:-"dotproxyd unbound"}
+BENCH_PROFILE_SECONDS=${BENCH_PROFILE_SECONDS:-5}
+BENCH_PROFILE_RATE=${BENCH_PROFILE_RATE:-5000}
 
 AUTH_NAME=dot.bench.test	# name in the upstream's certificate
 ZONE=bench.test			# every name under it answers 192.0.2.1
@@ -97,7 +103,7 @@ HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
 for v in BENCH_FAULT_RATE BENCH_FAULT_SECONDS BENCH_FAULT_BURSTS \
     BENCH_FAULT_BURST BENCH_FAULT_PAUSE BENCH_FAULT_TIMEOUT \
     BENCH_REPLAY_SECONDS BENCH_REPLAY_RATE BENCH_REPLAY_NAMES \
-    BENCH_REPLAY_RTT; do
+    BENCH_REPLAY_RTT BENCH_PROFILE_SECONDS BENCH_PROFILE_RATE; do
 	case ${!v} in
 	''|*[!0-9]*|0) echo "bench: $v must be a positive number" >&2
 		exit 2 ;;
@@ -130,9 +136,9 @@ case $BENCH_FAULT_IDLE in
 esac
 for s in $BENCH_SECTIONS; do
 	case $s in
-	compare|soak|faults|replay) ;;
+	compare|soak|faults|replay|profile) ;;
 	*) echo "bench: unknown section $s in BENCH_SECTIONS" \
-	    "(compare, soak, faults, replay)" >&2
+	    "(compare, soak, faults, replay, profile)" >&2
 		exit 2 ;;
 	esac
 done
@@ -205,7 +211,7 @@ install_peers()
 {
 	local p cand missing=""
 	for p in unbound stubby dnsdist dnsperf knot-dnsutils \
-	    libio-socket-ssl-perl python3; do
+	    libio-socket-ssl-perl python3 linux-perf; do
 		if dpkg-query -W -f '${Status}' "$p" 2>/dev/null |
 		    grep -q 'install ok installed'; then
 			HAVE_PKG="$HAVE_PKG$p "
@@ -1548,6 +1554,117 @@ print_replay()
 }
 
 # ---------------------------------------------------------------------
+# Profile: each forwarder answering a small set of names from its
+# cache, at full speed and at BENCH_PROFILE_RATE queries/s: its CPU time
+# per query, per process for dotproxyd; then a third run with perf
+# recording dotproxyd's listener, for where that time goes.
+
+declare -A Q		# Q[peer,what] = profile figures
+PROFILE_RAN=""
+
+profile_peer()
+{
+	local peer=$1 dir=$B_DIR/profile/$1 listener lost1 lost2
+	start_peer "$peer" "${BEST[$peer]:-}" "$dir" || return 1
+	make_names "$dir/hit" "$BENCH_HIT_NAMES" "p-$peer"
+	warm "$dir/hit"
+	BENCH_SECONDS=$BENCH_PROFILE_SECONDS perf_run "$dir/full" \
+	    -d "$dir/hit" -c "$BENCH_CLIENTS" -q "$BENCH_OUTSTANDING"
+	BENCH_SECONDS=$BENCH_PROFILE_SECONDS perf_run "$dir/rate" \
+	    -d "$dir/hit" -c 4 -q 100 -Q "$BENCH_PROFILE_RATE"
+	Q[$peer,setting]=$(setting_of "$peer")
+	Q[$peer,qps]=$(qps_of "$dir/full")
+	Q[$peer,full]=$(us_of "$dir/full" fwd)
+	Q[$peer,rate]=$(us_of "$dir/rate" fwd)
+	lost1=$(lost_of "$dir/full")
+	lost2=$(lost_of "$dir/rate")
+	Q[$peer,lost]=$(( ${lost1:-0} + ${lost2:-0} ))
+	Q[$peer,up]=$(us_of "$dir/full" up)
+	if [ "$peer" = dotproxyd ]; then
+		Q[$peer,detail]=$(for p in parent listener upstream; do
+			printf '%s %s/%s us, ' "$p" \
+			    "$(us_of "$dir/full" fwd "dotproxyd: $p")" \
+			    "$(us_of "$dir/rate" fwd "dotproxyd: $p")"
+		done)
+		listener=$(pgrep -f -P "$PEER_PID" '^dotproxyd: listener' |
+		    head -n 1)
+		if [ -n "$listener" ] && command -v perf >/dev/null 2>&1; then
+			profile_record "$dir" "$listener" perf-full \
+			    -c "$BENCH_CLIENTS" -q "$BENCH_OUTSTANDING"
+			profile_record "$dir" "$listener" perf-rate \
+			    -c 4 -q 100 -Q "$BENCH_PROFILE_RATE"
+			PROFILE_TOP=$dir
+		fi
+	fi
+	kill_tree "$PEER_PID"
+	PROFILE_RAN="$PROFILE_RAN $peer"
+}
+
+# profile_record DIR PID NAME DNSPERF-ARGS...: a cache-hit run with perf
+# sampling the process PID and counting its system calls; where its time
+# went to DIR/NAME.top.
+profile_record()
+{
+	local dir=$1 pid=$2 name=$3 rec stat n
+	shift 3
+	settle
+	perf record -F 1999 -p "$pid" -o "$dir/$name.data" \
+	    -- sleep $((BENCH_PROFILE_SECONDS + 1)) >"$dir/$name.log" 2>&1 &
+	rec=$!
+	perf stat -x ' ' -e raw_syscalls:sys_enter -p "$pid" \
+	    -o "$dir/$name.stat" -- sleep $((BENCH_PROFILE_SECONDS + 1)) \
+	    >/dev/null 2>&1 &
+	stat=$!
+	B_PIDS+=("$rec" "$stat")
+	timeout -k 5 $((BENCH_PROFILE_SECONDS + DNSPERF_TIMEOUT + 30)) \
+	    dnsperf -s 127.0.0.1 -p "$PEER_PORT" -t "$DNSPERF_TIMEOUT" \
+	    -l "$BENCH_PROFILE_SECONDS" -d "$dir/hit" "$@" >"$dir/$name.r" 2>&1
+	wait "$rec" "$stat"
+	n=$(completed_of "$dir/$name.r")
+	{
+		awk -v n="${n:-0}" '$2 == "raw_syscalls:sys_enter" && n > 0 {
+		    printf "system calls per query: %.2f\n", $1 / n }' \
+		    "$dir/$name.stat"
+		perf report -i "$dir/$name.data" --stdio --sort dso \
+		    --percent-limit 1 2>/dev/null | awk '/^ *[0-9.]+%/ {
+			printf "%s%s %s", (s ? ", " : "by object: "), $2, $1; s = 1 }
+		    END { if (s) print "" }'
+		perf report -i "$dir/$name.data" --stdio --sort dso,sym \
+		    --percent-limit 1 2>/dev/null | grep '^ *[0-9.]*%' |
+		    head -n 15
+	} >"$dir/$name.top"
+}
+
+print_profile()
+{
+	local peer
+	echo
+	echo "Profile: cache hits ($BENCH_HIT_NAMES names, cached), CPU us per" \
+	    "query answered, $BENCH_PROFILE_SECONDS s runs"
+	echo
+	printf '%-10s%-14s%12s%12s%14s%8s%12s\n' forwarder setting \
+	    "full q/s" "us/q full" "us/q @$BENCH_PROFILE_RATE" lost \
+	    "upstream us"
+	for peer in $PROFILE_RAN; do
+		printf '%-10s%-14s%12s%12s%14s%8s%12s\n' "$peer" \
+		    "${Q[$peer,setting]}" "${Q[$peer,qps]}" "${Q[$peer,full]}" \
+		    "${Q[$peer,rate]}" "${Q[$peer,lost]}" "${Q[$peer,up]}"
+	done
+	[ -n "${Q[dotproxyd,detail]:-}" ] &&
+	    echo "dotproxyd per process, full/@$BENCH_PROFILE_RATE: ${Q[dotproxyd,detail]%, }"
+	if [ -n "${PROFILE_TOP:-}" ]; then
+		echo
+		echo "dotproxyd listener, perf samples (1999 Hz), full speed:"
+		sed 's/^/  /' "$PROFILE_TOP/perf-full.top"
+		echo
+		echo "dotproxyd listener, perf samples (1999 Hz), $BENCH_PROFILE_RATE queries/s:"
+		sed 's/^/  /' "$PROFILE_TOP/perf-rate.top"
+	else
+		echo "(no perf profile: perf not found or the listener not identified)"
+	fi
+}
+
+# ---------------------------------------------------------------------
 # Main
 
 # usable PEER: a forwarder this script knows and finds installed.
@@ -1611,5 +1728,15 @@ if section replay; then
 		# shellcheck disable=SC2086
 		print_header $REPLAY_RAN
 		print_replay
+	fi
+fi
+if section profile; then
+	for peer in $BENCH_PEERS; do
+		usable "$peer" && profile_peer "$peer"
+	done
+	if [ -n "$PROFILE_RAN" ]; then
+		# shellcheck disable=SC2086
+		print_header $PROFILE_RAN
+		print_profile
 	fi
 fi
