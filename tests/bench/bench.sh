@@ -16,16 +16,22 @@
 #   BENCH_PEERS        forwarders to measure (default
 #                      "dotproxyd unbound stubby dnsdist")
 #   BENCH_UPSTREAM_THREADS  threads of the upstream unbound (default 2)
-#   BENCH_UNBOUND_THREADS   threads of the forwarding unbound (default 1)
+#   BENCH_UNBOUND_THREADS   num-threads of the forwarding unbound, one
+#                      comparison run each (default "1 2")
+#   BENCH_DNSDIST_INFLIGHT  maxInFlight of dnsdist's TLS backend, one
+#                      comparison run each, 0 for none (default "0 100")
 #   BENCH_TLS_CONNS    dotproxyd `tls connections` (default 4)
+#   BENCH_DOTPROXYD_CONF  more lines for dotproxyd's configuration
 #   BENCH_INSTALL      0 to never install missing packages (default 1)
 #   BENCH_KEEP         1 to keep the temporary directory (default 0)
 #   BENCH_SOAK_SECONDS length of the dotproxyd soak run, 0 to skip it
 #                      (default 60)
 #   BENCH_SOAK_RATE    its steady query rate (default 2000)
-#   BENCH_SECTIONS     what to run, of "compare soak faults" (the default):
-#                      the comparison table, the dotproxyd soak run, the
-#                      fault runs
+#   BENCH_SECTIONS     what to run, of "compare soak faults replay
+#                      profile" (the default): the comparison table, the
+#                      dotproxyd soak run, the fault runs, the replay of
+#                      Zipf-distributed names through a slow upstream, the
+#                      profile of cache hits
 #   BENCH_FAULT_RATE, BENCH_FAULT_SECONDS  query rate and length of the
 #                      silent-first fault run (default 300, 10)
 #   BENCH_FAULT_BURSTS, BENCH_FAULT_BURST, BENCH_FAULT_PAUSE  bursts of
@@ -35,6 +41,17 @@
 #                      connection (default 2)
 #   BENCH_FAULT_TIMEOUT  seconds after which a query of the fault runs
 #                      counts as lost (default 5)
+#   BENCH_REPLAY_SECONDS, BENCH_REPLAY_RATE  length and query rate of
+#                      each replay run (default 60, 1500)
+#   BENCH_REPLAY_NAMES, BENCH_REPLAY_ZIPF  names of the replay zone and
+#                      the exponent of their Zipf distribution (default
+#                      100000, 1.0)
+#   BENCH_REPLAY_RTT   round-trip time added to the replay upstream, in ms
+#                      (default 20)
+#   BENCH_REPLAY_PEERS forwarders of the replay (default "dotproxyd unbound")
+#   BENCH_PROFILE_SECONDS  length of each profile run (default 5)
+#   BENCH_PROFILE_RATE query rate of the fixed-rate profile run (default
+#                      5000)
 
 set -u
 export LC_ALL=C
@@ -50,13 +67,15 @@ BENCH_RATE=${BENCH_RATE:-1000}
 BENCH_HIT_NAMES=${BENCH_HIT_NAMES:-1000}
 BENCH_PEERS=${BENCH_PEERS:-"dotproxyd unbound stubby dnsdist"}
 BENCH_UPSTREAM_THREADS=${BENCH_UPSTREAM_THREADS:-2}
-BENCH_UNBOUND_THREADS=${BENCH_UNBOUND_THREADS:-1}
+BENCH_UNBOUND_THREADS=${BENCH_UNBOUND_THREADS:-"1 2"}
+BENCH_DNSDIST_INFLIGHT=${BENCH_DNSDIST_INFLIGHT:-"0 100"}
 BENCH_TLS_CONNS=${BENCH_TLS_CONNS:-4}
+BENCH_DOTPROXYD_CONF=${BENCH_DOTPROXYD_CONF:-}
 BENCH_INSTALL=${BENCH_INSTALL:-1}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_SOAK_SECONDS=${BENCH_SOAK_SECONDS:-60}
 BENCH_SOAK_RATE=${BENCH_SOAK_RATE:-2000}
-BENCH_SECTIONS=${BENCH_SECTIONS:-"compare soak faults"}
+BENCH_SECTIONS=${BENCH_SECTIONS:-"compare soak faults replay profile"}
 BENCH_FAULT_RATE=${BENCH_FAULT_RATE:-300}
 BENCH_FAULT_SECONDS=${BENCH_FAULT_SECONDS:-10}
 BENCH_FAULT_BURSTS=${BENCH_FAULT_BURSTS:-5}
@@ -64,6 +83,14 @@ BENCH_FAULT_BURST=${BENCH_FAULT_BURST:-20}
 BENCH_FAULT_PAUSE=${BENCH_FAULT_PAUSE:-3}
 BENCH_FAULT_IDLE=${BENCH_FAULT_IDLE:-2}
 BENCH_FAULT_TIMEOUT=${BENCH_FAULT_TIMEOUT:-5}
+BENCH_REPLAY_SECONDS=${BENCH_REPLAY_SECONDS:-60}
+BENCH_REPLAY_RATE=${BENCH_REPLAY_RATE:-1500}
+BENCH_REPLAY_NAMES=${BENCH_REPLAY_NAMES:-100000}
+BENCH_REPLAY_ZIPF=${BENCH_REPLAY_ZIPF:-1.0}
+BENCH_REPLAY_RTT=${BENCH_REPLAY_RTT:-20}
+BENCH_REPLAY_PEERS=${BENCH_REPLAY_PEERS:-"dotproxyd unbound"}
+BENCH_PROFILE_SECONDS=${BENCH_PROFILE_SECONDS:-5}
+BENCH_PROFILE_RATE=${BENCH_PROFILE_RATE:-5000}
 
 AUTH_NAME=dot.bench.test	# name in the upstream's certificate
 ZONE=bench.test			# every name under it answers 192.0.2.1
@@ -74,21 +101,44 @@ DNSPERF_TIMEOUT=3		# seconds before dnsperf counts a query lost
 HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
 for v in BENCH_FAULT_RATE BENCH_FAULT_SECONDS BENCH_FAULT_BURSTS \
-    BENCH_FAULT_BURST BENCH_FAULT_PAUSE BENCH_FAULT_TIMEOUT; do
+    BENCH_FAULT_BURST BENCH_FAULT_PAUSE BENCH_FAULT_TIMEOUT \
+    BENCH_REPLAY_SECONDS BENCH_REPLAY_RATE BENCH_REPLAY_NAMES \
+    BENCH_REPLAY_RTT BENCH_PROFILE_SECONDS BENCH_PROFILE_RATE; do
 	case ${!v} in
 	''|*[!0-9]*|0) echo "bench: $v must be a positive number" >&2
 		exit 2 ;;
 	esac
 done
+for v in $BENCH_UNBOUND_THREADS; do
+	case $v in
+	''|*[!0-9]*|0) echo "bench: BENCH_UNBOUND_THREADS must list positive numbers" >&2
+		exit 2 ;;
+	esac
+done
+for v in $BENCH_DNSDIST_INFLIGHT; do
+	case $v in
+	''|*[!0-9]*) echo "bench: BENCH_DNSDIST_INFLIGHT must list numbers" >&2
+		exit 2 ;;
+	esac
+done
+if [ -z "${BENCH_UNBOUND_THREADS// /}" ] ||
+    [ -z "${BENCH_DNSDIST_INFLIGHT// /}" ]; then
+	echo "bench: BENCH_UNBOUND_THREADS and BENCH_DNSDIST_INFLIGHT must not be empty" >&2
+	exit 2
+fi
+case $BENCH_REPLAY_ZIPF in
+''|.|*[!0-9.]*|*.*.*) echo "bench: BENCH_REPLAY_ZIPF must be a number" >&2
+	exit 2 ;;
+esac
 case $BENCH_FAULT_IDLE in
 ''|.|*[!0-9.]*|*.*.*) echo "bench: BENCH_FAULT_IDLE must be a number of seconds" >&2
 	exit 2 ;;
 esac
 for s in $BENCH_SECTIONS; do
 	case $s in
-	compare|soak|faults) ;;
+	compare|soak|faults|replay|profile) ;;
 	*) echo "bench: unknown section $s in BENCH_SECTIONS" \
-	    "(compare, soak, faults)" >&2
+	    "(compare, soak, faults, replay, profile)" >&2
 		exit 2 ;;
 	esac
 done
@@ -161,7 +211,7 @@ install_peers()
 {
 	local p cand missing=""
 	for p in unbound stubby dnsdist dnsperf knot-dnsutils \
-	    libio-socket-ssl-perl; do
+	    libio-socket-ssl-perl python3 linux-perf; do
 		if dpkg-query -W -f '${Status}' "$p" 2>/dev/null |
 		    grep -q 'install ok installed'; then
 			HAVE_PKG="$HAVE_PKG$p "
@@ -237,14 +287,49 @@ ready()
 	return 1
 }
 
+# bound PID PORT LOG t|u TENTHS: wait at most TENTHS/10 s until PID has
+# bound 127.0.0.1 PORT for TCP (t) or UDP (u).
+bound()
+{
+	local pid=$1 port=$2 log=$3 proto=$4 n=$5 i
+	for ((i = 0; i < n; i++)); do
+		if ! alive "$pid"; then
+			say "bench: the process exited during start-up:"
+			tail -n 20 "$log" >&2
+			return 1
+		fi
+		[ -n "$(ss -Hl"$proto"n "( sport = :$port )" 2>/dev/null)" ] &&
+		    return 0
+		sleep 0.1
+	done
+	say "bench: nothing bound to port $port; last lines of its log:"
+	tail -n 20 "$log" >&2
+	return 1
+}
+
 # ---------------------------------------------------------------------
 # The upstream: unbound serving DNS over TLS, every name under $ZONE
 # answered from a redirect local zone (no cache involved), everything
 # else NXDOMAIN from a static root zone, so nothing leaves the machine.
 
+# unbound_control DIR: the remote-control clause of an unbound.conf,
+# on a socket in DIR, for unbound-control -c DIR/unbound.conf.
+unbound_control()
+{
+	cat <<EOF
+remote-control:
+	control-enable: yes
+	control-interface: "$1/control.sock"
+	control-use-cert: no
+EOF
+}
+
+# start_upstream [DIR [INCLUDE]]: start the upstream in DIR (default
+# $B_DIR/upstream), with the server clause lines of the file INCLUDE;
+# sets UP_PORT and UP_PID.
 start_upstream()
 {
-	local dir=$B_DIR/upstream
+	local dir=${1:-$B_DIR/upstream}
 	mkdir -p "$dir"
 	UP_PORT=$(free_port)
 	{
@@ -260,16 +345,19 @@ start_upstream()
 	local-zone: "test." nodefault
 	local-zone: "$ZONE." redirect
 	local-data: "$ZONE. 300 IN A $ANSWER"
-remote-control:
-	control-enable: no
 EOF
+		[ -z "${2:-}" ] || printf '\tinclude: "%s"\n' "$2"
+		unbound_control "$dir"
 	} >"$dir/unbound.conf"
 	spawn "$dir/unbound.log" unbound -d -c "$dir/unbound.conf"
 	UP_PID=$SPAWNED_PID
-	wait_dot "$UP_PID" "$UP_PORT" "$B_DIR/ca/ca.pem" "$AUTH_NAME" \
+	# loading a large zone takes a few seconds
+	bound "$UP_PID" "$UP_PORT" "$dir/unbound.log" t 600 &&
+	    wait_dot "$UP_PID" "$UP_PORT" "$B_DIR/ca/ca.pem" "$AUTH_NAME" \
 	    "x.$ZONE" && return 0
 	tail -n 20 "$dir/unbound.log" >&2
-	die "the upstream unbound does not answer over TLS"
+	say "bench: the upstream unbound does not answer over TLS"
+	return 1
 }
 
 # ---------------------------------------------------------------------
@@ -279,6 +367,50 @@ EOF
 # unbound alone, except in the fault runs).
 
 FWD_UPS=""
+
+# The setting of each forwarder the next start_PEER uses, set by
+# use_variant; the comparison tries each of BENCH_UNBOUND_THREADS and
+# BENCH_DNSDIST_INFLIGHT and keeps the better (BEST[PEER]).
+UNBOUND_THREADS=${BENCH_UNBOUND_THREADS%% *}
+DNSDIST_INFLIGHT=${BENCH_DNSDIST_INFLIGHT%% *}
+UNBOUND_PREFETCH=no	# the replay turns it on
+declare -A BEST
+
+# variants PEER: the settings of PEER to try, one word each.
+variants()
+{
+	local v
+	case $1 in
+	unbound) for v in $BENCH_UNBOUND_THREADS; do echo "t$v"; done ;;
+	dnsdist) for v in $BENCH_DNSDIST_INFLIGHT; do echo "f$v"; done ;;
+	*) echo default ;;
+	esac
+}
+
+# use_variant PEER [VARIANT]: set what start_PEER reads for VARIANT,
+# by default the one the comparison found best, else the first.
+use_variant()
+{
+	local v=${2:-${BEST[$1]:-$(variants "$1" | head -n 1)}}
+	case $1:$v in
+	unbound:t*) UNBOUND_THREADS=${v#t} ;;
+	dnsdist:f*) DNSDIST_INFLIGHT=${v#f} ;;
+	esac
+}
+
+# setting_of PEER [VARIANT]: the setting in words, at most 12 characters.
+setting_of()
+{
+	local v=${2:-${BEST[$1]:-$(variants "$1" | head -n 1)}}
+	case $1:$v in
+	unbound:t1) echo "1 thread" ;;
+	unbound:t*) echo "${v#t} threads" ;;
+	dnsdist:f0) echo "no inflight" ;;
+	dnsdist:f*) echo "inflight ${v#f}" ;;
+	dotproxyd:*) echo "tls conns $BENCH_TLS_CONNS" ;;
+	*) echo packaged ;;
+	esac
+}
 
 start_dotproxyd()
 {
@@ -297,6 +429,7 @@ user $D_USER
 chroot "$D_CHROOT"
 control socket "$dir/dotproxyd.sock"
 EOF
+		[ -z "$BENCH_DOTPROXYD_CONF" ] || printf '%s\n' "$BENCH_DOTPROXYD_CONF"
 	} >"$dir/dotproxyd.conf"
 	spawn "$dir/log" "$DOTPROXYD" -d -f "$dir/dotproxyd.conf"
 	PEER_PID=$SPAWNED_PID
@@ -308,7 +441,8 @@ start_unbound()
 	{
 		unbound_server "$dir" "$port"
 		cat <<EOF
-	num-threads: $BENCH_UNBOUND_THREADS
+	num-threads: $UNBOUND_THREADS
+	prefetch: $UNBOUND_PREFETCH
 	incoming-num-tcp: 100
 	do-not-query-localhost: no
 	local-zone: "test." nodefault
@@ -320,10 +454,7 @@ EOF
 		for p in $FWD_UPS; do
 			printf '\tforward-addr: 127.0.0.1@%s#%s\n' "$p" "$AUTH_NAME"
 		done
-		cat <<EOF
-remote-control:
-	control-enable: no
-EOF
+		unbound_control "$dir"
 	} >"$dir/unbound.conf"
 	spawn "$dir/log" unbound -d -c "$dir/unbound.conf"
 	PEER_PID=$SPAWNED_PID
@@ -372,7 +503,8 @@ EOF
 			cat <<EOF
 newServer({address="127.0.0.1:$p", tls="openssl",
     subjectName="$AUTH_NAME", caStore="$B_DIR/ca/ca.pem",
-    validateCertificates=true, checkName="health.$ZONE."})
+    validateCertificates=true, checkName="health.$ZONE.",
+    maxInFlight=$DNSDIST_INFLIGHT})
 EOF
 		done
 		cat <<EOF
@@ -411,23 +543,31 @@ ticks_of()
 	echo $(( ${12:-0} + ${13:-0} ))
 }
 
-# rss_kb PID...: VmRSS summed over the processes, in kB.
-rss_kb()
+# mem_kb Pss|Rss PID...: the proportional or the resident set size of
+# the processes, from /proc/PID/smaps_rollup, summed, in KiB.  Pages the
+# processes share are counted once in the sum of their PSS (divided
+# among all the processes that map them), each time in that of RSS.
+mem_kb()
 {
-	local p sum=0 v
+	local field=$1 p sum=0 v
+	shift
 	for p in "$@"; do
-		v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null)
+		v=$(awk -v f="$field:" '$1 == f { print $2; exit }' \
+		    "/proc/$p/smaps_rollup" 2>/dev/null)
 		sum=$((sum + ${v:-0}))
 	done
 	echo "$sum"
 }
+
+# mib KIB: KiB in MiB, one decimal.
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 # pct TICKS NANOSECONDS: CPU ticks as a percentage of one CPU over a
 # wall-clock time.
 pct()
 {
 	awk -v d="$1" -v hz="$HZ" -v ns="$2" \
-	    'BEGIN { printf "%.0f", (ns > 0 ? 100 * d / hz / (ns / 1e9) : 0) }'
+	    'BEGIN { printf "%.1f", (ns > 0 ? 100 * d / hz / (ns / 1e9) : 0) }'
 }
 
 # collect KEY OUT: the figures of the perf_run into OUT, for the current
@@ -442,17 +582,17 @@ collect()
 	R[${k}_cpu,$peer]=$(cpu_of "$out.cpu" fwd)
 	R[${k}_upcpu,$peer]=$(cpu_of "$out.cpu" up)
 	R[${k}_gencpu,$peer]=$(cpu_of "$out.cpu" gen)
-	R[${k}_us,$peer]=$(us_per_query "${R[${k}_cpu,$peer]}" \
-	    "${R[${k}_qps,$peer]}")
+	R[${k}_us,$peer]=$(us_of "$out" fwd)
 }
 
 # perf_run OUT ARGS...: run dnsperf ARGS against the current forwarder
 # for BENCH_SECONDS, output to OUT.  The CPU used meanwhile goes to
 # OUT.cpu, a line per process: "fwd|up|gen PID PERCENT NAME" for the
-# forwarder's processes, the upstream and dnsperf itself.
+# forwarder's processes, the upstream and dnsperf itself, and to
+# OUT.ticks as "fwd|up PID TICKS NAME".
 perf_run()
 {
-	local out=$1 procs p t0 t1 w0 w1 d0 gen TIMEFORMAT
+	local out=$1 procs p t0 t1 w0 w1 d0 gen kind name TIMEFORMAT
 	shift
 	procs="$PEER_PID $(descendants "$PEER_PID")"
 	: >"$out.cpu"
@@ -473,19 +613,22 @@ perf_run()
 		say "bench: the forwarder exited during ${out##*/}; last lines of its log:"
 		tail -n 15 "${out%/*}/log" >&2
 	fi
+	: >"$out.ticks"
 	for p in $procs $UP_PID; do
 		t1=$(ticks_of "$p")
 		t0=${before[$p]}
 		[ "$t1" -ge "$t0" ] || t1=$t0
-		printf '%s %s %s %s\n' "$([ "$p" = "$UP_PID" ] && echo up || echo fwd)" \
-		    "$p" "$(pct $((t1 - t0)) $((w1 - w0)))" \
-		    "$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | cut -c1-40)" \
-		    >>"$out.cpu"
+		kind=$([ "$p" = "$UP_PID" ] && echo up || echo fwd)
+		name=$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | cut -c1-40)
+		printf '%s %s %s %s\n' "$kind" "$p" \
+		    "$(pct $((t1 - t0)) $((w1 - w0)))" "$name" >>"$out.cpu"
+		printf '%s %s %s %s\n' "$kind" "$p" $((t1 - t0)) "$name" \
+		    >>"$out.ticks"
 	done
 	# shellcheck disable=SC2086
 	set -- $gen
 	printf 'gen - %s dnsperf\n' "$(awk -v u="${1:-0}" -v s="${2:-0}" \
-	    -v ns=$((w1 - w0)) 'BEGIN { printf "%.0f", (ns > 0 ? 100 * (u + s) / (ns / 1e9) : 0) }')" \
+	    -v ns=$((w1 - w0)) 'BEGIN { printf "%.1f", (ns > 0 ? 100 * (u + s) / (ns / 1e9) : 0) }')" \
 	    >>"$out.cpu"
 }
 
@@ -528,14 +671,18 @@ udp_drops()
 # cpu_of OUT.cpu KIND: the summed CPU percentage of the processes of KIND.
 cpu_of()
 {
-	awk -v k="$2" '$1 == k { s += $3 } END { print s + 0 }' "$1"
+	awk -v k="$2" '$1 == k { s += $3 } END { printf "%.1f", s }' "$1"
 }
 
-# us_per_query PERCENT QPS: CPU microseconds per answered query.
-us_per_query()
+# us_of OUT KIND [NAME]: CPU microseconds per answered query of the
+# processes of KIND (fwd, up) in the perf_run to OUT, those whose
+# command line has NAME if given.
+us_of()
 {
-	awk -v c="$1" -v q="$2" \
-	    'BEGIN { if (q > 0) printf "%.1f", c * 1e4 / q; else print "-" }'
+	awk -v k="$2" -v n="${3:-}" -v hz="$HZ" -v q="$(completed_of "$1")" '
+	$1 == k && (n == "" || index($0, n)) { t += $3 }
+	END { if (q > 0) printf "%.1f", t / hz * 1e6 / q; else print "-" }' \
+	    "$1.ticks"
 }
 
 # qps_of, lost_of, ... OUT: a value from dnsperf's summary in OUT.
@@ -546,6 +693,7 @@ qps_of()
 }
 lost_of() { sed -n 's/^ *Queries lost: *\([0-9]*\).*/\1/p' "$1"; }
 sent_of() { sed -n 's/^ *Queries sent: *\([0-9]*\).*/\1/p' "$1"; }
+completed_of() { sed -n 's/^ *Queries completed: *\([0-9]*\).*/\1/p' "$1"; }
 avg_lat_of()
 {
 	sed -n 's/^ *Average Latency (s): *\([0-9.]*\).*/\1/p' "$1" |
@@ -566,40 +714,56 @@ noerror_of()
 
 declare -A R		# R[metric,peer] = value
 
-# bench_peer PEER: start the forwarder, run the measurements, stop it.
-bench_peer()
+# warm FILE: ask the names of FILE twice through the current forwarder,
+# to fill its cache for a cache-hit run.
+warm()
 {
-	local peer=$1 dir=$B_DIR/$1 n procs p
-	mkdir -p "$dir"
+	local i
+	for i in 1 2; do
+		timeout -k 5 60 dnsperf -s 127.0.0.1 -p "$PEER_PORT" \
+		    -t "$DNSPERF_TIMEOUT" -d "$1" -n 1 -c 4 -q 100 \
+		    >"$1.warm$i" 2>&1
+	done
+}
+
+# start_peer PEER VARIANT DIR: start PEER with the setting VARIANT in
+# DIR on a port of its own (PEER_PORT) and wait until it answers.
+start_peer()
+{
+	mkdir -p "$3"
+	use_variant "$1" "$2"
 	PEER_PORT=$(free_port)
-	"start_$peer" "$dir" "$PEER_PORT"
-	if ! ready "$PEER_PID" "$PEER_PORT" "$dir/log"; then
-		say "bench: $peer does not answer; skipped"
+	"start_$1" "$3" "$PEER_PORT"
+	if ! ready "$PEER_PID" "$PEER_PORT" "$3/log"; then
+		say "bench: $1 ($(setting_of "$1" "$2")) does not answer; skipped"
 		kill_tree "$PEER_PID"
 		return 1
 	fi
-	say "bench: $peer on 127.0.0.1 port $PEER_PORT ($(date +%T))"
+	say "bench: $1 ($(setting_of "$1" "$2")) on 127.0.0.1 port $PEER_PORT ($(date +%T))"
+}
+
+# bench_peer PEER VARIANT: start the forwarder with the setting VARIANT,
+# run the measurements, stop it.  The figures go to R[KEY,PEER:VARIANT].
+bench_peer()
+{
+	local name=$1 variant=$2 peer=$1:$2 tag=$1-$2 dir=$B_DIR/$1-$2 n procs p
+	start_peer "$name" "$variant" "$dir" || return 1
 
 	# Distinct names per run and per forwarder, enough that no name
 	# repeats within a run at the rates seen here (dnsperf wraps
 	# around at the end of its data file; the check below tells).
 	n=$((BENCH_SECONDS * 60000))
-	make_names "$dir/miss-udp" "$n" "mu-$peer"
-	make_names "$dir/miss-tcp" "$n" "mt-$peer"
+	make_names "$dir/miss-udp" "$n" "mu-$tag"
+	make_names "$dir/miss-tcp" "$n" "mt-$tag"
 	make_names "$dir/miss-lat" $((BENCH_SECONDS * BENCH_RATE + 1000)) \
-	    "ml-$peer"
-	make_names "$dir/hit" "$BENCH_HIT_NAMES" "h-$peer"
+	    "ml-$tag"
+	make_names "$dir/hit" "$BENCH_HIT_NAMES" "h-$tag"
 
 	# (1) UDP, cache hits: the same small set of names, after two
 	# passes over it to fill the cache.  This runs first, while every
 	# cache has room (dnsdist's packet cache, once full, takes no new
 	# entries until old ones expire)
-	local i
-	for i in 1 2; do
-		timeout -k 5 60 dnsperf -s 127.0.0.1 -p "$PEER_PORT" \
-		    -t "$DNSPERF_TIMEOUT" -d "$dir/hit" -n 1 -c 4 -q 100 \
-		    >"$dir/r-warm$i" 2>&1
-	done
+	warm "$dir/hit"
 	perf_run "$dir/r-hit-udp" -d "$dir/hit" \
 	    -c "$BENCH_CLIENTS" -q "$BENCH_OUTSTANDING"
 	collect hu "$dir/r-hit-udp"
@@ -609,7 +773,7 @@ bench_peer()
 	    -c "$BENCH_CLIENTS" -q "$BENCH_OUTSTANDING"
 	collect mu "$dir/r-miss-udp"
 	[ "$(sent_of "$dir/r-miss-udp")" -gt "$n" ] 2>/dev/null &&
-	    say "bench: $peer: more queries than names in the cache-miss run; some were cache hits"
+	    say "bench: $name: more queries than names in the cache-miss run; some were cache hits"
 
 	# (3) TCP clients, cache misses
 	perf_run "$dir/r-miss-tcp" -m tcp -d "$dir/miss-tcp" \
@@ -623,10 +787,12 @@ bench_peer()
 	R[lat_max,$peer]=$(max_lat_of "$dir/r-lat")
 	R[lat_lost,$peer]=$(lost_of "$dir/r-lat")
 
-	# (5) resident memory after the runs, all processes of the forwarder
+	# (5) memory after the runs, all processes of the forwarder
 	procs="$PEER_PID $(descendants "$PEER_PID")"
 	# shellcheck disable=SC2086
-	R[rss,$peer]=$(awk -v k="$(rss_kb $procs)" 'BEGIN { printf "%.1f", k / 1024 }')
+	R[pss,$peer]=$(mib "$(mem_kb Pss $procs)")
+	# shellcheck disable=SC2086
+	R[rss,$peer]=$(mib "$(mem_kb Rss $procs)")
 	local nthr=0 t
 	for p in $procs; do
 		t=$(awk '/^Threads:/ { print $2 }' "/proc/$p/status" 2>/dev/null)
@@ -634,8 +800,9 @@ bench_peer()
 	done
 	# shellcheck disable=SC2086
 	R[nproc,$peer]="$(echo $procs | wc -w)/$nthr"
+	R[ran,$peer]=1
 
-	if [ "$peer" = dotproxyd ]; then
+	if [ "$name" = dotproxyd ]; then
 		DP_CPU=$(awk '$1 == "fwd" { n = $5; if (n == "") n = $4
 		    printf "%s%s %s%%", sep, n, $3; sep = ", " }' \
 		    "$dir/r-miss-udp.cpu")
@@ -645,12 +812,42 @@ bench_peer()
 	fi
 	local lost=$(( ${R[mu_lost,$peer]:-0} + ${R[hu_lost,$peer]:-0} + \
 	    ${R[mt_lost,$peer]:-0} + ${R[lat_lost,$peer]:-0} ))
-	if [ "$lost" -gt 0 ] && [ "$peer" = dotproxyd ]; then
+	if [ "$lost" -gt 0 ] && [ "$name" = dotproxyd ]; then
 		say "bench: dotproxyd lost $lost queries; last lines of its log:"
 		tail -n 15 "$dir/log" >&2
 	fi
 	kill_tree "$PEER_PID"
 	return 0
+}
+
+# pick_best PEER: of the settings of PEER measured, the one with the
+# higher geometric mean of the three queries/s rows (UDP cache miss, UDP
+# cache hit, TCP cache miss) becomes BEST[PEER], and its figures
+# R[KEY,PEER].  Returns 1 if none was measured.
+pick_best()
+{
+	local peer=$1 v best="" score top=-1 k
+	for v in $(variants "$peer"); do
+		[ -n "${R[ran,$peer:$v]:-}" ] || continue
+		score=$(awk -v a="${R[mu_qps,$peer:$v]}" \
+		    -v b="${R[hu_qps,$peer:$v]}" -v c="${R[mt_qps,$peer:$v]}" \
+		    'BEGIN { if (a > 0 && b > 0 && c > 0)
+			printf "%.0f", exp((log(a) + log(b) + log(c)) / 3)
+		    else print 0 }')
+		R[score,$peer:$v]=$score
+		if [ "$score" -gt "$top" ]; then
+			top=$score
+			best=$v
+		fi
+	done
+	[ -n "$best" ] || return 1
+	BEST[$peer]=$best
+	for k in "${!R[@]}"; do
+		case $k in
+		*",$peer:$best") R[${k%%,*},$peer]=${R[$k]} ;;
+		esac
+	done
+	R[setting,$peer]=$(setting_of "$peer" "$best")
 }
 
 # ---------------------------------------------------------------------
@@ -666,10 +863,14 @@ ratio()
 			printf "%.2f", a / b }'
 }
 
-# print_header PEER...: the machine and the versions of the forwarders.
+# print_header PEER...: the machine and the versions of the forwarders,
+# once: before the results of the first section that has some.
+HEADER_DONE=0
 print_header()
 {
 	local peer
+	[ "$HEADER_DONE" -eq 0 ] || return 0
+	HEADER_DONE=1
 	echo
 	echo "Machine: load average before the runs $LOAD0"
 	echo "Machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' \
@@ -683,6 +884,34 @@ print_header()
 	printf ', dnsperf %s\n' "$(pkg_version dnsperf)"
 }
 
+# print_settings: each setting tried for the forwarders that have more
+# than one, with the figures it was chosen on.
+print_settings()
+{
+	local peer v
+	for peer in $RAN; do
+		[ "$(variants "$peer" | wc -l)" -gt 1 ] && break
+		peer=""
+	done
+	[ -n "$peer" ] || return 0
+	echo
+	echo "Settings tried; the table has the one with the higher geometric mean"
+	echo "of the three queries/s rows (score):"
+	printf '  %-10s%-14s%10s%10s%10s%10s%12s\n' forwarder setting \
+	    "miss q/s" "hit q/s" "tcp q/s" score "PSS MiB"
+	for peer in $RAN; do
+		[ "$(variants "$peer" | wc -l)" -gt 1 ] || continue
+		for v in $(variants "$peer"); do
+			[ -n "${R[ran,$peer:$v]:-}" ] || continue
+			printf '  %-10s%-14s%10s%10s%10s%10s%12s%s\n' "$peer" \
+			    "$(setting_of "$peer" "$v")" "${R[mu_qps,$peer:$v]:--}" \
+			    "${R[hu_qps,$peer:$v]:--}" "${R[mt_qps,$peer:$v]:--}" \
+			    "${R[score,$peer:$v]:--}" "${R[pss,$peer:$v]:--}" \
+			    "$([ "$v" = "${BEST[$peer]}" ] && echo '  <- best')"
+		done
+	done
+}
+
 print_report()
 {
 	local peer row key label cols=""
@@ -692,6 +921,7 @@ print_report()
 	echo
 
 	local rows=(
+		"setting|setting (best of those tried)"
 		"mu_qps|UDP cache-miss queries/s"
 		"mu_lost|UDP cache-miss lost"
 		"mu_drops|UDP cache-miss socket drops"
@@ -713,24 +943,26 @@ print_report()
 		"lat_avg|latency avg ms @${BENCH_RATE} q/s"
 		"lat_max|latency max ms @${BENCH_RATE} q/s"
 		"lat_lost|latency run lost"
+		"pss|memory PSS MiB, all processes"
 		"rss|memory RSS MiB, all processes"
 		"nproc|processes/threads"
 	)
 	{
 		printf '%-36s' "metric"
-		for peer in $cols; do printf '%12s' "$peer"; done
+		for peer in $cols; do printf '%13s' "$peer"; done
 		echo
 		for row in "${rows[@]}"; do
 			key=${row%%|*}
 			label=${row#*|}
 			printf '%-36s' "$label"
 			for peer in $cols; do
-				printf '%12s' "${R[$key,$peer]:--}"
+				printf '%13s' "${R[$key,$peer]:--}"
 			done
 			echo
 		done
 	}
 
+	print_settings
 	if [ -n "${DP_CPU:-}" ]; then
 		echo
 		echo "dotproxyd CPU per process (% of one CPU), UDP cache miss: $DP_CPU"
@@ -749,11 +981,12 @@ print_report()
 		"hu_us|UDP cache-hit CPU us/query"
 		"lat_avg|latency avg"
 		"lat_max|latency max"
+		"pss|memory PSS"
 		"rss|memory RSS"
 	)
 	printf '%-36s' "dotproxyd / peer"
 	for peer in $cols; do
-		[ "$peer" = dotproxyd ] || printf '%12s' "$peer"
+		[ "$peer" = dotproxyd ] || printf '%13s' "$peer"
 	done
 	echo
 	for row in "${rrows[@]}"; do
@@ -762,7 +995,7 @@ print_report()
 		printf '%-36s' "$label"
 		for peer in $cols; do
 			[ "$peer" = dotproxyd ] && continue
-			printf '%12s' "$(ratio "${R[$key,dotproxyd]:-}" "${R[$key,$peer]:-}")"
+			printf '%13s' "$(ratio "${R[$key,dotproxyd]:-}" "${R[$key,$peer]:-}")"
 		done
 		echo
 	done
@@ -775,7 +1008,7 @@ print_report()
 
 soak()
 {
-	local dir=$B_DIR/soak port procs rss0 rss1 n
+	local dir=$B_DIR/soak port procs mem0 mem1 n
 	mkdir -p "$dir"
 	port=$(free_port)
 	start_dotproxyd "$dir" "$port"
@@ -795,16 +1028,16 @@ soak()
 	local gen=$!
 	sleep 5
 	# shellcheck disable=SC2086
-	rss0=$(rss_kb $procs)
+	mem0="$(mem_kb Pss $procs) KiB (RSS $(mem_kb Rss $procs))"
 	wait "$gen"
 	# shellcheck disable=SC2086
-	rss1=$(rss_kb $procs)
+	mem1="$(mem_kb Pss $procs) KiB (RSS $(mem_kb Rss $procs))"
 	echo
 	echo "Soak: dotproxyd at $BENCH_SOAK_RATE queries/s for" \
 	    "${BENCH_SOAK_SECONDS} s, half new names, half cached"
-	printf '  queries sent %s, lost %s; resident memory %s KiB after 5 s,' \
-	    "$(sent_of "$dir/r")" "$(lost_of "$dir/r")" "$rss0"
-	printf ' %s KiB at the end\n' "$rss1"
+	printf '  queries sent %s, lost %s; memory (PSS) %s after 5 s,' \
+	    "$(sent_of "$dir/r")" "$(lost_of "$dir/r")" "$mem0"
+	printf ' %s at the end\n' "$mem1"
 	kill_tree "$PEER_PID"
 }
 
@@ -991,25 +1224,7 @@ fault_stats()
 # fault_listening PID PORT LOG: wait (15 s at most) until the forwarder
 # has bound UDP 127.0.0.1 PORT, then 1 s more for the rest of its
 # start-up, without sending it a query.
-fault_listening()
-{
-	local pid=$1 port=$2 log=$3 i
-	for ((i = 0; i < 150; i++)); do
-		if ! alive "$pid"; then
-			say "bench: the process exited during start-up:"
-			tail -n 20 "$log" >&2
-			return 1
-		fi
-		if [ -n "$(ss -Hlun "( sport = :$port )" 2>/dev/null)" ]; then
-			sleep 1
-			return 0
-		fi
-		sleep 0.1
-	done
-	say "bench: nothing bound to UDP port $port; last lines of its log:"
-	tail -n 20 "$log" >&2
-	return 1
-}
+fault_listening() { bound "$1" "$2" "$3" u 150 && sleep 1; }
 
 # fault_ready PID PORT LOG: wait (about 45 s at most) until the forwarder
 # answers a query, whatever the rcode.
@@ -1056,6 +1271,7 @@ fault_case()
 	FWD_UPS=$port
 	[ "$case" = silent-first ] && FWD_UPS="$port $UP_PORT"
 	PEER_PORT=$(free_port)
+	use_variant "$peer"
 	"start_$peer" "$dir" "$PEER_PORT"
 	if ! "$wait" "$PEER_PID" "$PEER_PORT" "$dir/log"; then
 		say "bench: $peer does not answer; no $case run"
@@ -1124,6 +1340,11 @@ print_faults()
 	echo "  idle-close:   one upstream closing connections idle for $BENCH_FAULT_IDLE s;" \
 	    "$BENCH_FAULT_BURSTS bursts of $BENCH_FAULT_BURST new names,"
 	echo "                each after $BENCH_FAULT_PAUSE s without queries"
+	printf '  settings:    '
+	for peer in $FAULT_RAN; do
+		printf ' %s %s;' "$peer" "$(setting_of "$peer")"
+	done
+	echo
 	echo
 	printf '%-12s%-14s%7s%10s%10s%7s%10s%10s%10s%14s\n' forwarder case sent \
 	    answered SERVFAIL lost "p50 ms" "p99 ms" "max ms" "faulty conn/q"
@@ -1139,6 +1360,308 @@ print_faults()
 	done
 	echo
 	echo "faulty conn/q: TLS connections and queries the misbehaving upstream received"
+}
+
+# ---------------------------------------------------------------------
+# Replay: dotproxyd and unbound (prefetch on) at a steady rate of names
+# drawn from a Zipf distribution over BENCH_REPLAY_NAMES names, with
+# TTLs from 30 s to 1 day, served by an upstream unbound of its own
+# (a local zone generated by replay.py) behind a TCP relay that adds
+# BENCH_REPLAY_RTT ms of round trip.  The kernel's netem would do the
+# same for a network namespace, but it is often not built (nor veth):
+# the relay works everywhere.
+
+REPLAY_ZONE=replay.test
+REPLAY_PY=$TOP/tests/bench/replay.py
+declare -A P		# P[peer,what] = replay figures
+
+# replay_upstream_queries: the queries the replay upstream has received.
+replay_upstream_queries()
+{
+	unbound_stat "$B_DIR/replay/upstream" total.num.queries
+}
+
+# unbound_stat DIR NAME: a counter of the unbound whose unbound.conf is
+# in DIR, from unbound-control.
+unbound_stat()
+{
+	timeout -k 1 10 unbound-control -c "$1/unbound.conf" stats_noreset \
+	    2>/dev/null | sed -n "s/^$2=//p"
+}
+
+# cache_counts PEER DIR: "HITS MISSES" of the forwarder's cache so far.
+cache_counts()
+{
+	case $1 in
+	dotproxyd)
+		timeout -k 1 10 "${DOTPROXYD%/*}/dotproxyctl" \
+		    -s "$2/dotproxyd.sock" stats 2>/dev/null |
+		    awk '/^cache hits / { h = $NF } /^cache misses / { m = $NF }
+			END { print h + 0, m + 0 }' ;;
+	unbound)
+		echo "$(unbound_stat "$2" total.num.cachehits)" \
+		    "$(unbound_stat "$2" total.num.cachemiss)" ;;
+	*) echo "- -" ;;
+	esac
+}
+
+# replay_peer PEER: one replay run through PEER, figures into P.
+replay_peer()
+{
+	local peer=$1 dir=$B_DIR/replay/$1 c0 c1 u0 u1 d0 procs p t0 t1 lat
+	local secs=$BENCH_REPLAY_SECONDS
+	[ "$peer" = unbound ] && UNBOUND_PREFETCH=yes
+	start_peer "$peer" "${BEST[$peer]:-}" "$dir"
+	p=$?
+	UNBOUND_PREFETCH=no
+	[ "$p" -eq 0 ] || return 1
+	procs="$PEER_PID $(descendants "$PEER_PID")"
+	c0=$(cache_counts "$peer" "$dir")
+	u0=$(replay_upstream_queries)
+	t0=0
+	for p in $procs; do t0=$((t0 + $(ticks_of "$p"))); done
+	d0=$(udp_drops)
+	timeout -k 5 $((secs + DNSPERF_TIMEOUT + 60)) dnsperf -s 127.0.0.1 \
+	    -p "$PEER_PORT" -t "$DNSPERF_TIMEOUT" -d "$B_DIR/replay/queries" \
+	    -n 1 -l "$secs" -Q "$BENCH_REPLAY_RATE" -c 10 -q 2000 -b 2048 -v \
+	    >"$dir/r" 2>&1
+	P[$peer,drops]=$(( $(udp_drops) - d0 ))
+	t1=0
+	for p in $procs; do t1=$((t1 + $(ticks_of "$p"))); done
+	c1=$(cache_counts "$peer" "$dir")
+	u1=$(replay_upstream_queries)
+	lat=$(python3 "$REPLAY_PY" latency "$dir/r")
+	# shellcheck disable=SC2086
+	set -- $lat
+	P[$peer,sent]=${1:--} P[$peer,answered]=${2:--} P[$peer,lost]=${3:--}
+	P[$peer,p50]=${4:--} P[$peer,p99]=${5:--} P[$peer,p999]=${6:--}
+	P[$peer,max]=${7:--}
+	P[$peer,hit]=$(awk -v a="$c0" -v b="$c1" 'BEGIN {
+		split(a, x, " "); split(b, y, " ")
+		h = y[1] - x[1]; m = y[2] - x[2]
+		if (x[1] == "-" || h + m <= 0) print "-"
+		else printf "%.1f", 100 * h / (h + m) }')
+	P[$peer,up]=$(awk -v a="$u0" -v b="$u1" -v q="${2:-0}" 'BEGIN {
+		if (a == "" || b == "" || q == 0) print "-"
+		else printf "%.1f", 100 * (b - a) / q }')
+	P[$peer,us]=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v q="${2:-0}" 'BEGIN {
+		if (q > 0) printf "%.1f", t / hz * 1e6 / q; else print "-" }')
+	# shellcheck disable=SC2086
+	P[$peer,pss]=$(mib "$(mem_kb Pss $procs)")
+	P[$peer,setting]=$(setting_of "$peer")
+	[ "$peer" = unbound ] && P[$peer,setting]="${P[$peer,setting]}, prefetch"
+	[ "$peer" = dotproxyd ] && timeout -k 1 10 "${DOTPROXYD%/*}/dotproxyctl" \
+	    -s "$dir/dotproxyd.sock" stats >"$dir/stats" 2>&1
+	alive "$PEER_PID" || {
+		say "bench: $peer exited during the replay; last lines of its log:"
+		tail -n 15 "$dir/log" >&2
+	}
+	kill_tree "$PEER_PID"
+	REPLAY_RAN="$REPLAY_RAN $peer"
+}
+
+REPLAY_RAN=""
+
+replay()
+{
+	local dir=$B_DIR/replay n peer main_port=$UP_PORT main_pid=$UP_PID
+	local relay_pid relay_port up_pid
+	command -v python3 >/dev/null 2>&1 || {
+		say "bench: python3 not found; no replay"
+		return 1
+	}
+	mkdir -p "$dir"
+	n=$((BENCH_REPLAY_SECONDS * BENCH_REPLAY_RATE))
+	say "bench: replay: making $BENCH_REPLAY_NAMES names and $n queries"
+	if ! {
+		echo "local-zone: \"$REPLAY_ZONE.\" static"
+		python3 "$REPLAY_PY" zone "$BENCH_REPLAY_NAMES" "$REPLAY_ZONE" 1
+	} >"$dir/zone.conf" ||
+	    ! python3 "$REPLAY_PY" queries "$BENCH_REPLAY_NAMES" \
+	    "$REPLAY_ZONE" "$n" "$BENCH_REPLAY_ZIPF" 2 >"$dir/queries"; then
+		say "bench: replay.py failed; no replay"
+		return 1
+	fi
+	REPLAY_DISTINCT=$(sort -u "$dir/queries" | wc -l)
+
+	if ! start_upstream "$dir/upstream" "$dir/zone.conf"; then
+		UP_PORT=$main_port UP_PID=$main_pid
+		say "bench: no replay"
+		return 1
+	fi
+	REPLAY_UP_PORT=$UP_PORT
+	up_pid=$UP_PID
+	UP_PORT=$main_port UP_PID=$main_pid
+
+	# the relay ends by itself after the runs, with some margin
+	relay_port=$(free_port)
+	spawn "$dir/relay.log" python3 "$REPLAY_PY" relay "$relay_port" \
+	    "$REPLAY_UP_PORT" "$BENCH_REPLAY_RTT" \
+	    $(( (BENCH_REPLAY_SECONDS + 120) * $(wc -w <<<"$BENCH_REPLAY_PEERS") + 60 ))
+	relay_pid=$SPAWNED_PID
+	if ! bound "$relay_pid" "$relay_port" "$dir/relay.log" t 100 ||
+	    ! wait_dot "$relay_pid" "$relay_port" "$B_DIR/ca/ca.pem" \
+	    "$AUTH_NAME" "n000000.$REPLAY_ZONE"; then
+		say "bench: the relay does not answer; no replay"
+		kill_tree "$relay_pid"
+		kill_tree "$up_pid"
+		return 1
+	fi
+	FWD_UPS=$relay_port
+	for peer in $BENCH_REPLAY_PEERS; do
+		case $peer in
+		dotproxyd|unbound) usable "$peer" && replay_peer "$peer" ;;
+		*) say "bench: no replay for $peer (no cache statistics read)" ;;
+		esac
+	done
+	FWD_UPS=$UP_PORT
+	kill_tree "$relay_pid"
+	kill_tree "$up_pid"
+}
+
+print_replay()
+{
+	local peer f
+	echo
+	echo "Replay: $BENCH_REPLAY_RATE queries/s for $BENCH_REPLAY_SECONDS s," \
+	    "names drawn from a Zipf distribution (exponent $BENCH_REPLAY_ZIPF)"
+	echo "over $BENCH_REPLAY_NAMES names with TTLs from 30 s to 1 day," \
+	    "$REPLAY_DISTINCT of them asked;"
+	echo "upstream $BENCH_REPLAY_RTT ms away (delaying TCP relay)." \
+	    "A cache that kept every answer would answer"
+	awk -v d="$REPLAY_DISTINCT" \
+	    -v n=$((BENCH_REPLAY_SECONDS * BENCH_REPLAY_RATE)) \
+	    'BEGIN { printf "%.1f%% of the queries.\n", 100 * (n - d) / n }'
+	echo
+	printf '%-10s%-20s%7s%6s%7s%8s%8s%8s%9s%8s%8s%8s\n' forwarder setting \
+	    sent lost "hit %" "up %" "p50 ms" "p99 ms" "p99.9 ms" "max ms" \
+	    "us/q" "PSS MiB"
+	for peer in $REPLAY_RAN; do
+		printf '%-10s%-20s' "$peer" "${P[$peer,setting]}"
+		for f in sent lost hit up p50 p99 p999 max us pss; do
+			case $f in
+			sent|p999) printf '%9s' "${P[$peer,$f]}" ;;
+			*) printf '%8s' "${P[$peer,$f]}" ;;
+			esac
+		done
+		echo
+	done
+	echo
+	echo "hit %: answers from the cache, from the forwarder's own counters;"
+	echo "up %: queries the upstream received per query answered (prefetches included);"
+	echo "latency percentiles over every query sent, a lost one counting as slowest;"
+	echo "us/q: the forwarder's CPU time per query answered."
+}
+
+# ---------------------------------------------------------------------
+# Profile: each forwarder answering a small set of names from its
+# cache, at full speed and at BENCH_PROFILE_RATE queries/s: its CPU time
+# per query, per process for dotproxyd; then a third run with perf
+# recording dotproxyd's listener, for where that time goes.
+
+declare -A Q		# Q[peer,what] = profile figures
+PROFILE_RAN=""
+
+profile_peer()
+{
+	local peer=$1 dir=$B_DIR/profile/$1 listener lost1 lost2
+	start_peer "$peer" "${BEST[$peer]:-}" "$dir" || return 1
+	make_names "$dir/hit" "$BENCH_HIT_NAMES" "p-$peer"
+	warm "$dir/hit"
+	BENCH_SECONDS=$BENCH_PROFILE_SECONDS perf_run "$dir/full" \
+	    -d "$dir/hit" -c "$BENCH_CLIENTS" -q "$BENCH_OUTSTANDING"
+	BENCH_SECONDS=$BENCH_PROFILE_SECONDS perf_run "$dir/rate" \
+	    -d "$dir/hit" -c 4 -q 100 -Q "$BENCH_PROFILE_RATE"
+	Q[$peer,setting]=$(setting_of "$peer")
+	Q[$peer,qps]=$(qps_of "$dir/full")
+	Q[$peer,full]=$(us_of "$dir/full" fwd)
+	Q[$peer,rate]=$(us_of "$dir/rate" fwd)
+	lost1=$(lost_of "$dir/full")
+	lost2=$(lost_of "$dir/rate")
+	Q[$peer,lost]=$(( ${lost1:-0} + ${lost2:-0} ))
+	Q[$peer,up]=$(us_of "$dir/full" up)
+	if [ "$peer" = dotproxyd ]; then
+		Q[$peer,detail]=$(for p in parent listener upstream; do
+			printf '%s %s/%s us, ' "$p" \
+			    "$(us_of "$dir/full" fwd "dotproxyd: $p")" \
+			    "$(us_of "$dir/rate" fwd "dotproxyd: $p")"
+		done)
+		listener=$(pgrep -f -P "$PEER_PID" '^dotproxyd: listener' |
+		    head -n 1)
+		if [ -n "$listener" ] && command -v perf >/dev/null 2>&1; then
+			profile_record "$dir" "$listener" perf-full \
+			    -c "$BENCH_CLIENTS" -q "$BENCH_OUTSTANDING"
+			profile_record "$dir" "$listener" perf-rate \
+			    -c 4 -q 100 -Q "$BENCH_PROFILE_RATE"
+			PROFILE_TOP=$dir
+		fi
+	fi
+	kill_tree "$PEER_PID"
+	PROFILE_RAN="$PROFILE_RAN $peer"
+}
+
+# profile_record DIR PID NAME DNSPERF-ARGS...: a cache-hit run with perf
+# sampling the process PID and counting its system calls; where its time
+# went to DIR/NAME.top.
+profile_record()
+{
+	local dir=$1 pid=$2 name=$3 rec stat n
+	shift 3
+	settle
+	perf record -F 1999 -p "$pid" -o "$dir/$name.data" \
+	    -- sleep $((BENCH_PROFILE_SECONDS + 1)) >"$dir/$name.log" 2>&1 &
+	rec=$!
+	perf stat -x ' ' -e raw_syscalls:sys_enter -p "$pid" \
+	    -o "$dir/$name.stat" -- sleep $((BENCH_PROFILE_SECONDS + 1)) \
+	    >/dev/null 2>&1 &
+	stat=$!
+	B_PIDS+=("$rec" "$stat")
+	timeout -k 5 $((BENCH_PROFILE_SECONDS + DNSPERF_TIMEOUT + 30)) \
+	    dnsperf -s 127.0.0.1 -p "$PEER_PORT" -t "$DNSPERF_TIMEOUT" \
+	    -l "$BENCH_PROFILE_SECONDS" -d "$dir/hit" "$@" >"$dir/$name.r" 2>&1
+	wait "$rec" "$stat"
+	n=$(completed_of "$dir/$name.r")
+	{
+		awk -v n="${n:-0}" '$2 == "raw_syscalls:sys_enter" && n > 0 {
+		    printf "system calls per query: %.2f\n", $1 / n }' \
+		    "$dir/$name.stat"
+		perf report -i "$dir/$name.data" --stdio --sort dso \
+		    --percent-limit 1 2>/dev/null | awk '/^ *[0-9.]+%/ {
+			printf "%s%s %s", (s ? ", " : "by object: "), $2, $1; s = 1 }
+		    END { if (s) print "" }'
+		perf report -i "$dir/$name.data" --stdio --sort dso,sym \
+		    --percent-limit 1 2>/dev/null | grep '^ *[0-9.]*%' |
+		    head -n 15
+	} >"$dir/$name.top"
+}
+
+print_profile()
+{
+	local peer
+	echo
+	echo "Profile: cache hits ($BENCH_HIT_NAMES names, cached), CPU us per" \
+	    "query answered, $BENCH_PROFILE_SECONDS s runs"
+	echo
+	printf '%-10s%-14s%12s%12s%14s%8s%12s\n' forwarder setting \
+	    "full q/s" "us/q full" "us/q @$BENCH_PROFILE_RATE" lost \
+	    "upstream us"
+	for peer in $PROFILE_RAN; do
+		printf '%-10s%-14s%12s%12s%14s%8s%12s\n' "$peer" \
+		    "${Q[$peer,setting]}" "${Q[$peer,qps]}" "${Q[$peer,full]}" \
+		    "${Q[$peer,rate]}" "${Q[$peer,lost]}" "${Q[$peer,up]}"
+	done
+	[ -n "${Q[dotproxyd,detail]:-}" ] &&
+	    echo "dotproxyd per process, full/@$BENCH_PROFILE_RATE: ${Q[dotproxyd,detail]%, }"
+	if [ -n "${PROFILE_TOP:-}" ]; then
+		echo
+		echo "dotproxyd listener, perf samples (1999 Hz), full speed:"
+		sed 's/^/  /' "$PROFILE_TOP/perf-full.top"
+		echo
+		echo "dotproxyd listener, perf samples (1999 Hz), $BENCH_PROFILE_RATE queries/s:"
+		sed 's/^/  /' "$PROFILE_TOP/perf-rate.top"
+	else
+		echo "(no perf profile: perf not found or the listener not identified)"
+	fi
 }
 
 # ---------------------------------------------------------------------
@@ -1169,7 +1692,7 @@ done
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 make_ca "$B_DIR/ca" "$AUTH_NAME" || die "cannot make certificates"
-start_upstream
+start_upstream || exit 1
 say "bench: upstream unbound on 127.0.0.1 port $UP_PORT (DNS over TLS)"
 FWD_UPS=$UP_PORT
 
@@ -1177,7 +1700,10 @@ RAN=""
 if section compare; then
 	for peer in $BENCH_PEERS; do
 		usable "$peer" || continue
-		bench_peer "$peer" && RAN="$RAN $peer"
+		for v in $(variants "$peer"); do
+			bench_peer "$peer" "$v"
+		done
+		pick_best "$peer" && RAN="$RAN $peer"
 	done
 	[ -n "$RAN" ] || die "no forwarder could be measured"
 	# shellcheck disable=SC2086
@@ -1185,14 +1711,32 @@ if section compare; then
 	print_report
 fi
 if section soak && [ "$BENCH_SOAK_SECONDS" -gt 0 ]; then
-	section compare || print_header dotproxyd
+	print_header dotproxyd
 	soak
 fi
 if section faults; then
 	faults
 	if [ -n "$FAULT_RAN" ]; then
 		# shellcheck disable=SC2086
-		section compare || section soak || print_header $FAULT_RAN
+		print_header $FAULT_RAN
 		print_faults
+	fi
+fi
+if section replay; then
+	replay
+	if [ -n "$REPLAY_RAN" ]; then
+		# shellcheck disable=SC2086
+		print_header $REPLAY_RAN
+		print_replay
+	fi
+fi
+if section profile; then
+	for peer in $BENCH_PEERS; do
+		usable "$peer" && profile_peer "$peer"
+	done
+	if [ -n "$PROFILE_RAN" ]; then
+		# shellcheck disable=SC2086
+		print_header $PROFILE_RAN
+		print_profile
 	fi
 fi
