@@ -28,7 +28,7 @@ PKGS=		libtls libseccomp libcap-ng libevent libbsd-overlay libcrypto
 PKG_CFLAGS?=	$(shell $(PKG_CONFIG) --cflags $(PKGS))
 PKG_LIBS?=	$(shell $(PKG_CONFIG) --libs $(PKGS))
 OS_LIBS=	-lresolv
-SANDBOX_SRCS=	sandbox.c sandbox-linux.c sandbox-seccomp.c
+SANDBOX_SRCS=	sandbox.c sandbox-linux.c sandbox-seccomp.c portholder-linux.c
 NETWATCH_SRCS=	netwatch.c netwatch-linux.c
 endif
 

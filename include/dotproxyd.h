@@ -79,6 +79,14 @@ enum imsg_type {
 	IMSG_CTL_UPSTREAM,	/* upstream -> listener: upstream_status */
 	IMSG_CTL_END,		/* upstream -> listener: peerid */
 	IMSG_NETWORK_CHANGED,	/* parent -> upstream: empty */
+	IMSG_HEARTBEAT,		/* parent -> child: empty; back: heartbeat */
+};
+
+/* A child's answer to the parent's heartbeat: alive, and how it fares. */
+struct heartbeat {
+	uint64_t	queries;	/* listener: client queries so far */
+	int		upstreams;	/* upstream process: configured, */
+	int		upstreams_up;	/* and of those not failing */
 };
 
 /* One upstream as the upstream process sees it, for status and metrics. */

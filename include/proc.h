@@ -34,6 +34,8 @@ struct proc {
 	void			(*conf_applied)(void);
 	/* the other child is gone: let go of what was sent there */
 	void			(*peer_lost)(void);
+	/* what the child says of itself in a heartbeat */
+	void			(*heartbeat)(struct heartbeat *);
 	/* a message of the parent's only this child takes */
 	void			(*parent_message)(struct chan *, struct imsg *);
 	void			(*sigterm)(int, short, void *);

@@ -49,6 +49,13 @@ void	 sandbox_os_before_ids(void);
 void	 sandbox_os_after_ids(void);
 
 /*
+ * Who holds a local address we could not bind ("named (pid 812)"), where
+ * the system can tell: 0 and the text in buf, or -1.  Root only.
+ */
+int	 sandbox_port_holder(const struct sockaddr_storage *, int, char *,
+	    size_t);
+
+/*
  * An anonymous file, mode 0600, that only this process holds: for state
  * a library keeps in a file descriptor (the TLS session store).  -1 and
  * errno where the system has no such file or the policy forbids it.

@@ -34,12 +34,15 @@
 #include "netwatch.h"
 #include "proc.h"
 #include "sandbox.h"
+#include "sdnotify.h"
 
 struct child {
 	enum proc_type	 type;
 	pid_t		 pid;
 	struct chan	 ch;
 	int		 serving;	/* said IMSG_STARTED */
+	int64_t		 heard;		/* ms: its last heartbeat or start */
+	struct heartbeat hb;		/* what it said then */
 	struct event	 respawn;
 	time_t		 started;
 	time_t		 deaths[RESPAWN_MAX];
@@ -54,6 +57,7 @@ struct lsock {
 
 static void	 usage(void) __attribute__((__noreturn__));
 static int	 bind_socket(const struct sockaddr_storage *, int);
+static void	 bind_failed(const struct sockaddr_storage *, int, int);
 static void	 bind_listeners(const struct dotproxyd_conf *);
 static void	 open_control(const struct dotproxyd_conf *);
 static void	 child_start(struct child *, int);
@@ -71,10 +75,15 @@ static void	 ctl_result_bound(char *, size_t);
 static void	 sig_handler(int, short, void *);
 static void	 shutdown_children(int) __attribute__((__noreturn__));
 static int	 reload(char *, size_t);
+static int	 reload_config(char *, size_t);
 static void	 resolve_user(struct dotproxyd_conf *);
 static void	 warn_open_resolver(const struct dotproxyd_conf *);
 static void	 audit_confinement(const struct child *);
 static void	 network_changed(void);
+static int	 child_heartbeat(struct child *, struct imsg *);
+static void	 service_start(void);
+static void	 service_tick(int, short, void *);
+static void	 service_ready(void);
 
 static struct dotproxyd_conf	*conf;
 static const char		*conffile = DOTPROXYD_CONF;
@@ -84,6 +93,9 @@ static int			 pending_peer[2] = { -1, -1 };
 static TAILQ_HEAD(, lsock)	 lsocks = TAILQ_HEAD_INITIALIZER(lsocks);
 static int			 control_fd = -1;
 static int			 debug, verbose;
+static struct event		 service_timer;
+static int			 service_ready_said;
+static int			 starting = 1;	/* until the event loop runs */
 
 static void
 usage(void)
@@ -127,6 +139,7 @@ main(int argc, char *argv[])
 
 	start_daemon(argv[0]);
 	setup_events();
+	service_start();
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
 	    pair) == -1)
@@ -147,6 +160,7 @@ main(int argc, char *argv[])
 	audit("start", "version", DOTPROXYD_VERSION, "config", conffile,
 	    "config_hash", hash, NULL);
 
+	starting = 0;
 	event_dispatch();
 	shutdown_children(0);
 }
@@ -336,7 +350,6 @@ bind_socket(const struct sockaddr_storage *ss, int type)
 {
 	socklen_t	 len;
 	int		 s, on = 1, bufsz = 1 << 20;
-	char		 buf[64];
 
 	len = ss->ss_family == AF_INET ? sizeof(struct sockaddr_in) :
 	    sizeof(struct sockaddr_in6);
@@ -355,14 +368,38 @@ bind_socket(const struct sockaddr_storage *ss, int type)
 		    sizeof(bufsz));
 	}
 	if (bind(s, (const struct sockaddr *)ss, len) == -1) {
-		log_warn("bind %s %s", type == SOCK_DGRAM ? "udp" : "tcp",
-		    sockaddr_text(ss, buf, sizeof(buf)));
+		bind_failed(ss, type, errno);
 		close(s);
 		return -1;
 	}
 	if (type == SOCK_STREAM && listen(s, 1024) == -1)
 		fatal("listen");
 	return s;
+}
+
+/*
+ * An address of the config that cannot be bound: at start-up that is
+ * fatal (the user would believe we serve it), naming what holds it where
+ * the system can tell; on a reload the others are served, and the
+ * failure is logged and audited.
+ */
+static void
+bind_failed(const struct sockaddr_storage *ss, int type, int err)
+{
+	const char	*proto = type == SOCK_DGRAM ? "udp" : "tcp";
+	char		 addr[64], holder[128], by[160] = "";
+
+	sockaddr_text(ss, addr, sizeof(addr));
+	if (err == EADDRINUSE &&
+	    sandbox_port_holder(ss, type, holder, sizeof(holder)) == 0)
+		snprintf(by, sizeof(by), " (held by %s)", holder);
+	if (starting)
+		fatalx("cannot listen on %s %s: %s%s", proto, addr,
+		    strerror(err), by);
+	log_warnx("cannot listen on %s %s: %s%s; serving the other "
+	    "addresses", proto, addr, strerror(err), by);
+	audit("listen-failed", "address", addr, "protocol", proto, "reason",
+	    strerror(err), NULL);
 }
 
 /*
@@ -762,9 +799,11 @@ child_started(struct child *c, struct imsg *imsg)
 		return -1;
 	}
 	c->serving = 1;
+	c->heard = mono_ms();
 	log_info("%s process confined and serving (pid %d)",
 	    proc_name(c->type), (int)c->pid);
 	audit_confinement(c);
+	service_ready();
 	return 0;
 }
 
@@ -782,6 +821,8 @@ child_message(struct child *c, struct imsg *imsg)
 		return child_audit(c, imsg);
 	case IMSG_STARTED:
 		return child_started(c, imsg);
+	case IMSG_HEARTBEAT:
+		return child_heartbeat(c, imsg);
 	case IMSG_CTL_RELOAD:
 		if (c->type != PROC_LISTENER)
 			break;
@@ -882,7 +923,7 @@ network_changed(void)
  * user, chroot, tls ca, control socket, audit log.
  */
 static int
-reload(char *result, size_t len)
+reload_config(char *result, size_t len)
 {
 	struct dotproxyd_conf	*nconf;
 	struct lsock		*added[64];
@@ -986,6 +1027,7 @@ shutdown_children(int failed)
 	struct pollfd	 pfd[2];
 	int		 i, n, status, left, tries;
 
+	sdnotify_stopping();
 	for (i = 0; i < 2; i++)
 		if (children[i].pid > 0)
 			kill(children[i].pid, SIGTERM);
@@ -1022,4 +1064,92 @@ shutdown_children(int failed)
 	audit("stop", "status", failed ? "failure" : "normal", NULL);
 	log_info("terminating");
 	exit(failed ? 1 : 0);
+}
+
+/* A reload, told to the service manager before and after. */
+static int
+reload(char *result, size_t len)
+{
+	int	r;
+
+	sdnotify_reloading();
+	r = reload_config(result, len);
+	sdnotify_ready();
+	return r;
+}
+
+/*
+ * The service manager (systemd's notification socket, when it gave us
+ * one): READY=1 once both children serve, a STATUS= line, and with a
+ * watchdog, WATCHDOG=1 at half its interval while both children answer
+ * our heartbeats within it.  The heartbeats go out every 10 s without a
+ * watchdog, for the status line.
+ */
+static void
+service_start(void)
+{
+	if (sdnotify_open() == -1)
+		return;
+	sdnotify_status("starting");
+	evtimer_set(&service_timer, service_tick, NULL);
+	service_tick(-1, 0, NULL);
+}
+
+static void
+service_tick(int fd, short event, void *arg)
+{
+	struct timeval	 tv = { 10, 0 };
+	uint64_t	 wd_ms = sdnotify_watchdog_usec() / 1000, queries;
+	int64_t		 now = mono_ms();
+	int		 i, alive = 1;
+
+	(void)fd;
+	(void)event;
+	(void)arg;
+	for (i = 0; i < 2; i++)
+		if (!children[i].serving ||
+		    (uint64_t)(now - children[i].heard) > wd_ms)
+			alive = 0;
+	if (wd_ms > 0 && alive)
+		sdnotify_watchdog();
+	if (service_ready_said) {
+		queries = children[0].hb.queries + children[1].hb.queries;
+		sdnotify_status("%llu queries; %d of %d upstreams up",
+		    (unsigned long long)queries,
+		    children[0].hb.upstreams_up + children[1].hb.upstreams_up,
+		    children[0].hb.upstreams + children[1].hb.upstreams);
+	}
+	for (i = 0; i < 2; i++) {
+		if (!children[i].serving)
+			continue;
+		if (imsg_compose(&children[i].ch.ibuf, IMSG_HEARTBEAT, 0, -1,
+		    NULL, 0) == -1)
+			log_warn("imsg_compose");
+		chan_update(&children[i].ch);
+	}
+	(void)sdnotify_watchdog_interval(&tv);
+	evtimer_add(&service_timer, &tv);
+}
+
+/* Both children serve for the first time: we are ready. */
+static void
+service_ready(void)
+{
+	if (service_ready_said || !children[0].serving ||
+	    !children[1].serving)
+		return;
+	service_ready_said = 1;
+	sdnotify_ready();
+	sdnotify_status("serving");
+}
+
+/* A child answers our heartbeat. */
+static int
+child_heartbeat(struct child *c, struct imsg *imsg)
+{
+	if (child_msg_bad(c, imsg, sizeof(c->hb), sizeof(c->hb)))
+		return -1;
+	memcpy(&c->hb, imsg->data, sizeof(c->hb));
+	c->heard = mono_ms();
+	return 0;
 }

@@ -31,6 +31,7 @@ static struct event	 ev_sigterm;
 static void	 proc_conf_message(struct proc *, struct imsg *);
 static void	 proc_peer_fd(struct proc *, struct imsg *);
 static void	 proc_log_level(struct proc *, struct imsg *);
+static void	 proc_heartbeat(struct proc *, struct imsg *);
 
 const char *
 proc_name(enum proc_type t)
@@ -101,6 +102,8 @@ imsg_type_name(uint32_t type)
 		return "IMSG_CTL_END";
 	case IMSG_NETWORK_CHANGED:
 		return "IMSG_NETWORK_CHANGED";
+	case IMSG_HEARTBEAT:
+		return "IMSG_HEARTBEAT";
 	}
 	snprintf(unknown, sizeof(unknown), "message type %u", type);
 	return unknown;
@@ -342,6 +345,9 @@ proc_parent_message(struct chan *c, struct imsg *imsg)
 	case IMSG_CTL_LOG:
 		proc_log_level(self, imsg);
 		break;
+	case IMSG_HEARTBEAT:
+		proc_heartbeat(self, imsg);
+		break;
 	default:
 		self->parent_message(c, imsg);
 	}
@@ -387,6 +393,24 @@ proc_log_level(struct proc *p, struct imsg *imsg)
 	memcpy(&v, imsg->data, sizeof(v));
 	(*p->conf)->verbose = v;
 	log_setverbose(v);
+}
+
+/*
+ * The parent asks whether we are alive (for the service manager's
+ * watchdog): the answer, from the event loop, says so and how we fare.
+ */
+static void
+proc_heartbeat(struct proc *p, struct imsg *imsg)
+{
+	struct heartbeat	hb;
+
+	msg_need(p->parent, imsg, 0, 0, MSG_NO_FD);
+	memset(&hb, 0, sizeof(hb));
+	if (p->heartbeat != NULL)
+		p->heartbeat(&hb);
+	if (imsg_compose(&p->parent->ibuf, IMSG_HEARTBEAT, 0, -1, &hb,
+	    sizeof(hb)) == -1)
+		fatal("imsg_compose");
 }
 
 /*

@@ -46,6 +46,18 @@ sandbox_child_init(void)
 {
 }
 
+/* fstat(1) could tell; a start that fails names the address alone. */
+int
+sandbox_port_holder(const struct sockaddr_storage *ss, int type, char *buf,
+    size_t len)
+{
+	(void)ss;
+	(void)type;
+	(void)buf;
+	(void)len;
+	return -1;
+}
+
 /*
  * What sandbox_filter() pledges, for the audit.  A child unveils
  * nothing: without a path promise it can open no file at all.

@@ -98,7 +98,7 @@ UNIT=$C/systemd/dotproxyd.service
 unit_ok()
 {
 	local e
-	for e in 'Type=simple' 'ExecStart=/usr/sbin/dotproxyd -d' \
+	for e in 'Type=notify' 'WatchdogSec=' 'ExecStart=/usr/sbin/dotproxyd -d' \
 	    'ExecStartPre=/usr/sbin/dotproxyd -n' \
 	    'ExecReload=/bin/kill -HUP $MAINPID' 'Restart=on-failure' \
 	    'ProtectSystem=strict' 'RuntimeDirectory=dotproxyd' \
