@@ -78,6 +78,10 @@ static int			 audited[2];
 static unsigned long long	 unaudited[2];
 static const char		*kind_names[2] = { "read-only", "refused" };
 
+static const char *upstream_fail_names[UPSTREAM_FAIL_KINDS] = {
+	"unreachable", "network", "other"
+};
+
 static const char *rcode_names[16] = {
 	"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
 	"YXDOMAIN", "YXRRSET", "NXRRSET", "NOTAUTH", "NOTZONE", "DSOTYPENI",
@@ -291,20 +295,21 @@ is_root(struct ctl *c)
 static void
 print_stats(FILE *f)
 {
-	struct cache_stats	cs;
-	int			i, tcp, inflight;
+	const struct listener_stats	*st = &listener_counters;
+	struct cache_stats		 cs;
+	int				 i, tcp, inflight;
 
 	listener_gauges(&tcp, &inflight);
 	fprintf(f, "%-28s %12s\n", "queries", "count");
 	fprintf(f, "%-28s %12llu\n", "  udp",
-	    (unsigned long long)stats.queries_udp);
+	    (unsigned long long)st->queries_udp);
 	fprintf(f, "%-28s %12llu\n", "  tcp",
-	    (unsigned long long)stats.queries_tcp);
+	    (unsigned long long)st->queries_tcp);
 	fprintf(f, "%-28s %12s\n", "answers by rcode", "");
 	for (i = 0; i < 16; i++)
-		if (stats.rcode[i])
+		if (st->rcode[i])
 			fprintf(f, "  %-26s %12llu\n", rcode_names[i],
-			    (unsigned long long)stats.rcode[i]);
+			    (unsigned long long)st->rcode[i]);
 	if (listener_cache_stats(&cs) == 0) {
 		fprintf(f, "%-28s %12llu\n", "cache hits",
 		    (unsigned long long)cs.hits);
@@ -317,23 +322,21 @@ print_stats(FILE *f)
 		fprintf(f, "%-28s %12llu\n", "cache evictions",
 		    (unsigned long long)cs.evictions);
 		fprintf(f, "%-28s %12llu\n", "cache stale",
-		    (unsigned long long)stats.stale);
+		    (unsigned long long)st->stale);
 	} else
 		fprintf(f, "%-28s %12s\n", "cache", "off");
 	fprintf(f, "%-28s %12llu\n", "coalesced",
-	    (unsigned long long)stats.coalesced);
+	    (unsigned long long)st->coalesced);
 	fprintf(f, "%-28s %12llu\n", "refused (access list)",
-	    (unsigned long long)stats.refused_acl);
+	    (unsigned long long)st->refused_acl);
 	fprintf(f, "%-28s %12llu\n", "rate-limited",
-	    (unsigned long long)stats.ratelimited);
+	    (unsigned long long)st->ratelimited);
 	fprintf(f, "%-28s %12llu\n", "dropped (not queries)",
-	    (unsigned long long)stats.dropped);
-	fprintf(f, "%-28s %12llu\n", "upstream errors: unreachable",
-	    (unsigned long long)stats.upstream_fail[0]);
-	fprintf(f, "%-28s %12llu\n", "upstream errors: network",
-	    (unsigned long long)stats.upstream_fail[1]);
-	fprintf(f, "%-28s %12llu\n", "upstream errors: other",
-	    (unsigned long long)stats.upstream_fail[2]);
+	    (unsigned long long)st->dropped);
+	for (i = 0; i < UPSTREAM_FAIL_KINDS; i++)
+		fprintf(f, "upstream errors: %-11s %12llu\n",
+		    upstream_fail_names[i],
+		    (unsigned long long)st->upstream_fail[i]);
 	fprintf(f, "%-28s %12d\n", "tcp clients now", tcp);
 	fprintf(f, "%-28s %12d\n", "queries in flight now", inflight);
 }
@@ -475,23 +478,24 @@ upstream_metric(FILE *f, const struct upstream_metric *m,
 static void
 print_metrics(FILE *f, const struct upstream_status *u, int n)
 {
-	struct cache_stats	cs;
-	int			i, tcp, inflight;
+	const struct listener_stats	*st = &listener_counters;
+	struct cache_stats		 cs;
+	int				 i, tcp, inflight;
 
 	listener_gauges(&tcp, &inflight);
 	metric(f, "dotproxyd_queries_total", "counter",
 	    "Client queries received.");
 	fprintf(f, "dotproxyd_queries_total{protocol=\"udp\"} %llu\n",
-	    (unsigned long long)stats.queries_udp);
+	    (unsigned long long)st->queries_udp);
 	fprintf(f, "dotproxyd_queries_total{protocol=\"tcp\"} %llu\n",
-	    (unsigned long long)stats.queries_tcp);
+	    (unsigned long long)st->queries_tcp);
 	metric(f, "dotproxyd_answers_total", "counter",
 	    "Answers sent to clients, by rcode.");
 	for (i = 0; i < 16; i++)
-		if (stats.rcode[i] || i <= DNS_RCODE_REFUSED)
+		if (st->rcode[i] || i <= DNS_RCODE_REFUSED)
 			fprintf(f, "dotproxyd_answers_total{rcode=\"%s\"} "
 			    "%llu\n", rcode_names[i],
-			    (unsigned long long)stats.rcode[i]);
+			    (unsigned long long)st->rcode[i]);
 	if (listener_cache_stats(&cs) == 0) {
 		metric_value(f, "dotproxyd_cache_hits_total", "counter",
 		    "Answers served from the cache.", cs.hits);
@@ -499,24 +503,22 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 		    "Cache lookups that found nothing.", cs.misses);
 		metric_value(f, "dotproxyd_cache_stale_total", "counter",
 		    "Answers served stale from the cache (RFC 8767).",
-		    stats.stale);
+		    st->stale);
 		metric_value(f, "dotproxyd_cache_entries", "gauge",
 		    "Answers in the cache.", cs.entries);
 		metric_value(f, "dotproxyd_cache_bytes", "gauge",
 		    "Bytes of answers and their keys in the cache.", cs.bytes);
 	}
 	metric_value(f, "dotproxyd_refused_total", "counter",
-	    "Queries refused by the access list.", stats.refused_acl);
+	    "Queries refused by the access list.", st->refused_acl);
 	metric_value(f, "dotproxyd_ratelimited_total", "counter",
-	    "Queries over a client's rate limit.", stats.ratelimited);
+	    "Queries over a client's rate limit.", st->ratelimited);
 	metric(f, "dotproxyd_upstream_errors_total", "counter",
 	    "Queries answered SERVFAIL because of the upstreams, by kind.");
-	fprintf(f, "dotproxyd_upstream_errors_total{kind=\"unreachable\"} "
-	    "%llu\n", (unsigned long long)stats.upstream_fail[0]);
-	fprintf(f, "dotproxyd_upstream_errors_total{kind=\"network\"} %llu\n",
-	    (unsigned long long)stats.upstream_fail[1]);
-	fprintf(f, "dotproxyd_upstream_errors_total{kind=\"other\"} %llu\n",
-	    (unsigned long long)stats.upstream_fail[2]);
+	for (i = 0; i < UPSTREAM_FAIL_KINDS; i++)
+		fprintf(f, "dotproxyd_upstream_errors_total{kind=\"%s\"} "
+		    "%llu\n", upstream_fail_names[i],
+		    (unsigned long long)st->upstream_fail[i]);
 	metric_value(f, "dotproxyd_tcp_clients", "gauge",
 	    "Open client TCP connections.", (unsigned long long)tcp);
 	metric_value(f, "dotproxyd_inflight", "gauge",

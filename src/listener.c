@@ -224,7 +224,7 @@ static uint64_t			 audit_others[2];
 static struct cache		*cache;
 static size_t			 udp_max = DNS_EDNS_UDP;	/* edns udp size */
 static struct ratelimit		*ratelimit;
-struct listener_stats		 stats;
+struct listener_stats		 listener_counters;
 static uint8_t			 outbuf[DNS_MAX_MSG + 2];
 static struct udp_reply		 udp_out[UDP_BATCH];
 static int			 n_udp_out;
@@ -663,7 +663,7 @@ tcp_evict(void)
 
 	if ((tc = tcp_pick(0)) == NULL)
 		return -1;
-	stats.tcp_refused++;
+	listener_counters.tcp_refused++;
 	tcp_close(tc);
 	return 0;
 }
@@ -724,11 +724,11 @@ tcp_accept(int fd, short event, void *arg)
 				log_warn("accept");
 			return;
 		}
-		stats.tcp_accepted++;
+		listener_counters.tcp_accepted++;
 		(void)client_key((struct sockaddr *)&tc->from, tc->key);
 		if (tcp_per_client(tc->key) >= TCP_MAX_PER_CLIENT ||
 		    (ntcpc >= tcp_max_clients && tcp_evict() == -1)) {
-			stats.tcp_refused++;
+			listener_counters.tcp_refused++;
 			close(s);
 			free(tc);
 			continue;
@@ -1238,12 +1238,12 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 	int		 rcode;
 
 	if (tc != NULL)
-		stats.queries_tcp++;
+		listener_counters.queries_tcp++;
 	else
-		stats.queries_udp++;
+		listener_counters.queries_udp++;
 	rcode = dns_check_query(q, qlen, &qm);
 	if (rcode == -1) {
-		stats.dropped++;
+		listener_counters.dropped++;
 		return;
 	}
 	if ((cq = cquery_new(q, &qm, fd, tc, from, fromlen)) == NULL)
@@ -1251,7 +1251,7 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 
 	if (ratelimit != NULL && !ratelimit_allow(ratelimit,
 	    (const struct sockaddr *)from, now_ms())) {
-		stats.ratelimited++;
+		listener_counters.ratelimited++;
 		note_client(1, from);
 		if (tc == NULL) {
 			cquery_free(cq);	/* UDP: drop, nothing to reflect */
@@ -1262,7 +1262,7 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 		return;
 	}
 	if (!acl_allowed(conf, (const struct sockaddr *)from)) {
-		stats.refused_acl++;
+		listener_counters.refused_acl++;
 		note_client(0, from);
 		reply_error(cq, DNS_RCODE_REFUSED, EDE_PROHIBITED,
 		    "client not in the access list");
@@ -1312,7 +1312,7 @@ forward(struct cquery *cq, const uint8_t *key, size_t keylen, uint32_t h)
 		if (r->stale == STALE_PAST &&
 		    reply_stale(cq, key, keylen, h) == 0)
 			return;
-		stats.coalesced++;
+		listener_counters.coalesced++;
 	} else {
 		if ((r = request_new(key, keylen, h)) == NULL) {
 			reply_fail(cq, key, keylen, h, EDE_OTHER,
@@ -1393,7 +1393,7 @@ reply(struct cquery *cq, const uint8_t *msg, size_t len, const char *how)
 	struct udp_reply	*u;
 
 	if (len >= DNS_HDR_LEN)
-		stats.rcode[DNS_F_RCODE(dns_get16(msg + 2))]++;
+		listener_counters.rcode[DNS_F_RCODE(dns_get16(msg + 2))]++;
 	if (conf->log_queries)
 		log_query(cq, msg, len, how);
 	if (cq->tc != NULL)
@@ -1466,7 +1466,7 @@ reply_hit(struct cquery *cq, const struct cache_hit *hit)
 	    hit->msg, cq->q, &cq->qm, STALE_TTL, client_limit(cq));
 	if (len == 0)
 		return -1;
-	stats.stale++;
+	listener_counters.stale++;
 	reply(cq, outbuf, len, "stale");
 	return 0;
 }
@@ -1562,6 +1562,17 @@ answer_request(uint32_t qid, const uint8_t *a, size_t alen)
 	request_free(r);
 }
 
+/* The counter of a failure from the upstreams. */
+static enum upstream_fail
+upstream_fail_kind(int ede)
+{
+	if (ede == EDE_NO_REACHABLE)
+		return UPSTREAM_FAIL_UNREACHABLE;
+	if (ede == EDE_NETWORK_ERROR)
+		return UPSTREAM_FAIL_NETWORK;
+	return UPSTREAM_FAIL_OTHER;
+}
+
 static void
 fail_request(uint32_t qid, int ede, const char *text)
 {
@@ -1570,8 +1581,7 @@ fail_request(uint32_t qid, int ede, const char *text)
 
 	if ((r = request_find_id(qid)) == NULL)
 		return;
-	stats.upstream_fail[ede == EDE_NO_REACHABLE ? 0 :
-	    ede == EDE_NETWORK_ERROR ? 1 : 2]++;
+	listener_counters.upstream_fail[upstream_fail_kind(ede)]++;
 	(void)answer_stale(r);
 	while ((cq = TAILQ_FIRST(&r->waiters)) != NULL)
 		reply_error(cq, DNS_RCODE_SERVFAIL, ede, text);
