@@ -45,6 +45,13 @@
 #define MAX_REQUESTS		65536
 #define REQ_HASH_SIZE		16384	/* power of two */
 
+/* Where shutdown is, in draining: false until it begins. */
+enum {
+	DRAIN_OFF = 0,		/* serving */
+	DRAIN_WAIT,		/* SIGTERM: answering the queries in flight */
+	DRAIN_EXIT,		/* failing what is left, then exit */
+};
+
 struct request;
 struct tcpc;
 
@@ -688,7 +695,7 @@ tcp_accept_resume(int fd, short event, void *arg)
 
 	(void)fd;
 	(void)event;
-	if (!draining)
+	if (draining == DRAIN_OFF)
 		event_add(&s->ev, NULL);
 }
 
@@ -1151,7 +1158,7 @@ request_free(struct request *r)
 		TAILQ_REMOVE(&reqs_by_stale, r, sentry);
 	nrequests--;
 	free(r);
-	if (draining == 1 && nrequests == 0)
+	if (draining == DRAIN_WAIT && nrequests == 0)
 		drain_done(-1, 0, NULL);
 }
 
@@ -1302,9 +1309,10 @@ forward(struct cquery *cq, const uint8_t *key, size_t keylen, uint32_t h)
 {
 	struct request	*r;
 
-	if (!upstream_up || draining) {
+	if (!upstream_up || draining != DRAIN_OFF) {
 		reply_fail(cq, key, keylen, h, EDE_NOT_READY,
-		    draining ? "shutting down" : "upstream process restarting");
+		    draining != DRAIN_OFF ? "shutting down" :
+		    "upstream process restarting");
 		return;
 	}
 	if ((r = request_find_key(key, keylen, h)) != NULL) {
@@ -1701,7 +1709,7 @@ drain_start(int sig, short event, void *arg)
 	(void)arg;
 	if (draining)
 		return;
-	draining = 1;
+	draining = DRAIN_WAIT;
 	TAILQ_FOREACH(s, &socks, entry) {
 		event_del(&s->ev);
 		evtimer_del(&s->pause);
@@ -1726,7 +1734,7 @@ drain_done(int fd, short event, void *arg)
 	(void)fd;
 	(void)event;
 	(void)arg;
-	draining = 2;	/* request_free must not come back here */
+	draining = DRAIN_EXIT;	/* request_free must not come back here */
 	while ((r = TAILQ_FIRST(&reqs_by_time)) != NULL)
 		fail_request(r->qid, EDE_NOT_READY, "shutting down");
 	udp_flush();
