@@ -41,6 +41,31 @@ enum ctl_kind { K_READ, K_REFUSED, K_CHANGE };
 
 enum ctl_wait { W_NONE, W_UPSTREAM, W_PARENT };
 
+enum ctl_cmd {
+	CMD_STATUS,
+	CMD_STATS,
+	CMD_METRICS,
+	CMD_RELOAD,
+	CMD_FLUSH,
+	CMD_LOG_VERBOSE,
+	CMD_LOG_BRIEF,
+	CMD_UNKNOWN
+};
+
+/* The commands: anyone may read, only root may change. */
+static const struct ctl_command {
+	const char	*name;
+	int		 change;
+} ctl_commands[CMD_UNKNOWN] = {
+	[CMD_STATUS] =		{ "status",		0 },
+	[CMD_STATS] =		{ "stats",		0 },
+	[CMD_METRICS] =		{ "metrics",		0 },
+	[CMD_RELOAD] =		{ "reload",		1 },
+	[CMD_FLUSH] =		{ "flush",		1 },
+	[CMD_LOG_VERBOSE] =	{ "log verbose",	1 },
+	[CMD_LOG_BRIEF] =	{ "log brief",		1 },
+};
+
 struct ctl {
 	TAILQ_ENTRY(ctl)	 entry;
 	uint32_t		 id;
@@ -50,6 +75,7 @@ struct ctl {
 	struct event		 tmo;
 	char			 cmd[CTL_CMD_MAX];
 	size_t			 cmdlen;
+	enum ctl_cmd		 op;		/* of cmd, once read */
 	enum ctl_wait		 wait;
 	struct upstream_status	*ups;
 	int			 nups;
@@ -529,21 +555,25 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 		upstream_metric(f, &upstream_metrics[i], u, n);
 }
 
+static enum ctl_cmd
+ctl_command(const char *cmd)
+{
+	int	i;
+
+	for (i = 0; i < CMD_UNKNOWN; i++)
+		if (strcmp(cmd, ctl_commands[i].name) == 0)
+			return i;
+	return CMD_UNKNOWN;
+}
+
 static enum ctl_kind
 ctl_kind(const struct ctl *c)
 {
-	static const char	*readonly[] = { "status", "stats", "metrics" };
-	static const char	*change[] = { "reload", "flush", "log verbose",
-	    "log brief" };
-	size_t			 i;
-
-	for (i = 0; i < sizeof(readonly) / sizeof(readonly[0]); i++)
-		if (strcmp(c->cmd, readonly[i]) == 0)
-			return K_READ;
-	for (i = 0; i < sizeof(change) / sizeof(change[0]); i++)
-		if (strcmp(c->cmd, change[i]) == 0)
-			return c->uid == 0 ? K_CHANGE : K_REFUSED;
-	return K_REFUSED;	/* unknown */
+	if (c->op == CMD_UNKNOWN)
+		return K_REFUSED;
+	if (!ctl_commands[c->op].change)
+		return K_READ;
+	return c->uid == 0 ? K_CHANGE : K_REFUSED;
 }
 
 /*
@@ -577,49 +607,54 @@ ctl_run(struct ctl *c)
 {
 	int	 v;
 
+	c->op = ctl_command(c->cmd);
 	ctl_audit(c);
-	if (strcmp(c->cmd, "stats") == 0)
+	switch (c->op) {
+	case CMD_STATS:
 		print_stats(c->f);
-	else if (strcmp(c->cmd, "status") == 0 ||
-	    strcmp(c->cmd, "metrics") == 0) {
+		break;
+	case CMD_STATUS:
+	case CMD_METRICS:
 		if (listener_upstream_ok() &&
 		    listener_to_upstream(IMSG_CTL_STATUS, c->id) == 0) {
 			c->wait = W_UPSTREAM;
 			return;
 		}
-		if (c->cmd[0] == 's')
+		if (c->op == CMD_STATUS)
 			fprintf(c->f, "error: the upstream process is not "
 			    "running\n");
 		else
 			print_metrics(c->f, NULL, 0);
-	} else if (strcmp(c->cmd, "reload") == 0) {
-		if (is_root(c)) {
-			if (listener_to_parent(IMSG_CTL_RELOAD, c->id, NULL,
-			    0) == 0) {
-				c->wait = W_PARENT;
-				return;
-			}
+		break;
+	case CMD_RELOAD:
+		if (!is_root(c))
+			break;
+		if (listener_to_parent(IMSG_CTL_RELOAD, c->id, NULL, 0) == 0) {
+			c->wait = W_PARENT;
+			return;
+		}
+		fprintf(c->f, "error: cannot reach the parent\n");
+		break;
+	case CMD_FLUSH:
+		if (!is_root(c))
+			break;
+		listener_cache_flush();
+		fprintf(c->f, "cache flushed\n");
+		break;
+	case CMD_LOG_VERBOSE:
+	case CMD_LOG_BRIEF:
+		if (!is_root(c))
+			break;
+		v = c->op == CMD_LOG_VERBOSE;
+		if (listener_to_parent(IMSG_CTL_LOG, 0, &v, sizeof(v)) == 0)
+			fprintf(c->f, "logging %s\n", v ? "verbose" : "brief");
+		else
 			fprintf(c->f, "error: cannot reach the parent\n");
-		}
-	} else if (strcmp(c->cmd, "flush") == 0) {
-		if (is_root(c)) {
-			listener_cache_flush();
-			fprintf(c->f, "cache flushed\n");
-		}
-	} else if (strcmp(c->cmd, "log verbose") == 0 ||
-	    strcmp(c->cmd, "log brief") == 0) {
-		if (is_root(c)) {
-			v = c->cmd[4] == 'v';
-			if (listener_to_parent(IMSG_CTL_LOG, 0, &v,
-			    sizeof(v)) == 0)
-				fprintf(c->f, "logging %s\n", v ? "verbose" :
-				    "brief");
-			else
-				fprintf(c->f, "error: cannot reach the "
-				    "parent\n");
-		}
-	} else
+		break;
+	case CMD_UNKNOWN:
 		fprintf(c->f, "error: unknown command \"%s\"\n", c->cmd);
+		break;
+	}
 	ctl_finish(c);
 }
 
@@ -676,7 +711,7 @@ control_upstream_end(uint32_t id)
 
 	if ((c = ctl_find(id)) == NULL || c->wait != W_UPSTREAM)
 		return;
-	if (c->cmd[0] == 's')
+	if (c->op == CMD_STATUS)
 		print_status(c->f, c->ups, c->nups);
 	else
 		print_metrics(c->f, c->ups, c->nups);
