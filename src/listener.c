@@ -1215,16 +1215,11 @@ static size_t
 canonical_query(uint8_t *out, size_t outlen, const uint8_t *q,
     const struct dns_msg *qm)
 {
-	size_t	len, i;
+	size_t	len;
 
-	if ((len = dns_make_query(out, outlen, q, qm, 0, 0)) == 0)
+	if ((len = dns_make_query(out, outlen, q, qm, 0, 0)) == 0 ||
+	    dns_qname_lower(out, len, qm) == -1)
 		return 0;
-	for (i = 0; i < qm->qname_len; i++) {
-		uint8_t *c = out + qm->qname_off + i;
-
-		if (*c >= 'A' && *c <= 'Z')
-			*c += 'a' - 'A';
-	}
 	return len;
 }
 
