@@ -28,6 +28,7 @@
 #include "dotproxyd.h"
 #include "imsg.h"
 #include "log.h"
+#include "qid.h"
 #include "ratelimit.h"
 #include "sip.h"
 #include "stats.h"
@@ -207,7 +208,7 @@ static TAILQ_HEAD(, request)	 reqs_by_time =
 				    TAILQ_HEAD_INITIALIZER(reqs_by_time);
 static TAILQ_HEAD(, request)	 reqs_by_stale =
 				    TAILQ_HEAD_INITIALIZER(reqs_by_stale);
-static LIST_HEAD(, request)	 reqs_by_id[REQ_HASH_SIZE];
+static LIST_HEAD(req_list, request) reqs_by_id[REQ_HASH_SIZE];
 static LIST_HEAD(, request)	 reqs_by_key[REQ_HASH_SIZE];
 static struct event		 timer;
 static uint32_t			 next_qid = 1, hash_seed;
@@ -1088,14 +1089,21 @@ request_find_key(const uint8_t *q, size_t qlen, uint32_t h)
 }
 
 static struct request *
-request_find_id(uint32_t qid)
+request_find_id(const struct req_list *by_id, uint32_t qid)
 {
 	struct request	*r;
 
-	LIST_FOREACH(r, &reqs_by_id[qid & (REQ_HASH_SIZE - 1)], ientry)
+	LIST_FOREACH(r, &by_id[qid & (REQ_HASH_SIZE - 1)], ientry)
 		if (r->qid == qid)
 			return r;
 	return NULL;
+}
+
+/* For qid_pick(): has a request in the table by ID this one? */
+static int
+qid_taken(const void *by_id, uint32_t qid)
+{
+	return request_find_id(by_id, qid) != NULL;
 }
 
 static struct request *
@@ -1114,9 +1122,8 @@ request_new(const uint8_t *q, size_t qlen, uint32_t h)
 		free(r);
 		return NULL;
 	}
-	do {
-		r->qid = next_qid++;
-	} while (r->qid == 0 || request_find_id(r->qid) != NULL);
+	r->qid = qid_pick(next_qid, qid_taken, reqs_by_id);
+	next_qid = r->qid + 1;
 	r->keyhash = h;
 	TAILQ_INIT(&r->waiters);
 	now(&r->deadline);
@@ -1538,7 +1545,7 @@ answer_request(uint32_t qid, const uint8_t *a, size_t alen)
 	struct dns_msg	 am;
 	size_t		 len;
 
-	if ((r = request_find_id(qid)) == NULL)
+	if ((r = request_find_id(reqs_by_id, qid)) == NULL)
 		return;		/* timed out meanwhile */
 	if (dns_parse(a, alen, &am) == -1 ||
 	    !dns_answers_question(a, alen, &am, r->q, r->qlen, &r->qm)) {
@@ -1582,7 +1589,7 @@ fail_request(uint32_t qid, int ede, const char *text)
 	struct request	*r;
 	struct cquery	*cq;
 
-	if ((r = request_find_id(qid)) == NULL)
+	if ((r = request_find_id(reqs_by_id, qid)) == NULL)
 		return;
 	listener_counters.upstream_fail[upstream_fail_kind(ede)]++;
 	(void)answer_stale(r);
