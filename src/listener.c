@@ -171,6 +171,7 @@ static void	 reply_fail(struct cquery *, const uint8_t *, size_t,
 		    uint32_t, int, const char *);
 static int	 reply_stale(struct cquery *, const uint8_t *, size_t,
 		    uint32_t);
+static int	 reply_hit(struct cquery *, const struct cache_hit *);
 static int	 answer_stale(struct request *);
 static struct cquery *cquery_new(const uint8_t *, const struct dns_msg *,
 		    int, struct tcpc *, const struct sockaddr_storage *,
@@ -1231,74 +1232,92 @@ canonical_query(uint8_t *out, size_t outlen, const uint8_t *q,
 }
 
 /*
- * A client's message: check it, answer what can be answered here, and
- * send the rest upstream, sharing a request with identical queries.
+ * Check a client's message.  One that is not a DNS query is dropped; a
+ * client over its rate limit or outside the access list is refused (over
+ * UDP, a client over its rate limit gets nothing); a query this proxy
+ * does not take gets its error.  Returns the query to answer, NULL if
+ * that is done.
  */
-static void
-handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
+static struct cquery *
+query_validate(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
     const struct sockaddr_storage *from, socklen_t fromlen)
 {
 	struct cquery	*cq;
 	struct dns_msg	 qm;
-	uint8_t		 canon[DNS_MAX_MSG];
-	struct cache_hit hit;
-	size_t		 clen, len;
-	uint32_t	 h;
 	int		 rcode;
 
 	if (tc != NULL)
 		listener_counters.queries_tcp++;
 	else
 		listener_counters.queries_udp++;
-	rcode = dns_check_query(q, qlen, &qm);
-	if (rcode == -1) {
+	if ((rcode = dns_check_query(q, qlen, &qm)) == -1) {
 		listener_counters.dropped++;
-		return;
+		return NULL;
 	}
 	if ((cq = cquery_new(q, &qm, fd, tc, from, fromlen)) == NULL)
-		return;
-
+		return NULL;
 	if (ratelimit != NULL && !ratelimit_allow(ratelimit,
 	    (const struct sockaddr *)from, now_ms())) {
 		listener_counters.ratelimited++;
 		note_client(1, from);
-		if (tc == NULL) {
+		if (tc == NULL)
 			cquery_free(cq);	/* UDP: drop, nothing to reflect */
-			return;
-		}
-		reply_error(cq, DNS_RCODE_REFUSED, EDE_PROHIBITED,
-		    "rate limit exceeded");
-		return;
+		else
+			reply_error(cq, DNS_RCODE_REFUSED, EDE_PROHIBITED,
+			    "rate limit exceeded");
+		return NULL;
 	}
 	if (!acl_allowed(conf, (const struct sockaddr *)from)) {
 		listener_counters.refused_acl++;
 		note_client(0, from);
 		reply_error(cq, DNS_RCODE_REFUSED, EDE_PROHIBITED,
 		    "client not in the access list");
-		return;
+		return NULL;
 	}
 	if (rcode != DNS_RCODE_NOERROR) {
 		reply_error(cq, rcode, -1, NULL);
-		return;
+		return NULL;
 	}
+	return cq;
+}
 
-	if ((clen = canonical_query(canon, sizeof(canon), q, &qm)) == 0) {
+/* Answer a query from the cache, by its canonical form key.  0: sent. */
+static int
+answer_from_cache(struct cquery *cq, const uint8_t *key, size_t keylen,
+    uint32_t h)
+{
+	struct cache_hit	hit;
+
+	if (cache == NULL || !cache_lookup(cache, key, keylen, h,
+	    now_ms() / 1000, &hit))
+		return -1;
+	return reply_hit(cq, &hit);	/* a fresh one: cache_lookup() */
+}
+
+/*
+ * A client's message: check it, answer it from the cache if it can be,
+ * and send the rest upstream, sharing a request with identical queries.
+ */
+static void
+handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
+    const struct sockaddr_storage *from, socklen_t fromlen)
+{
+	struct cquery	*cq;
+	uint8_t		 key[DNS_MAX_MSG];
+	size_t		 keylen;
+	uint32_t	 h;
+
+	if ((cq = query_validate(q, qlen, fd, tc, from, fromlen)) == NULL)
+		return;
+	if ((keylen = canonical_query(key, sizeof(key), q, &cq->qm)) == 0) {
 		reply_error(cq, DNS_RCODE_SERVFAIL, EDE_OTHER,
 		    "internal error");
 		return;
 	}
-	h = cache_hash(hash_seed, canon, clen);
-	if (cache != NULL && cache_lookup(cache, canon, clen, h,
-	    now_ms() / 1000, &hit)) {
-		len = dns_client_answer(outbuf, sizeof(outbuf), hit.answer,
-		    hit.len, hit.msg, cq->q, &cq->qm, hit.age,
-		    client_limit(cq));
-		if (len > 0) {
-			reply(cq, outbuf, len, "cache");
-			return;
-		}
-	}
-	forward(cq, canon, clen, h);
+	h = cache_hash(hash_seed, key, keylen);
+	if (answer_from_cache(cq, key, keylen, h) == 0)
+		return;
+	forward(cq, key, keylen, h);
 }
 
 /*
@@ -1457,7 +1476,7 @@ stale_lookup(const uint8_t *key, size_t keylen, uint32_t h,
 	    cache_lookup_stale(cache, key, keylen, h, now_ms() / 1000, hit);
 }
 
-/* Answer a client from an entry stale_lookup() found.  Returns 0 if sent. */
+/* Answer a client from a cache entry, fresh or stale.  Returns 0 if sent. */
 static int
 reply_hit(struct cquery *cq, const struct cache_hit *hit)
 {
