@@ -9,7 +9,6 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <netinet/in.h>
-#include <arpa/inet.h>
 
 #include <errno.h>
 #include <event.h>
@@ -27,10 +26,11 @@
 #include "dns.h"
 #include "dotproxyd.h"
 #include "imsg.h"
+#include "listener.h"
 #include "log.h"
 #include "qid.h"
+#include "querylog.h"
 #include "ratelimit.h"
-#include "sip.h"
 #include "stats.h"
 
 #define UDP_BATCH		64
@@ -55,21 +55,6 @@ enum {
 
 struct request;
 struct tcpc;
-
-/* One client's query, waiting for its request's answer. */
-struct cquery {
-	TAILQ_ENTRY(cquery)	 rentry;	/* in its request */
-	LIST_ENTRY(cquery)	 centry;	/* in its TCP connection */
-	struct request		*req;
-	int			 fd;		/* UDP socket, or -1 */
-	struct tcpc		*tc;		/* TCP connection, or NULL */
-	struct sockaddr_storage	 from;
-	socklen_t		 fromlen;
-	struct dns_msg		 qm;
-	struct timespec		 t0;		/* arrival, for query logs */
-	size_t			 qlen;
-	uint8_t			 q[];		/* header + question */
-};
 
 /* Serve-stale (RFC 8767): where a request is. */
 enum stale_state {
@@ -162,10 +147,6 @@ static struct tcpc *tcp_pick(int);
 static void	 handle_query(const uint8_t *, size_t, int, struct tcpc *,
 		    const struct sockaddr_storage *, socklen_t);
 static void	 reply(struct cquery *, const uint8_t *, size_t, const char *);
-static void	 log_query(const struct cquery *, const uint8_t *, size_t,
-		    const char *);
-static void	 note_client(int, const struct sockaddr_storage *);
-static void	 audit_clients(int, short, void *);
 static void	 reply_error(struct cquery *, int, int, const char *);
 static void	 reply_fail(struct cquery *, const uint8_t *, size_t,
 		    uint32_t, int, const char *);
@@ -189,8 +170,6 @@ static void	 apply_limits(void);
 static void	 tcp_accept_resume(int, short, void *);
 static void	 sock_start(struct sock *);
 static void	 fd_limit(void);
-static int	 same_client(const struct sockaddr_storage *,
-		    const struct sockaddr_storage *);
 static int64_t	 now_ms(void);
 static void	 udp_flush(void);
 static void	 upstream_lost(void);
@@ -219,17 +198,8 @@ static uint64_t			 tcp_seq;
 static int			 tcp_max_clients = TCP_MAX_CLIENTS;
 static int			 upstream_fd = -1, control_fd = -1;
 static int			 upstream_up, draining;
-static struct event		 ev_sigterm, drain_timer, audit_timer;
-static uint8_t			 anon_key[SIP_KEY_LEN];
+static struct event		 ev_sigterm, drain_timer;
 
-/* Refused and rate-limited clients, audited once a minute, not per packet. */
-#define AUDIT_CLIENTS	256
-static struct audit_client {
-	struct sockaddr_storage	 ss;
-	uint64_t		 count;
-} audit_cl[2][AUDIT_CLIENTS];
-static int			 n_audit_cl[2];
-static uint64_t			 audit_others[2];
 static struct cache		*cache;
 static size_t			 udp_max = DNS_EDNS_UDP;	/* edns udp size */
 static struct ratelimit		*ratelimit;
@@ -1259,7 +1229,7 @@ query_validate(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 	if (ratelimit != NULL && !ratelimit_allow(ratelimit,
 	    (const struct sockaddr *)from, now_ms())) {
 		listener_counters.ratelimited++;
-		note_client(1, from);
+		note_client(CLIENT_RATELIMITED, from);
 		if (tc == NULL)
 			cquery_free(cq);	/* UDP: drop, nothing to reflect */
 		else
@@ -1269,7 +1239,7 @@ query_validate(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 	}
 	if (!acl_allowed(conf, (const struct sockaddr *)from)) {
 		listener_counters.refused_acl++;
-		note_client(0, from);
+		note_client(CLIENT_REFUSED, from);
 		reply_error(cq, DNS_RCODE_REFUSED, EDE_PROHIBITED,
 		    "client not in the access list");
 		return NULL;
@@ -1424,7 +1394,7 @@ reply(struct cquery *cq, const uint8_t *msg, size_t len, const char *how)
 	if (len >= DNS_HDR_LEN)
 		listener_counters.rcode[DNS_F_RCODE(dns_get16(msg + 2))]++;
 	if (conf->log_queries)
-		log_query(cq, msg, len, how);
+		log_query(cq, msg, len, how, conf->log_queries == 2);
 	if (cq->tc != NULL)
 		tcp_send(cq->tc, msg, len);
 	else if (len > sizeof(u->buf)) {
@@ -1817,169 +1787,4 @@ listener_gauges(int *tcp, int *inflight)
 {
 	*tcp = ntcpc;
 	*inflight = nrequests;
-}
-
-static int
-same_client(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-	if (a->ss_family != b->ss_family)
-		return 0;
-	if (a->ss_family == AF_INET)
-		return memcmp(&((const struct sockaddr_in *)a)->sin_addr,
-		    &((const struct sockaddr_in *)b)->sin_addr, 4) == 0;
-	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-	    &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
-}
-
-/* Count a refusal (kind 0) or rate-limit trip (kind 1) for the audit. */
-static void
-note_client(int kind, const struct sockaddr_storage *ss)
-{
-	struct timeval	 tv = { 60, 0 };
-	int		 i;
-
-	for (i = 0; i < n_audit_cl[kind]; i++)
-		if (same_client(&audit_cl[kind][i].ss, ss)) {
-			audit_cl[kind][i].count++;
-			return;
-		}
-	if (n_audit_cl[kind] == AUDIT_CLIENTS) {
-		audit_others[kind]++;
-		return;
-	}
-	audit_cl[kind][n_audit_cl[kind]].ss = *ss;
-	audit_cl[kind][n_audit_cl[kind]++].count = 1;
-	if (!evtimer_pending(&audit_timer, NULL))
-		evtimer_add(&audit_timer, &tv);
-}
-
-static void
-client_text(const struct sockaddr_storage *ss, char *buf, size_t len)
-{
-	const void	*a;
-
-	if (ss->ss_family == AF_INET)
-		a = &((const struct sockaddr_in *)ss)->sin_addr;
-	else
-		a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-	if (inet_ntop(ss->ss_family, a, buf, (socklen_t)len) == NULL)
-		strlcpy(buf, "?", len);
-}
-
-/* The first event of a minute starts it; at its end, one record each. */
-static void
-audit_clients(int fd, short event, void *arg)
-{
-	static const char	*ev[2] = { "access-refused", "rate-limited" };
-	char			 addr[INET6_ADDRSTRLEN], n[24];
-	int			 k, i;
-
-	(void)fd;
-	(void)event;
-	(void)arg;
-	for (k = 0; k < 2; k++) {
-		for (i = 0; i < n_audit_cl[k]; i++) {
-			client_text(&audit_cl[k][i].ss, addr, sizeof(addr));
-			snprintf(n, sizeof(n), "%llu",
-			    (unsigned long long)audit_cl[k][i].count);
-			audit(ev[k], "client", addr, "queries", n,
-			    "period", "60s", NULL);
-		}
-		if (audit_others[k]) {
-			snprintf(n, sizeof(n), "%llu",
-			    (unsigned long long)audit_others[k]);
-			audit(ev[k], "client", "others", "queries", n,
-			    "period", "60s", NULL);
-		}
-		n_audit_cl[k] = 0;
-		audit_others[k] = 0;
-	}
-}
-
-/*
- * "log queries anonymize": the client's /24 (IPv4) or /56 (IPv6), then
- * '#' and SipHash-2-4 of its whole address under a 128-bit key chosen
- * at each start.  A keyed PRF: without the key, which never leaves this
- * process, no output says anything of its input, nor of any other; the
- * key is too long to search for from lines of known clients.
- */
-static void
-client_anon(const struct sockaddr_storage *from, char *buf, size_t len)
-{
-	struct sockaddr_storage	 ss = *from;
-	uint8_t			 in[17], *a;
-	size_t			 alen, keep, o;
-
-	if (ss.ss_family == AF_INET) {
-		a = (uint8_t *)&((struct sockaddr_in *)&ss)->sin_addr;
-		alen = 4;
-		keep = 3;
-	} else {
-		a = (uint8_t *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
-		alen = 16;
-		keep = 7;
-	}
-	in[0] = ss.ss_family == AF_INET ? 4 : 6;
-	memcpy(in + 1, a, alen);
-	memset(a + keep, 0, alen - keep);
-	client_text(&ss, buf, len);
-	o = strlen(buf);
-	(void)snprintf(buf + o, len - o, "/%zu#%016llx", keep * 8,
-	    (unsigned long long)sip24(anon_key, in, alen + 1));
-}
-
-#define LOG_NAME_MAX	768	/* of a name in a query log line, with NUL */
-
-/*
- * A name as dns_name_to_text() writes it, cut to at most max - 1 bytes
- * with "..." at the end when longer; never inside a \DDD escape.
- */
-static void
-bound_name(char *name, size_t max)
-{
-	size_t	cut, i;
-
-	if (max < 8 || strlen(name) < max)
-		return;
-	cut = max - 4;
-	for (i = cut - 3; i < cut; i++)
-		if (name[i] == '\\')
-			cut = i;
-	strlcpy(name + cut, "...", max - cut);
-}
-
-/*
- * One line per answered query, when "log queries" is set: the client
- * (with "anonymize": its /24 or /56 and a keyed hash of the address),
- * the transport, type, rcode, where the answer came from, how long it
- * took, and last the name, cut to LOG_NAME_MAX so that the line keeps
- * every field.  The name is in DNS presentation format: the line needs
- * no other escape.
- */
-static void
-log_query(const struct cquery *cq, const uint8_t *msg, size_t len,
-    const char *how)
-{
-	static const char	*rcodes[] = { "NOERROR", "FORMERR", "SERVFAIL",
-	    "NXDOMAIN", "NOTIMP", "REFUSED" };
-	struct timespec		 t1;
-	char			 addr[INET6_ADDRSTRLEN + 24], name[1024];
-	int			 rcode;
-	long long		 us;
-
-	if (cq->qm.qend == 0 || dns_name_to_text(cq->q + cq->qm.qname_off,
-	    cq->qm.qname_len, name, sizeof(name)) == -1)
-		strlcpy(name, "-", sizeof(name));
-	bound_name(name, LOG_NAME_MAX);
-	if (conf->log_queries == 2)
-		client_anon(&cq->from, addr, sizeof(addr));
-	else
-		client_text(&cq->from, addr, sizeof(addr));
-	rcode = len >= DNS_HDR_LEN ? DNS_F_RCODE(dns_get16(msg + 2)) : -1;
-	now(&t1);
-	us = (long long)(t1.tv_sec - cq->t0.tv_sec) * 1000000 +
-	    (t1.tv_nsec - cq->t0.tv_nsec) / 1000;
-	log_info("query %s %s type %u %s %s %lldus %s", addr,
-	    cq->tc ? "tcp" : "udp", cq->qm.qtype,
-	    rcode >= 0 && rcode <= 5 ? rcodes[rcode] : "other", how, us, name);
 }
