@@ -1,6 +1,6 @@
 /*
  * The listener's own parts: what listener.c shares with the files that
- * serve it (querylog.c).  Not for the other processes.
+ * serve it (querylog.c, tcpclient.c).  Not for the other processes.
  */
 #ifndef DOTPROXYD_LISTENER_H
 #define DOTPROXYD_LISTENER_H
@@ -33,5 +33,14 @@ struct cquery {
 	uint8_t			 q[];		/* header + question */
 };
 
+extern uint32_t	 hash_seed;	/* of the listener's hash tables */
+
+/* listener.c */
+void	 handle_query(const uint8_t *, size_t, int, struct tcpc *,
+	    const struct sockaddr_storage *, socklen_t);
+void	 cquery_free(struct cquery *);
+void	 udp_flush(void);
+void	 upstream_kick(void);
+int64_t	 now_ms(void);
 
 #endif /* DOTPROXYD_LISTENER_H */
