@@ -558,7 +558,7 @@ request_find_id(const struct req_list *by_id, uint32_t qid)
 	return NULL;
 }
 
-/* For qid_pick(): has a request in the table by ID this one? */
+/* For qid_pick(): does a request in the table by ID have this ID? */
 static int
 qid_taken(const void *by_id, uint32_t qid)
 {
