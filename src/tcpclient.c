@@ -311,8 +311,9 @@ tcp_process(struct tcpc *tc)
 }
 
 /*
- * Answers went out under the budget: take the queries that waited.  Or
- * the connection was shed: close it, now that nothing walks its queries.
+ * There is room under the budget again (answers went out, or a query was
+ * answered or dropped): take the queries that waited.  Or the connection
+ * was shed: close it, now that nothing walks its queries.
  */
 static void
 tcp_resume(int fd, short event, void *arg)
