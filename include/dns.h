@@ -102,6 +102,7 @@ int	 dns_check_query(const uint8_t *, size_t, struct dns_msg *);
 int	 dns_walk_rrs(const uint8_t *, size_t, const struct dns_msg *,
 	    dns_rr_cb, void *);
 int	 dns_name_equal(const uint8_t *, const uint8_t *, size_t);
+int	 dns_qname_lower(uint8_t *, size_t, const struct dns_msg *);
 int	 dns_answers_question(const uint8_t *, size_t, const struct dns_msg *,
 	    const uint8_t *, size_t, const struct dns_msg *);
 size_t	 dns_make_query(uint8_t *, size_t, const uint8_t *, const

@@ -3,6 +3,14 @@
 
 #include <stdint.h>
 
+/* Queries answered SERVFAIL because of the upstreams, by the EDE given. */
+enum upstream_fail {
+	UPSTREAM_FAIL_UNREACHABLE,	/* EDE_NO_REACHABLE */
+	UPSTREAM_FAIL_NETWORK,		/* EDE_NETWORK_ERROR */
+	UPSTREAM_FAIL_OTHER,		/* any other */
+	UPSTREAM_FAIL_KINDS
+};
+
 /* The listener's counters, shown by dotproxyctl stats and metrics. */
 struct listener_stats {
 	uint64_t	queries_udp;
@@ -13,11 +21,11 @@ struct listener_stats {
 	uint64_t	ratelimited;
 	uint64_t	coalesced;
 	uint64_t	stale;			/* answers served stale */
-	uint64_t	upstream_fail[3];	/* unreachable, network, other */
+	uint64_t	upstream_fail[UPSTREAM_FAIL_KINDS];
 	uint64_t	tcp_accepted;
 	uint64_t	tcp_refused;		/* over the connection limit */
 };
 
-extern struct listener_stats	stats;
+extern struct listener_stats	listener_counters;
 
 #endif /* DOTPROXYD_STATS_H */

@@ -41,6 +41,31 @@ enum ctl_kind { K_READ, K_REFUSED, K_CHANGE };
 
 enum ctl_wait { W_NONE, W_UPSTREAM, W_PARENT };
 
+enum ctl_cmd {
+	CMD_STATUS,
+	CMD_STATS,
+	CMD_METRICS,
+	CMD_RELOAD,
+	CMD_FLUSH,
+	CMD_LOG_VERBOSE,
+	CMD_LOG_BRIEF,
+	CMD_UNKNOWN
+};
+
+/* The commands: anyone may read, only root may change. */
+static const struct ctl_command {
+	const char	*name;
+	int		 change;
+} ctl_commands[CMD_UNKNOWN] = {
+	[CMD_STATUS] =		{ "status",		0 },
+	[CMD_STATS] =		{ "stats",		0 },
+	[CMD_METRICS] =		{ "metrics",		0 },
+	[CMD_RELOAD] =		{ "reload",		1 },
+	[CMD_FLUSH] =		{ "flush",		1 },
+	[CMD_LOG_VERBOSE] =	{ "log verbose",	1 },
+	[CMD_LOG_BRIEF] =	{ "log brief",		1 },
+};
+
 struct ctl {
 	TAILQ_ENTRY(ctl)	 entry;
 	uint32_t		 id;
@@ -50,6 +75,7 @@ struct ctl {
 	struct event		 tmo;
 	char			 cmd[CTL_CMD_MAX];
 	size_t			 cmdlen;
+	enum ctl_cmd		 op;		/* of cmd, once read */
 	enum ctl_wait		 wait;
 	struct upstream_status	*ups;
 	int			 nups;
@@ -77,6 +103,10 @@ static struct event		 audit_period;
 static int			 audited[2];
 static unsigned long long	 unaudited[2];
 static const char		*kind_names[2] = { "read-only", "refused" };
+
+static const char *upstream_fail_names[UPSTREAM_FAIL_KINDS] = {
+	"unreachable", "network", "other"
+};
 
 static const char *rcode_names[16] = {
 	"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
@@ -291,20 +321,21 @@ is_root(struct ctl *c)
 static void
 print_stats(FILE *f)
 {
-	struct cache_stats	cs;
-	int			i, tcp, inflight;
+	const struct listener_stats	*st = &listener_counters;
+	struct cache_stats		 cs;
+	int				 i, tcp, inflight;
 
 	listener_gauges(&tcp, &inflight);
 	fprintf(f, "%-28s %12s\n", "queries", "count");
 	fprintf(f, "%-28s %12llu\n", "  udp",
-	    (unsigned long long)stats.queries_udp);
+	    (unsigned long long)st->queries_udp);
 	fprintf(f, "%-28s %12llu\n", "  tcp",
-	    (unsigned long long)stats.queries_tcp);
+	    (unsigned long long)st->queries_tcp);
 	fprintf(f, "%-28s %12s\n", "answers by rcode", "");
 	for (i = 0; i < 16; i++)
-		if (stats.rcode[i])
+		if (st->rcode[i])
 			fprintf(f, "  %-26s %12llu\n", rcode_names[i],
-			    (unsigned long long)stats.rcode[i]);
+			    (unsigned long long)st->rcode[i]);
 	if (listener_cache_stats(&cs) == 0) {
 		fprintf(f, "%-28s %12llu\n", "cache hits",
 		    (unsigned long long)cs.hits);
@@ -317,23 +348,21 @@ print_stats(FILE *f)
 		fprintf(f, "%-28s %12llu\n", "cache evictions",
 		    (unsigned long long)cs.evictions);
 		fprintf(f, "%-28s %12llu\n", "cache stale",
-		    (unsigned long long)stats.stale);
+		    (unsigned long long)st->stale);
 	} else
 		fprintf(f, "%-28s %12s\n", "cache", "off");
 	fprintf(f, "%-28s %12llu\n", "coalesced",
-	    (unsigned long long)stats.coalesced);
+	    (unsigned long long)st->coalesced);
 	fprintf(f, "%-28s %12llu\n", "refused (access list)",
-	    (unsigned long long)stats.refused_acl);
+	    (unsigned long long)st->refused_acl);
 	fprintf(f, "%-28s %12llu\n", "rate-limited",
-	    (unsigned long long)stats.ratelimited);
+	    (unsigned long long)st->ratelimited);
 	fprintf(f, "%-28s %12llu\n", "dropped (not queries)",
-	    (unsigned long long)stats.dropped);
-	fprintf(f, "%-28s %12llu\n", "upstream errors: unreachable",
-	    (unsigned long long)stats.upstream_fail[0]);
-	fprintf(f, "%-28s %12llu\n", "upstream errors: network",
-	    (unsigned long long)stats.upstream_fail[1]);
-	fprintf(f, "%-28s %12llu\n", "upstream errors: other",
-	    (unsigned long long)stats.upstream_fail[2]);
+	    (unsigned long long)st->dropped);
+	for (i = 0; i < UPSTREAM_FAIL_KINDS; i++)
+		fprintf(f, "upstream errors: %-11s %12llu\n",
+		    upstream_fail_names[i],
+		    (unsigned long long)st->upstream_fail[i]);
 	fprintf(f, "%-28s %12d\n", "tcp clients now", tcp);
 	fprintf(f, "%-28s %12d\n", "queries in flight now", inflight);
 }
@@ -475,23 +504,24 @@ upstream_metric(FILE *f, const struct upstream_metric *m,
 static void
 print_metrics(FILE *f, const struct upstream_status *u, int n)
 {
-	struct cache_stats	cs;
-	int			i, tcp, inflight;
+	const struct listener_stats	*st = &listener_counters;
+	struct cache_stats		 cs;
+	int				 i, tcp, inflight;
 
 	listener_gauges(&tcp, &inflight);
 	metric(f, "dotproxyd_queries_total", "counter",
 	    "Client queries received.");
 	fprintf(f, "dotproxyd_queries_total{protocol=\"udp\"} %llu\n",
-	    (unsigned long long)stats.queries_udp);
+	    (unsigned long long)st->queries_udp);
 	fprintf(f, "dotproxyd_queries_total{protocol=\"tcp\"} %llu\n",
-	    (unsigned long long)stats.queries_tcp);
+	    (unsigned long long)st->queries_tcp);
 	metric(f, "dotproxyd_answers_total", "counter",
 	    "Answers sent to clients, by rcode.");
 	for (i = 0; i < 16; i++)
-		if (stats.rcode[i] || i <= DNS_RCODE_REFUSED)
+		if (st->rcode[i] || i <= DNS_RCODE_REFUSED)
 			fprintf(f, "dotproxyd_answers_total{rcode=\"%s\"} "
 			    "%llu\n", rcode_names[i],
-			    (unsigned long long)stats.rcode[i]);
+			    (unsigned long long)st->rcode[i]);
 	if (listener_cache_stats(&cs) == 0) {
 		metric_value(f, "dotproxyd_cache_hits_total", "counter",
 		    "Answers served from the cache.", cs.hits);
@@ -499,24 +529,22 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 		    "Cache lookups that found nothing.", cs.misses);
 		metric_value(f, "dotproxyd_cache_stale_total", "counter",
 		    "Answers served stale from the cache (RFC 8767).",
-		    stats.stale);
+		    st->stale);
 		metric_value(f, "dotproxyd_cache_entries", "gauge",
 		    "Answers in the cache.", cs.entries);
 		metric_value(f, "dotproxyd_cache_bytes", "gauge",
 		    "Bytes of answers and their keys in the cache.", cs.bytes);
 	}
 	metric_value(f, "dotproxyd_refused_total", "counter",
-	    "Queries refused by the access list.", stats.refused_acl);
+	    "Queries refused by the access list.", st->refused_acl);
 	metric_value(f, "dotproxyd_ratelimited_total", "counter",
-	    "Queries over a client's rate limit.", stats.ratelimited);
+	    "Queries over a client's rate limit.", st->ratelimited);
 	metric(f, "dotproxyd_upstream_errors_total", "counter",
 	    "Queries answered SERVFAIL because of the upstreams, by kind.");
-	fprintf(f, "dotproxyd_upstream_errors_total{kind=\"unreachable\"} "
-	    "%llu\n", (unsigned long long)stats.upstream_fail[0]);
-	fprintf(f, "dotproxyd_upstream_errors_total{kind=\"network\"} %llu\n",
-	    (unsigned long long)stats.upstream_fail[1]);
-	fprintf(f, "dotproxyd_upstream_errors_total{kind=\"other\"} %llu\n",
-	    (unsigned long long)stats.upstream_fail[2]);
+	for (i = 0; i < UPSTREAM_FAIL_KINDS; i++)
+		fprintf(f, "dotproxyd_upstream_errors_total{kind=\"%s\"} "
+		    "%llu\n", upstream_fail_names[i],
+		    (unsigned long long)st->upstream_fail[i]);
 	metric_value(f, "dotproxyd_tcp_clients", "gauge",
 	    "Open client TCP connections.", (unsigned long long)tcp);
 	metric_value(f, "dotproxyd_inflight", "gauge",
@@ -527,21 +555,25 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 		upstream_metric(f, &upstream_metrics[i], u, n);
 }
 
+static enum ctl_cmd
+ctl_command(const char *cmd)
+{
+	int	i;
+
+	for (i = 0; i < CMD_UNKNOWN; i++)
+		if (strcmp(cmd, ctl_commands[i].name) == 0)
+			return i;
+	return CMD_UNKNOWN;
+}
+
 static enum ctl_kind
 ctl_kind(const struct ctl *c)
 {
-	static const char	*readonly[] = { "status", "stats", "metrics" };
-	static const char	*change[] = { "reload", "flush", "log verbose",
-	    "log brief" };
-	size_t			 i;
-
-	for (i = 0; i < sizeof(readonly) / sizeof(readonly[0]); i++)
-		if (strcmp(c->cmd, readonly[i]) == 0)
-			return K_READ;
-	for (i = 0; i < sizeof(change) / sizeof(change[0]); i++)
-		if (strcmp(c->cmd, change[i]) == 0)
-			return c->uid == 0 ? K_CHANGE : K_REFUSED;
-	return K_REFUSED;	/* unknown */
+	if (c->op == CMD_UNKNOWN)
+		return K_REFUSED;
+	if (!ctl_commands[c->op].change)
+		return K_READ;
+	return c->uid == 0 ? K_CHANGE : K_REFUSED;
 }
 
 /*
@@ -575,49 +607,54 @@ ctl_run(struct ctl *c)
 {
 	int	 v;
 
+	c->op = ctl_command(c->cmd);
 	ctl_audit(c);
-	if (strcmp(c->cmd, "stats") == 0)
+	switch (c->op) {
+	case CMD_STATS:
 		print_stats(c->f);
-	else if (strcmp(c->cmd, "status") == 0 ||
-	    strcmp(c->cmd, "metrics") == 0) {
+		break;
+	case CMD_STATUS:
+	case CMD_METRICS:
 		if (listener_upstream_ok() &&
 		    listener_to_upstream(IMSG_CTL_STATUS, c->id) == 0) {
 			c->wait = W_UPSTREAM;
 			return;
 		}
-		if (c->cmd[0] == 's')
+		if (c->op == CMD_STATUS)
 			fprintf(c->f, "error: the upstream process is not "
 			    "running\n");
 		else
 			print_metrics(c->f, NULL, 0);
-	} else if (strcmp(c->cmd, "reload") == 0) {
-		if (is_root(c)) {
-			if (listener_to_parent(IMSG_CTL_RELOAD, c->id, NULL,
-			    0) == 0) {
-				c->wait = W_PARENT;
-				return;
-			}
+		break;
+	case CMD_RELOAD:
+		if (!is_root(c))
+			break;
+		if (listener_to_parent(IMSG_CTL_RELOAD, c->id, NULL, 0) == 0) {
+			c->wait = W_PARENT;
+			return;
+		}
+		fprintf(c->f, "error: cannot reach the parent\n");
+		break;
+	case CMD_FLUSH:
+		if (!is_root(c))
+			break;
+		listener_cache_flush();
+		fprintf(c->f, "cache flushed\n");
+		break;
+	case CMD_LOG_VERBOSE:
+	case CMD_LOG_BRIEF:
+		if (!is_root(c))
+			break;
+		v = c->op == CMD_LOG_VERBOSE;
+		if (listener_to_parent(IMSG_CTL_LOG, 0, &v, sizeof(v)) == 0)
+			fprintf(c->f, "logging %s\n", v ? "verbose" : "brief");
+		else
 			fprintf(c->f, "error: cannot reach the parent\n");
-		}
-	} else if (strcmp(c->cmd, "flush") == 0) {
-		if (is_root(c)) {
-			listener_cache_flush();
-			fprintf(c->f, "cache flushed\n");
-		}
-	} else if (strcmp(c->cmd, "log verbose") == 0 ||
-	    strcmp(c->cmd, "log brief") == 0) {
-		if (is_root(c)) {
-			v = c->cmd[4] == 'v';
-			if (listener_to_parent(IMSG_CTL_LOG, 0, &v,
-			    sizeof(v)) == 0)
-				fprintf(c->f, "logging %s\n", v ? "verbose" :
-				    "brief");
-			else
-				fprintf(c->f, "error: cannot reach the "
-				    "parent\n");
-		}
-	} else
+		break;
+	case CMD_UNKNOWN:
 		fprintf(c->f, "error: unknown command \"%s\"\n", c->cmd);
+		break;
+	}
 	ctl_finish(c);
 }
 
@@ -674,7 +711,7 @@ control_upstream_end(uint32_t id)
 
 	if ((c = ctl_find(id)) == NULL || c->wait != W_UPSTREAM)
 		return;
-	if (c->cmd[0] == 's')
+	if (c->op == CMD_STATUS)
 		print_status(c->f, c->ups, c->nups);
 	else
 		print_metrics(c->f, c->ups, c->nups);

@@ -382,6 +382,25 @@ dns_name_equal(const uint8_t *a, const uint8_t *b, size_t len)
 	return 1;
 }
 
+/*
+ * The question name in lower case, in place: the letters A to Z only, as
+ * names compare (RFC 4343).  A label's length byte is at most 63, below
+ * 'A', and stays as it is.  Returns -1 if the name is not within the len
+ * bytes of msg.
+ */
+int
+dns_qname_lower(uint8_t *msg, size_t len, const struct dns_msg *m)
+{
+	size_t	i;
+
+	if (m->qname_off > len || m->qname_len > len - m->qname_off)
+		return -1;
+	for (i = m->qname_off; i < m->qname_off + m->qname_len; i++)
+		if (msg[i] >= 'A' && msg[i] <= 'Z')
+			msg[i] += 'a' - 'A';
+	return 0;
+}
+
 /* Does this parsed answer answer this parsed query's question? */
 int
 dns_answers_question(const uint8_t *a, size_t alen, const struct dns_msg *am,

@@ -2,6 +2,7 @@
  * The listener: faces clients over UDP and TCP (RFC 7766), validates
  * queries, applies the access list, and exchanges queries and answers
  * with the upstream process.  It cannot open files or create sockets.
+ * Its TCP connections are in tcpclient.c, its query log in querylog.c.
  */
 #include <sys/types.h>
 #include <sys/queue.h>
@@ -9,7 +10,6 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <netinet/in.h>
-#include <arpa/inet.h>
 
 #include <errno.h>
 #include <event.h>
@@ -27,41 +27,25 @@
 #include "dns.h"
 #include "dotproxyd.h"
 #include "imsg.h"
+#include "listener.h"
 #include "log.h"
 #include "proc.h"
+#include "qid.h"
+#include "querylog.h"
 #include "ratelimit.h"
-#include "sip.h"
 #include "stats.h"
+#include "tcpclient.h"
 
 #define UDP_BATCH		64
-#define TCP_MAX_CLIENTS		1000
-#define TCP_IDLE_MS		10000
-#define TCP_PARTIAL_MS		5000	/* to finish a message once begun */
-#define TCP_MAX_PER_CLIENT	64
 #define FD_RESERVE		128	/* besides TCP clients */
-#define TCP_ANSWER_MAX		(2 + DNS_MAX_MSG)	/* an answer, its length */
-#define TCP_CONN_BUDGET		(16 * TCP_ANSWER_MAX)	/* one connection */
-#define TCP_OUT_BUDGET		(64 * 1024 * 1024)	/* all of them */
-#define TCP_SHED_LOG_MS		60000	/* one line a minute about shedding */
 #define MAX_REQUESTS		65536
 #define REQ_HASH_SIZE		16384	/* power of two */
 
-struct request;
-struct tcpc;
-
-/* One client's query, waiting for its request's answer. */
-struct cquery {
-	TAILQ_ENTRY(cquery)	 rentry;	/* in its request */
-	LIST_ENTRY(cquery)	 centry;	/* in its TCP connection */
-	struct request		*req;
-	int			 fd;		/* UDP socket, or -1 */
-	struct tcpc		*tc;		/* TCP connection, or NULL */
-	struct sockaddr_storage	 from;
-	socklen_t		 fromlen;
-	struct dns_msg		 qm;
-	struct timespec		 t0;		/* arrival, for query logs */
-	size_t			 qlen;
-	uint8_t			 q[];		/* header + question */
+/* Where shutdown is, in draining: false until it begins. */
+enum {
+	DRAIN_OFF = 0,		/* serving */
+	DRAIN_WAIT,		/* SIGTERM: answering the queries in flight */
+	DRAIN_EXIT,		/* failing what is left, then exit */
 };
 
 /* Serve-stale (RFC 8767): where a request is. */
@@ -88,37 +72,6 @@ struct request {
 	uint8_t			 q[];		/* canonical query, ID 0 */
 };
 
-struct obuf {
-	TAILQ_ENTRY(obuf)	 entry;
-	size_t			 len;
-	size_t			 off;
-	uint8_t			 data[];
-};
-
-struct tcpc {
-	TAILQ_ENTRY(tcpc)	 entry;
-	int			 fd;
-	struct event		 rev;
-	struct event		 wev;
-	struct event		 tmo;
-	struct event		 resume;
-	struct sockaddr_storage	 from;
-	socklen_t		 fromlen;
-	uint8_t			 key[CLIENT_KEY_LEN];	/* client_key() */
-	LIST_HEAD(, cquery)	 queries;
-	int			 inflight;
-	TAILQ_HEAD(, obuf)	 out;
-	int			 reading;
-	int			 eof;
-	int			 shed;		/* answers dropped, to close */
-	uint64_t		 seq;		/* accept order */
-	int64_t			 partial_ms;	/* a message began arriving */
-	int64_t			 write_ms;	/* output last moved */
-	size_t			 outbytes;	/* queued in out */
-	size_t			 rlen;
-	uint8_t			 rbuf[2 + DNS_MAX_MSG];
-};
-
 struct udp_reply {
 	int			 fd;
 	struct sockaddr_storage	 to;
@@ -139,31 +92,14 @@ struct sock {
 static void	 parent_message(struct chan *, struct imsg *);
 static void	 upstream_message(struct chan *, struct imsg *);
 static void	 udp_read(int, short, void *);
-static void	 tcp_accept(int, short, void *);
-static void	 tcp_read(int, short, void *);
-static void	 tcp_write(int, short, void *);
-static void	 tcp_timeout(int, short, void *);
-static void	 tcp_close(struct tcpc *);
-static void	 tcp_update(struct tcpc *);
-static int	 tcp_has_message(const struct tcpc *);
-static int	 tcp_can_take(const struct tcpc *);
-static void	 tcp_resume(int, short, void *);
-static void	 tcp_out_free(struct tcpc *);
-static void	 tcp_shed(struct tcpc *);
-static void	 tcp_shed_heaviest(void);
-static struct tcpc *tcp_pick(int);
-static void	 handle_query(const uint8_t *, size_t, int, struct tcpc *,
-		    const struct sockaddr_storage *, socklen_t);
+static void	 sock_accept(int, short, void *);
 static void	 reply(struct cquery *, const uint8_t *, size_t, const char *);
-static void	 log_query(const struct cquery *, const uint8_t *, size_t,
-		    const char *);
-static void	 note_client(int, const struct sockaddr_storage *);
-static void	 audit_clients(int, short, void *);
 static void	 reply_error(struct cquery *, int, int, const char *);
 static void	 reply_fail(struct cquery *, const uint8_t *, size_t,
 		    uint32_t, int, const char *);
 static int	 reply_stale(struct cquery *, const uint8_t *, size_t,
 		    uint32_t);
+static int	 reply_hit(struct cquery *, const struct cache_hit *);
 static int	 answer_stale(struct request *);
 static struct cquery *cquery_new(const uint8_t *, const struct dns_msg *,
 		    int, struct tcpc *, const struct sockaddr_storage *,
@@ -174,18 +110,15 @@ static void	 forward(struct cquery *, const uint8_t *, size_t, uint32_t);
 static void	 answer_request(uint32_t, const uint8_t *, size_t);
 static void	 fail_request(uint32_t, int, const char *);
 static void	 request_free(struct request *);
-static void	 cquery_free(struct cquery *);
 static void	 timer_update(void);
 static void	 timer_fire(int, short, void *);
 static void	 apply_limits(void);
-static void	 tcp_accept_resume(int, short, void *);
+static void	 sock_resume(int, short, void *);
 static void	 sock_start(struct sock *);
 static void	 fd_limit(void);
-static int	 same_client(const struct sockaddr_storage *,
-		    const struct sockaddr_storage *);
-static void	 udp_flush(void);
 static void	 upstream_lost(void);
 static void	 conf_applied(void);
+static void	 heartbeat(struct heartbeat *);
 static void	 take_socket(struct imsg *);
 static void	 close_removed_sockets(void);
 static void	 drain_start(int, short, void *);
@@ -203,36 +136,23 @@ static struct chan		 upstream = {
 	.done = udp_flush, .peer = "upstream process"
 };
 static TAILQ_HEAD(sock_head, sock) socks = TAILQ_HEAD_INITIALIZER(socks);
-static TAILQ_HEAD(, tcpc)	 tcpcs = TAILQ_HEAD_INITIALIZER(tcpcs);
 static TAILQ_HEAD(, request)	 reqs_by_time =
 				    TAILQ_HEAD_INITIALIZER(reqs_by_time);
 static TAILQ_HEAD(, request)	 reqs_by_stale =
 				    TAILQ_HEAD_INITIALIZER(reqs_by_stale);
-static LIST_HEAD(, request)	 reqs_by_id[REQ_HASH_SIZE];
+static LIST_HEAD(req_list, request) reqs_by_id[REQ_HASH_SIZE];
 static LIST_HEAD(, request)	 reqs_by_key[REQ_HASH_SIZE];
 static struct event		 timer;
-static uint32_t			 next_qid = 1, hash_seed;
-static int			 nrequests, ntcpc;
-static size_t			 tcp_out_all;	/* answers queued, all TCP */
-static uint64_t			 tcp_seq;
-static int			 tcp_max_clients = TCP_MAX_CLIENTS;
+static uint32_t			 next_qid = 1;
+uint32_t			 hash_seed;
+static int			 nrequests;
 static int			 control_fd = -1;
 static int			 upstream_up, draining;
-static struct event		 drain_timer, audit_timer;
-static uint8_t			 anon_key[SIP_KEY_LEN];
-
-/* Refused and rate-limited clients, audited once a minute, not per packet. */
-#define AUDIT_CLIENTS	256
-static struct audit_client {
-	struct sockaddr_storage	 ss;
-	uint64_t		 count;
-} audit_cl[2][AUDIT_CLIENTS];
-static int			 n_audit_cl[2];
-static uint64_t			 audit_others[2];
+static struct event		 drain_timer;
 static struct cache		*cache;
 static size_t			 udp_max = DNS_EDNS_UDP;	/* edns udp size */
 static struct ratelimit		*ratelimit;
-struct listener_stats		 stats;
+struct listener_stats		 listener_counters;
 static uint8_t			 outbuf[DNS_MAX_MSG + 2];
 static struct udp_reply		 udp_out[UDP_BATCH];
 static int			 n_udp_out;
@@ -246,6 +166,7 @@ static struct proc		 proc = {
 	.conf_applied = conf_applied,
 	.peer_lost = upstream_lost,
 	.parent_message = parent_message,
+	.heartbeat = heartbeat,
 	.sigterm = drain_start,
 };
 
@@ -269,11 +190,18 @@ listener_main(int debug, int verbose)
 
 	control_init(control_fd);
 	evtimer_set(&timer, timer_fire, NULL);
-	evtimer_set(&audit_timer, audit_clients, NULL);
-	arc4random_buf(anon_key, sizeof(anon_key));
+	querylog_init();
 	TAILQ_FOREACH(s, &socks, entry)
 		sock_start(s);
 	proc_child_serve(&proc);
+}
+
+/* What the listener tells the parent's heartbeat. */
+static void
+heartbeat(struct heartbeat *hb)
+{
+	hb->queries = listener_counters.queries_udp +
+	    listener_counters.queries_tcp;
 }
 
 /* The first config, or a new one: what follows it here. */
@@ -334,6 +262,7 @@ fd_limit(void)
 {
 	struct rlimit	rl;
 	rlim_t		want = TCP_MAX_CLIENTS + FD_RESERVE;
+	int		max = TCP_MAX_CLIENTS;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
 		fatal("getrlimit");
@@ -343,12 +272,12 @@ fd_limit(void)
 			fatal("setrlimit");
 	}
 	if (rl.rlim_cur < want)
-		tcp_max_clients = rl.rlim_cur > 2 * FD_RESERVE ?
+		max = rl.rlim_cur > 2 * FD_RESERVE ?
 		    (int)(rl.rlim_cur - FD_RESERVE) : FD_RESERVE / 2;
-	if (tcp_max_clients < TCP_MAX_CLIENTS)
+	tcp_set_max_clients(max);
+	if (max < TCP_MAX_CLIENTS)
 		log_warnx("only %d TCP clients at a time: the descriptor limit "
-		    "is %llu", tcp_max_clients,
-		    (unsigned long long)rl.rlim_cur);
+		    "is %llu", max, (unsigned long long)rl.rlim_cur);
 }
 
 /* Serve a listening socket (once the event loop exists). */
@@ -356,9 +285,39 @@ static void
 sock_start(struct sock *s)
 {
 	event_set(&s->ev, s->fd, EV_READ | EV_PERSIST,
-	    s->type == SOCK_DGRAM ? udp_read : tcp_accept, s);
+	    s->type == SOCK_DGRAM ? udp_read : sock_accept, s);
 	event_add(&s->ev, NULL);
-	evtimer_set(&s->pause, tcp_accept_resume, s);
+	evtimer_set(&s->pause, sock_resume, s);
+}
+
+/*
+ * A TCP listening socket has clients waiting.  Out of descriptors, it
+ * pauses for a second rather than spin.
+ */
+static void
+sock_accept(int fd, short event, void *arg)
+{
+	struct sock	*s = arg;
+	struct timeval	 tv = { 1, 0 };
+
+	(void)event;
+	if (tcp_accept(fd) == 0)
+		return;
+	log_warnx("accept: %s; pausing for a second", strerror(errno));
+	event_del(&s->ev);
+	evtimer_add(&s->pause, &tv);
+}
+
+/* The pause is over: accept again, unless shutting down. */
+static void
+sock_resume(int fd, short event, void *arg)
+{
+	struct sock	*s = arg;
+
+	(void)fd;
+	(void)event;
+	if (draining == DRAIN_OFF)
+		event_add(&s->ev, NULL);
 }
 
 /* A listening socket from the parent, served once the loop runs. */
@@ -488,488 +447,6 @@ udp_read(int fd, short event, void *arg)
 	chan_update(&upstream);
 }
 
-/* TCP, RFC 7766 */
-
-/* A client, for tcp_pick(): what it holds, and its connection to go. */
-#define SHARE_SLOTS	(2 * TCP_MAX_CLIENTS)
-static struct tcp_share {
-	uint8_t		 key[CLIENT_KEY_LEN];
-	uint64_t	 gen;		/* in use in this round */
-	uint64_t	 first;		/* seq of its oldest connection */
-	size_t		 sum;
-	struct tcpc	*pick;
-} shares[SHARE_SLOTS];
-
-/* The client of a connection, in this round's table. */
-static struct tcp_share *
-tcp_share(const struct tcpc *tc, uint64_t gen)
-{
-	struct tcp_share	*sh;
-	uint32_t		 i;
-
-	i = cache_hash(hash_seed, tc->key, CLIENT_KEY_LEN) % SHARE_SLOTS;
-	for (;; i = (i + 1) % SHARE_SLOTS) {
-		sh = &shares[i];
-		if (sh->gen != gen) {
-			memcpy(sh->key, tc->key, CLIENT_KEY_LEN);
-			sh->gen = gen;
-			sh->first = tc->seq;
-			sh->sum = 0;
-			sh->pick = NULL;
-			return sh;
-		}
-		if (memcmp(sh->key, tc->key, CLIENT_KEY_LEN) == 0)
-			return sh;
-	}
-}
-
-/*
- * The connection to let go, of the client holding the most: the most
- * answers waiting (by_bytes), then its connection holding the most; or
- * the most connections, then its oldest one.  Between clients holding
- * as much, the one with the older connection.  NULL if there is none.
- */
-static struct tcpc *
-tcp_pick(int by_bytes)
-{
-	static uint64_t		 gen;
-	struct tcp_share	*sh, *best = NULL;
-	struct tcpc		*tc;
-	size_t			 i;
-
-	gen++;
-	TAILQ_FOREACH(tc, &tcpcs, entry) {	/* oldest first */
-		if (by_bytes && tc->outbytes == 0)
-			continue;
-		sh = tcp_share(tc, gen);
-		sh->sum += by_bytes ? tc->outbytes : 1;
-		if (sh->pick == NULL ||
-		    (by_bytes && tc->outbytes > sh->pick->outbytes))
-			sh->pick = tc;
-	}
-	for (i = 0; i < SHARE_SLOTS; i++) {
-		sh = &shares[i];
-		if (sh->gen == gen && (best == NULL || sh->sum > best->sum ||
-		    (sh->sum == best->sum && sh->first < best->first)))
-			best = sh;
-	}
-	return best != NULL ? best->pick : NULL;
-}
-
-/*
- * Make room at the connection limit, busy or not: the oldest connection
- * of the client holding the most connections goes.
- */
-static int
-tcp_evict(void)
-{
-	struct tcpc	*tc;
-
-	if ((tc = tcp_pick(0)) == NULL)
-		return -1;
-	stats.tcp_refused++;
-	tcp_close(tc);
-	return 0;
-}
-
-/* Connections of one client: an IPv4 address or an IPv6 /64. */
-static int
-tcp_per_client(const uint8_t key[CLIENT_KEY_LEN])
-{
-	struct tcpc	*tc;
-	int		 n = 0;
-
-	TAILQ_FOREACH(tc, &tcpcs, entry)
-		if (memcmp(tc->key, key, CLIENT_KEY_LEN) == 0)
-			n++;
-	return n;
-}
-
-static void
-tcp_accept_resume(int fd, short event, void *arg)
-{
-	struct sock	*s = arg;
-
-	(void)fd;
-	(void)event;
-	if (!draining)
-		event_add(&s->ev, NULL);
-}
-
-static void
-tcp_accept(int fd, short event, void *arg)
-{
-	struct sock	*ls = arg;
-	struct tcpc	*tc;
-	struct timeval	 tv;
-	int		 s, i;
-
-	(void)event;
-	for (i = 0; i < 32; i++) {
-		if ((tc = calloc(1, sizeof(*tc))) == NULL) {
-			log_warn("calloc");
-			return;
-		}
-		tc->fromlen = sizeof(tc->from);
-		s = accept4(fd, (struct sockaddr *)&tc->from, &tc->fromlen,
-		    SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (s == -1) {
-			free(tc);
-			if (errno == EMFILE || errno == ENFILE) {
-				/* out of descriptors: pause, do not spin */
-				log_warnx("accept: %s; pausing for a second",
-				    strerror(errno));
-				event_del(&ls->ev);
-				tv.tv_sec = 1;
-				tv.tv_usec = 0;
-				evtimer_add(&ls->pause, &tv);
-			} else if (errno != EAGAIN && errno != EINTR &&
-			    errno != ECONNABORTED)
-				log_warn("accept");
-			return;
-		}
-		stats.tcp_accepted++;
-		(void)client_key((struct sockaddr *)&tc->from, tc->key);
-		if (tcp_per_client(tc->key) >= TCP_MAX_PER_CLIENT ||
-		    (ntcpc >= tcp_max_clients && tcp_evict() == -1)) {
-			stats.tcp_refused++;
-			close(s);
-			free(tc);
-			continue;
-		}
-		tc->fd = s;
-		tc->seq = tcp_seq++;
-		LIST_INIT(&tc->queries);
-		TAILQ_INIT(&tc->out);
-		event_set(&tc->rev, s, EV_READ | EV_PERSIST, tcp_read, tc);
-		event_set(&tc->wev, s, EV_WRITE | EV_PERSIST, tcp_write, tc);
-		evtimer_set(&tc->tmo, tcp_timeout, tc);
-		evtimer_set(&tc->resume, tcp_resume, tc);
-		TAILQ_INSERT_TAIL(&tcpcs, tc, entry);
-		ntcpc++;
-		tc->reading = 0;
-		tcp_update(tc);
-		tv.tv_sec = TCP_IDLE_MS / 1000;
-		tv.tv_usec = (TCP_IDLE_MS % 1000) * 1000;
-		evtimer_add(&tc->tmo, &tv);
-	}
-}
-
-/*
- * May this connection take another query?  Only while the answers it has
- * waiting, and an answer of the largest size for each query in flight
- * and for this one, fit in its budget: what a connection can make the
- * listener hold is bounded before the answers come.
- */
-static int
-tcp_can_take(const struct tcpc *tc)
-{
-	return !tc->shed && tc->outbytes + ((size_t)tc->inflight + 1) *
-	    TCP_ANSWER_MAX <= TCP_CONN_BUDGET;
-}
-
-/* Read while there is room for more queries, write while there is output. */
-static void
-tcp_update(struct tcpc *tc)
-{
-	int	want_read = !tc->eof && tcp_can_take(tc);
-
-	if (want_read && !tc->reading)
-		event_add(&tc->rev, NULL);
-	else if (!want_read && tc->reading)
-		event_del(&tc->rev);
-	tc->reading = want_read;
-	if (!TAILQ_EMPTY(&tc->out))
-		event_add(&tc->wev, NULL);
-	else
-		event_del(&tc->wev);
-}
-
-/* Is a whole message waiting at the front of the read buffer? */
-static int
-tcp_has_message(const struct tcpc *tc)
-{
-	size_t	mlen;
-
-	return dns_tcp_frame(tc->rbuf, tc->rlen, &mlen) != 0;
-}
-
-/* Nothing more will come in and nothing is left to send: close. */
-static int
-tcp_done(struct tcpc *tc)
-{
-	if (tc->eof && TAILQ_EMPTY(&tc->out) && tc->inflight == 0 &&
-	    !tcp_has_message(tc)) {
-		tcp_close(tc);
-		return 1;
-	}
-	return 0;
-}
-
-/*
- * Take the whole messages buffered, as many as the budget allows,
- * and arm the right timer: a message begun must be finished within
- * TCP_PARTIAL_MS (slow loris), a quiet connection goes after TCP_IDLE_MS.
- * Returns -1 if the connection was closed.
- */
-static int
-tcp_process(struct tcpc *tc)
-{
-	struct timeval	 tv;
-	size_t		 mlen, off = 0;
-	int64_t		 left;
-	int		 r;
-
-	while (tcp_can_take(tc) &&
-	    (r = dns_tcp_frame(tc->rbuf + off, tc->rlen - off, &mlen)) != 0) {
-		if (r == -1) {
-			tcp_close(tc);	/* RFC 7766 has no empty message */
-			return -1;
-		}
-		handle_query(tc->rbuf + off + 2, mlen, -1, tc, &tc->from,
-		    tc->fromlen);
-		off += 2 + mlen;
-	}
-	if (off > 0) {
-		memmove(tc->rbuf, tc->rbuf + off, tc->rlen - off);
-		tc->rlen -= off;
-		tc->partial_ms = 0;
-	}
-	if (tc->rlen > 0 && !tcp_has_message(tc)) {
-		if (tc->partial_ms == 0)
-			tc->partial_ms = mono_ms();
-		left = TCP_PARTIAL_MS - (mono_ms() - tc->partial_ms);
-		if (left <= 0) {
-			tcp_close(tc);
-			return -1;
-		}
-	} else
-		left = TCP_IDLE_MS;
-	tv.tv_sec = left / 1000;
-	tv.tv_usec = (left % 1000) * 1000;
-	evtimer_add(&tc->tmo, &tv);
-	if (tcp_done(tc))
-		return -1;
-	tcp_update(tc);
-	return 0;
-}
-
-/*
- * Answers went out under the budget: take the queries that waited.  Or
- * the connection was shed: close it, now that nothing walks its queries.
- */
-static void
-tcp_resume(int fd, short event, void *arg)
-{
-	struct tcpc	*tc = arg;
-
-	(void)fd;
-	(void)event;
-	if (tc->shed) {
-		tcp_close(tc);
-		return;
-	}
-	if (tcp_process(tc) == 0)
-		udp_flush();
-	chan_update(&upstream);
-}
-
-static void
-tcp_read(int fd, short event, void *arg)
-{
-	struct tcpc	*tc = arg;
-	ssize_t		 n;
-
-	(void)event;
-	if (tc->rlen == sizeof(tc->rbuf))
-		return;		/* full of a whole message: tcp_process */
-	n = read(fd, tc->rbuf + tc->rlen, sizeof(tc->rbuf) - tc->rlen);
-	if (n == -1) {
-		if (errno == EAGAIN || errno == EINTR)
-			return;
-		tcp_close(tc);
-		return;
-	}
-	if (n == 0)
-		tc->eof = 1;
-	tc->rlen += (size_t)n;
-	if (tcp_process(tc) == -1)
-		return;
-	chan_update(&upstream);
-}
-
-static void
-tcp_write(int fd, short event, void *arg)
-{
-	struct tcpc	*tc = arg;
-	struct iovec	 iov[64];
-	struct obuf	*o;
-	ssize_t		 n;
-	size_t		 left;
-	int		 i = 0;
-
-	(void)event;
-	TAILQ_FOREACH(o, &tc->out, entry) {
-		if (i == 64)
-			break;
-		iov[i].iov_base = o->data + o->off;
-		iov[i].iov_len = o->len - o->off;
-		i++;
-	}
-	if ((n = writev(fd, iov, i)) == -1) {
-		if (errno == EAGAIN || errno == EINTR)
-			return;
-		tcp_close(tc);
-		return;
-	}
-	left = (size_t)n;
-	tc->outbytes -= left;
-	tcp_out_all -= left;
-	tc->write_ms = mono_ms();
-	while (left > 0 && (o = TAILQ_FIRST(&tc->out)) != NULL) {
-		if (left < o->len - o->off) {
-			o->off += left;
-			break;
-		}
-		left -= o->len - o->off;
-		TAILQ_REMOVE(&tc->out, o, entry);
-		free(o);
-	}
-	if (tcp_done(tc))
-		return;
-	if (tcp_can_take(tc) && tcp_has_message(tc))
-		event_active(&tc->resume, EV_TIMEOUT, 1);
-	tcp_update(tc);
-}
-
-static void
-tcp_timeout(int fd, short event, void *arg)
-{
-	struct tcpc	*tc = arg;
-	struct timeval	 tv;
-
-	(void)fd;
-	(void)event;
-	if (!TAILQ_EMPTY(&tc->out) && mono_ms() - tc->write_ms >= TCP_IDLE_MS) {
-		tcp_close(tc);	/* a client that does not read its answers */
-		return;
-	}
-	if ((tc->rlen == 0 || tcp_has_message(tc)) &&
-	    (tc->inflight > 0 || !TAILQ_EMPTY(&tc->out))) {
-		/* busy, not idle: look again later */
-		tv.tv_sec = TCP_IDLE_MS / 1000;
-		tv.tv_usec = 0;
-		evtimer_add(&tc->tmo, &tv);
-		return;
-	}
-	tcp_close(tc);
-}
-
-static void
-tcp_close(struct tcpc *tc)
-{
-	struct cquery	*cq;
-
-	while ((cq = LIST_FIRST(&tc->queries)) != NULL)
-		cquery_free(cq);
-	tcp_out_free(tc);
-	event_del(&tc->rev);
-	event_del(&tc->wev);
-	evtimer_del(&tc->tmo);
-	event_del(&tc->resume);
-	close(tc->fd);
-	TAILQ_REMOVE(&tcpcs, tc, entry);
-	ntcpc--;
-	free(tc);
-}
-
-static void
-tcp_out_free(struct tcpc *tc)
-{
-	struct obuf	*o;
-
-	while ((o = TAILQ_FIRST(&tc->out)) != NULL) {
-		TAILQ_REMOVE(&tc->out, o, entry);
-		free(o);
-	}
-	tcp_out_all -= tc->outbytes;
-	tc->outbytes = 0;
-}
-
-/*
- * Drop a connection's answers now and close it from the event loop: the
- * caller may be walking the queries of this connection or of another.
- */
-static void
-tcp_shed(struct tcpc *tc)
-{
-	if (tc->shed)
-		return;
-	tc->shed = 1;
-	tcp_out_free(tc);
-	tcp_update(tc);		/* neither reads nor writes */
-	event_active(&tc->resume, EV_TIMEOUT, 1);
-}
-
-/*
- * The answers waiting on all TCP connections are over TCP_OUT_BUDGET:
- * shed the connections of the clients holding the most until under it.
- */
-static void
-tcp_shed_heaviest(void)
-{
-	static int64_t	 logged_ms = -TCP_SHED_LOG_MS;
-	static int	 unlogged;
-	struct tcpc	*tc;
-
-	while (tcp_out_all > TCP_OUT_BUDGET && (tc = tcp_pick(1)) != NULL) {
-		tcp_shed(tc);
-		unlogged++;
-	}
-	if (mono_ms() - logged_ms >= TCP_SHED_LOG_MS) {
-		log_warnx("TCP answers waiting over %d MiB: closed %d "
-		    "connections of the clients holding the most",
-		    TCP_OUT_BUDGET >> 20, unlogged);
-		logged_ms = mono_ms();
-		unlogged = 0;
-	}
-}
-
-/*
- * Queue an answer.  A connection never holds more than its budget (the
- * room was kept when its query was taken), and all connections together
- * no more than TCP_OUT_BUDGET.
- */
-static void
-tcp_send(struct tcpc *tc, const uint8_t *msg, size_t len)
-{
-	struct obuf	*o;
-
-	if (tc->shed)
-		return;
-	if (tc->outbytes + 2 + len > TCP_CONN_BUDGET) {
-		log_warnx("TCP client over its budget: closed");
-		tcp_shed(tc);
-		return;
-	}
-	if ((o = malloc(sizeof(*o) + 2 + len)) == NULL) {
-		log_warn("malloc");
-		return;
-	}
-	o->len = 2 + len;
-	o->off = 0;
-	dns_put16(o->data, (uint16_t)len);
-	memcpy(o->data + 2, msg, len);
-	if (TAILQ_EMPTY(&tc->out))
-		tc->write_ms = mono_ms();
-	TAILQ_INSERT_TAIL(&tc->out, o, entry);
-	tc->outbytes += o->len;
-	tcp_out_all += o->len;
-	tcp_update(tc);
-	if (tcp_out_all > TCP_OUT_BUDGET)
-		tcp_shed_heaviest();
-}
-
 /* Queries */
 
 static struct request *
@@ -985,14 +462,21 @@ request_find_key(const uint8_t *q, size_t qlen, uint32_t h)
 }
 
 static struct request *
-request_find_id(uint32_t qid)
+request_find_id(const struct req_list *by_id, uint32_t qid)
 {
 	struct request	*r;
 
-	LIST_FOREACH(r, &reqs_by_id[qid & (REQ_HASH_SIZE - 1)], ientry)
+	LIST_FOREACH(r, &by_id[qid & (REQ_HASH_SIZE - 1)], ientry)
 		if (r->qid == qid)
 			return r;
 	return NULL;
+}
+
+/* For qid_pick(): does a request in the table by ID have this ID? */
+static int
+qid_taken(const void *by_id, uint32_t qid)
+{
+	return request_find_id(by_id, qid) != NULL;
 }
 
 static struct request *
@@ -1011,9 +495,8 @@ request_new(const uint8_t *q, size_t qlen, uint32_t h)
 		free(r);
 		return NULL;
 	}
-	do {
-		r->qid = next_qid++;
-	} while (r->qid == 0 || request_find_id(r->qid) != NULL);
+	r->qid = qid_pick(next_qid, qid_taken, reqs_by_id);
+	next_qid = r->qid + 1;
 	r->keyhash = h;
 	TAILQ_INIT(&r->waiters);
 	mono_time(&r->deadline);
@@ -1055,21 +538,17 @@ request_free(struct request *r)
 		TAILQ_REMOVE(&reqs_by_stale, r, sentry);
 	nrequests--;
 	free(r);
-	if (draining == 1 && nrequests == 0)
+	if (draining == DRAIN_WAIT && nrequests == 0)
 		drain_done(-1, 0, NULL);
 }
 
-static void
+void
 cquery_free(struct cquery *cq)
 {
 	if (cq->req != NULL)
 		TAILQ_REMOVE(&cq->req->waiters, cq, rentry);
-	if (cq->tc != NULL) {
-		LIST_REMOVE(cq, centry);
-		cq->tc->inflight--;
-		if (tcp_can_take(cq->tc) && tcp_has_message(cq->tc))
-			event_active(&cq->tc->resume, EV_TIMEOUT, 1);
-	}
+	if (cq->tc != NULL)
+		tcp_query_remove(cq->tc, cq);
 	free(cq);
 }
 
@@ -1097,8 +576,7 @@ cquery_new(const uint8_t *q, const struct dns_msg *qm, int fd,
 	cq->fromlen = fromlen;
 	if (tc != NULL) {
 		cq->tc = tc;
-		LIST_INSERT_HEAD(&tc->queries, cq, centry);
-		tc->inflight++;
+		tcp_query_add(tc, cq);
 	}
 	return cq;
 }
@@ -1112,88 +590,101 @@ static size_t
 canonical_query(uint8_t *out, size_t outlen, const uint8_t *q,
     const struct dns_msg *qm)
 {
-	size_t	len, i;
+	size_t	len;
 
-	if ((len = dns_make_query(out, outlen, q, qm, 0, 0)) == 0)
+	if ((len = dns_make_query(out, outlen, q, qm, 0, 0)) == 0 ||
+	    dns_qname_lower(out, len, qm) == -1)
 		return 0;
-	for (i = 0; i < qm->qname_len; i++) {
-		uint8_t *c = out + qm->qname_off + i;
-
-		if (*c >= 'A' && *c <= 'Z')
-			*c += 'a' - 'A';
-	}
 	return len;
 }
 
 /*
- * A client's message: check it, answer what can be answered here, and
- * send the rest upstream, sharing a request with identical queries.
+ * Check a client's message.  One that is not a DNS query is dropped; a
+ * client over its rate limit or outside the access list is refused (over
+ * UDP, a client over its rate limit gets nothing); a query this proxy
+ * does not take gets its error.  Returns the query to answer, NULL if
+ * that is done.
  */
-static void
-handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
+static struct cquery *
+query_validate(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
     const struct sockaddr_storage *from, socklen_t fromlen)
 {
 	struct cquery	*cq;
 	struct dns_msg	 qm;
-	uint8_t		 canon[DNS_MAX_MSG];
-	struct cache_hit hit;
-	size_t		 clen, len;
-	uint32_t	 h;
 	int		 rcode;
 
 	if (tc != NULL)
-		stats.queries_tcp++;
+		listener_counters.queries_tcp++;
 	else
-		stats.queries_udp++;
-	rcode = dns_check_query(q, qlen, &qm);
-	if (rcode == -1) {
-		stats.dropped++;
-		return;
+		listener_counters.queries_udp++;
+	if ((rcode = dns_check_query(q, qlen, &qm)) == -1) {
+		listener_counters.dropped++;
+		return NULL;
 	}
 	if ((cq = cquery_new(q, &qm, fd, tc, from, fromlen)) == NULL)
-		return;
-
+		return NULL;
 	if (ratelimit != NULL && !ratelimit_allow(ratelimit,
 	    (const struct sockaddr *)from, mono_ms())) {
-		stats.ratelimited++;
-		note_client(1, from);
-		if (tc == NULL) {
+		listener_counters.ratelimited++;
+		note_client(CLIENT_RATELIMITED, from);
+		if (tc == NULL)
 			cquery_free(cq);	/* UDP: drop, nothing to reflect */
-			return;
-		}
-		reply_error(cq, DNS_RCODE_REFUSED, EDE_PROHIBITED,
-		    "rate limit exceeded");
-		return;
+		else
+			reply_error(cq, DNS_RCODE_REFUSED, EDE_PROHIBITED,
+			    "rate limit exceeded");
+		return NULL;
 	}
 	if (!acl_allowed(conf, (const struct sockaddr *)from)) {
-		stats.refused_acl++;
-		note_client(0, from);
+		listener_counters.refused_acl++;
+		note_client(CLIENT_REFUSED, from);
 		reply_error(cq, DNS_RCODE_REFUSED, EDE_PROHIBITED,
 		    "client not in the access list");
-		return;
+		return NULL;
 	}
 	if (rcode != DNS_RCODE_NOERROR) {
 		reply_error(cq, rcode, -1, NULL);
-		return;
+		return NULL;
 	}
+	return cq;
+}
 
-	if ((clen = canonical_query(canon, sizeof(canon), q, &qm)) == 0) {
+/* Answer a query from the cache, by its canonical form key.  0: sent. */
+static int
+answer_from_cache(struct cquery *cq, const uint8_t *key, size_t keylen,
+    uint32_t h)
+{
+	struct cache_hit	hit;
+
+	if (cache == NULL || !cache_lookup(cache, key, keylen, h,
+	    mono_ms() / 1000, &hit))
+		return -1;
+	return reply_hit(cq, &hit);	/* a fresh one: cache_lookup() */
+}
+
+/*
+ * A client's message: check it, answer it from the cache if it can be,
+ * and send the rest upstream, sharing a request with identical queries.
+ */
+void
+handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
+    const struct sockaddr_storage *from, socklen_t fromlen)
+{
+	struct cquery	*cq;
+	uint8_t		 key[DNS_MAX_MSG];
+	size_t		 keylen;
+	uint32_t	 h;
+
+	if ((cq = query_validate(q, qlen, fd, tc, from, fromlen)) == NULL)
+		return;
+	if ((keylen = canonical_query(key, sizeof(key), q, &cq->qm)) == 0) {
 		reply_error(cq, DNS_RCODE_SERVFAIL, EDE_OTHER,
 		    "internal error");
 		return;
 	}
-	h = cache_hash(hash_seed, canon, clen);
-	if (cache != NULL && cache_lookup(cache, canon, clen, h,
-	    mono_ms() / 1000, &hit)) {
-		len = dns_client_answer(outbuf, sizeof(outbuf), hit.answer,
-		    hit.len, hit.msg, cq->q, &cq->qm, hit.age,
-		    client_limit(cq));
-		if (len > 0) {
-			reply(cq, outbuf, len, "cache");
-			return;
-		}
-	}
-	forward(cq, canon, clen, h);
+	h = cache_hash(hash_seed, key, keylen);
+	if (answer_from_cache(cq, key, keylen, h) == 0)
+		return;
+	forward(cq, key, keylen, h);
 }
 
 /*
@@ -1206,9 +697,10 @@ forward(struct cquery *cq, const uint8_t *key, size_t keylen, uint32_t h)
 {
 	struct request	*r;
 
-	if (!upstream_up || draining) {
+	if (!upstream_up || draining != DRAIN_OFF) {
 		reply_fail(cq, key, keylen, h, EDE_NOT_READY,
-		    draining ? "shutting down" : "upstream process restarting");
+		    draining != DRAIN_OFF ? "shutting down" :
+		    "upstream process restarting");
 		return;
 	}
 	if ((r = request_find_key(key, keylen, h)) != NULL) {
@@ -1216,7 +708,7 @@ forward(struct cquery *cq, const uint8_t *key, size_t keylen, uint32_t h)
 		if (r->stale == STALE_PAST &&
 		    reply_stale(cq, key, keylen, h) == 0)
 			return;
-		stats.coalesced++;
+		listener_counters.coalesced++;
 	} else {
 		if ((r = request_new(key, keylen, h)) == NULL) {
 			reply_fail(cq, key, keylen, h, EDE_OTHER,
@@ -1252,7 +744,7 @@ client_limit(const struct cquery *cq)
  * UDP answers wait here until the end of the event callback that made
  * them, then leave in one sendmmsg() per socket.
  */
-static void
+void
 udp_flush(void)
 {
 	struct mmsghdr	 msgs[UDP_BATCH];
@@ -1297,9 +789,9 @@ reply(struct cquery *cq, const uint8_t *msg, size_t len, const char *how)
 	struct udp_reply	*u;
 
 	if (len >= DNS_HDR_LEN)
-		stats.rcode[DNS_F_RCODE(dns_get16(msg + 2))]++;
+		listener_counters.rcode[DNS_F_RCODE(dns_get16(msg + 2))]++;
 	if (conf->log_queries)
-		log_query(cq, msg, len, how);
+		log_query(cq, msg, len, how, conf->log_queries == 2);
 	if (cq->tc != NULL)
 		tcp_send(cq->tc, msg, len);
 	else if (len > sizeof(u->buf)) {
@@ -1351,7 +843,7 @@ stale_lookup(const uint8_t *key, size_t keylen, uint32_t h,
 	    cache_lookup_stale(cache, key, keylen, h, mono_ms() / 1000, hit);
 }
 
-/* Answer a client from an entry stale_lookup() found.  Returns 0 if sent. */
+/* Answer a client from a cache entry, fresh or stale.  Returns 0 if sent. */
 static int
 reply_hit(struct cquery *cq, const struct cache_hit *hit)
 {
@@ -1370,7 +862,7 @@ reply_hit(struct cquery *cq, const struct cache_hit *hit)
 	    hit->msg, cq->q, &cq->qm, STALE_TTL, client_limit(cq));
 	if (len == 0)
 		return -1;
-	stats.stale++;
+	listener_counters.stale++;
 	reply(cq, outbuf, len, "stale");
 	return 0;
 }
@@ -1439,7 +931,7 @@ answer_request(uint32_t qid, const uint8_t *a, size_t alen)
 	struct dns_msg	 am;
 	size_t		 len;
 
-	if ((r = request_find_id(qid)) == NULL)
+	if ((r = request_find_id(reqs_by_id, qid)) == NULL)
 		return;		/* timed out meanwhile */
 	if (dns_parse(a, alen, &am) == -1 ||
 	    !dns_answers_question(a, alen, &am, r->q, r->qlen, &r->qm)) {
@@ -1466,16 +958,26 @@ answer_request(uint32_t qid, const uint8_t *a, size_t alen)
 	request_free(r);
 }
 
+/* The counter of a failure from the upstreams. */
+static enum upstream_fail
+upstream_fail_kind(int ede)
+{
+	if (ede == EDE_NO_REACHABLE)
+		return UPSTREAM_FAIL_UNREACHABLE;
+	if (ede == EDE_NETWORK_ERROR)
+		return UPSTREAM_FAIL_NETWORK;
+	return UPSTREAM_FAIL_OTHER;
+}
+
 static void
 fail_request(uint32_t qid, int ede, const char *text)
 {
 	struct request	*r;
 	struct cquery	*cq;
 
-	if ((r = request_find_id(qid)) == NULL)
+	if ((r = request_find_id(reqs_by_id, qid)) == NULL)
 		return;
-	stats.upstream_fail[ede == EDE_NO_REACHABLE ? 0 :
-	    ede == EDE_NETWORK_ERROR ? 1 : 2]++;
+	listener_counters.upstream_fail[upstream_fail_kind(ede)]++;
 	(void)answer_stale(r);
 	while ((cq = TAILQ_FIRST(&r->waiters)) != NULL)
 		reply_error(cq, DNS_RCODE_SERVFAIL, ede, text);
@@ -1589,7 +1091,7 @@ drain_start(int sig, short event, void *arg)
 	(void)arg;
 	if (draining)
 		return;
-	draining = 1;
+	draining = DRAIN_WAIT;
 	TAILQ_FOREACH(s, &socks, entry) {
 		event_del(&s->ev);
 		evtimer_del(&s->pause);
@@ -1609,22 +1111,17 @@ static void
 drain_done(int fd, short event, void *arg)
 {
 	struct request	*r;
-	struct tcpc	*tc, *next;
 
 	(void)fd;
 	(void)event;
 	(void)arg;
-	draining = 2;	/* request_free must not come back here */
+	draining = DRAIN_EXIT;	/* request_free must not come back here */
 	while ((r = TAILQ_FIRST(&reqs_by_time)) != NULL)
 		fail_request(r->qid, EDE_NOT_READY, "shutting down");
 	udp_flush();
 	audit_clients(-1, 0, NULL);	/* what this minute has counted */
 	control_audit_flush();		/* and the commands not audited */
-	for (tc = TAILQ_FIRST(&tcpcs); tc != NULL; tc = next) {
-		next = TAILQ_NEXT(tc, entry);	/* tcp_write may free tc */
-		if (!TAILQ_EMPTY(&tc->out))
-			tcp_write(tc->fd, EV_WRITE, tc);
-	}
+	tcp_flush_all();
 	(void)imsg_flush(&parent.ibuf);
 	exit(0);
 }
@@ -1636,6 +1133,13 @@ listener_to_parent(uint32_t type, uint32_t id, const void *data, size_t len)
 		return -1;
 	chan_update(&parent);
 	return 0;
+}
+
+/* Queries were composed for the upstream process: have them sent. */
+void
+upstream_kick(void)
+{
+	chan_update(&upstream);
 }
 
 int
@@ -1674,171 +1178,6 @@ listener_cache_stats(struct cache_stats *cs)
 void
 listener_gauges(int *tcp, int *inflight)
 {
-	*tcp = ntcpc;
+	*tcp = tcp_clients();
 	*inflight = nrequests;
-}
-
-static int
-same_client(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-	if (a->ss_family != b->ss_family)
-		return 0;
-	if (a->ss_family == AF_INET)
-		return memcmp(&((const struct sockaddr_in *)a)->sin_addr,
-		    &((const struct sockaddr_in *)b)->sin_addr, 4) == 0;
-	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-	    &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
-}
-
-/* Count a refusal (kind 0) or rate-limit trip (kind 1) for the audit. */
-static void
-note_client(int kind, const struct sockaddr_storage *ss)
-{
-	struct timeval	 tv = { 60, 0 };
-	int		 i;
-
-	for (i = 0; i < n_audit_cl[kind]; i++)
-		if (same_client(&audit_cl[kind][i].ss, ss)) {
-			audit_cl[kind][i].count++;
-			return;
-		}
-	if (n_audit_cl[kind] == AUDIT_CLIENTS) {
-		audit_others[kind]++;
-		return;
-	}
-	audit_cl[kind][n_audit_cl[kind]].ss = *ss;
-	audit_cl[kind][n_audit_cl[kind]++].count = 1;
-	if (!evtimer_pending(&audit_timer, NULL))
-		evtimer_add(&audit_timer, &tv);
-}
-
-static void
-client_text(const struct sockaddr_storage *ss, char *buf, size_t len)
-{
-	const void	*a;
-
-	if (ss->ss_family == AF_INET)
-		a = &((const struct sockaddr_in *)ss)->sin_addr;
-	else
-		a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-	if (inet_ntop(ss->ss_family, a, buf, (socklen_t)len) == NULL)
-		strlcpy(buf, "?", len);
-}
-
-/* The first event of a minute starts it; at its end, one record each. */
-static void
-audit_clients(int fd, short event, void *arg)
-{
-	static const char	*ev[2] = { "access-refused", "rate-limited" };
-	char			 addr[INET6_ADDRSTRLEN], n[24];
-	int			 k, i;
-
-	(void)fd;
-	(void)event;
-	(void)arg;
-	for (k = 0; k < 2; k++) {
-		for (i = 0; i < n_audit_cl[k]; i++) {
-			client_text(&audit_cl[k][i].ss, addr, sizeof(addr));
-			snprintf(n, sizeof(n), "%llu",
-			    (unsigned long long)audit_cl[k][i].count);
-			audit(ev[k], "client", addr, "queries", n,
-			    "period", "60s", NULL);
-		}
-		if (audit_others[k]) {
-			snprintf(n, sizeof(n), "%llu",
-			    (unsigned long long)audit_others[k]);
-			audit(ev[k], "client", "others", "queries", n,
-			    "period", "60s", NULL);
-		}
-		n_audit_cl[k] = 0;
-		audit_others[k] = 0;
-	}
-}
-
-/*
- * "log queries anonymize": the client's /24 (IPv4) or /56 (IPv6), then
- * '#' and SipHash-2-4 of its whole address under a 128-bit key chosen
- * at each start.  A keyed PRF: without the key, which never leaves this
- * process, no output says anything of its input, nor of any other; the
- * key is too long to search for from lines of known clients.
- */
-static void
-client_anon(const struct sockaddr_storage *from, char *buf, size_t len)
-{
-	struct sockaddr_storage	 ss = *from;
-	uint8_t			 in[17], *a;
-	size_t			 alen, keep, o;
-
-	if (ss.ss_family == AF_INET) {
-		a = (uint8_t *)&((struct sockaddr_in *)&ss)->sin_addr;
-		alen = 4;
-		keep = 3;
-	} else {
-		a = (uint8_t *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
-		alen = 16;
-		keep = 7;
-	}
-	in[0] = ss.ss_family == AF_INET ? 4 : 6;
-	memcpy(in + 1, a, alen);
-	memset(a + keep, 0, alen - keep);
-	client_text(&ss, buf, len);
-	o = strlen(buf);
-	(void)snprintf(buf + o, len - o, "/%zu#%016llx", keep * 8,
-	    (unsigned long long)sip24(anon_key, in, alen + 1));
-}
-
-#define LOG_NAME_MAX	768	/* of a name in a query log line, with NUL */
-
-/*
- * A name as dns_name_to_text() writes it, cut to at most max - 1 bytes
- * with "..." at the end when longer; never inside a \DDD escape.
- */
-static void
-bound_name(char *name, size_t max)
-{
-	size_t	cut, i;
-
-	if (max < 8 || strlen(name) < max)
-		return;
-	cut = max - 4;
-	for (i = cut - 3; i < cut; i++)
-		if (name[i] == '\\')
-			cut = i;
-	strlcpy(name + cut, "...", max - cut);
-}
-
-/*
- * One line per answered query, when "log queries" is set: the client
- * (with "anonymize": its /24 or /56 and a keyed hash of the address),
- * the transport, type, rcode, where the answer came from, how long it
- * took, and last the name, cut to LOG_NAME_MAX so that the line keeps
- * every field.  The name is in DNS presentation format: the line needs
- * no other escape.
- */
-static void
-log_query(const struct cquery *cq, const uint8_t *msg, size_t len,
-    const char *how)
-{
-	static const char	*rcodes[] = { "NOERROR", "FORMERR", "SERVFAIL",
-	    "NXDOMAIN", "NOTIMP", "REFUSED" };
-	struct timespec		 t1;
-	char			 addr[INET6_ADDRSTRLEN + 24], name[1024];
-	int			 rcode;
-	long long		 us;
-
-	if (cq->qm.qend == 0 || dns_name_to_text(cq->q + cq->qm.qname_off,
-	    cq->qm.qname_len, name, sizeof(name)) == -1)
-		strlcpy(name, "-", sizeof(name));
-	bound_name(name, LOG_NAME_MAX);
-	if (conf->log_queries == 2)
-		client_anon(&cq->from, addr, sizeof(addr));
-	else
-		client_text(&cq->from, addr, sizeof(addr));
-	rcode = len >= DNS_HDR_LEN ? DNS_F_RCODE(dns_get16(msg + 2)) : -1;
-	mono_time(&t1);
-	us = (long long)(t1.tv_sec - cq->t0.tv_sec) * 1000000 +
-	    (t1.tv_nsec - cq->t0.tv_nsec) / 1000;
-	log_info("query %s %s type %u %s %s %lldus %s", addr,
-	    cq->tc ? "tcp" : "udp", cq->qm.qtype,
-	    rcode >= 0 && rcode <= 5 ? rcodes[rcode] : "other", how, us, name);
 }

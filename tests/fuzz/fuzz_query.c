@@ -1,6 +1,6 @@
 /*
- * A client's query: validation, the query sent upstream, and the
- * synthesized error answer, on arbitrary bytes.
+ * A client's query: validation, the query sent upstream and its lower
+ * case form, and the synthesized error answer, on arbitrary bytes.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,7 +16,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static uint8_t	 out[DNS_MAX_MSG];
 	struct dns_msg	 qm, om;
 	uint8_t		*small;
-	size_t		 n, outlen;
+	size_t		 n, outlen, i;
 	int		 rc;
 	char		 text[DNS_MAX_NAME * 4 + 2];
 
@@ -35,6 +35,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		n = dns_make_query(out, sizeof(out), data, &qm, 1, 0);
 		if (n != qm.qend + 11)
 			abort();
+		/* the listener's key: the same name, in lower case */
+		if (dns_qname_lower(out, n, &qm) == -1 ||
+		    !dns_name_equal(out + qm.qname_off, data + qm.qname_off,
+		    qm.qname_len))
+			abort();
+		for (i = qm.qname_off; i < qm.qname_off + qm.qname_len; i++)
+			if (out[i] >= 'A' && out[i] <= 'Z')
+				abort();
 		/* a tight output buffer, exactly sized for ASan */
 		outlen = qm.qend + (size % 160);
 		if ((small = malloc(outlen)) == NULL)

@@ -2,7 +2,7 @@
  * DNS over TCP (RFC 7766): 2-byte length-prefixed messages arriving in
  * arbitrary pieces.  The framing is dns_tcp_frame(), which both the
  * listener and the upstream process use; this target drives it the way
- * tcp_process() in src/listener.c does (buffer of 2 + 65535 bytes, stop
+ * tcp_process() in src/tcpclient.c does (buffer of 2 + 65535 bytes, stop
  * at TCP_MAX_INFLIGHT queries in flight, which is where the listener's
  * byte budget stops a connection with no answers waiting, close on a
  * zero length, move the unread rest to the front) and runs every
@@ -22,7 +22,7 @@
 
 #include "dns.h"
 
-/* src/listener.c: TCP_CONN_BUDGET / TCP_ANSWER_MAX, answers not queued */
+/* src/tcpclient.c: TCP_CONN_BUDGET / TCP_ANSWER_MAX, answers not queued */
 #define TCP_MAX_INFLIGHT	16
 
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);

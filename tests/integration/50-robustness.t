@@ -203,19 +203,45 @@ ok "crash loop: the log says the parent gives up" log_wait 'giving up'
 # ---------------------------------------------------------------------
 # SIGTERM with queries in flight, to an upstream that never speaks TLS
 
+# upstream_probing: the upstream process is asking the mute upstream a
+# health query.  Client queries wait with it, until it fails (2 s); while
+# the upstream backs off, longer after each failure, they fail at once.
+upstream_probing()
+{
+	ctl status 2>/dev/null | grep -q ' probing '
+}
+
+# inflight_now: the queries the listener has waiting for an answer.
+inflight_now()
+{
+	ctl stats 2>/dev/null | awk '/^queries in flight now/ { print $NF }'
+}
+
 start_mute_tcp "$MPORT" || bail_out "cannot start a mute upstream"
 start inflight "$MPORT"
 PARENT=$D_PID
 kids=$(descendants "$PARENT" | tr '\n' ' ')
-# let the first failure's back-off pass, so that queries wait again
-sleep 1.2
-for i in 1 2 3 4 5; do
-	timeout -k 1 15 "$KDIG" +time=8 +retry=0 @127.0.0.1 -p "$PORT" \
-	    "f$i.example.test" A >"$T_DIR/inflight-$i.out" 2>&1 &
-	bg[i]=$!
+# Five queries while the upstream is probed; they are in flight once the
+# listener has read them.  If kdig is slow to start and the probe fails
+# first, they fail at once: then again, at the next probe (the back-off
+# before it is up to 32 s by then).
+for ((try = 1; try <= 3; try++)); do
+	wait_for 400 upstream_probing
+	for i in 1 2 3 4 5; do
+		timeout -k 1 15 "$KDIG" +time=8 +retry=0 @127.0.0.1 \
+		    -p "$PORT" "f$i.example.test" A \
+		    >"$T_DIR/inflight-$i.out" 2>&1 &
+		bg[i]=$!
+	done
+	for ((k = 0; k < 20; k++)); do
+		inflight=$(inflight_now)
+		[ "${inflight:-0}" -ge 1 ] && break 2
+		sleep 0.1
+	done
+	for i in 1 2 3 4 5; do
+		wait "${bg[i]}" 2>/dev/null
+	done
 done
-sleep 0.3
-inflight=$(ctl stats 2>/dev/null | awk '/^queries in flight now/ { print $NF }')
 ok "in flight: queries are waiting for the upstream (${inflight:-none})" \
     test "${inflight:-0}" -ge 1
 t0=$(now_ms)

@@ -1249,6 +1249,40 @@ test_name_to_text(void)
 	    "text: small buffer fails");
 }
 
+/* The question name in lower case, and nothing else of the message. */
+static void
+test_qname_lower(void)
+{
+	struct mb	m, want;
+	struct dns_msg	qm;
+
+	mb_hdr(&m, 0x4142, DNS_F_RD, 1, 0, 0, 0);
+	mb_question(&m, "WwW.ExAmPlE.COM", DNS_T_A);
+	mb_hdr(&want, 0x4142, DNS_F_RD, 1, 0, 0, 0);
+	mb_question(&want, "www.example.com", DNS_T_A);
+	is_int(dns_check_query(m.b, m.len, &qm), DNS_RCODE_NOERROR,
+	    "qname_lower: a query in mixed case");
+	is_int(dns_qname_lower(m.b, m.len, &qm), 0, "qname_lower: done");
+	ok(m.len == want.len && memcmp(m.b, want.b, m.len) == 0,
+	    "qname_lower: the name lower, the ID 0x4142 ('AB') as it was");
+
+	/* '@' and '[' beside A and Z, and bytes past ASCII, stay */
+	mb_hdr(&m, 1, 0, 1, 0, 0, 0);
+	mb_question(&m, "@AZ[.\xc1\xe9", DNS_T_A);
+	mb_hdr(&want, 1, 0, 1, 0, 0, 0);
+	mb_question(&want, "@az[.\xc1\xe9", DNS_T_A);
+	dns_check_query(m.b, m.len, &qm);
+	is_int(dns_qname_lower(m.b, m.len, &qm), 0,
+	    "qname_lower: odd bytes");
+	is_mem(m.b, want.b, m.len, "qname_lower: only A to Z change");
+
+	is_int(dns_qname_lower(m.b, qm.qname_off + qm.qname_len - 1, &qm), -1,
+	    "qname_lower: a name past the end of the message fails");
+	qm.qname_off = m.len + 1;
+	is_int(dns_qname_lower(m.b, m.len, &qm), -1,
+	    "qname_lower: an offset past the end fails");
+}
+
 /* RFC 7766 framing, as the listener and the upstream process use it. */
 static void
 test_tcp_frame(void)
@@ -1287,5 +1321,6 @@ main(void)
 	test_cache_form();
 	test_rejected_answers();
 	test_name_to_text();
+	test_qname_lower();
 	return done();
 }
