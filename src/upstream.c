@@ -2086,7 +2086,6 @@ network_changed(void)
 	flush_conns();
 }
 
-/* The listener died: nobody waits for what is in flight any more. */
 /* The listener is gone: its queries are dropped, our probes go on. */
 static void
 listener_lost(void)
