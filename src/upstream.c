@@ -181,6 +181,7 @@ static void	 conn_close(struct conn *, enum fail_kind, const char *);
 static void	 conn_event(int, short, void *);
 static void	 conn_io(struct conn *);
 static void	 conn_timeout(int, short, void *);
+static void	 conn_init(struct conn *, struct upstream *);
 static void	 conn_update(struct conn *);
 static void	 conn_arm(struct conn *);
 static void	 conn_send(struct conn *, struct utry *);
@@ -426,12 +427,8 @@ upstream_new(const struct upstream_conf *uc)
 	TAILQ_INIT(&u->waiting);
 	snprintf(u->label, sizeof(u->label), "%s (%s)",
 	    sockaddr_text(&uc->ss, addr, sizeof(addr)), uc->name);
-	for (i = 0; i < MAX_TLS_CONNS; i++) {
-		u->conns[i].up = u;
-		u->conns[i].fd = -1;
-		memset(u->conns[i].gone, 0xff, sizeof(u->conns[i].gone));
-		evtimer_set(&u->conns[i].tmo, conn_timeout, &u->conns[i]);
-	}
+	for (i = 0; i < MAX_TLS_CONNS; i++)
+		conn_init(&u->conns[i], u);
 	evtimer_set(&u->probe_ev, probe_upstream, u);
 	upstream_tls_init(u);
 	return u;
@@ -532,6 +529,13 @@ conf_applied(void)
 	apply_config(conf);
 }
 
+/* How long a connection may go unused: tls idle timeout, in µs. */
+static int64_t
+idle_timeout_us(void)
+{
+	return conf->tls_idle * 1000000LL;
+}
+
 /* The parent's messages for the upstream process alone. */
 static void
 parent_message(struct chan *c, struct imsg *imsg)
@@ -544,6 +548,13 @@ parent_message(struct chan *c, struct imsg *imsg)
 	default:
 		proc_unexpected(c, imsg);
 	}
+}
+
+/* What has been composed for the listener goes out. */
+static void
+listener_flush(void)
+{
+	chan_update(&listener);
 }
 
 static void
@@ -700,6 +711,18 @@ query_free(struct uquery *uq)
 	TAILQ_REMOVE(&queries, uq, entry);
 	nqueries--;
 	free(uq);
+}
+
+/* A client's query answered: the answer goes to the listener. */
+static void
+query_answer(struct uquery *uq, const uint8_t *a, size_t alen)
+{
+	if (imsg_compose(&listener.ibuf, IMSG_ANSWER, uq->qid, -1, a,
+	    alen) == -1) {
+		log_warn("imsg_compose");
+		return;
+	}
+	query_free(uq);
 }
 
 static void
@@ -1233,6 +1256,27 @@ conn_take_waiting(struct conn *c)
 }
 
 /*
+ * Give a connection the tries waiting for it and write its records.
+ * -1 when it failed on the way and has been closed: its queries went
+ * elsewhere, perhaps to a connection already written.
+ */
+static int
+conn_flush(struct conn *c)
+{
+	if (c->state == C_CLOSED)
+		return 0;
+	if (c->state == C_READY)
+		conn_take_waiting(c);
+	if (c->broken || conn_write_out(c) == -1) {
+		conn_close(c, c->state == C_READY ? F_CLOSED : F_NETWORK,
+		    strerror(c->io_errno));
+		return -1;
+	}
+	conn_update(c);
+	return 0;
+}
+
+/*
  * Write every connection's records, and close the ones that failed on
  * the way (their queries go elsewhere, which may queue on others: go
  * again, a bounded number of times).
@@ -1242,7 +1286,6 @@ flush_conns(void)
 {
 	static int	 busy;
 	struct upstream	*u;
-	struct conn	*c;
 	int		 i, pass, again;
 
 	if (busy)
@@ -1250,23 +1293,10 @@ flush_conns(void)
 	busy = 1;
 	for (pass = 0, again = 1; again && pass < 16; pass++) {
 		again = 0;
-		TAILQ_FOREACH(u, &upstreams, entry) {
-			for (i = 0; i < u->nconns; i++) {
-				c = &u->conns[i];
-				if (c->state == C_CLOSED)
-					continue;
-				if (c->state == C_READY)
-					conn_take_waiting(c);
-				if (c->broken || conn_write_out(c) == -1) {
-					conn_close(c, c->state == C_READY ?
-					    F_CLOSED : F_NETWORK,
-					    strerror(c->io_errno));
+		TAILQ_FOREACH(u, &upstreams, entry)
+			for (i = 0; i < u->nconns; i++)
+				if (conn_flush(&u->conns[i]) == -1)
 					again = 1;
-					continue;
-				}
-				conn_update(c);
-			}
-		}
 	}
 	busy = 0;
 }
@@ -1295,6 +1325,16 @@ set_sockopts(int fd)
 	    sizeof(kintvl));
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &kcnt, sizeof(kcnt));
 #endif
+}
+
+/* A connection of u, closed, as an upstream's are made. */
+static void
+conn_init(struct conn *c, struct upstream *u)
+{
+	c->up = u;
+	c->fd = -1;
+	memset(c->gone, 0xff, sizeof(c->gone));
+	evtimer_set(&c->tmo, conn_timeout, c);
 }
 
 /*
@@ -1658,7 +1698,7 @@ conn_arm(struct conn *c)
 			due = min_due(due, c->suspect_since +
 			    rtt_dead(&c->up->rtt, UPSTREAM_TRY_MS) * 1000LL);
 		if (c->ninflight == 0)
-			due = min_due(due, c->used + conf->tls_idle * 1000000LL);
+			due = min_due(due, c->used + idle_timeout_us());
 		break;
 	default:
 		return;
@@ -1709,7 +1749,7 @@ conn_timeout(int fd, short event, void *arg)
 			    1000);
 			conn_close(c, F_TIMEOUT, why);
 		} else if (c->ninflight == 0 &&
-		    now >= c->used + conf->tls_idle * 1000000LL)
+		    now >= c->used + idle_timeout_us())
 			conn_idle(c);
 		else
 			conn_arm(c);
@@ -1872,12 +1912,7 @@ conn_answer(struct conn *c, const uint8_t *a, size_t alen)
 		return;
 	}
 	u->last_client = c->heard;
-	if (imsg_compose(&listener.ibuf, IMSG_ANSWER, uq->qid, -1, a,
-	    am.end) == -1) {
-		log_warn("imsg_compose");
-		return;
-	}
-	query_free(uq);
+	query_answer(uq, a, am.end);
 }
 
 /*
@@ -2003,7 +2038,7 @@ conn_event(int fd, short event, void *arg)
 	default:
 		break;
 	}
-	chan_update(&listener);	/* answers read, even if it closed */
+	listener_flush();	/* answers read, even if it closed */
 	flush_conns();
 }
 
