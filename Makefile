@@ -55,7 +55,7 @@ endif
 
 COMMON=		imsg.c dns.c log.c config.c printconf.c acl.c cache.c \
 		ratelimit.c audit.c chan.c rtt.c sip.c
-DAEMON_SRCS=	dotproxyd.c listener.c upstream.c proc.c control.c \
+DAEMON_SRCS=	dotproxyd.c listener.c upstream.c upconn.c proc.c control.c \
 		$(SANDBOX_SRCS) $(NETWATCH_SRCS) $(SANITIZER_SRCS) $(COMMON)
 DAEMON_OBJS=	$(DAEMON_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/parse.o
 CTL_SRCS=	dotproxyctl.c
