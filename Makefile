@@ -65,9 +65,9 @@ endif
 
 COMMON=		imsg.c dns.c log.c config.c printconf.c acl.c cache.c \
 		ratelimit.c audit.c chan.c rtt.c sip.c http.c sdnotify.c qid.c
-DAEMON_SRCS=	dotproxyd.c listener.c querylog.c tcpclient.c upstream.c proc.c \
-		control.c $(SANDBOX_SRCS) $(NETWATCH_SRCS) $(SANITIZER_SRCS) \
-		$(COMMON)
+DAEMON_SRCS=	dotproxyd.c listener.c querylog.c tcpclient.c upstream.c \
+		upconn.c proc.c control.c $(SANDBOX_SRCS) $(NETWATCH_SRCS) \
+		$(SANITIZER_SRCS) $(COMMON)
 DAEMON_OBJS=	$(DAEMON_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/parse.o
 CTL_SRCS=	dotproxyctl.c
 CTL_OBJS=	$(CTL_SRCS:%.c=$(BUILD)/%.o)

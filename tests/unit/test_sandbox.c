@@ -57,7 +57,7 @@ static const char *names[] = {
 	"socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)",
 	"socket(AF_INET6, SOCK_STREAM, IPPROTO_SCTP)",
 	"socket(AF_INET6, SOCK_STREAM, IPPROTO_TCP)",
-	"the socket options upstream.c sets and SO_ERROR",
+	"the socket options upconn.c sets and SO_ERROR",
 	"setsockopt(SO_ATTACH_FILTER)", "setsockopt(SO_BINDTODEVICE)",
 	"getsockopt(TCP_INFO)",
 	"open() to read, close-on-exec, no-follow, and a directory",
