@@ -51,6 +51,7 @@ static void	 parent_message(struct chan *, struct imsg *);
 static void	 listener_message(struct chan *, struct imsg *);
 static void	 apply_config(const struct dotproxyd_conf *);
 static void	 conf_applied(void);
+static void	 heartbeat(struct heartbeat *);
 static void	 query_fail(struct uquery *, int, const char *);
 static void	 query_timer(int, short, void *);
 static void	 upstream_failed(struct upstream *, enum fail_kind,
@@ -86,6 +87,7 @@ static struct proc		 proc = {
 	.conf_applied = conf_applied,
 	.peer_lost = listener_lost,
 	.parent_message = parent_message,
+	.heartbeat = heartbeat,
 	.sigterm = upstream_sigterm,
 };
 static uint8_t			*ca_mem;
@@ -369,6 +371,19 @@ apply_config(const struct dotproxyd_conf *nc)
 			    u->st.handshakes == 0)
 				probe_start(u);
 	flush_conns();
+}
+
+/* What the upstream process tells the parent's heartbeat. */
+static void
+heartbeat(struct heartbeat *hb)
+{
+	struct upstream	*u;
+
+	TAILQ_FOREACH(u, &upstreams, entry) {
+		hb->upstreams++;
+		if (u->state != U_DOWN)
+			hb->upstreams_up++;
+	}
 }
 
 static void
