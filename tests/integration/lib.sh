@@ -980,45 +980,6 @@ port_listening()
 	[ -n "$(ss -Htln "( sport = :$1 )" 2>/dev/null)" ]
 }
 
-# upstreams_conf NAME EXTRA-LINES UPSTREAM-PORT...: a config file,
-# CONF_FILE, forwarding to these DoT upstreams on 127.0.0.1 (name
-# dot.test, the CA in $T_DIR/ca) in this order, with the control socket
-# CTL_SOCK and the EXTRA-LINES, listening on a new port, PORT.
-upstreams_conf()
-{
-	local name=$1 extra=$2 p
-	shift 2
-	PORT=$(free_port)
-	CONF_FILE=$T_DIR/$name.conf
-	{
-		echo "listen on 127.0.0.1 port $PORT"
-		for p in "$@"; do
-			echo "upstream 127.0.0.1 port $p name \"dot.test\""
-		done
-		cat <<EOF
-tls ca "$T_DIR/ca/ca.pem"
-allow from 127.0.0.0/8
-user $D_USER
-chroot "$D_CHROOT"
-control socket "$CTL_SOCK"
-EOF
-		[ -n "$extra" ] && echo "$extra"
-	} >"$CONF_FILE"
-}
-
-# start_upstreams_conf NAME EXTRA-LINES UPSTREAM-PORT...: upstreams_conf,
-# then start a daemon with it; a result, and a bail-out if it fails.
-start_upstreams_conf()
-{
-	upstreams_conf "$@"
-	if start_dotproxyd "$CONF_FILE"; then
-		pass "$1: dotproxyd starts"
-	else
-		fail "$1: dotproxyd starts"
-		bail_out "cannot go on without the daemon"
-	fi
-}
-
 # start_fake_dot DIR PORT MODE [ARG]: a small DNS-over-TLS server on
 # 127.0.0.1@PORT with the certificate make_ca left in DIR.  It answers
 # every A query with 192.0.2.99 (TTL 60), other types with no data, and
