@@ -28,27 +28,6 @@ EXTRA='local-data: "short.example.test. 1 IN A 192.0.2.77"
 	local-zone: "neg.test." static
 	local-data: "neg.test. 1 IN SOA ns.neg.test. h.neg.test. 1 3600 600 86400 1"'
 
-# conf NAME UPSTREAM-PORT [EXTRA]: the config file CONF_FILE, listening
-# on PORT (a new one for each NAME).
-conf()
-{
-	CONF_FILE=$T_DIR/$1.conf
-	[ -n "${PORTS[$1]:-}" ] || PORTS[$1]=$(free_port)
-	PORT=${PORTS[$1]}
-	cat >"$CONF_FILE" <<EOF
-listen on 127.0.0.1 port $PORT
-upstream 127.0.0.1 port $2 name "dot.test"
-tls ca "$T_DIR/ca/ca.pem"
-allow from 127.0.0.0/8
-user $D_USER
-chroot "$D_CHROOT"
-control socket "$CTL_SOCK"
-log queries
-${3:-}
-EOF
-}
-declare -A PORTS
-
 # timed_q ARGS...: query; sets OUT, STATUS and MS.
 timed_q()
 {
@@ -180,7 +159,8 @@ UNBOUND_EXTRA=$EXTRA start_unbound "$T_DIR/ca" "$UPORT" ||
 # ---------------------------------------------------------------------
 # serve-stale on: the upstream gone
 
-conf on "$UPORT" "cache serve-stale yes max-age 3600"
+make_conf on -u "$UPORT" "log queries" \
+    "cache serve-stale yes max-age 3600"
 start_dotproxyd "$CONF_FILE" || bail_out "cannot start dotproxyd"
 bad=""
 for n in short late later; do
@@ -236,7 +216,8 @@ ok "on: the query log says stale" \
 # serve-stale on: an upstream that accepts queries and never answers
 
 start_odd_dot "$FPORT" silent || bail_out "cannot start a silent upstream"
-conf on "$FPORT" "cache serve-stale yes max-age 3600"
+make_conf on -u "$FPORT" "log queries" \
+    "cache serve-stale yes max-age 3600"
 out=$(ctl reload 2>&1)
 like "$out" '^reloaded' "silent: reloaded with the silent upstream" ||
     diag "$out"
@@ -263,7 +244,8 @@ kill_tree "$FAKE_PID"
 # serve-stale on: an upstream whose answer comes after the stale one
 
 start_odd_dot "$SPORT" slow || bail_out "cannot start a slow upstream"
-conf on "$SPORT" "cache serve-stale yes max-age 3600"
+make_conf on -u "$SPORT" "log queries" \
+    "cache serve-stale yes max-age 3600"
 out=$(ctl reload 2>&1)
 like "$out" '^reloaded' "slow: reloaded with the slow upstream" ||
     diag "$out"
@@ -297,7 +279,7 @@ is "$?" 0 "on: SIGTERM exits 0"
 
 UNBOUND_EXTRA=$EXTRA start_unbound "$T_DIR/ca" "$UPORT" ||
     bail_out "cannot restart unbound"
-conf off "$UPORT"
+make_conf off -u "$UPORT" "log queries"
 start_dotproxyd "$CONF_FILE" || bail_out "cannot start dotproxyd"
 out=$(q short.example.test A)
 is "$(status_of <<<"$out"):$(rdata_of A <<<"$out")" NOERROR:192.0.2.77 \
