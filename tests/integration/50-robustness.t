@@ -21,37 +21,6 @@ CTL_SOCK=$T_DIR/ctl.sock
 AUDIT=$T_DIR/audit.log
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
 
-# conf NAME UPSTREAM-PORT: a config file, CONF_FILE, listening on a
-# new port, PORT.
-conf()
-{
-	local f=$T_DIR/$1.conf
-	PORT=$(free_port)
-	CONF_FILE=$f
-	cat >"$f" <<EOF
-listen on 127.0.0.1 port $PORT
-upstream 127.0.0.1 port $2 name "dot.test"
-tls ca "$T_DIR/ca/ca.pem"
-allow from 127.0.0.0/8
-user $D_USER
-chroot "$D_CHROOT"
-control socket "$CTL_SOCK"
-audit log "$AUDIT"
-EOF
-}
-
-# start NAME UPSTREAM-PORT: start a daemon; a test result.
-start()
-{
-	conf "$1" "$2"
-	if start_dotproxyd "$CONF_FILE"; then
-		pass "$1: dotproxyd starts"
-	else
-		fail "$1: dotproxyd starts"
-		bail_out "cannot go on without the daemon"
-	fi
-}
-
 # back_within T0: query names nobody asked before (the upstream answers
 # NXDOMAIN) every 0.05 s, for at most 2 s after T0 (ms); print the time
 # from T0 to the first answer from the upstream, or "none".
@@ -108,7 +77,7 @@ echo "not for the children" >"$T_DIR/secret"
 exec 9<"$T_DIR/secret"
 SECRET_VALUE=s3cr3t-$$-$RANDOM
 export DOTPROXYD_TEST_SECRET=$SECRET_VALUE
-start main "$UPORT"
+start_conf main -u "$UPORT"
 exec 9<&-
 unset DOTPROXYD_TEST_SECRET
 PARENT=$D_PID
@@ -172,7 +141,7 @@ is "$?" 0 "main: SIGTERM exits 0"
 # ---------------------------------------------------------------------
 # A crash loop: five deaths in a row and the parent gives up
 
-start crashloop "$UPORT"
+start_conf crashloop -u "$UPORT"
 PARENT=$D_PID
 seen="$PARENT $(descendants "$PARENT" | tr '\n' ' ')"
 l=$(child_named "$D_PID" listener)
@@ -204,7 +173,7 @@ ok "crash loop: the log says the parent gives up" log_wait 'giving up'
 # SIGTERM with queries in flight, to an upstream that never speaks TLS
 
 start_mute_tcp "$MPORT" || bail_out "cannot start a mute upstream"
-start inflight "$MPORT"
+start_conf inflight -u "$MPORT"
 PARENT=$D_PID
 kids=$(descendants "$PARENT" | tr '\n' ' ')
 # let the first failure's back-off pass, so that queries wait again
@@ -270,7 +239,7 @@ hold_sockets()
 	HOLD_PID=$SPAWNED_PID
 }
 
-start orphans "$UPORT"
+start_conf orphans -u "$UPORT"
 PARENT=$D_PID
 kids=$(descendants "$PARENT" | tr '\n' ' ')
 is "$(wc -w <<<"$kids" | tr -d ' ')" 2 "parent killed: two children before"
