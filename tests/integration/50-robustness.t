@@ -172,12 +172,24 @@ ok "crash loop: the log says the parent gives up" log_wait 'giving up'
 # ---------------------------------------------------------------------
 # SIGTERM with queries in flight, to an upstream that never speaks TLS
 
+# upstream_is STATE: the mute upstream's state in `dotproxyctl status`
+# is STATE (up, suspect, probing, down).
+upstream_is()
+{
+	[ "$(ctl status 2>/dev/null | awk -v u="127.0.0.1:$MPORT" \
+	    '$1 == u && $2 !~ /:$/ { print $3 }')" = "$1" ]
+}
+
 start_mute_tcp "$MPORT" || bail_out "cannot start a mute upstream"
 start_conf inflight -u "$MPORT"
 PARENT=$D_PID
 kids=$(descendants "$PARENT" | tr '\n' ' ')
-# let the first failure's back-off pass, so that queries wait again
-sleep 1.2
+# Queries wait for an upstream being probed, for 2 s, and fail at once
+# while it is down, between the probes: wait for a back-off to end, so
+# that the queries come at the start of a probe.  (How many probes have
+# failed by now, and how long the back-off is, vary.)
+wait_for 100 upstream_is down
+wait_for 100 upstream_is probing
 for i in 1 2 3 4 5; do
 	timeout -k 1 15 "$KDIG" +time=8 +retry=0 @127.0.0.1 -p "$PORT" \
 	    "f$i.example.test" A >"$T_DIR/inflight-$i.out" 2>&1 &
