@@ -12,19 +12,9 @@ ensure_user || bail_out "cannot create the daemon's user or chroot"
 plan 9
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
-PORT=$(free_port)
 
-cat >"$T_DIR/good.conf" <<EOF
-# a complete, valid configuration
-listen on 127.0.0.1 port $PORT
-listen on ::1 port $PORT
-upstream 127.0.0.1 port 8853 name "dot.test"
-tls ca "$T_DIR/ca/ca.pem"
-allow from 127.0.0.0/8
-allow from ::1/128
-user $D_USER
-chroot "$D_CHROOT"
-EOF
+# a complete, valid configuration, listening on PORT
+make_conf good -l ::1 -u 8853 -a 127.0.0.0/8 -a ::1/128
 
 # line 3 holds a statement the grammar does not know
 cat >"$T_DIR/bad.conf" <<EOF

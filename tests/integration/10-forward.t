@@ -18,21 +18,11 @@ ip -6 addr show dev lo 2>/dev/null | grep -q 'inet6 ::1/128' && HAVE_V6=1
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
-PORT=$(free_port)
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
 
-{
-	echo "listen on 127.0.0.1 port $PORT"
-	[ "$HAVE_V6" -eq 1 ] && echo "listen on ::1 port $PORT"
-	cat <<EOF
-upstream 127.0.0.1 port $UPORT name "dot.test"
-tls ca "$T_DIR/ca/ca.pem"
-allow from 127.0.0.0/8
-allow from ::1/128
-user $D_USER
-chroot "$D_CHROOT"
-EOF
-} >"$T_DIR/dotproxyd.conf"
+V6=()
+[ "$HAVE_V6" -eq 1 ] && V6=(-l ::1)
+make_conf dotproxyd "${V6[@]}" -u "$UPORT" -a 127.0.0.0/8 -a ::1/128
 
 # Started the way a careless starter would: a descriptor open on a
 # secret file (fd 9) and a secret in the environment.  No child may

@@ -23,23 +23,15 @@ if [ -z "$GOOD_PIN" ] || [ "$GOOD_PIN" = "$WRONG_PIN" ]; then
 fi
 
 UPORT=$(free_port)
-PORT=$(free_port)
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
 
 # with_upstream LABEL CAFILE UPSTREAM-OPTIONS: start dotproxyd with one
 # upstream (the unbound above) and the given CA bundle.
 with_upstream()
 {
-	local label=$1 ca=$2 opts=$3 conf=$T_DIR/${1// /-}.conf
-	cat >"$conf" <<EOF
-listen on 127.0.0.1 port $PORT
-upstream 127.0.0.1 port $UPORT $opts
-tls ca "$ca"
-allow from 127.0.0.0/8
-user $D_USER
-chroot "$D_CHROOT"
-EOF
-	if start_dotproxyd "$conf"; then
+	local label=$1
+	make_conf "${1// /-}" -u "$UPORT $3" -c "$2"
+	if start_dotproxyd "$CONF_FILE"; then
 		pass "$label: dotproxyd starts"
 	else
 		fail "$label: dotproxyd starts"

@@ -24,10 +24,6 @@ FPORT=$(free_port)	# a small DoT server that misbehaves
 CTL_SOCK=$T_DIR/ctl.sock
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
 
-# conf and start: a config with these upstreams, and a daemon on it
-conf() { upstreams_conf "$@"; }
-start() { start_upstreams_conf "$@"; }
-
 # timed_q NAME TYPE: query with a 6 s timeout; sets OUT, STATUS and MS.
 timed_q()
 {
@@ -41,7 +37,7 @@ timed_q()
 # ---------------------------------------------------------------------
 # The first upstream refuses connections
 
-start refused "cache off" "$DEAD" "$UPORT"
+start_conf refused -u "$DEAD" -u "$UPORT" "cache off"
 slow=""
 for n in a b c a b; do
 	timed_q "$n.example.test" A
@@ -60,7 +56,7 @@ is "$?" 0 "refused first upstream: SIGTERM exits 0"
 # The first upstream accepts TCP and never speaks TLS
 
 start_mute_tcp "$MPORT" || bail_out "cannot start a mute upstream"
-start mute "cache off" "$MPORT" "$UPORT"
+start_conf mute -u "$MPORT" -u "$UPORT" "cache off"
 # after the first failure's back-off, the mute one is tried again
 sleep 1.5
 timed_q b.example.test A
@@ -76,7 +72,7 @@ kill_tree "$MUTE_PID"
 # ---------------------------------------------------------------------
 # The upstream restarts
 
-start restart "cache off" "$UPORT"
+start_conf restart -u "$UPORT" "cache off"
 timed_q a.example.test A
 is "$STATUS" NOERROR "restart: answers before"
 stop_unbound
@@ -102,7 +98,7 @@ is "$?" 0 "restart: SIGTERM exits 0"
 # ---------------------------------------------------------------------
 # 50,000 queries, no cache, two TLS connections at most
 
-start pool "$(printf 'cache off\ntls connections 2')" "$UPORT"
+start_conf pool -u "$UPORT" "cache off" "tls connections 2"
 for ((i = 0; i < 6250; i++)); do
 	printf '%s\n' "a.example.test A" "b.example.test A" "c.example.test A" \
 	    "a.example.test AAAA" "b.example.test AAAA" "multi.example.test A" \
@@ -141,7 +137,7 @@ is "$?" 0 "pool: SIGTERM exits 0"
 # An upstream that closes each connection after one answer
 
 start_fake_dot "$T_DIR/ca" "$FPORT" once || bail_out "cannot start a fake upstream"
-start once "cache off" "$FPORT"
+start_conf once -u "$FPORT" "cache off"
 bad=""
 for ((i = 0; i < 5; i++)); do
 	out=$(q "s$i.example.test" A)
@@ -170,7 +166,7 @@ kill_tree "$FAKE_PID"
 
 FPORT=$(free_port)
 start_fake_dot "$T_DIR/ca" "$FPORT" wrongid || bail_out "cannot start a fake upstream"
-start wrongid "cache off" "$FPORT" "$UPORT"
+start_conf wrongid -u "$FPORT" -u "$UPORT" "cache off"
 kids=$(children "$D_PID" | tr '\n' ' ')
 timed_q a.example.test A
 is "$STATUS:$(rdata_of A <<<"$OUT")" NOERROR:192.0.2.1 \
@@ -182,7 +178,7 @@ kill_tree "$FAKE_PID"
 
 FPORT=$(free_port)
 start_fake_dot "$T_DIR/ca" "$FPORT" garbage || bail_out "cannot start a fake upstream"
-start garbage "cache off" "$FPORT"
+start_conf garbage -u "$FPORT" "cache off"
 kids=$(children "$D_PID" | tr '\n' ' ')
 timed_q a.example.test A
 is "$STATUS" SERVFAIL "garbage: the client gets SERVFAIL" || diag "$OUT"
@@ -210,8 +206,7 @@ RPORT=$(free_port)
 UNBOUND_EXTRA="tcp-idle-timeout: 500" UNBOUND_OPENSSL_CONF=$T_DIR/tls12.cnf \
     start_unbound "$T_DIR/ca" "$RPORT" || bail_out "cannot start a TLS 1.2 unbound"
 pin=$(spki_pin "$T_DIR/ca/server.pem")
-conf resume "cache off" "$RPORT"
-sed -i "s|name \"dot.test\"|& pin sha256 \"$pin\"|" "$CONF_FILE"
+make_conf resume -u "$RPORT name \"dot.test\" pin sha256 \"$pin\"" "cache off"
 start_dotproxyd "$CONF_FILE" || bail_out "cannot start dotproxyd"
 
 # upstream_field N: field N of the upstream's line in `status` (not of

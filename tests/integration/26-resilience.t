@@ -42,13 +42,6 @@ UPORT=$(free_port)
 CTL_SOCK=$T_DIR/ctl.sock
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
 
-# start NAME EXTRA-LINES UPSTREAM-PORT...: a daemon forwarding to these
-# upstreams in this order, without a cache; a result.
-start()
-{
-	start_upstreams_conf "$1" "$(printf 'cache off\n%s' "$2")" "${@:3}"
-}
-
 # fake NAME MODE [ARG]: a fake upstream on a new port, FPORT.
 fake()
 {
@@ -156,7 +149,7 @@ cpu_ticks()
 # queries that come after the close, or just as it happens, are answered.
 
 fake idle idle 1
-start idle "" "$FPORT"
+start_conf idle -u "$FPORT" "cache off"
 out=$(q +time=6 first.example.test A)
 is "$(answer_of "$out")" NOERROR:192.0.2.99 \
     "idle close: a query is answered by the server" || diag "$out"
@@ -192,7 +185,7 @@ kill_tree "$FAKE_PID"
 
 for mode in once rst; do
 	fake "$mode" "$mode"
-	start "$mode" "" "$FPORT"
+	start_conf "$mode" -u "$FPORT" "cache off"
 	rounds=""
 	for r in 1 2 3 4 5; do
 		burst 10 "$mode$r"
@@ -211,7 +204,7 @@ done
 # where queries that waited for it would leave together.
 
 fake record record 1
-start record "" "$FPORT"
+start_conf record -u "$FPORT" "cache off"
 rounds=""
 for r in 1 2 3; do
 	wait_for 50 fake_all_closed "$FAKE_EVENTS"
@@ -233,7 +226,7 @@ kill_tree "$FAKE_PID"
 # replaced, and every query is answered.
 
 fake silentafter silentafter 50
-start silentafter "" "$FPORT"
+start_conf silentafter -u "$FPORT" "cache off"
 for ((i = 0; i < 300; i++)); do
 	echo "d$i.example.test A"
 done >"$T_DIR/silentafter.txt"
@@ -255,7 +248,7 @@ kill_tree "$FAKE_PID"
 # is second.  The first query may wait for it; the others may not.
 
 fake silent silent
-D_READY_TIME=5 start silent "" "$FPORT" "$UPORT"
+D_READY_TIME=5 start_conf silent -u "$FPORT" -u "$UPORT" "cache off"
 seq_queries 60 120 0
 is "$SEQ_GOOD/$SEQ_DONE" 60/60 \
     "silent first upstream: 60 sequential queries answered by the second (answered/asked in 120 s)" ||
@@ -275,7 +268,7 @@ kill_tree "$FAKE_PID"
 # is second.
 
 fake halfopen answer
-start halfopen "" "$FPORT" "$UPORT"
+start_conf halfopen -u "$FPORT" -u "$UPORT" "cache off"
 good=0
 for i in 1 2 3; do
 	[ "$(answer_of "$(q +time=6 "h$i.example.test" A)")" = NOERROR:192.0.2.99 ] &&
@@ -299,7 +292,7 @@ kill_tree "$FAKE_PID"
 # those asked 3 s later are answered.
 
 fake stall stall
-D_READY_TIME=5 start stall "" "$FPORT"
+D_READY_TIME=5 start_conf stall -u "$FPORT" "cache off"
 ok "stalled frame: the first connection stalls in an answer" \
     wait_for 50 grep -q '^stall 1$' "$FAKE_EVENTS"
 sleep 3		# the time the daemon has to give up on the frame
@@ -325,7 +318,8 @@ kill_tree "$FAKE_PID"
 # want new connections: no loop, no flood of log lines, no crash.
 
 fake descriptors silent
-D_READY_TIME=5 start descriptors "tls connections 4" "$FPORT" "$UPORT"
+D_READY_TIME=5 start_conf descriptors -u "$FPORT" -u "$UPORT" \
+    "cache off" "tls connections 4"
 UP_PID=$(child_named "$D_PID" upstream)
 nfd=$(find "/proc/$UP_PID/fd" -mindepth 1 -maxdepth 1 | wc -l)
 # As the daemon's user: root without CAP_SYS_RESOURCE may not change

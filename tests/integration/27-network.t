@@ -97,22 +97,9 @@ netlink_groups()
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
-PORT=$(free_port)
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
-cat >"$T_DIR/dotproxyd.conf" <<EOF
-listen on 127.0.0.1 port $PORT
-upstream 127.0.0.1 port $UPORT name "dot.test"
-tls ca "$T_DIR/ca/ca.pem"
-allow from 127.0.0.0/8
-user $D_USER
-chroot "$D_CHROOT"
-EOF
-if start_dotproxyd "$T_DIR/dotproxyd.conf"; then
-	pass "dotproxyd starts in a network namespace of its own"
-else
-	fail "dotproxyd starts in a network namespace of its own"
-	bail_out "cannot go on without the daemon"
-fi
+start_conf dotproxyd -d "dotproxyd starts in a network namespace of its own" \
+    -u "$UPORT"
 
 # --- the watch itself
 

@@ -18,32 +18,11 @@ plan 51
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
-PORT=$(free_port)
 CTL_SOCK=$T_DIR/ctl.sock
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
 
-# conf SIZE: the config, with edns udp size SIZE.
-conf()
-{
-	cat >"$T_DIR/dotproxyd.conf" <<EOF
-listen on 127.0.0.1 port $PORT
-upstream 127.0.0.1 port $UPORT name "dot.test"
-tls ca "$T_DIR/ca/ca.pem"
-allow from 127.0.0.1/32
-user $D_USER
-chroot "$D_CHROOT"
-control socket "$CTL_SOCK"
-edns udp size $1
-EOF
-}
-
-conf 4096
-if start_dotproxyd "$T_DIR/dotproxyd.conf"; then
-	pass "dotproxyd starts with edns udp size 4096"
-else
-	fail "dotproxyd starts with edns udp size 4096"
-	bail_out "cannot go on without the daemon"
-fi
+start_conf dotproxyd -d "dotproxyd starts with edns udp size 4096" \
+    -u "$UPORT" -a 127.0.0.1/32 "edns udp size 4096"
 KIDS=$(children "${D_PID:-0}" | tr '\n' ' ')
 
 # pkt ITEM...: a DNS message in hex, from items:
@@ -262,7 +241,7 @@ ok "edns udp size 4096: ... in 1232 bytes at most (${size:-none})" \
     test "${size:-99999}" -le 1232
 
 # a reload sets another size
-conf 1400
+make_conf dotproxyd -u "$UPORT" -a 127.0.0.1/32 "edns udp size 1400"
 out=$(ctl reload 2>&1)
 like "$out" 'reloaded' "edns udp size 1400: reloaded" || diag "$out"
 out=$(q +nocookie +bufsize=4096 +ignore big.example.test TXT)

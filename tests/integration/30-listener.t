@@ -18,29 +18,8 @@ plan 45
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
 CTL_SOCK=$T_DIR/ctl.sock
+AUDIT=$T_DIR/audit.log
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
-
-# conf NAME PORT [EXTRA LINES...]: a config file with one listener, the
-# unbound upstream, loopback 127.0.0.1 only; prints its path.
-conf()
-{
-	local f=$T_DIR/$1.conf port=$2 line
-	shift 2
-	cat >"$f" <<EOF
-listen on 127.0.0.1 port $port
-upstream 127.0.0.1 port $UPORT name "dot.test"
-tls ca "$T_DIR/ca/ca.pem"
-allow from 127.0.0.1/32
-user $D_USER
-chroot "$D_CHROOT"
-control socket "$CTL_SOCK"
-audit log "$T_DIR/audit.log"
-EOF
-	for line in "$@"; do
-		echo "$line" >>"$f"
-	done
-	echo "$f"
-}
 
 # ttl_of TYPE: the TTL of the first TYPE record of the answer section.
 ttl_of()
@@ -61,13 +40,8 @@ rcode_hex()
 # ---------------------------------------------------------------------
 # The access list
 
-PORT=$(free_port)
-if start_dotproxyd "$(conf main "$PORT")"; then
-	pass "dotproxyd starts with allow from 127.0.0.1/32"
-else
-	fail "dotproxyd starts with allow from 127.0.0.1/32"
-	bail_out "cannot go on without the daemon"
-fi
+start_conf main -d "dotproxyd starts with allow from 127.0.0.1/32" \
+    -u "$UPORT" -a 127.0.0.1/32
 
 out=$(q a.example.test A)
 is "$(status_of <<<"$out")" NOERROR "ACL: 127.0.0.1 is answered" || diag "$out"
@@ -202,8 +176,8 @@ is "$?" 0 "first daemon: SIGTERM exits 0"
 # cache off
 
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot restart unbound"
-PORT=$(free_port)
-if start_dotproxyd "$(conf nocache "$PORT" "cache off")"; then
+make_conf nocache -u "$UPORT" -a 127.0.0.1/32 "cache off"
+if start_dotproxyd "$CONF_FILE"; then
 	pass "dotproxyd starts with cache off"
 else
 	fail "dotproxyd starts with cache off"
@@ -223,9 +197,9 @@ is "$?" 0 "cache off daemon: SIGTERM exits 0"
 # Rate limiting
 
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot restart unbound"
-PORT=$(free_port)
-if start_dotproxyd "$(conf ratelimit "$PORT" \
-    "ratelimit 20 per second burst 20")"; then
+make_conf ratelimit -u "$UPORT" -a 127.0.0.1/32 \
+    "ratelimit 20 per second burst 20"
+if start_dotproxyd "$CONF_FILE"; then
 	pass "dotproxyd starts with ratelimit 20 per second burst 20"
 else
 	fail "dotproxyd starts with ratelimit 20 per second burst 20"
@@ -267,12 +241,8 @@ is "$?" 0 "ratelimit daemon: SIGTERM exits 0"
 
 FPORT=$(free_port)
 start_fake_dot "$T_DIR/ca" "$FPORT" capture || bail_out "cannot start a fake upstream"
-sed -e "s/port $UPORT name/port $FPORT name/" "$T_DIR/main.conf" \
-    >"$T_DIR/capture.conf"
-PORT=$(free_port)
-sed -i -e "s/^listen on 127.0.0.1 port .*/listen on 127.0.0.1 port $PORT/" \
-    "$T_DIR/capture.conf"
-if start_dotproxyd "$T_DIR/capture.conf"; then
+make_conf capture -u "$FPORT" -a 127.0.0.1/32
+if start_dotproxyd "$CONF_FILE"; then
 	pass "dotproxyd starts with a recording upstream"
 else
 	fail "dotproxyd starts with a recording upstream"

@@ -16,21 +16,11 @@ plan 17
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
-PORT=$(free_port)
 CTL_SOCK=$T_DIR/ctl.sock
 UNBOUND_HUGE_TXT=230	# huge.example.test: an answer of about 60 kB
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
-cat >"$T_DIR/d.conf" <<EOF
-listen on 127.0.0.1 port $PORT
-upstream 127.0.0.1 port $UPORT name "dot.test"
-tls ca "$T_DIR/ca/ca.pem"
-tls connections 1
-allow from 127.0.0.0/8
-user $D_USER
-chroot "$D_CHROOT"
-control socket "$CTL_SOCK"
-EOF
-start_dotproxyd "$T_DIR/d.conf" || bail_out "cannot start dotproxyd"
+make_conf d -u "$UPORT" "tls connections 1"
+start_dotproxyd "$CONF_FILE" || bail_out "cannot start dotproxyd"
 
 # 1500 distinct names at once: more than one connection's 256 in-flight
 # slots, so most wait for a slot and must be sent as slots free up.
@@ -237,10 +227,8 @@ ulimit -n 200 || exit 1
 exec "$DOTPROXYD" "\$@"
 EOF
 chmod 0755 "$T_DIR/dotproxyd-200"
-PORT=$(free_port)
-sed -e "s/^listen on 127.0.0.1 port .*/listen on 127.0.0.1 port $PORT/" \
-    "$T_DIR/d.conf" >"$T_DIR/busy.conf"
-DOTPROXYD=$T_DIR/dotproxyd-200 start_dotproxyd "$T_DIR/busy.conf" ||
+make_conf busy -u "$UPORT" "tls connections 1"
+DOTPROXYD=$T_DIR/dotproxyd-200 start_dotproxyd "$CONF_FILE" ||
     bail_out "cannot start dotproxyd under a descriptor limit"
 ok "busy: 64 TCP connections under a descriptor limit of 200" \
     log_wait 'only 64 TCP clients at a time'

@@ -16,32 +16,11 @@ plan 76
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
-PORT=$(free_port)
 NEWPORT=$(free_port)
 CTL_SOCK=$T_DIR/ctl.sock
 AUDIT=$T_DIR/audit.log
-CONF=$T_DIR/dotproxyd.conf
+CONF=$T_DIR/dotproxyd.conf	# what make_conf dotproxyd writes
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
-
-# write_conf [EXTRA LINES...]: the config file, with more statements.
-write_conf()
-{
-	local line
-	cat >"$CONF.new" <<EOF
-listen on 127.0.0.1 port $PORT
-upstream 127.0.0.1 port $UPORT name "dot.test"
-tls ca "$T_DIR/ca/ca.pem"
-allow from 127.0.0.1/32
-user $D_USER
-chroot "$D_CHROOT"
-control socket "$CTL_SOCK"
-audit log "$AUDIT"
-EOF
-	for line in "$@"; do
-		echo "$line" >>"$CONF.new"
-	done
-	mv "$CONF.new" "$CONF"
-}
 
 # stat_value NAME: a value of `dotproxyctl stats`, by its label.
 stat_value()
@@ -65,13 +44,9 @@ as_group_member()
 	    timeout -k 1 15 "$DOTPROXYCTL" -s "$CTL_SOCK" "$@"
 }
 
-write_conf
-if start_dotproxyd "$CONF"; then
-	pass "dotproxyd starts with a control socket and an audit log"
-else
-	fail "dotproxyd starts with a control socket and an audit log"
-	bail_out "cannot go on without the daemon"
-fi
+start_conf dotproxyd \
+    -d "dotproxyd starts with a control socket and an audit log" \
+    -u "$UPORT" -a 127.0.0.1/32
 PARENT=$D_PID
 LPID=$(child_named "$D_PID" listener)
 
@@ -241,7 +216,7 @@ ok "25 refused reloads of a member: at most 10 refused commands audited ($n)" \
 # Reload on SIGHUP
 
 is "$(status_from 127.0.0.2)" REFUSED "before the reload: 127.0.0.2 is REFUSED"
-write_conf "allow from 127.0.0.0/8"
+make_conf dotproxyd -u "$UPORT" -a 127.0.0.1/32 -a 127.0.0.0/8
 kill -HUP "$PARENT"
 if wait_for 50 eval '[ "$(status_from 127.0.0.2)" = NOERROR ]'; then
 	pass "SIGHUP: the new access list applies (127.0.0.2 answered)"

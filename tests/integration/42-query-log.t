@@ -17,17 +17,6 @@ make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
 
-# conf NAME PORT LOG: a config file logging queries with LOG.
-conf()
-{
-	local f=$T_DIR/$1.conf
-	printf '%s\n' "listen on 127.0.0.1 port $2" \
-	    "upstream 127.0.0.1 port $UPORT name \"dot.test\"" \
-	    "tls ca \"$T_DIR/ca/ca.pem\"" "allow from 127.0.0.1/32" \
-	    "user $D_USER" "chroot \"$D_CHROOT\"" "$3" >"$f"
-	echo "$f"
-}
-
 # query_line ERE: the last query log line matching ERE.
 query_line()
 {
@@ -41,8 +30,8 @@ hash_of()
 	sed -E -n 's/.*#([0-9a-f]{16}) .*/\1/p' <<<"$1"
 }
 
-PORT=$(free_port)
-start_dotproxyd "$(conf plain "$PORT" "log queries")" ||
+make_conf plain -u "$UPORT" -a 127.0.0.1/32 "log queries"
+start_dotproxyd "$CONF_FILE" ||
     bail_out "cannot start the daemon"
 
 # a quote, a backslash, a newline and bytes 1 and 127 in the first label
@@ -72,8 +61,8 @@ like "$line" '\\001\.?\.\.\.$' \
     "255-byte name: not cut inside an escape" || diag "$line"
 stop_dotproxyd
 
-PORT=$(free_port)
-start_dotproxyd "$(conf anon "$PORT" "log queries anonymize")" ||
+make_conf anon -u "$UPORT" -a 127.0.0.1/32 "log queries anonymize"
+start_dotproxyd "$CONF_FILE" ||
     bail_out "cannot start the daemon"
 q a.example.test A >/dev/null
 line=$(query_line 'a\.example\.test\.$')
@@ -86,7 +75,7 @@ line=$(query_line 'cache .*a\.example\.test\.$')
 is "$(hash_of "$line")" "$h1" "anonymize: one client, one hash in a run"
 stop_dotproxyd
 
-start_dotproxyd "$(conf anon "$PORT" "log queries anonymize")" ||
+start_dotproxyd "$CONF_FILE" ||
     bail_out "cannot start the daemon again"
 q a.example.test A >/dev/null
 line=$(query_line 'a\.example\.test\.$')

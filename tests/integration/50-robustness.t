@@ -21,37 +21,6 @@ CTL_SOCK=$T_DIR/ctl.sock
 AUDIT=$T_DIR/audit.log
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
 
-# conf NAME UPSTREAM-PORT: a config file, CONF_FILE, listening on a
-# new port, PORT.
-conf()
-{
-	local f=$T_DIR/$1.conf
-	PORT=$(free_port)
-	CONF_FILE=$f
-	cat >"$f" <<EOF
-listen on 127.0.0.1 port $PORT
-upstream 127.0.0.1 port $2 name "dot.test"
-tls ca "$T_DIR/ca/ca.pem"
-allow from 127.0.0.0/8
-user $D_USER
-chroot "$D_CHROOT"
-control socket "$CTL_SOCK"
-audit log "$AUDIT"
-EOF
-}
-
-# start NAME UPSTREAM-PORT: start a daemon; a test result.
-start()
-{
-	conf "$1" "$2"
-	if start_dotproxyd "$CONF_FILE"; then
-		pass "$1: dotproxyd starts"
-	else
-		fail "$1: dotproxyd starts"
-		bail_out "cannot go on without the daemon"
-	fi
-}
-
 # back_within T0: query names nobody asked before (the upstream answers
 # NXDOMAIN) every 0.05 s, for at most 2 s after T0 (ms); print the time
 # from T0 to the first answer from the upstream, or "none".
@@ -108,7 +77,7 @@ echo "not for the children" >"$T_DIR/secret"
 exec 9<"$T_DIR/secret"
 SECRET_VALUE=s3cr3t-$$-$RANDOM
 export DOTPROXYD_TEST_SECRET=$SECRET_VALUE
-start main "$UPORT"
+start_conf main -u "$UPORT"
 exec 9<&-
 unset DOTPROXYD_TEST_SECRET
 PARENT=$D_PID
@@ -172,7 +141,7 @@ is "$?" 0 "main: SIGTERM exits 0"
 # ---------------------------------------------------------------------
 # A crash loop: five deaths in a row and the parent gives up
 
-start crashloop "$UPORT"
+start_conf crashloop -u "$UPORT"
 PARENT=$D_PID
 seen="$PARENT $(descendants "$PARENT" | tr '\n' ' ')"
 l=$(child_named "$D_PID" listener)
@@ -203,12 +172,12 @@ ok "crash loop: the log says the parent gives up" log_wait 'giving up'
 # ---------------------------------------------------------------------
 # SIGTERM with queries in flight, to an upstream that never speaks TLS
 
-# upstream_probing: the upstream process is asking the mute upstream a
-# health query.  Client queries wait with it, until it fails (2 s); while
-# the upstream backs off, longer after each failure, they fail at once.
-upstream_probing()
+# upstream_is STATE: the mute upstream's state in `dotproxyctl status`
+# is STATE (up, suspect, probing, down).
+upstream_is()
 {
-	ctl status 2>/dev/null | grep -q ' probing '
+	[ "$(ctl status 2>/dev/null | awk -v u="127.0.0.1:$MPORT" \
+	    '$1 == u && $2 !~ /:$/ { print $3 }')" = "$1" ]
 }
 
 # inflight_now: the queries the listener has waiting for an answer.
@@ -218,29 +187,25 @@ inflight_now()
 }
 
 start_mute_tcp "$MPORT" || bail_out "cannot start a mute upstream"
-start inflight "$MPORT"
+start_conf inflight -u "$MPORT"
 PARENT=$D_PID
 kids=$(descendants "$PARENT" | tr '\n' ' ')
-# Five queries while the upstream is probed; they are in flight once the
-# listener has read them.  If kdig is slow to start and the probe fails
-# first, they fail at once: then again, at the next probe (the back-off
-# before it is up to 32 s by then).
-for ((try = 1; try <= 3; try++)); do
-	wait_for 400 upstream_probing
-	for i in 1 2 3 4 5; do
-		timeout -k 1 15 "$KDIG" +time=8 +retry=0 @127.0.0.1 \
-		    -p "$PORT" "f$i.example.test" A \
-		    >"$T_DIR/inflight-$i.out" 2>&1 &
-		bg[i]=$!
-	done
-	for ((k = 0; k < 20; k++)); do
-		inflight=$(inflight_now)
-		[ "${inflight:-0}" -ge 1 ] && break 2
-		sleep 0.1
-	done
-	for i in 1 2 3 4 5; do
-		wait "${bg[i]}" 2>/dev/null
-	done
+# Queries wait for an upstream being probed, for 2 s, and fail at once
+# while it is down, between the probes: wait for a back-off to end, so
+# that the queries come at the start of a probe.  (How many probes have
+# failed by now, and how long the back-off is, vary.)
+wait_for 100 upstream_is down
+wait_for 100 upstream_is probing
+for i in 1 2 3 4 5; do
+	timeout -k 1 15 "$KDIG" +time=8 +retry=0 @127.0.0.1 -p "$PORT" \
+	    "f$i.example.test" A >"$T_DIR/inflight-$i.out" 2>&1 &
+	bg[i]=$!
+done
+# in flight once the listener has read them
+for ((k = 0; k < 15; k++)); do
+	inflight=$(inflight_now)
+	[ "${inflight:-0}" -ge 1 ] && break
+	sleep 0.1
 done
 ok "in flight: queries are waiting for the upstream (${inflight:-none})" \
     test "${inflight:-0}" -ge 1
@@ -296,7 +261,7 @@ hold_sockets()
 	HOLD_PID=$SPAWNED_PID
 }
 
-start orphans "$UPORT"
+start_conf orphans -u "$UPORT"
 PARENT=$D_PID
 kids=$(descendants "$PARENT" | tr '\n' ' ')
 is "$(wc -w <<<"$kids" | tr -d ' ')" 2 "parent killed: two children before"

@@ -558,6 +558,92 @@ start_dotproxyd()
 	return 1
 }
 
+# make_conf NAME [OPTION...] [LINE...]: write the config file
+# $T_DIR/NAME.conf, left in CONF_FILE: listen on 127.0.0.1 port PORT,
+# the upstreams, tls ca, allow from, user D_USER, chroot D_CHROOT, the
+# control socket CTL_SOCK and the audit log AUDIT when they are set,
+# then each LINE (one statement or several, such as "cache off",
+# "cache serve-stale yes max-age 3600" or "log queries"; an empty LINE
+# is left out).  OPTIONs, before the LINEs:
+#   -u PORT          upstream 127.0.0.1 port PORT name "dot.test"; one
+#                    -u for each upstream, in their order
+#   -u 'PORT OPTS'   the same with OPTS for name "dot.test" (another
+#                    name, a pin)
+#   -a NET           allow from NET, one -a for each (127.0.0.0/8 when
+#                    there is none)
+#   -l ADDR          listen on ADDR too, on the same port
+#   -c CAFILE        tls ca CAFILE (default $T_DIR/ca/ca.pem)
+# PORT, the listen port, is NAME's own: a free port chosen the first
+# time NAME is written and kept each time it is written again, so a
+# daemon reloaded after a rewrite keeps listening where it did.  The
+# file is replaced in one rename, never read half written.  It sets
+# variables: call it in the main shell, not in $(...).
+declare -A _conf_ports
+make_conf()
+{
+	local name=$1 ca=$T_DIR/ca/ca.pem u opts line
+	local -a listen=() ups=() allow=()
+	shift
+	while [ $# -gt 0 ]; do
+		case $1 in
+		-l) listen+=("$2") ;;
+		-u) ups+=("$2") ;;
+		-c) ca=$2 ;;
+		-a) allow+=("$2") ;;
+		*) break ;;
+		esac
+		shift 2
+	done
+	[ "${#allow[@]}" -gt 0 ] || allow=(127.0.0.0/8)
+	[ -n "${_conf_ports[$name]:-}" ] || _conf_ports[$name]=$(free_port)
+	PORT=${_conf_ports[$name]}
+	CONF_FILE=$T_DIR/$name.conf
+	{
+		echo "listen on 127.0.0.1 port $PORT"
+		for line in "${listen[@]}"; do
+			echo "listen on $line port $PORT"
+		done
+		for u in "${ups[@]}"; do
+			case $u in
+			*" "*) opts=${u#* } ;;
+			*) opts='name "dot.test"' ;;
+			esac
+			echo "upstream 127.0.0.1 port ${u%% *} $opts"
+		done
+		echo "tls ca \"$ca\""
+		for line in "${allow[@]}"; do
+			echo "allow from $line"
+		done
+		echo "user $D_USER"
+		echo "chroot \"$D_CHROOT\""
+		[ -z "${CTL_SOCK:-}" ] || echo "control socket \"$CTL_SOCK\""
+		[ -z "${AUDIT:-}" ] || echo "audit log \"$AUDIT\""
+		for line in "$@"; do
+			[ -z "$line" ] || printf '%s\n' "$line"
+		done
+	} >"$CONF_FILE.new" && mv -f "$CONF_FILE.new" "$CONF_FILE"
+}
+
+# start_conf NAME [-d DESC] [OPTION...] [LINE...]: make_conf, then start
+# a daemon with it; a result, DESC (default "NAME: dotproxyd starts"),
+# and a bail-out if it fails.
+start_conf()
+{
+	local name=$1 desc="$1: dotproxyd starts"
+	shift
+	if [ "${1:-}" = -d ]; then
+		desc=$2
+		shift 2
+	fi
+	make_conf "$name" "$@"
+	if start_dotproxyd "$CONF_FILE"; then
+		pass "$desc"
+	else
+		fail "$desc"
+		bail_out "cannot go on without the daemon"
+	fi
+}
+
 # stop_dotproxyd: SIGTERM the daemon, wait at most 10 s for it to exit
 # and return its exit status (124 if it had to be killed).
 stop_dotproxyd()
@@ -765,6 +851,7 @@ dns_query_hex()
 
 DOTPROXYCTL=${DOTPROXYCTL:-$TOP/build/dotproxyctl}
 CTL_SOCK=""		# the control socket of the daemon under test
+AUDIT=""		# its audit log
 
 # ctl ARGS...: dotproxyctl on CTL_SOCK, bounded in time.
 ctl()
@@ -891,45 +978,6 @@ start_mute_tcp()
 port_listening()
 {
 	[ -n "$(ss -Htln "( sport = :$1 )" 2>/dev/null)" ]
-}
-
-# upstreams_conf NAME EXTRA-LINES UPSTREAM-PORT...: a config file,
-# CONF_FILE, forwarding to these DoT upstreams on 127.0.0.1 (name
-# dot.test, the CA in $T_DIR/ca) in this order, with the control socket
-# CTL_SOCK and the EXTRA-LINES, listening on a new port, PORT.
-upstreams_conf()
-{
-	local name=$1 extra=$2 p
-	shift 2
-	PORT=$(free_port)
-	CONF_FILE=$T_DIR/$name.conf
-	{
-		echo "listen on 127.0.0.1 port $PORT"
-		for p in "$@"; do
-			echo "upstream 127.0.0.1 port $p name \"dot.test\""
-		done
-		cat <<EOF
-tls ca "$T_DIR/ca/ca.pem"
-allow from 127.0.0.0/8
-user $D_USER
-chroot "$D_CHROOT"
-control socket "$CTL_SOCK"
-EOF
-		[ -n "$extra" ] && echo "$extra"
-	} >"$CONF_FILE"
-}
-
-# start_upstreams_conf NAME EXTRA-LINES UPSTREAM-PORT...: upstreams_conf,
-# then start a daemon with it; a result, and a bail-out if it fails.
-start_upstreams_conf()
-{
-	upstreams_conf "$@"
-	if start_dotproxyd "$CONF_FILE"; then
-		pass "$1: dotproxyd starts"
-	else
-		fail "$1: dotproxyd starts"
-		bail_out "cannot go on without the daemon"
-	fi
 }
 
 # start_fake_dot DIR PORT MODE [ARG]: a small DNS-over-TLS server on
