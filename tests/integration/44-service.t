@@ -52,7 +52,7 @@ unhold()
 # A start with an address already taken fails, and says by whom
 
 for proto in udp tcp; do
-	upstreams_conf "taken-$proto" "" "$UPORT"
+	make_conf "taken-$proto" -u "$UPORT"
 	hold "$proto" "$PORT" || bail_out "cannot hold a $proto port"
 	log=$T_DIR/taken-$proto.log
 	timeout -k 1 20 "$DOTPROXYD" -d -f "$CONF_FILE" </dev/null >"$log" 2>&1
@@ -82,7 +82,7 @@ with open(sys.argv[2], "a", buffering=1) as out:
 ' "$NSOCK" "$NLOG"
 wait_for 50 test -S "$NSOCK" || bail_out "no notification socket"
 
-upstreams_conf notify "audit log \"$AUDIT\"" "$UPORT"
+make_conf notify -u "$UPORT"
 NOTIFY_SOCKET=$NSOCK WATCHDOG_USEC=1000000 start_dotproxyd "$CONF_FILE" ||
     bail_out "cannot start dotproxyd"
 nlines() { grep -c -- "$1" "$NLOG" 2>/dev/null; }
