@@ -44,6 +44,7 @@ static void	 conn_event(int, short, void *);
 static void	 conn_io(struct conn *);
 static void	 conn_timeout(int, short, void *);
 static void	 conn_update(struct conn *);
+static void	 conn_open_more(struct upstream *);
 
 /* A resource error of ours (no descriptor, say): logged now and then. */
 static void
@@ -95,6 +96,28 @@ conn_has_try(const struct uquery *uq, const struct conn *c)
 	return 0;
 }
 
+/*
+ * Are the tries waiting on u, and adding more, more than its connections
+ * being opened will carry?  Then another opens beside them: after a
+ * server's close limits each connection to one query, ten queries are
+ * not ten handshakes in a row.
+ */
+static int
+upstream_short(const struct upstream *u, int adding)
+{
+	const struct utry	*t;
+	int			 i, room = 0, want = adding;
+
+	for (i = 0; i < u->nconns; i++)
+		if (u->conns[i].state == C_CONNECTING ||
+		    u->conns[i].state == C_HANDSHAKE)
+			room += conn_room(u);
+	TAILQ_FOREACH(t, &u->waiting, wentry)
+		if (++want > room)
+			break;
+	return want > room;
+}
+
 static int
 upstream_opening(const struct upstream *u)
 {
@@ -128,7 +151,7 @@ pick_conn(struct upstream *u, const struct uquery *uq, struct conn **closed)
 		else if (c->state == C_CLOSED && *closed == NULL)
 			*closed = c;
 	}
-	if (upstream_opening(u))
+	if (upstream_opening(u) && !upstream_short(u, 1))
 		*closed = NULL;
 	return best;
 }
@@ -280,6 +303,22 @@ conn_take_waiting(struct conn *c)
 		conn_send(c, t);
 		query_arm(t->uq);
 	}
+	conn_open_more(c->up);
+}
+
+/* Tries still waiting that the connections opening will not carry. */
+static void
+conn_open_more(struct upstream *u)
+{
+	int	i;
+
+	if (!upstream_short(u, 0))
+		return;
+	for (i = 0; i < u->nconns; i++)
+		if (u->conns[i].state == C_CLOSED) {
+			(void)conn_open(&u->conns[i]);
+			return;
+		}
 }
 
 /*

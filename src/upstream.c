@@ -818,9 +818,15 @@ try_timedout(struct utry *t)
 		return;		/* still waiting for a connection */
 	u->st.timeouts++;
 	rtt_timedout(&u->rtt);
-	/* nothing at all heard on its connection since it left? */
+	/*
+	 * Nothing at all heard on its connection since it left, or for as
+	 * long as a try waits?  A connection that answered others just
+	 * before it went silent is suspect too.
+	 */
 	if (t->conn->heard < t->sent)
 		conn_suspect(t->conn, t->sent);
+	else if (mono_us() - t->conn->heard >= 1000LL * t->rto)
+		conn_suspect(t->conn, t->conn->heard);
 }
 
 /* A query's deadline passed: it has failed. */
