@@ -805,6 +805,68 @@ test_round_trip(void)
 	}
 }
 
+/* metrics listen on: its default port, its printing, its errors. */
+static void
+test_metrics(void)
+{
+	static const struct bad	 bad[] = {
+		{ "metrics listen on 300.1.1.1\n", 1, "bad metrics address" },
+		{ "metrics listen on localhost\n", 1, "metrics by host name" },
+		{ "\nmetrics listen on 127.0.0.1 port 0\n", 2,
+		    "metrics port 0" },
+		{ "metrics listen on ::1 port 65536\n", 1,
+		    "metrics port 65536" },
+		{ "metrics listen on 127.0.0.1\n"
+		    "metrics listen on ::1\n", 2, "metrics given twice" },
+		{ "metrics on 127.0.0.1\n", 1, "metrics without listen" },
+		{ "metrics listen on\n", 1, "metrics without address" },
+	};
+	struct dotproxyd_conf	*c, *c2;
+	char			*path, *t1, *t2;
+	size_t			 i;
+
+	c = parse_text("tls connections 3\n");
+	ok(c != NULL && c->metrics.ss_family == AF_UNSPEC,
+	    "metrics: none unless configured");
+	t1 = c ? print_to_string(c) : strdup("");
+	ok(strstr(t1, "metrics") == NULL, "metrics: none printed");
+	free(t1);
+	config_free(c);
+
+	c = parse_text("metrics listen on 127.0.0.1\n");
+	ok(c != NULL && addr_is(&c->metrics, "127.0.0.1", 9153),
+	    "metrics: port 9153 by default");
+	t1 = c ? print_to_string(c) : strdup("");
+	ok(strstr(t1, "metrics listen on 127.0.0.1\n") != NULL,
+	    "metrics: printed without the default port");
+	free(t1);
+	config_free(c);
+
+	c = parse_text("metrics listen on ::1 port 9999\n");
+	ok(c != NULL && addr_is(&c->metrics, "::1", 9999),
+	    "metrics: IPv6 with a port");
+	t1 = c ? print_to_string(c) : strdup("");
+	c2 = parse_text(t1);
+	t2 = c2 ? print_to_string(c2) : strdup("");
+	ok(strstr(t1, "metrics listen on ::1 port 9999\n") != NULL &&
+	    c2 != NULL && strcmp(t1, t2) == 0, "metrics: round trip");
+	free(t1);
+	free(t2);
+	config_free(c);
+	config_free(c2);
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		path = write_file(bad[i].text);
+		c = parse(path, 0);
+		ok(c == NULL, "error: %s: rejected", bad[i].what);
+		ok(err_at(path, bad[i].line), "error: %s: reported at line %d",
+		    bad[i].what, bad[i].line);
+		if (c != NULL || !err_at(path, bad[i].line))
+			diag("stderr: %s", errtext);
+		config_free(c);
+	}
+}
+
 int
 main(void)
 {
@@ -816,6 +878,7 @@ main(void)
 	test_errors();
 	test_many_errors();
 	test_round_trip();
+	test_metrics();
 	cleanup();
 	return done();
 }
