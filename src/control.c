@@ -348,6 +348,18 @@ ctl_accept(int fd, short event, void *arg)
 	(void)ctl_new(s, uid, 0);
 }
 
+/* An HTTP error answer to a client we will not read from, if it listens. */
+static void
+http_say(int s, int status)
+{
+	char	buf[HTTP_RESPONSE_MAX];
+	int	n;
+
+	if ((n = http_response_error(buf, sizeof(buf), status, HTTP_M_NONE,
+	    time(NULL))) > 0)
+		(void)send(s, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
 /*
  * A client of the metrics socket.  One outside the access list is
  * closed at once; one over the limit is told 503 if it listens.
@@ -357,8 +369,7 @@ http_accept(int fd, short event, void *arg)
 {
 	struct sockaddr_storage	 ss;
 	socklen_t		 sslen = sizeof(ss);
-	char			 buf[HTTP_RESPONSE_MAX];
-	int			 s, n;
+	int			 s;
 
 	(void)event;
 	(void)arg;
@@ -375,10 +386,7 @@ http_accept(int fd, short event, void *arg)
 	}
 	if (nhttp >= HTTP_MAX_CONNS) {
 		http_refused++;
-		if ((n = http_response_error(buf, sizeof(buf), 503,
-		    HTTP_M_NONE, time(NULL))) > 0)
-			(void)send(s, buf, (size_t)n,
-			    MSG_DONTWAIT | MSG_NOSIGNAL);
+		http_say(s, 503);
 		close(s);
 		return;
 	}
@@ -413,17 +421,12 @@ static void
 ctl_timeout(int fd, short event, void *arg)
 {
 	struct ctl	*c = arg;
-	char		 buf[HTTP_RESPONSE_MAX];
-	int		 n;
 
 	(void)fd;
 	(void)event;
 	if (c->http != NULL && c->http->status == HTTP_MORE) {
 		http_errors++;
-		if ((n = http_response_error(buf, sizeof(buf), 408,
-		    HTTP_M_NONE, time(NULL))) > 0)
-			(void)send(c->fd, buf, (size_t)n,
-			    MSG_DONTWAIT | MSG_NOSIGNAL);
+		http_say(c->fd, 408);
 	}
 	ctl_close(c);
 }
