@@ -13,7 +13,7 @@ need_dotproxyd
 [ -x "$DOTPROXYCTL" ] || skip_all "$DOTPROXYCTL not built"
 ensure_user || bail_out "cannot create the daemon's user or chroot"
 
-plan 39
+plan 41
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
@@ -21,45 +21,42 @@ PORT=$(free_port)
 MPORT=$(free_port)
 MPORT2=$(free_port)
 CTL_SOCK=$T_DIR/ctl.sock
-CONF=$T_DIR/dotproxyd.conf
 
-# write_conf [EXTRA LINES...]: the config file, with more statements.
+# write_conf [EXTRA LINES...]: the config CONF_FILE, upstreams_conf's
+# with more statements (from line 8 on), listening on a new port.
 write_conf()
 {
-	local line
-	cat >"$CONF.new" <<EOF
-listen on 127.0.0.1 port $PORT
-upstream 127.0.0.1 port $UPORT name "dot.test"
-tls ca "$T_DIR/ca/ca.pem"
-allow from 127.0.0.1/32
-user $D_USER
-chroot "$D_CHROOT"
-control socket "$CTL_SOCK"
-EOF
-	for line in "$@"; do
-		echo "$line" >>"$CONF.new"
-	done
-	mv "$CONF.new" "$CONF"
+	upstreams_conf metrics "$(printf '%s\n' "$@")" "$UPORT"
+	D_PORT=$PORT
+}
+
+# fails_with DESC ERE DOTPROXYD-ARGS...: dotproxyd with these arguments
+# and -f CONF_FILE exits with an error, saying ERE.
+fails_with()
+{
+	local desc=$1 ere=$2 rc
+	shift 2
+	timeout -k 1 10 "$DOTPROXYD" "$@" -f "$CONF_FILE" >"$T_DIR/err" 2>&1 \
+	    </dev/null
+	rc=$?
+	if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] &&
+	    grep -Eq -- "$ere" "$T_DIR/err"; then
+		pass "$desc"
+	else
+		fail "$desc"
+		diag "exit status $rc"
+		diag_file "$T_DIR/err"
+	fi
 }
 
 # check_bad NAME LINE TEXT...: dotproxyd -n rejects a config ending in
 # the lines TEXT, naming the file and LINE.
 check_bad()
 {
-	local name=$1 line=$2 rc
+	local name=$1 line=$2
 	shift 2
 	write_conf "$@"
-	timeout -k 1 10 "$DOTPROXYD" -n -f "$CONF" >"$T_DIR/out" \
-	    2>"$T_DIR/err" </dev/null
-	rc=$?
-	if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] &&
-	    grep -q "dotproxyd.conf:$line:" "$T_DIR/err"; then
-		pass "-n rejects $name, at line $line"
-	else
-		fail "-n rejects $name, at line $line"
-		diag "exit status $rc"
-		diag_file "$T_DIR/err"
-	fi
+	fails_with "-n rejects $name, at line $line" "metrics\.conf:$line:" -n
 }
 
 # get PORT PATH [CURL ARGS...]: "CODE CONTENT-TYPE" of a request, the
@@ -73,21 +70,15 @@ get()
 	    "http://127.0.0.1:$port$path" 2>"$T_DIR/curl.err"
 }
 
-# metric NAME PORT: the value of an unlabelled sample, over HTTP.
-metric()
-{
-	curl -sS --max-time 10 "http://127.0.0.1:$2/metrics" 2>/dev/null |
-	    awk -v n="$1" '$1 == n { print $2; exit }'
-}
-
-# slow_clients PORT N OUT: N connections that never send a whole
-# request (the first sends half of one); for each, in order, its
-# answer's status (or "none") and the seconds it stayed open, in OUT.
-# "open" is the first line of OUT once all are connected.
+# slow_clients PORT N OUT [TEXT]: N connections of which the first
+# sends TEXT (by default half a request) and the others nothing; for
+# each, in order, its answer's status (or "none") and the seconds it
+# stayed open, in OUT.  "open" is the first line of OUT once all are
+# connected.
 slow_clients()
 {
 	perl -MIO::Socket::IP -MTime::HiRes=time -e '
-		my ($port, $n) = @ARGV;
+		my ($port, $n, $text) = @ARGV;
 		$| = 1;
 		alarm 20;
 		my @s;
@@ -96,7 +87,7 @@ slow_clients()
 			    PeerPort => $port) or die "connect: $@\n";
 		}
 		my $t0 = time;
-		$s[0]->syswrite("GET /metr");
+		$s[0]->syswrite($text =~ s/\\r\\n/\r\n/gr);
 		print "open\n";
 		for my $s (@s) {
 			my ($buf, $b) = ("");
@@ -104,7 +95,7 @@ slow_clients()
 			my $st = $buf =~ m{^HTTP/1\.1 (\d+)} ? $1 : "none";
 			printf "%s %.1f\n", $st, time - $t0;
 		}
-	' "$1" "$2" >"$3" 2>&1
+	' "$1" "$2" "${4:-GET /metr}" >"$3" 2>&1
 }
 
 # --- bad configs ------------------------------------------------------
@@ -117,28 +108,19 @@ check_bad "a second metrics statement" 9 "metrics listen on 127.0.0.1" \
     "metrics listen on 127.0.0.1 port 9999"
 
 write_conf "metrics listen on ::1"
-like "$("$DOTPROXYD" -nv -f "$CONF" 2>&1)" 'metrics listen on ::1
+like "$("$DOTPROXYD" -nv -f "$CONF_FILE" 2>&1)" 'metrics listen on ::1
 ' "-nv prints the statement, without the default port"
 
 # an address that cannot be bound is fatal at start-up
 write_conf "metrics listen on 192.0.2.1 port $MPORT"
-timeout -k 1 10 "$DOTPROXYD" -d -f "$CONF" >"$T_DIR/fatal.log" 2>&1 \
-    </dev/null
-rc=$?
-if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] &&
-    grep -q "cannot listen on tcp 192.0.2.1" "$T_DIR/fatal.log"; then
-	pass "an address that cannot be bound is fatal at start-up"
-else
-	fail "an address that cannot be bound is fatal at start-up"
-	diag "exit status $rc"
-	diag_file "$T_DIR/fatal.log"
-fi
+fails_with "an address that cannot be bound is fatal at start-up" \
+    "cannot listen on tcp 192\.0\.2\.1" -d
 
 # --- serving ----------------------------------------------------------
 
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
 write_conf "metrics listen on 127.0.0.1 port $MPORT"
-start_dotproxyd "$CONF" || bail_out "cannot start dotproxyd"
+start_dotproxyd "$CONF_FILE" || bail_out "cannot start dotproxyd"
 pass "dotproxyd starts with a metrics listener"
 q a.example.test A >/dev/null
 
@@ -150,8 +132,7 @@ like "$(cat "$T_DIR/body")" '# TYPE dotproxyd_queries_total counter' \
     "the body has the metrics"
 like "$(cat "$T_DIR/body")" 'dotproxyd_upstream_up\{upstream="[^"]+"\} 1' \
     "with the upstream process's part"
-grep -qi '^connection: close' "$T_DIR/head" &&
-    pass "Connection: close" || fail "Connection: close"
+ok "Connection: close" grep -qi '^connection: close' "$T_DIR/head"
 like "$(ctl metrics)" 'dotproxyd_http_requests_total [1-9]' \
     "dotproxyctl metrics counts the HTTP request"
 same=$(diff <(grep -v '^dotproxyd_http_' "$T_DIR/body" | cut -d' ' -f1) \
@@ -169,22 +150,9 @@ r=$(get "$MPORT" /metricsx)
 is "${r%% *}" 404 "GET /metricsx: 404"
 r=$(get "$MPORT" /metrics -X POST)
 is "${r%% *}" 405 "POST /metrics: 405"
-grep -qi '^allow: GET, HEAD' "$T_DIR/head" &&
-    pass "405 says Allow: GET, HEAD" || fail "405 says Allow: GET, HEAD"
-r=$(printf 'GARBAGE\r\n\r\n' | timeout 10 perl -MIO::Socket::IP -e '
-	my $s = IO::Socket::IP->new(PeerHost => "127.0.0.1",
-	    PeerPort => $ARGV[0]) or die;
-	local $/; $s->syswrite(<STDIN>);
-	my ($b, $buf) = ("", "");
-	$buf .= $b while sysread($s, $b, 4096);
-	print $buf =~ m{^HTTP/1\.1 (\d+)} ? $1 : "none";' "$MPORT")
-is "$r" 400 "a malformed request: 400"
-
-# a client outside the access list gets nothing
-r=$(get "$MPORT" /metrics --interface 127.0.0.2)
-is "${r%% *}" 000 "a client outside the access list is refused"
-like "$(metric dotproxyd_http_refused_total "$MPORT")" '^[1-9]' \
-    "and counted"
+ok "405 says Allow: GET, HEAD" grep -qi '^allow: GET, HEAD' "$T_DIR/head"
+slow_clients "$MPORT" 1 "$T_DIR/bad" 'GARBAGE\r\n\r\n'
+is "$(sed -n 2p "$T_DIR/bad" | cut -d' ' -f1)" 400 "a malformed request: 400"
 
 # eight at a time; those that send no whole request are cut off
 slow_clients "$MPORT" 8 "$T_DIR/slow" &
@@ -212,15 +180,25 @@ is "${r%% *}" 200 "reload: the new port serves"
 wait_for 30 sh -c "! ss -Htln '( sport = :$MPORT )' | grep -q ."
 not_ok "reload: the old port is closed" port_listening "$MPORT"
 
+# ::1 is outside the access list (127.0.0.0/8): refused at once
+write_conf "metrics listen on ::1 port $MPORT"
+like "$(ctl reload)" reloaded "reload: the metrics listener on ::1"
+wait_for 30 port_listening "$MPORT"
+r=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' \
+    "http://[::1]:$MPORT/metrics" 2>/dev/null)
+is "$r" 000 "a client outside the access list gets nothing"
+like "$(ctl metrics)" 'dotproxyd_http_refused_total [1-9]' "and is counted"
+
 write_conf
 like "$(ctl reload)" reloaded "reload: the metrics listener goes"
+wait_for 30 sh -c "! ss -Htln '( sport = :$MPORT )' | grep -q ."
+not_ok "reload: nothing listens for metrics on ::1" port_listening "$MPORT"
 wait_for 30 sh -c "! ss -Htln '( sport = :$MPORT2 )' | grep -q ."
 not_ok "reload: nothing listens for metrics" port_listening "$MPORT2"
 
 write_conf "metrics listen on 192.0.2.1 port $MPORT"
 like "$(ctl reload)" reloaded "reload: an address that cannot be bound"
-log_wait "cannot listen on tcp 192\.0\.2\.1" >/dev/null &&
-    pass "reload: is a warning" || fail "reload: is a warning"
+ok "reload: is a warning" log_wait "cannot listen on tcp 192\.0\.2\.1"
 
 write_conf "metrics listen on 127.0.0.1 port $MPORT"
 like "$(ctl reload)" reloaded "reload: the metrics listener comes back"
