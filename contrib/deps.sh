@@ -14,7 +14,7 @@ libfstrm-dev libprotobuf-c-dev protobuf-c-compiler"
 test_pkgs="unbound knot-dnsutils dnsperf openssl perl clang \
 libclang-rt-14-dev mandoc iproute2 procps python3-yaml debhelper \
 dpkg-dev lintian fakeroot shellcheck yamllint systemd valgrind \
-fstrm-bin dnstap-ldns"
+fstrm-bin dnstap-ldns curl"
 
 case "$what" in
 build|run)	pkgs=$build_pkgs ;;
@@ -23,7 +23,7 @@ test)		pkgs="$build_pkgs $test_pkgs" ;;
 esac
 
 if [ "$(uname -s)" = OpenBSD ]; then
-	[ "$what" = test ] && pkg_add -I unbound knot dnsperf p5-Test-Harness
+	[ "$what" = test ] && pkg_add -I unbound knot dnsperf p5-Test-Harness curl
 	missing=""
 elif command -v apt-get >/dev/null 2>&1; then
 	missing=""

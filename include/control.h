@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct sockaddr;
+struct sockaddr_storage;
 struct upstream_status;
 struct cache_stats;
 
@@ -13,6 +15,8 @@ void	 control_upstream(uint32_t, const struct upstream_status *);
 void	 control_upstream_end(uint32_t);
 void	 control_result(uint32_t, const char *);
 void	 control_audit_flush(void);
+void	 control_http_socket(int, const struct sockaddr_storage *);
+void	 control_http_keep(const struct sockaddr_storage *);
 
 /* what control.c asks of the listener */
 int	 listener_to_parent(uint32_t, uint32_t, const void *, size_t);
@@ -21,5 +25,6 @@ void	 listener_cache_flush(void);
 int	 listener_cache_stats(struct cache_stats *);
 int	 listener_upstream_ok(void);
 void	 listener_gauges(int *, int *);
+int	 listener_acl_allowed(const struct sockaddr *);
 
 #endif /* DOTPROXYD_CONTROL_H */

@@ -29,6 +29,7 @@
 
 #define DEFAULT_DNS_PORT	53
 #define DEFAULT_DOT_PORT	853
+#define DEFAULT_METRICS_PORT	9153	/* Prometheus' port for DNS servers */
 #define DEFAULT_TLS_CONNS	2
 #define MAX_TLS_CONNS		64
 #define DEFAULT_CACHE_SIZE	10000
@@ -65,6 +66,7 @@ enum imsg_type {
 	IMSG_SOCKET_UDP,	/* fd: a bound UDP socket */
 	IMSG_SOCKET_TCP,	/* fd: a listening TCP socket */
 	IMSG_SOCKET_CONTROL,	/* fd: the listening control socket */
+	IMSG_SOCKET_METRICS,	/* fd: the metrics TCP socket, its address */
 	IMSG_CA_FD,		/* fd: the CA bundle, read once */
 	IMSG_PEER_FD,		/* fd: socketpair to the other child */
 	IMSG_STARTED,		/* child -> parent: confined, serving */
@@ -168,6 +170,7 @@ struct dotproxyd_conf {
 	int				 log_queries;	/* 0, 1, 2: anon */
 	int				 verbose;
 	int				 edns_udp_size;	/* UDP answer cap */
+	struct sockaddr_storage		 metrics;	/* AF_UNSPEC: none */
 	TAILQ_HEAD(, listen_conf)	 listens;
 	TAILQ_HEAD(, upstream_conf)	 upstreams;
 	TAILQ_HEAD(, acl_conf)		 acls;

@@ -311,6 +311,10 @@ config_recv(struct dotproxyd_conf **pending, struct imsg *imsg)
 		TERMINATE(c->control_path);
 		TERMINATE(c->audit_log);
 		*pending = c;
+		if (c->metrics.ss_family != AF_UNSPEC &&
+		    c->metrics.ss_family != AF_INET &&
+		    c->metrics.ss_family != AF_INET6)
+			return -1;
 		return 0;
 	case IMSG_CONF_UPSTREAM:
 		if (c == NULL || (u = copy_element(imsg, sizeof(*u))) == NULL)

@@ -5,6 +5,10 @@
  * read (status, stats, metrics), only root may change (reload, flush,
  * log).  One command per connection, a text answer, then close.  No
  * other user can hold every connection or flood the audit trail.
+ *
+ * With "metrics listen on", a TCP socket serves the metrics text to
+ * Prometheus over HTTP the same way: one request per connection, from
+ * clients the access list allows, a few at a time, then close.
  */
 #include <sys/types.h>
 #include <sys/queue.h>
@@ -17,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "audit.h"
@@ -24,6 +29,7 @@
 #include "control.h"
 #include "dns.h"
 #include "dotproxyd.h"
+#include "http.h"
 #include "imsg.h"
 #include "log.h"
 #include "stats.h"
@@ -35,6 +41,8 @@
 #define CTL_TIMEOUT	5
 #define CTL_AUDIT_BURST	10	/* audited a period, of each kind below */
 #define CTL_AUDIT_PERIOD 60	/* seconds */
+#define HTTP_MAX_CONNS	8	/* metrics connections at a time */
+#define HTTP_READ_MAX	512	/* bytes read at once */
 
 /* a command, for its audit: reading, refused or unknown, a change */
 enum ctl_kind { K_READ, K_REFUSED, K_CHANGE };
@@ -83,6 +91,8 @@ struct ctl {
 	size_t			 outlen;
 	size_t			 outoff;
 	FILE			*f;
+	struct http_request	*http;		/* NULL: a control connection */
+	int			 status;	/* of the HTTP answer */
 };
 
 static void	 ctl_accept(int, short, void *);
@@ -92,11 +102,22 @@ static void	 ctl_timeout(int, short, void *);
 static void	 ctl_close(struct ctl *);
 static void	 ctl_run(struct ctl *);
 static void	 ctl_finish(struct ctl *);
+static void	 http_accept(int, short, void *);
+static void	 http_read(int, short, void *);
+static int	 http_wrap(struct ctl *);
 
 static TAILQ_HEAD(, ctl)	 ctls = TAILQ_HEAD_INITIALIZER(ctls);
 static struct event		 accept_ev, accept_pause;
 static uint32_t			 next_id = 1;
 static int			 nctls;
+
+/* the metrics socket, served once the event loop runs */
+static struct event		 http_ev;
+static struct sockaddr_storage	 http_ss;
+static int			 http_fd = -1;
+static int			 nhttp;
+static int			 control_ready;
+static unsigned long long	 http_requests, http_errors, http_refused;
 
 /* the audit of commands that change nothing, per kind, in one period */
 static struct event		 audit_period;
@@ -121,6 +142,20 @@ ctl_resume(int fd, short event, void *arg)
 	(void)event;
 	(void)arg;
 	event_add(&accept_ev, NULL);
+	if (http_fd != -1)
+		event_add(&http_ev, NULL);
+}
+
+/* Out of descriptors: stop accepting for a second, do not spin. */
+static void
+ctl_pause(void)
+{
+	struct timeval	tv = { 1, 0 };
+
+	event_del(&accept_ev);
+	if (http_fd != -1)
+		event_del(&http_ev);
+	evtimer_add(&accept_pause, &tv);
 }
 
 /* The end of an audit period: one record of what went unrecorded. */
@@ -163,6 +198,47 @@ control_init(int fd)
 	event_add(&accept_ev, NULL);
 	evtimer_set(&accept_pause, ctl_resume, NULL);
 	evtimer_set(&audit_period, ctl_audit_period, NULL);
+	control_ready = 1;
+	if (http_fd != -1)
+		control_http_socket(http_fd, &http_ss);
+}
+
+static void
+http_stop(void)
+{
+	if (http_fd == -1)
+		return;
+	if (control_ready)
+		event_del(&http_ev);
+	close(http_fd);
+	http_fd = -1;
+	memset(&http_ss, 0, sizeof(http_ss));
+}
+
+/*
+ * The metrics socket from the parent, in place of the one before; it is
+ * served once the event loop runs.
+ */
+void
+control_http_socket(int fd, const struct sockaddr_storage *ss)
+{
+	if (fd != http_fd) {
+		http_stop();
+		http_fd = fd;
+		http_ss = *ss;
+	}
+	if (!control_ready)
+		return;
+	event_set(&http_ev, http_fd, EV_READ | EV_PERSIST, http_accept, NULL);
+	event_add(&http_ev, NULL);
+}
+
+/* A new config: close the metrics socket unless it still names it. */
+void
+control_http_keep(const struct sockaddr_storage *ss)
+{
+	if (http_fd != -1 && memcmp(ss, &http_ss, sizeof(http_ss)) != 0)
+		http_stop();
 }
 
 /*
@@ -210,11 +286,46 @@ ctl_find(uint32_t id)
 	return NULL;
 }
 
-static void
-ctl_accept(int fd, short event, void *arg)
+/*
+ * A connection to serve, for CTL_TIMEOUT seconds at most: a control
+ * connection of uid, or an HTTP one.  Closes s if it cannot.
+ */
+static struct ctl *
+ctl_new(int s, uid_t uid, int http)
 {
 	struct ctl	*c;
 	struct timeval	 tv = { CTL_TIMEOUT, 0 };
+
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		close(s);
+		return NULL;
+	}
+	if (http && (c->http = malloc(sizeof(*c->http))) == NULL) {
+		free(c);
+		close(s);
+		return NULL;
+	}
+	if (http)
+		http_request_init(c->http);
+	c->id = next_id++;
+	c->fd = s;
+	c->uid = uid;
+	event_set(&c->ev, s, EV_READ | EV_PERSIST, http ? http_read : ctl_read,
+	    c);
+	event_add(&c->ev, NULL);
+	evtimer_set(&c->tmo, ctl_timeout, c);
+	evtimer_add(&c->tmo, &tv);
+	TAILQ_INSERT_TAIL(&ctls, c, entry);
+	if (http)
+		nhttp++;
+	else
+		nctls++;
+	return c;
+}
+
+static void
+ctl_accept(int fd, short event, void *arg)
+{
 	uid_t		 uid;
 	gid_t		 gid;
 	int		 s;
@@ -222,13 +333,8 @@ ctl_accept(int fd, short event, void *arg)
 	(void)event;
 	(void)arg;
 	if ((s = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) == -1) {
-		if (errno == EMFILE || errno == ENFILE) {
-			struct timeval pause = { 1, 0 };
-
-			/* out of descriptors: wait, do not spin */
-			event_del(&accept_ev);
-			evtimer_add(&accept_pause, &pause);
-		}
+		if (errno == EMFILE || errno == ENFILE)
+			ctl_pause();
 		return;
 	}
 	if (getpeereid(s, &uid, &gid) == -1) {
@@ -239,19 +345,52 @@ ctl_accept(int fd, short event, void *arg)
 		ctl_refuse(s, uid);
 		return;
 	}
-	if ((c = calloc(1, sizeof(*c))) == NULL) {
+	(void)ctl_new(s, uid, 0);
+}
+
+/* An HTTP error answer to a client we will not read from, if it listens. */
+static void
+http_say(int s, int status)
+{
+	char	buf[HTTP_RESPONSE_MAX];
+	int	n;
+
+	if ((n = http_response_error(buf, sizeof(buf), status, HTTP_M_NONE,
+	    time(NULL))) > 0)
+		(void)send(s, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/*
+ * A client of the metrics socket.  One outside the access list is
+ * closed at once; one over the limit is told 503 if it listens.
+ */
+static void
+http_accept(int fd, short event, void *arg)
+{
+	struct sockaddr_storage	 ss;
+	socklen_t		 sslen = sizeof(ss);
+	int			 s;
+
+	(void)event;
+	(void)arg;
+	if ((s = accept4(fd, (struct sockaddr *)&ss, &sslen,
+	    SOCK_NONBLOCK | SOCK_CLOEXEC)) == -1) {
+		if (errno == EMFILE || errno == ENFILE)
+			ctl_pause();
+		return;
+	}
+	if (!listener_acl_allowed((struct sockaddr *)&ss)) {
+		http_refused++;
 		close(s);
 		return;
 	}
-	c->id = next_id++;
-	c->fd = s;
-	c->uid = uid;
-	event_set(&c->ev, s, EV_READ | EV_PERSIST, ctl_read, c);
-	event_add(&c->ev, NULL);
-	evtimer_set(&c->tmo, ctl_timeout, c);
-	evtimer_add(&c->tmo, &tv);
-	TAILQ_INSERT_TAIL(&ctls, c, entry);
-	nctls++;
+	if (nhttp >= HTTP_MAX_CONNS) {
+		http_refused++;
+		http_say(s, 503);
+		close(s);
+		return;
+	}
+	(void)ctl_new(s, (uid_t)-1, 1);
 }
 
 static void
@@ -259,22 +398,37 @@ ctl_close(struct ctl *c)
 {
 	event_del(&c->ev);
 	evtimer_del(&c->tmo);
+	if (c->http != NULL) {
+		(void)shutdown(c->fd, SHUT_WR);
+		nhttp--;
+	} else
+		nctls--;
 	close(c->fd);
 	if (c->f != NULL)
 		fclose(c->f);
 	free(c->out);
 	free(c->ups);
+	free(c->http);
 	TAILQ_REMOVE(&ctls, c, entry);
-	nctls--;
 	free(c);
 }
 
+/*
+ * Time is up.  An HTTP client that has not sent its whole request yet
+ * is told 408, if it listens.
+ */
 static void
 ctl_timeout(int fd, short event, void *arg)
 {
+	struct ctl	*c = arg;
+
 	(void)fd;
 	(void)event;
-	ctl_close(arg);
+	if (c->http != NULL && c->http->status == HTTP_MORE) {
+		http_errors++;
+		http_say(c->fd, 408);
+	}
+	ctl_close(c);
 }
 
 static void
@@ -501,6 +655,19 @@ upstream_metric(FILE *f, const struct upstream_metric *m,
 	}
 }
 
+/* The metrics socket's own counters. */
+static void
+print_http_metrics(FILE *f)
+{
+	metric_value(f, "dotproxyd_http_requests_total", "counter",
+	    "HTTP requests read on the metrics socket.", http_requests);
+	metric_value(f, "dotproxyd_http_errors_total", "counter",
+	    "HTTP requests answered with an error, or cut off.", http_errors);
+	metric_value(f, "dotproxyd_http_refused_total", "counter",
+	    "Metrics connections refused: access list, or too many.",
+	    http_refused);
+}
+
 static void
 print_metrics(FILE *f, const struct upstream_status *u, int n)
 {
@@ -553,6 +720,7 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 	for (i = 0; i < (int)(sizeof(upstream_metrics) /
 	    sizeof(upstream_metrics[0])); i++)
 		upstream_metric(f, &upstream_metrics[i], u, n);
+	print_http_metrics(f);
 }
 
 static enum ctl_cmd
@@ -665,6 +833,10 @@ ctl_finish(struct ctl *c)
 	fclose(c->f);
 	c->f = NULL;
 	c->outoff = 0;
+	if (c->http != NULL && http_wrap(c) == -1) {
+		ctl_close(c);
+		return;
+	}
 	event_set(&c->ev, c->fd, EV_WRITE | EV_PERSIST, ctl_write, c);
 	event_add(&c->ev, NULL);
 }
@@ -686,6 +858,83 @@ ctl_write(int fd, short event, void *arg)
 	c->outoff += (size_t)n;
 	if (c->outoff == c->outlen)
 		ctl_close(c);
+}
+
+/*
+ * An HTTP request, read until its head is complete or found wrong.  A
+ * good one for the metrics waits for the upstream process's status as
+ * "dotproxyctl metrics" does; any other is answered with its error.
+ */
+static void
+http_read(int fd, short event, void *arg)
+{
+	struct ctl	*c = arg;
+	char		 buf[HTTP_READ_MAX];
+	ssize_t		 n;
+
+	(void)event;
+	n = read(fd, buf, sizeof(buf));
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {		/* gone, or broken, before its request */
+		ctl_close(c);
+		return;
+	}
+	if ((c->status = http_request_feed(c->http, buf, (size_t)n)) ==
+	    HTTP_MORE)
+		return;
+	event_del(&c->ev);
+	if ((c->f = open_memstream(&c->out, &c->outlen)) == NULL) {
+		ctl_close(c);
+		return;
+	}
+	http_requests++;
+	if (c->status != 200) {
+		http_errors++;
+		ctl_finish(c);
+		return;
+	}
+	c->op = CMD_METRICS;
+	if (listener_upstream_ok() &&
+	    listener_to_upstream(IMSG_CTL_STATUS, c->id) == 0) {
+		c->wait = W_UPSTREAM;
+		return;
+	}
+	print_metrics(c->f, NULL, 0);
+	ctl_finish(c);
+}
+
+/*
+ * The HTTP answer around what was written to c->out: the head of a 200
+ * before the metrics (the head alone for HEAD), or the whole error.
+ */
+static int
+http_wrap(struct ctl *c)
+{
+	char	 head[HTTP_RESPONSE_MAX];
+	char	*out;
+	size_t	 body = c->outlen;
+	int	 n;
+
+	if (c->out == NULL)
+		return -1;
+	if (c->status == 200)
+		n = http_response_ok(head, sizeof(head), body, time(NULL));
+	else
+		n = http_response_error(head, sizeof(head), c->status,
+		    c->http->method, time(NULL));
+	if (n <= 0)
+		return -1;
+	if (c->status != 200 || c->http->method == HTTP_M_HEAD)
+		body = 0;
+	if ((out = malloc((size_t)n + body)) == NULL)
+		return -1;
+	memcpy(out, head, (size_t)n);
+	memcpy(out + n, c->out, body);
+	free(c->out);
+	c->out = out;
+	c->outlen = (size_t)n + body;
+	return 0;
 }
 
 void

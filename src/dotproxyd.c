@@ -59,6 +59,8 @@ static void	 usage(void) __attribute__((__noreturn__));
 static int	 bind_socket(const struct sockaddr_storage *, int);
 static void	 bind_failed(const struct sockaddr_storage *, int, int);
 static void	 bind_listeners(const struct dotproxyd_conf *);
+static int	 sync_metrics(const struct dotproxyd_conf *);
+static int	 send_metrics(struct imsgbuf *);
 static void	 open_control(const struct dotproxyd_conf *);
 static void	 child_start(struct child *, int);
 static void	 child_respawn(int, short, void *);
@@ -92,6 +94,8 @@ static struct child		 children[2];	/* listener, upstream */
 static int			 pending_peer[2] = { -1, -1 };
 static TAILQ_HEAD(, lsock)	 lsocks = TAILQ_HEAD_INITIALIZER(lsocks);
 static int			 control_fd = -1;
+static int			 metrics_fd = -1;
+static struct sockaddr_storage	 metrics_ss;	/* metrics_fd's address */
 static int			 debug, verbose;
 static struct event		 service_timer;
 static int			 service_ready_said;
@@ -264,6 +268,7 @@ start_daemon(const char *argv0)
 	warn_open_resolver(conf);
 
 	bind_listeners(conf);
+	sync_metrics(conf);
 	open_control(conf);
 }
 
@@ -461,6 +466,44 @@ bind_listeners(const struct dotproxyd_conf *c)
 		fatalx("no address to listen on");
 }
 
+/*
+ * The metrics socket: bound when the config names an address that is
+ * not bound yet, closed when it names another or none (the listener
+ * closes its copy when the config arrives).  Returns 1 when there is a
+ * new socket to hand to the listener.
+ */
+static int
+sync_metrics(const struct dotproxyd_conf *c)
+{
+	if (metrics_fd != -1 &&
+	    memcmp(&metrics_ss, &c->metrics, sizeof(metrics_ss)) == 0)
+		return 0;
+	if (metrics_fd != -1) {
+		close(metrics_fd);
+		metrics_fd = -1;
+		memset(&metrics_ss, 0, sizeof(metrics_ss));
+	}
+	if (c->metrics.ss_family == AF_UNSPEC ||
+	    (metrics_fd = bind_socket(&c->metrics, SOCK_STREAM)) == -1)
+		return 0;
+	metrics_ss = c->metrics;
+	return 1;
+}
+
+/* A copy of the metrics socket for the listener, if there is one. */
+static int
+send_metrics(struct imsgbuf *ib)
+{
+	int	fd;
+
+	if (metrics_fd == -1)
+		return 0;
+	if ((fd = dup(metrics_fd)) == -1)
+		return -1;
+	return imsg_compose(ib, IMSG_SOCKET_METRICS, 0, fd, &metrics_ss,
+	    sizeof(metrics_ss));
+}
+
 /* The control socket: root and the daemon's group may connect. */
 static void
 open_control(const struct dotproxyd_conf *c)
@@ -567,6 +610,8 @@ child_start(struct child *c, int peerfd)
 		if ((fd = dup(control_fd)) == -1 ||
 		    imsg_compose(ib, IMSG_SOCKET_CONTROL, 0, fd, NULL, 0) == -1)
 			fatal("sending the control socket");
+		if (send_metrics(ib) == -1)
+			fatal("sending the metrics socket");
 	} else {
 		if ((fd = open(conf->tls_ca, O_RDONLY | O_CLOEXEC)) == -1)
 			fatal("tls ca %s", conf->tls_ca);
@@ -928,7 +973,7 @@ reload_config(char *result, size_t len)
 	struct dotproxyd_conf	*nconf;
 	struct lsock		*added[64];
 	char			 hash[CONFIG_HASH_HEX + 1], why[128];
-	int			 i, n, fd;
+	int			 i, n, m, fd;
 
 	log_info("reloading %s", conffile);
 	/* the audit log anew, after rotation say, whatever the new config */
@@ -958,6 +1003,7 @@ reload_config(char *result, size_t len)
 	conf = nconf;
 	warn_open_resolver(conf);
 	n = sync_listeners(conf, added, 64);
+	m = sync_metrics(conf);
 	for (i = 0; i < 2; i++) {
 		struct child *c = &children[i];
 
@@ -976,6 +1022,8 @@ reload_config(char *result, size_t len)
 				    -1)
 					log_warn("sending a new socket");
 			}
+			if (m && send_metrics(&c->ch.ibuf) == -1)
+				log_warn("sending the metrics socket");
 		}
 		if (config_send(&c->ch.ibuf, conf, c->type) == -1)
 			log_warn("config_send");

@@ -125,6 +125,7 @@ static void	 drain_start(int, short, void *);
 static void	 drain_done(int, short, void *);
 static size_t	 client_limit(const struct cquery *);
 static int	 take_startup_fd(struct imsg *);
+static void	 take_metrics(struct imsg *);
 
 static struct dotproxyd_conf	*conf;
 static struct chan		 parent = {
@@ -210,6 +211,7 @@ conf_applied(void)
 {
 	apply_limits();
 	close_removed_sockets();
+	control_http_keep(&conf->metrics);
 }
 
 /*
@@ -345,6 +347,9 @@ take_startup_fd(struct imsg *imsg)
 	case IMSG_SOCKET_TCP:
 		take_socket(imsg);
 		return 0;
+	case IMSG_SOCKET_METRICS:
+		take_metrics(imsg);
+		return 0;
 	case IMSG_SOCKET_CONTROL:
 		msg_need(&parent, imsg, 0, 0, MSG_FD);
 		if (control_fd != -1)
@@ -354,6 +359,18 @@ take_startup_fd(struct imsg *imsg)
 		return 0;
 	}
 	return -1;
+}
+
+/* The metrics socket, new or in place of the one before. */
+static void
+take_metrics(struct imsg *imsg)
+{
+	struct sockaddr_storage	ss;
+
+	msg_need(&parent, imsg, sizeof(ss), sizeof(ss), MSG_FD);
+	memcpy(&ss, imsg->data, sizeof(ss));
+	control_http_socket(imsg->fd, &ss);
+	imsg->fd = -1;
 }
 
 /* The parent's messages for the listener alone. */
@@ -373,6 +390,9 @@ parent_message(struct chan *c, struct imsg *imsg)
 		take_socket(imsg);
 		if (!draining)
 			sock_start(TAILQ_LAST(&socks, sock_head));
+		break;
+	case IMSG_SOCKET_METRICS:
+		take_metrics(imsg);
 		break;
 	default:
 		proc_unexpected(c, imsg);
@@ -1173,6 +1193,12 @@ listener_cache_stats(struct cache_stats *cs)
 		return -1;
 	cache_get_stats(cache, cs);
 	return 0;
+}
+
+int
+listener_acl_allowed(const struct sockaddr *sa)
+{
+	return acl_allowed(conf, sa);
 }
 
 void

@@ -77,6 +77,7 @@ typedef struct {
 %token	EDNS FROM IDLE INCLUDE LISTEN LOG MAXAGE NAME NO OFF ON PER PIN PORT
 %token	QUERIES RATELIMIT SECOND SERVESTALE SHA256 SIZE SOCKET TIMEOUT TLS
 %token	UDP UPSTREAM USER YES ERROR
+%token	METRICS
 %token	<v.string>	STRING
 %token	<v.number>	NUMBER
 %type	<v.number>	port burst anonymize yesno maxage
@@ -337,6 +338,22 @@ main		: LISTEN ON STRING port {
 			}
 			conf->edns_udp_size = (int)$4;
 		}
+		| METRICS LISTEN ON STRING port {
+			if (conf->metrics.ss_family != AF_UNSPEC) {
+				yyerror("metrics listen on given twice");
+				free($4);
+				YYERROR;
+			}
+			if (parse_address($4, $5 ? (int)$5 :
+			    DEFAULT_METRICS_PORT, &conf->metrics) == -1) {
+				yyerror("invalid metrics address %s", $4);
+				memset(&conf->metrics, 0,
+				    sizeof(conf->metrics));
+				free($4);
+				YYERROR;
+			}
+			free($4);
+		}
 		;
 
 pins		: /* empty */
@@ -408,6 +425,7 @@ lookup(char *s)
 		{ "listen",		LISTEN },
 		{ "log",		LOG },
 		{ "max-age",		MAXAGE },
+		{ "metrics",		METRICS },
 		{ "name",		NAME },
 		{ "no",			NO },
 		{ "off",		OFF },

@@ -101,6 +101,11 @@ print_config(FILE *f, const struct dotproxyd_conf *c)
 		fprintf(f, "ratelimit %d per second burst %d\n", c->ratelimit,
 		    c->ratelimit_burst);
 	fprintf(f, "edns udp size %d\n", c->edns_udp_size);
+	if (c->metrics.ss_family != AF_UNSPEC) {
+		fprintf(f, "metrics listen on ");
+		print_addr_port(f, &c->metrics, DEFAULT_METRICS_PORT);
+		fprintf(f, "\n");
+	}
 	fprintf(f, "control socket ");
 	print_quoted(f, c->control_path);
 	fprintf(f, "\n");

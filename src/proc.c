@@ -74,6 +74,8 @@ imsg_type_name(uint32_t type)
 		return "IMSG_SOCKET_TCP";
 	case IMSG_SOCKET_CONTROL:
 		return "IMSG_SOCKET_CONTROL";
+	case IMSG_SOCKET_METRICS:
+		return "IMSG_SOCKET_METRICS";
 	case IMSG_CA_FD:
 		return "IMSG_CA_FD";
 	case IMSG_PEER_FD:

@@ -568,6 +568,29 @@ known_bug(const char *what)
 	return NULL;
 }
 
+/* Each config is rejected, the error reported at its line. */
+static void
+check_bad(const struct bad *bad, size_t n)
+{
+	struct dotproxyd_conf	*c;
+	char			*path;
+	size_t			 i;
+
+	for (i = 0; i < n; i++) {
+		path = write_file(bad[i].text);
+		if (known_bug(bad[i].what) != NULL)
+			todo_start(known_bug(bad[i].what));
+		c = parse(path, 0);
+		ok(c == NULL, "error: %s: rejected", bad[i].what);
+		ok(err_at(path, bad[i].line), "error: %s: reported at line %d",
+		    bad[i].what, bad[i].line);
+		todo_end();
+		if (c != NULL || !err_at(path, bad[i].line))
+			diag("stderr: %s", errtext);
+		config_free(c);
+	}
+}
+
 static void
 test_errors(void)
 {
@@ -637,23 +660,8 @@ test_errors(void)
 		{ "log queries loudly\n", 1, "log queries junk" },
 		{ "listen 127.0.0.1\n", 1, "listen without on" },
 	};
-	struct dotproxyd_conf	*c;
-	char			*path;
-	size_t			 i;
 
-	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		path = write_file(bad[i].text);
-		if (known_bug(bad[i].what) != NULL)
-			todo_start(known_bug(bad[i].what));
-		c = parse(path, 0);
-		ok(c == NULL, "error: %s: rejected", bad[i].what);
-		ok(err_at(path, bad[i].line), "error: %s: reported at line %d",
-		    bad[i].what, bad[i].line);
-		todo_end();
-		if (c != NULL || !err_at(path, bad[i].line))
-			diag("stderr: %s", errtext);
-		config_free(c);
-	}
+	check_bad(bad, sizeof(bad) / sizeof(bad[0]));
 }
 
 static void
@@ -805,6 +813,60 @@ test_round_trip(void)
 	}
 }
 
+/* metrics listen on: its default port, its printing, its errors. */
+static void
+test_metrics(void)
+{
+	static const struct bad	 bad[] = {
+		{ "metrics listen on 300.1.1.1\n", 1, "bad metrics address" },
+		{ "metrics listen on localhost\n", 1, "metrics by host name" },
+		{ "\nmetrics listen on 127.0.0.1 port 0\n", 2,
+		    "metrics port 0" },
+		{ "metrics listen on ::1 port 65536\n", 1,
+		    "metrics port 65536" },
+		{ "metrics listen on 127.0.0.1\n"
+		    "metrics listen on ::1\n", 2, "metrics given twice" },
+		{ "metrics on 127.0.0.1\n", 1, "metrics without listen" },
+		{ "metrics listen on\n", 1, "metrics without address" },
+	};
+	static const struct {
+		const char	*text;
+		const char	*addr;		/* NULL: none */
+		int		 port;
+		const char	*what;
+	} good[] = {
+		{ "tls connections 3\n", NULL, 0, "none unless configured" },
+		{ "metrics listen on 127.0.0.1\n", "127.0.0.1", 9153,
+		    "port 9153 by default" },
+		{ "metrics listen on ::1 port 9999\n", "::1", 9999,
+		    "IPv6 with a port" },
+	};
+	struct dotproxyd_conf	*c, *c2;
+	char			*t1, *t2;
+	size_t			 i;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		c = parse_text(good[i].text);
+		ok(c != NULL && (good[i].addr == NULL ?
+		    c->metrics.ss_family == AF_UNSPEC :
+		    addr_is(&c->metrics, good[i].addr, good[i].port)),
+		    "metrics: %s", good[i].what);
+		t1 = c ? print_to_string(c) : strdup("");
+		c2 = parse_text(t1);
+		t2 = c2 ? print_to_string(c2) : strdup("");
+		ok(good[i].addr == NULL ? strstr(t1, "metrics") == NULL :
+		    strstr(t1, good[i].text) != NULL,
+		    "metrics: %s: printed as written", good[i].what);
+		ok(c2 != NULL && strcmp(t1, t2) == 0, "metrics: %s: round trip",
+		    good[i].what);
+		free(t1);
+		free(t2);
+		config_free(c);
+		config_free(c2);
+	}
+	check_bad(bad, sizeof(bad) / sizeof(bad[0]));
+}
+
 int
 main(void)
 {
@@ -816,6 +878,7 @@ main(void)
 	test_errors();
 	test_many_errors();
 	test_round_trip();
+	test_metrics();
 	cleanup();
 	return done();
 }
