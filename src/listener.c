@@ -1210,6 +1210,7 @@ listener_cache_flush(void)
 {
 	if (cache != NULL)
 		cache_flush(cache);
+	proc_mem_trim();
 	log_info("cache flushed");
 }
 
