@@ -17,6 +17,7 @@ struct cache_hit {
 	size_t			 len;
 	const struct dns_msg	*msg;
 	uint32_t		 age;	/* seconds since it was stored */
+	uint32_t		 ttl;	/* seconds it was stored for */
 	int			 stale;	/* past its TTL (RFC 8767) */
 };
 
@@ -40,6 +41,7 @@ void		 cache_set_stale(struct cache *, uint32_t);
 int		 cache_store(struct cache *, const uint8_t *, size_t, uint32_t,
 		    const uint8_t *, size_t, const struct dns_msg *, int64_t);
 uint32_t	 cache_ttl(const struct dns_msg *);
+int		 cache_prefetch_due(uint32_t, uint32_t);
 void		 cache_flush(struct cache *);
 void		 cache_resize(struct cache *, size_t, size_t);
 void		 cache_get_stats(const struct cache *, struct cache_stats *);

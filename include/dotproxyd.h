@@ -165,6 +165,7 @@ struct dotproxyd_conf {
 	int				 cache_size;	/* 0: off */
 	int				 serve_stale;	/* 0: off */
 	int				 stale_max;	/* seconds past expiry */
+	int				 prefetch;	/* 0: off */
 	int				 ratelimit;	/* 0: off */
 	int				 ratelimit_burst;
 	int				 log_queries;	/* 0, 1, 2: anon */

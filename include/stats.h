@@ -21,6 +21,7 @@ struct listener_stats {
 	uint64_t	ratelimited;
 	uint64_t	coalesced;
 	uint64_t	stale;			/* answers served stale */
+	uint64_t	prefetches;		/* cached answers refreshed */
 	uint64_t	upstream_fail[UPSTREAM_FAIL_KINDS];
 	uint64_t	tcp_accepted;
 	uint64_t	tcp_refused;		/* over the connection limit */

@@ -171,6 +171,7 @@ fill_hit(struct cache *c, struct centry *e, int64_t now,
 	hit->len = e->anslen;
 	hit->msg = &e->msg;
 	hit->age = now > e->stored ? (uint32_t)(now - e->stored) : 0;
+	hit->ttl = (uint32_t)(e->expires - e->stored);
 	hit->stale = now >= e->expires;
 }
 
@@ -241,6 +242,19 @@ cache_ttl(const struct dns_msg *am)
 	else
 		return 0;
 	return ttl > CACHE_MAX_TTL ? CACHE_MAX_TTL : ttl;
+}
+
+/*
+ * Prefetch: is an entry stored for ttl seconds, age seconds old, in the
+ * last tenth of its life, so that a hit should refresh it?  As unbound
+ * has it: from ttl - ttl / 10 on, so never for a TTL under 10 s.
+ */
+int
+cache_prefetch_due(uint32_t ttl, uint32_t age)
+{
+	uint32_t	from = ttl - ttl / 10;
+
+	return from < ttl && age >= from && age < ttl;
 }
 
 /* Keep an answer for as long as cache_ttl() says.  Returns 1 if kept. */

@@ -44,6 +44,7 @@ config_new(void)
 	c->tls_idle = DEFAULT_TLS_IDLE;
 	c->cache_size = DEFAULT_CACHE_SIZE;
 	c->stale_max = DEFAULT_STALE_MAX;
+	c->prefetch = 1;
 	c->edns_udp_size = DNS_EDNS_UDP;
 	return c;
 }

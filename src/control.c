@@ -503,6 +503,8 @@ print_stats(FILE *f)
 		    (unsigned long long)cs.evictions);
 		fprintf(f, "%-28s %12llu\n", "cache stale",
 		    (unsigned long long)st->stale);
+		fprintf(f, "%-28s %12llu\n", "cache prefetches",
+		    (unsigned long long)st->prefetches);
 	} else
 		fprintf(f, "%-28s %12s\n", "cache", "off");
 	fprintf(f, "%-28s %12llu\n", "coalesced",
@@ -697,6 +699,9 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 		metric_value(f, "dotproxyd_cache_stale_total", "counter",
 		    "Answers served stale from the cache (RFC 8767).",
 		    st->stale);
+		metric_value(f, "dotproxyd_cache_prefetches_total", "counter",
+		    "Cached answers fetched again near the end of their TTL.",
+		    st->prefetches);
 		metric_value(f, "dotproxyd_cache_entries", "gauge",
 		    "Answers in the cache.", cs.entries);
 		metric_value(f, "dotproxyd_cache_bytes", "gauge",

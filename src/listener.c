@@ -107,6 +107,7 @@ static struct cquery *cquery_new(const uint8_t *, const struct dns_msg *,
 static size_t	 canonical_query(uint8_t *, size_t, const uint8_t *,
 		    const struct dns_msg *);
 static void	 forward(struct cquery *, const uint8_t *, size_t, uint32_t);
+static void	 prefetch(const uint8_t *, size_t, uint32_t);
 static void	 answer_request(uint32_t, const uint8_t *, size_t);
 static void	 fail_request(uint32_t, int, const char *);
 static void	 request_free(struct request *);
@@ -668,17 +669,26 @@ query_validate(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 	return cq;
 }
 
-/* Answer a query from the cache, by its canonical form key.  0: sent. */
+/*
+ * Answer a query from the cache, by its canonical form key, and refresh
+ * an answer in the last tenth of its TTL.  0: sent.
+ */
 static int
 answer_from_cache(struct cquery *cq, const uint8_t *key, size_t keylen,
     uint32_t h)
 {
 	struct cache_hit	hit;
+	int			due;
 
 	if (cache == NULL || !cache_lookup(cache, key, keylen, h,
 	    mono_ms() / 1000, &hit))
 		return -1;
-	return reply_hit(cq, &hit);	/* a fresh one: cache_lookup() */
+	due = conf->prefetch && cache_prefetch_due(hit.ttl, hit.age);
+	if (reply_hit(cq, &hit) == -1)	/* a fresh one: cache_lookup() */
+		return -1;
+	if (due)
+		prefetch(key, keylen, h);
+	return 0;
 }
 
 /*
@@ -745,6 +755,29 @@ forward(struct cquery *cq, const uint8_t *key, size_t keylen, uint32_t h)
 	}
 	cq->req = r;
 	TAILQ_INSERT_TAIL(&r->waiters, cq, rentry);
+}
+
+/*
+ * Prefetch: ask the upstreams again for a cached answer near the end of
+ * its TTL, with no client waiting; the answer replaces the one cached.
+ * Not if the question is in flight already: one refresh at a time.
+ */
+static void
+prefetch(const uint8_t *key, size_t keylen, uint32_t h)
+{
+	struct request	*r;
+
+	if (!upstream_up || draining != DRAIN_OFF ||
+	    request_find_key(key, keylen, h) != NULL)
+		return;
+	if ((r = request_new(key, keylen, h)) == NULL)
+		return;
+	if (imsg_compose(&upstream.ibuf, IMSG_QUERY, r->qid, -1, key,
+	    keylen) == -1) {
+		request_free(r);
+		return;
+	}
+	listener_counters.prefetches++;
 }
 
 static size_t
@@ -928,6 +961,19 @@ answer_stale(struct request *r)
 	return 1;
 }
 
+/*
+ * Is the cached answer to r still fresh?  Then a prefetch's SERVFAIL
+ * does not replace it.
+ */
+static int
+fresh_kept(const struct request *r)
+{
+	struct cache_hit	hit;
+
+	return cache != NULL && cache_lookup_stale(cache, r->q, r->qlen,
+	    r->keyhash, mono_ms() / 1000, &hit) && !hit.stale;
+}
+
 /* Keep an upstream answer in the cache, without its padding. */
 static void
 store_answer(const struct request *r, const uint8_t *a,
@@ -960,9 +1006,10 @@ answer_request(uint32_t qid, const uint8_t *a, size_t alen)
 		fail_request(qid, EDE_OTHER, "invalid upstream answer");
 		return;
 	}
-	/* serve-stale: an upstream's SERVFAIL gives way to a kept answer */
-	if (DNS_F_RCODE(am.flags) == DNS_RCODE_SERVFAIL && answer_stale(r))
-		log_debug("query %u: SERVFAIL upstream, stale answer kept",
+	/* an upstream's SERVFAIL gives way to a stale or fresh cached one */
+	if (DNS_F_RCODE(am.flags) == DNS_RCODE_SERVFAIL &&
+	    (answer_stale(r) || fresh_kept(r)))
+		log_debug("query %u: SERVFAIL upstream, cached answer kept",
 		    qid);
 	else if (cache != NULL)
 		store_answer(r, a, &am);
@@ -1183,6 +1230,7 @@ listener_cache_flush(void)
 {
 	if (cache != NULL)
 		cache_flush(cache);
+	proc_mem_trim();
 	log_info("cache flushed");
 }
 

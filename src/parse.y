@@ -75,7 +75,7 @@ typedef struct {
 
 %token	ALLOW ANONYMIZE AUDIT BURST CA CACHE CHROOT CONNECTIONS CONTROL
 %token	EDNS FROM IDLE INCLUDE LISTEN LOG MAXAGE NAME NO OFF ON PER PIN PORT
-%token	QUERIES RATELIMIT SECOND SERVESTALE SHA256 SIZE SOCKET TIMEOUT TLS
+%token	PREFETCH QUERIES RATELIMIT SECOND SERVESTALE SHA256 SIZE SOCKET TIMEOUT TLS
 %token	UDP UPSTREAM USER YES ERROR
 %token	METRICS
 %token	<v.string>	STRING
@@ -293,6 +293,7 @@ main		: LISTEN ON STRING port {
 			conf->serve_stale = (int)$3;
 			conf->stale_max = $4 ? (int)$4 : DEFAULT_STALE_MAX;
 		}
+		| CACHE PREFETCH yesno	{ conf->prefetch = (int)$3; }
 		| RATELIMIT NUMBER PER SECOND burst {
 			if ($2 < 1 || $2 > MAX_RATELIMIT) {
 				yyerror("ratelimit %lld out of range 1-%d",
@@ -433,6 +434,7 @@ lookup(char *s)
 		{ "per",		PER },
 		{ "pin",		PIN },
 		{ "port",		PORT },
+		{ "prefetch",		PREFETCH },
 		{ "queries",		QUERIES },
 		{ "ratelimit",		RATELIMIT },
 		{ "second",		SECOND },

@@ -97,6 +97,7 @@ print_config(FILE *f, const struct dotproxyd_conf *c)
 		fprintf(f, "cache serve-stale yes max-age %d\n", c->stale_max);
 	else
 		fprintf(f, "cache serve-stale no\n");
+	fprintf(f, "cache prefetch %s\n", c->prefetch ? "yes" : "no");
 	if (c->ratelimit)
 		fprintf(f, "ratelimit %d per second burst %d\n", c->ratelimit,
 		    c->ratelimit_burst);

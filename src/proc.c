@@ -9,6 +9,9 @@
 
 #include <errno.h>
 #include <event.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -283,6 +286,20 @@ proc_child_confine(struct proc *p)
 }
 
 /*
+ * Give the free memory at the top of the heap, and the free pages within
+ * it, back to the kernel: after start-up, a new config or a cache flush,
+ * which leave much freed.  glibc's malloc keeps it otherwise.  It takes
+ * brk and madvise, which every policy allows.
+ */
+void
+proc_mem_trim(void)
+{
+#ifdef __GLIBC__
+	(void)malloc_trim(0);
+#endif
+}
+
+/*
  * Take the first config, tell the parent we serve, handle what it sent
  * behind the config, and run.
  */
@@ -290,6 +307,7 @@ void
 proc_child_serve(struct proc *p)
 {
 	p->conf_applied();
+	proc_mem_trim();
 	if (imsg_compose(&p->parent->ibuf, IMSG_STARTED, 0, -1, NULL, 0) == -1)
 		fatal("imsg_compose");
 	chan_update(p->parent);
@@ -371,6 +389,7 @@ proc_conf_message(struct proc *p, struct imsg *imsg)
 	p->pending = NULL;
 	log_setverbose((*p->conf)->verbose);
 	p->conf_applied();
+	proc_mem_trim();
 	log_info("new configuration applied");
 }
 

@@ -209,6 +209,34 @@ test_stale(void)
 	cache_free(c);
 }
 
+/* Prefetch: a hit in the last tenth of the TTL refreshes the entry. */
+static void
+test_prefetch(void)
+{
+	struct cache		*c;
+	struct cache_hit	 h;
+	uint8_t			 a[1024];
+	size_t			 alen;
+
+	is_int(cache_prefetch_due(300, 0), 0, "prefetch: not when new");
+	is_int(cache_prefetch_due(300, 269), 0, "prefetch: not before 90%%");
+	is_int(cache_prefetch_due(300, 270), 1, "prefetch: from 90%% on");
+	is_int(cache_prefetch_due(300, 299), 1, "prefetch: to the last second");
+	is_int(cache_prefetch_due(300, 300), 0, "prefetch: not once expired");
+	is_int(cache_prefetch_due(10, 9), 1, "prefetch: TTL 10 at 9 s");
+	is_int(cache_prefetch_due(9, 8), 0, "prefetch: never under 10 s");
+	is_int(cache_prefetch_due(0, 0), 0, "prefetch: never for TTL 0");
+	is_int(cache_prefetch_due(CACHE_MAX_TTL, CACHE_MAX_TTL - 8640), 1,
+	    "prefetch: the longest TTL");
+
+	c = cache_new(10, 10 * CACHE_BYTES_PER_ENTRY);
+	alen = answer(a, DNS_RCODE_NOERROR, 1, 300, 0, 0);
+	store(c, "p", a, alen, 1000);
+	ok(lookup(c, "p", 1280, &h) == 1 && h.ttl == 300 && h.age == 280 &&
+	    cache_prefetch_due(h.ttl, h.age), "prefetch: a hit knows its TTL");
+	cache_free(c);
+}
+
 int
 main(void)
 {
@@ -221,7 +249,7 @@ main(void)
 	char			 key[32];
 	int			 i;
 
-	plan(47);
+	plan(57);
 
 	c = cache_new(100, 100 * CACHE_BYTES_PER_ENTRY);
 	ok(c != NULL, "cache_new");
@@ -316,5 +344,6 @@ main(void)
 	cache_free(c);
 
 	test_stale();
+	test_prefetch();
 	return done();
 }

@@ -218,6 +218,7 @@ static const char full_conf[] =
     "chroot \"/var/lib/dotproxyd\"\n"
     "cache size 5000\n"
     "cache serve-stale yes max-age 3600\n"
+    "cache prefetch no\n"
     "ratelimit 100 per second burst 300\n"
     "edns udp size 4096\n"
     "control socket \"/run/dp.sock\"\n"
@@ -279,6 +280,7 @@ test_every_statement(void)
 	is_int(c->cache_size, 5000, "full: cache size");
 	ok(c->serve_stale == 1 && c->stale_max == 3600,
 	    "full: cache serve-stale yes max-age 3600");
+	ok(c->prefetch == 0, "full: cache prefetch no");
 	is_int(c->ratelimit, 100, "full: ratelimit");
 	is_int(c->ratelimit_burst, 300, "full: burst");
 	is_int(c->edns_udp_size, 4096, "full: edns udp size");
@@ -364,6 +366,26 @@ test_serve_stale(void)
 	config_free(c);
 }
 
+/* cache prefetch yes | no: on by default */
+static void
+test_prefetch(void)
+{
+	struct dotproxyd_conf	*c;
+
+	c = parse_text("");
+	ok(c != NULL && c->prefetch == 1, "prefetch: on by default");
+	config_free(c);
+	c = parse_text("cache prefetch no\n");
+	ok(c != NULL && c->prefetch == 0, "prefetch no: off");
+	config_free(c);
+	c = parse_text("cache prefetch no\ncache prefetch yes\n");
+	ok(c != NULL && c->prefetch == 1, "prefetch yes: on, the last counts");
+	config_free(c);
+	c = parse_text("cache prefetch\n");
+	ok(c == NULL, "prefetch without yes or no: an error");
+	config_free(c);
+}
+
 /* A statement with a number: the smallest and largest values it takes. */
 static void
 test_bounds(void)
@@ -409,6 +431,7 @@ test_bounds(void)
 	ok(c == NULL, "edns udp size without a number: an error");
 	config_free(c);
 	test_serve_stale();
+	test_prefetch();
 }
 
 static void
@@ -767,6 +790,8 @@ test_round_trip(void)
 	    "round trip: the default tls idle timeout is printed");
 	ok(strstr(t1, "cache serve-stale no\n") != NULL,
 	    "round trip: serve-stale off is printed");
+	ok(strstr(t1, "cache prefetch yes\n") != NULL,
+	    "round trip: prefetch on is printed");
 	ok(strstr(t1, "edns udp size 1232\n") != NULL,
 	    "round trip: the default edns udp size is printed");
 	free(t1);
