@@ -158,6 +158,9 @@ struct dotproxyd_conf {
 	char				 control_path[sizeof(((struct
 					     sockaddr_un *)0)->sun_path)];
 	char				 audit_log[PATH_MAX];
+	char				 dnstap_path[sizeof(((struct
+					     sockaddr_un *)0)->sun_path)];
+	int				 dnstap_anonymize;
 	int				 tls_connections;
 	int				 tls_idle;	/* seconds */
 	int				 cache_size;	/* 0: off */

@@ -310,6 +310,7 @@ config_recv(struct dotproxyd_conf **pending, struct imsg *imsg)
 		TERMINATE(c->tls_ca);
 		TERMINATE(c->control_path);
 		TERMINATE(c->audit_log);
+		TERMINATE(c->dnstap_path);
 		*pending = c;
 		return 0;
 	case IMSG_CONF_UPSTREAM:
