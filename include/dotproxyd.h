@@ -45,6 +45,7 @@
 #define STALE_AFTER_MS		1800	/* serve-stale: client waited this */
 #define STALE_TTL		30	/* RFC 8767 4: TTL of a stale answer */
 #define DRAIN_MS		2000	/* in-flight queries at shutdown */
+#define DNSTAP_RETRY_MS		1000	/* connects to an absent collector */
 #define RESPAWN_WINDOW		30	/* seconds: */
 #define RESPAWN_MAX		5	/* this many deaths in it is a loop */
 
@@ -80,6 +81,8 @@ enum imsg_type {
 	IMSG_CTL_END,		/* upstream -> listener: peerid */
 	IMSG_NETWORK_CHANGED,	/* parent -> upstream: empty */
 	IMSG_HEARTBEAT,		/* parent -> child: empty; back: heartbeat */
+	IMSG_DNSTAP_FD,		/* parent -> child: fd, the dnstap collector */
+	IMSG_DNSTAP_NEEDFD,	/* child -> parent: empty, wants a new one */
 };
 
 /* A child's answer to the parent's heartbeat: alive, and how it fares. */
