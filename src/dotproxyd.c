@@ -864,8 +864,9 @@ dnstap_send_fd(struct child *c)
 	}
 	if ((fd = dnstap_connect(conf->dnstap_path)) == -1) {
 		if (!c->tap_warned)
-			log_warn("dnstap socket %s; trying again every %d s",
-			    conf->dnstap_path, DNSTAP_RETRY_MS / 1000);
+			log_warn("dnstap socket %s for the %s process; "
+			    "trying again every %d s", conf->dnstap_path,
+			    proc_name(c->type), DNSTAP_RETRY_MS / 1000);
 		c->tap_warned = 1;
 		evtimer_add(&c->tap_retry, &tv);
 		return;
@@ -877,7 +878,8 @@ dnstap_send_fd(struct child *c)
 	}
 	chan_update(&c->ch);
 	if (c->tap_warned)
-		log_info("dnstap socket %s: connected", conf->dnstap_path);
+		log_info("dnstap socket %s: connected for the %s process",
+		    conf->dnstap_path, proc_name(c->type));
 	c->tap_want = c->tap_warned = 0;
 }
 
