@@ -43,8 +43,8 @@ LIBS=		$(PKG_LIBS) $(OS_LIBS)
 
 # dnstap output (src/dnstap.c): protobuf-c for the records, libfstrm for
 # Frame Streams control frames, the C code generated from src/dnstap.proto
-# by protoc-c.  Built with everything, linked into the unit tests; the
-# daemon does not use it yet.  Expanded only where used.
+# by protoc-c.  Linked into the daemon (its children write dnstap) and
+# the unit tests.  Expanded only where used.
 PROTOC_C?=	protoc-c
 DNSTAP_PKGS=	libprotobuf-c libfstrm
 DNSTAP_CFLAGS=	$(shell $(PKG_CONFIG) --cflags $(DNSTAP_PKGS))
@@ -66,9 +66,10 @@ endif
 COMMON=		imsg.c dns.c log.c config.c printconf.c acl.c cache.c \
 		ratelimit.c audit.c chan.c rtt.c sip.c http.c sdnotify.c qid.c
 DAEMON_SRCS=	dotproxyd.c listener.c querylog.c tcpclient.c upstream.c \
-		upconn.c proc.c control.c $(SANDBOX_SRCS) $(NETWATCH_SRCS) \
-		$(SANITIZER_SRCS) $(COMMON)
-DAEMON_OBJS=	$(DAEMON_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/parse.o
+		upconn.c proc.c control.c tap.c $(SANDBOX_SRCS) \
+		$(NETWATCH_SRCS) $(SANITIZER_SRCS) $(COMMON)
+DAEMON_OBJS=	$(DAEMON_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/parse.o \
+		$(DNSTAP_OBJS)
 CTL_SRCS=	dotproxyctl.c
 CTL_OBJS=	$(CTL_SRCS:%.c=$(BUILD)/%.o)
 HDRS=		$(wildcard include/*.h)
@@ -116,7 +117,7 @@ $(BUILD)/parse.o: $(BUILD)/parse.c $(HDRS)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -c $< -o $@
 
 $(BUILD)/dotproxyd: $(DAEMON_OBJS)
-	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBS) $(DNSTAP_LIBS)
 
 $(BUILD)/dotproxyctl: $(CTL_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $(CTL_OBJS) $(LIBS)

@@ -46,6 +46,7 @@
 #define STALE_AFTER_MS		1800	/* serve-stale: client waited this */
 #define STALE_TTL		30	/* RFC 8767 4: TTL of a stale answer */
 #define DRAIN_MS		2000	/* in-flight queries at shutdown */
+#define DNSTAP_RETRY_MS		1000	/* connects to an absent collector */
 #define RESPAWN_WINDOW		30	/* seconds: */
 #define RESPAWN_MAX		5	/* this many deaths in it is a loop */
 
@@ -82,6 +83,8 @@ enum imsg_type {
 	IMSG_CTL_END,		/* upstream -> listener: peerid */
 	IMSG_NETWORK_CHANGED,	/* parent -> upstream: empty */
 	IMSG_HEARTBEAT,		/* parent -> child: empty; back: heartbeat */
+	IMSG_DNSTAP_FD,		/* parent -> child: fd, the dnstap collector */
+	IMSG_DNSTAP_NEEDFD,	/* child -> parent: empty, wants a new one */
 };
 
 /* A child's answer to the parent's heartbeat: alive, and how it fares. */
@@ -160,6 +163,9 @@ struct dotproxyd_conf {
 	char				 control_path[sizeof(((struct
 					     sockaddr_un *)0)->sun_path)];
 	char				 audit_log[PATH_MAX];
+	char				 dnstap_path[sizeof(((struct
+					     sockaddr_un *)0)->sun_path)];
+	int				 dnstap_anonymize;
 	int				 tls_connections;
 	int				 tls_idle;	/* seconds */
 	int				 cache_size;	/* 0: off */

@@ -311,6 +311,7 @@ config_recv(struct dotproxyd_conf **pending, struct imsg *imsg)
 		TERMINATE(c->tls_ca);
 		TERMINATE(c->control_path);
 		TERMINATE(c->audit_log);
+		TERMINATE(c->dnstap_path);
 		*pending = c;
 		if (c->metrics.ss_family != AF_UNSPEC &&
 		    c->metrics.ss_family != AF_INET &&

@@ -33,6 +33,7 @@
 #include "imsg.h"
 #include "log.h"
 #include "stats.h"
+#include "tap.h"
 
 #define CTL_MAX_CONNS	16
 #define CTL_ROOT_SLOTS	2	/* of those, only root may take */
@@ -472,6 +473,21 @@ is_root(struct ctl *c)
 	return 0;
 }
 
+/* The listener's dnstap records, with "dnstap socket". */
+static void
+print_tap_stats(FILE *f)
+{
+	uint64_t	sent, dropped;
+
+	if (!tap_on())
+		return;
+	tap_stats(&sent, &dropped);
+	fprintf(f, "%-28s %12llu\n", "dnstap sent",
+	    (unsigned long long)sent);
+	fprintf(f, "%-28s %12llu\n", "dnstap dropped",
+	    (unsigned long long)dropped);
+}
+
 static void
 print_stats(FILE *f)
 {
@@ -521,6 +537,7 @@ print_stats(FILE *f)
 		    (unsigned long long)st->upstream_fail[i]);
 	fprintf(f, "%-28s %12d\n", "tcp clients now", tcp);
 	fprintf(f, "%-28s %12d\n", "queries in flight now", inflight);
+	print_tap_stats(f);
 }
 
 static void
@@ -675,6 +692,7 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 {
 	const struct listener_stats	*st = &listener_counters;
 	struct cache_stats		 cs;
+	uint64_t			 sent, dropped;
 	int				 i, tcp, inflight;
 
 	listener_gauges(&tcp, &inflight);
@@ -722,6 +740,12 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 	metric_value(f, "dotproxyd_inflight", "gauge",
 	    "Queries waiting for an upstream answer.",
 	    (unsigned long long)inflight);
+	tap_stats(&sent, &dropped);
+	metric_value(f, "dotproxyd_dnstap_sent_total", "counter",
+	    "The listener's dnstap records sent to the collector.", sent);
+	metric_value(f, "dotproxyd_dnstap_dropped_total", "counter",
+	    "The listener's dnstap records dropped: no collector or no room.",
+	    dropped);
 	for (i = 0; i < (int)(sizeof(upstream_metrics) /
 	    sizeof(upstream_metrics[0])); i++)
 		upstream_metric(f, &upstream_metrics[i], u, n);

@@ -44,6 +44,10 @@ struct child {
 	int64_t		 heard;		/* ms: its last heartbeat or start */
 	struct heartbeat hb;		/* what it said then */
 	struct event	 respawn;
+	struct event	 tap_retry;	/* connect to the dnstap collector */
+	int64_t		 tap_tried;	/* ms: last connect for it */
+	int		 tap_want;	/* it has no descriptor */
+	int		 tap_warned;	/* said the collector is absent */
 	time_t		 started;
 	time_t		 deaths[RESPAWN_MAX];
 };
@@ -83,6 +87,8 @@ static void	 warn_open_resolver(const struct dotproxyd_conf *);
 static void	 audit_confinement(const struct child *);
 static void	 network_changed(void);
 static int	 child_heartbeat(struct child *, struct imsg *);
+static int	 child_dnstap_needfd(struct child *, struct imsg *);
+static void	 dnstap_retry(int, short, void *);
 static void	 service_start(void);
 static void	 service_tick(int, short, void *);
 static void	 service_ready(void);
@@ -152,6 +158,8 @@ main(int argc, char *argv[])
 	children[1].type = PROC_UPSTREAM;
 	for (i = 0; i < 2; i++) {
 		evtimer_set(&children[i].respawn, child_respawn,
+		    &children[i]);
+		evtimer_set(&children[i].tap_retry, dnstap_retry,
 		    &children[i]);
 		child_start(&children[i], pair[i]);
 	}
@@ -596,6 +604,8 @@ child_start(struct child *c, int peerfd)
 		fatal("imsgbuf_init");
 	c->started = time(NULL);
 	c->serving = 0;
+	c->tap_want = 0;
+	evtimer_del(&c->tap_retry);
 	if (c->type == PROC_LISTENER) {
 		TAILQ_FOREACH(ls, &lsocks, entry) {
 			if ((fd = dup(ls->udp)) == -1 ||
@@ -853,6 +863,107 @@ child_started(struct child *c, struct imsg *imsg)
 }
 
 /*
+ * A Unix stream socket connected to the dnstap collector, non-blocking
+ * for the child's writer; -1 with errno set when there is none.
+ */
+static int
+dnstap_connect(const char *path)
+{
+	struct sockaddr_un	sun;
+	int			fd, saved;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlcpy(sun.sun_path, path, sizeof(sun.sun_path)) >=
+	    sizeof(sun.sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0)) == -1)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * Give a child that wants one a descriptor connected to the collector.
+ * An absent collector is tried again DNSTAP_RETRY_MS later, and said
+ * once until it is back.
+ */
+static void
+dnstap_send_fd(struct child *c)
+{
+	struct timeval	tv = { DNSTAP_RETRY_MS / 1000, 0 };
+	int		fd;
+
+	c->tap_tried = mono_ms();
+	if (!c->tap_want || c->pid <= 0 || conf->dnstap_path[0] == '\0') {
+		c->tap_want = 0;
+		return;
+	}
+	if ((fd = dnstap_connect(conf->dnstap_path)) == -1) {
+		if (!c->tap_warned)
+			log_warn("dnstap socket %s for the %s process; "
+			    "trying again every %d s", conf->dnstap_path,
+			    proc_name(c->type), DNSTAP_RETRY_MS / 1000);
+		c->tap_warned = 1;
+		evtimer_add(&c->tap_retry, &tv);
+		return;
+	}
+	if (imsg_compose(&c->ch.ibuf, IMSG_DNSTAP_FD, 0, fd, NULL, 0) == -1) {
+		log_warn("imsg_compose");
+		evtimer_add(&c->tap_retry, &tv);
+		return;
+	}
+	chan_update(&c->ch);
+	if (c->tap_warned)
+		log_info("dnstap socket %s: connected for the %s process",
+		    conf->dnstap_path, proc_name(c->type));
+	c->tap_want = c->tap_warned = 0;
+}
+
+static void
+dnstap_retry(int fd, short event, void *arg)
+{
+	(void)fd;
+	(void)event;
+	dnstap_send_fd(arg);
+}
+
+/*
+ * A child's writer has no descriptor (the first, or the collector went
+ * away): connect for it now, or when a second has passed since the last
+ * try for it.
+ */
+static int
+child_dnstap_needfd(struct child *c, struct imsg *imsg)
+{
+	struct timeval	tv;
+	int64_t		wait;
+
+	if (child_msg_bad(c, imsg, 0, 0))
+		return -1;
+	c->tap_want = 1;
+	if (evtimer_pending(&c->tap_retry, NULL))
+		return 0;
+	wait = DNSTAP_RETRY_MS - (mono_ms() - c->tap_tried);
+	if (wait <= 0) {
+		dnstap_send_fd(c);
+		return 0;
+	}
+	tv.tv_sec = wait / 1000;
+	tv.tv_usec = (wait % 1000) * 1000;
+	evtimer_add(&c->tap_retry, &tv);
+	return 0;
+}
+
+/*
  * One message from a child; -1 for a malformed one or one that child
  * may not send (the control commands come from the listener only).
  */
@@ -868,6 +979,8 @@ child_message(struct child *c, struct imsg *imsg)
 		return child_started(c, imsg);
 	case IMSG_HEARTBEAT:
 		return child_heartbeat(c, imsg);
+	case IMSG_DNSTAP_NEEDFD:
+		return child_dnstap_needfd(c, imsg);
 	case IMSG_CTL_RELOAD:
 		if (c->type != PROC_LISTENER)
 			break;

@@ -34,6 +34,7 @@
 #include "querylog.h"
 #include "ratelimit.h"
 #include "stats.h"
+#include "tap.h"
 #include "tcpclient.h"
 
 #define UDP_BATCH		64
@@ -127,6 +128,8 @@ static void	 drain_done(int, short, void *);
 static size_t	 client_limit(const struct cquery *);
 static int	 take_startup_fd(struct imsg *);
 static void	 take_metrics(struct imsg *);
+static void	 tap_client_msg(const struct cquery *, enum dnstap_type,
+		    const uint8_t *, size_t);
 
 static struct dotproxyd_conf	*conf;
 static struct chan		 parent = {
@@ -213,6 +216,7 @@ conf_applied(void)
 	apply_limits();
 	close_removed_sockets();
 	control_http_keep(&conf->metrics);
+	querylog_tap_configure(&parent, conf);
 }
 
 /*
@@ -394,6 +398,9 @@ parent_message(struct chan *c, struct imsg *imsg)
 		break;
 	case IMSG_SOCKET_METRICS:
 		take_metrics(imsg);
+		break;
+	case IMSG_DNSTAP_FD:
+		tap_take_fd(c, imsg);
 		break;
 	default:
 		proc_unexpected(c, imsg);
@@ -589,7 +596,7 @@ cquery_new(const uint8_t *q, const struct dns_msg *qm, int fd,
 	}
 	memcpy(cq->q, q, keep);
 	cq->qlen = keep;
-	if (conf->log_queries)
+	if (conf->log_queries || tap_on())
 		mono_time(&cq->t0);
 	cq->qm = *qm;
 	cq->fd = fd;
@@ -644,6 +651,7 @@ query_validate(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 	}
 	if ((cq = cquery_new(q, &qm, fd, tc, from, fromlen)) == NULL)
 		return NULL;
+	tap_client_msg(cq, DNSTAP_CLIENT_QUERY, q, qlen);
 	if (ratelimit != NULL && !ratelimit_allow(ratelimit,
 	    (const struct sockaddr *)from, mono_ms())) {
 		listener_counters.ratelimited++;
@@ -845,6 +853,7 @@ reply(struct cquery *cq, const uint8_t *msg, size_t len, const char *how)
 		listener_counters.rcode[DNS_F_RCODE(dns_get16(msg + 2))]++;
 	if (conf->log_queries)
 		log_query(cq, msg, len, how, conf->log_queries == 2);
+	tap_client_msg(cq, DNSTAP_CLIENT_RESPONSE, msg, len);
 	if (cq->tc != NULL)
 		tcp_send(cq->tc, msg, len);
 	else if (len > sizeof(u->buf)) {
@@ -862,6 +871,25 @@ reply(struct cquery *cq, const uint8_t *msg, size_t len, const char *how)
 		memcpy(u->buf, msg, len);
 	}
 	cquery_free(cq);
+}
+
+/* dnstap: a client's message, with our address when it came over UDP. */
+static void
+tap_client_msg(const struct cquery *cq, enum dnstap_type type,
+    const uint8_t *msg, size_t len)
+{
+	const struct sockaddr_storage	*local = NULL;
+	struct sock			*s;
+
+	if (!tap_on())
+		return;
+	if (cq->tc == NULL)
+		TAILQ_FOREACH(s, &socks, entry)
+			if (s->fd == cq->fd) {
+				local = &s->ss;
+				break;
+			}
+	tap_client(cq, type, msg, len, local);
 }
 
 /*

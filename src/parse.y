@@ -74,8 +74,9 @@ typedef struct {
 %}
 
 %token	ALLOW ANONYMIZE AUDIT BURST CA CACHE CHROOT CONNECTIONS CONTROL
-%token	EDNS FROM IDLE INCLUDE LISTEN LOG MAXAGE NAME NO OFF ON PER PIN PORT
-%token	PREFETCH QUERIES RATELIMIT SECOND SERVESTALE SHA256 SIZE SOCKET TIMEOUT TLS
+%token	DNSTAP EDNS FROM IDLE INCLUDE LISTEN LOG MAXAGE NAME NO OFF ON PER PIN
+%token	PORT PREFETCH QUERIES RATELIMIT SECOND SERVESTALE SHA256 SIZE SOCKET
+%token	TIMEOUT TLS
 %token	UDP UPSTREAM USER YES ERROR
 %token	METRICS
 %token	<v.string>	STRING
@@ -330,6 +331,21 @@ main		: LISTEN ON STRING port {
 			}
 		}
 		| LOG QUERIES anonymize	{ conf->log_queries = (int)$3; }
+		| DNSTAP SOCKET STRING {
+			if (copy_string(conf->dnstap_path,
+			    sizeof(conf->dnstap_path), $3,
+			    "dnstap socket") == -1) {
+				free($3);
+				YYERROR;
+			}
+			free($3);
+			if (conf->dnstap_path[0] != '/') {
+				yyerror("dnstap socket must be an absolute "
+				    "path");
+				YYERROR;
+			}
+		}
+		| DNSTAP ANONYMIZE	{ conf->dnstap_anonymize = 1; }
 		| EDNS UDP SIZE NUMBER {
 			if ($4 < DNS_MIN_UDP || $4 > DNS_EDNS_UDP_MAX) {
 				yyerror("edns udp size %lld out of range "
@@ -419,6 +435,7 @@ lookup(char *s)
 		{ "chroot",		CHROOT },
 		{ "connections",	CONNECTIONS },
 		{ "control",		CONTROL },
+		{ "dnstap",		DNSTAP },
 		{ "edns",		EDNS },
 		{ "from",		FROM },
 		{ "idle",		IDLE },

@@ -118,4 +118,11 @@ print_config(FILE *f, const struct dotproxyd_conf *c)
 	if (c->log_queries)
 		fprintf(f, "log queries%s\n", c->log_queries == 2 ?
 		    " anonymize" : "");
+	if (c->dnstap_path[0]) {
+		fprintf(f, "dnstap socket ");
+		print_quoted(f, c->dnstap_path);
+		fprintf(f, "\n");
+	}
+	if (c->dnstap_anonymize)
+		fprintf(f, "dnstap anonymize\n");
 }

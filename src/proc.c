@@ -109,6 +109,10 @@ imsg_type_name(uint32_t type)
 		return "IMSG_NETWORK_CHANGED";
 	case IMSG_HEARTBEAT:
 		return "IMSG_HEARTBEAT";
+	case IMSG_DNSTAP_FD:
+		return "IMSG_DNSTAP_FD";
+	case IMSG_DNSTAP_NEEDFD:
+		return "IMSG_DNSTAP_NEEDFD";
 	}
 	snprintf(unknown, sizeof(unknown), "message type %u", type);
 	return unknown;

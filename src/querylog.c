@@ -1,7 +1,9 @@
 /*
  * The listener's query log and its audit of clients.  With "log queries",
  * one line for each query answered; refused and rate-limited clients are
- * counted and audited once a minute, not per packet.
+ * counted and audited once a minute, not per packet.  With "dnstap
+ * socket", each client's query and answer as dnstap records, made
+ * anonymous as the query log does it.
  */
 #include <sys/types.h>
 #include <sys/socket.h>
@@ -16,11 +18,16 @@
 #include <time.h>
 
 #include "audit.h"
+#include "chan.h"
 #include "dns.h"
+#include "dnstap.h"
+#include "dotproxyd.h"
 #include "listener.h"
 #include "log.h"
+#include "proc.h"
 #include "querylog.h"
 #include "sip.h"
+#include "tap.h"
 
 /* The clients counted this minute, by event; past AUDIT_CLIENTS, a sum. */
 #define AUDIT_CLIENTS	256
@@ -118,35 +125,100 @@ audit_clients(int fd, short event, void *arg)
 }
 
 /*
- * "log queries anonymize": the client's /24 (IPv4) or /56 (IPv6), then
- * '#' and SipHash-2-4 of its whole address under a 128-bit key chosen
- * at each start.  A keyed PRF: without the key, which never leaves this
- * process, no output says anything of its input, nor of any other; the
- * key is too long to search for from lines of known clients.
+ * A client's address made anonymous, in place: its /24 (IPv4) or /56
+ * (IPv6), without the port.  Returns SipHash-2-4 of its whole address
+ * under a 128-bit key chosen at each start.  A keyed PRF: without the
+ * key, which never leaves this process, no output says anything of its
+ * input, nor of any other; the key is too long to search for from
+ * records of known clients.
  */
+static uint64_t
+anon_addr(struct sockaddr_storage *ss)
+{
+	uint8_t		 in[17], *a;
+	size_t		 alen, keep;
+
+	if (ss->ss_family == AF_INET) {
+		a = (uint8_t *)&((struct sockaddr_in *)ss)->sin_addr;
+		((struct sockaddr_in *)ss)->sin_port = 0;
+		alen = 4;
+		keep = 3;
+	} else {
+		a = (uint8_t *)&((struct sockaddr_in6 *)ss)->sin6_addr;
+		((struct sockaddr_in6 *)ss)->sin6_port = 0;
+		alen = 16;
+		keep = 7;
+	}
+	in[0] = ss->ss_family == AF_INET ? 4 : 6;
+	memcpy(in + 1, a, alen);
+	memset(a + keep, 0, alen - keep);
+	return sip24(anon_key, in, alen + 1);
+}
+
+/* "log queries anonymize": the prefix, then '#' and the keyed hash. */
 static void
 client_anon(const struct sockaddr_storage *from, char *buf, size_t len)
 {
 	struct sockaddr_storage	 ss = *from;
-	uint8_t			 in[17], *a;
-	size_t			 alen, keep, o;
+	uint64_t		 h;
+	size_t			 o;
 
-	if (ss.ss_family == AF_INET) {
-		a = (uint8_t *)&((struct sockaddr_in *)&ss)->sin_addr;
-		alen = 4;
-		keep = 3;
-	} else {
-		a = (uint8_t *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
-		alen = 16;
-		keep = 7;
-	}
-	in[0] = ss.ss_family == AF_INET ? 4 : 6;
-	memcpy(in + 1, a, alen);
-	memset(a + keep, 0, alen - keep);
+	h = anon_addr(&ss);
 	client_text(&ss, buf, len);
 	o = strlen(buf);
-	(void)snprintf(buf + o, len - o, "/%zu#%016llx", keep * 8,
-	    (unsigned long long)sip24(anon_key, in, alen + 1));
+	(void)snprintf(buf + o, len - o, "/%d#%016llx",
+	    ss.ss_family == AF_INET ? 24 : 56, (unsigned long long)h);
+}
+
+/*
+ * "dnstap anonymize": the same prefix, and for a port the low 16 bits
+ * of the same hash (the last four digits of the query log's), so that
+ * records of one client go together and agree with the query log.
+ */
+static void
+tap_anon(void *arg, struct sockaddr_storage *ss)
+{
+	uint16_t	port;
+
+	(void)arg;
+	port = htons((uint16_t)anon_addr(ss));
+	if (ss->ss_family == AF_INET)
+		((struct sockaddr_in *)ss)->sin_port = port;
+	else
+		((struct sockaddr_in6 *)ss)->sin6_port = port;
+}
+
+/* The listener's dnstap writer, as the config says. */
+void
+querylog_tap_configure(struct chan *parent, const struct dotproxyd_conf *c)
+{
+	tap_configure(parent, c, tap_anon, NULL);
+}
+
+/*
+ * A client's query as it came, or the answer as it left, for dnstap;
+ * local is the address it came to, or NULL.
+ */
+void
+tap_client(const struct cquery *cq, enum dnstap_type type,
+    const uint8_t *msg, size_t len, const struct sockaddr_storage *local)
+{
+	struct dnstap_event	ev;
+	int64_t			t0;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.type = type;
+	ev.proto = cq->tc != NULL ? DNSTAP_TCP : DNSTAP_UDP;
+	ev.peer = (const struct sockaddr *)&cq->from;
+	if (local != NULL && local->ss_family == cq->from.ss_family)
+		ev.local = (const struct sockaddr *)local;
+	t0 = (int64_t)cq->t0.tv_sec * 1000000 + cq->t0.tv_nsec / 1000;
+	tap_realtime(&ev.qtime, t0);
+	if (type == DNSTAP_CLIENT_RESPONSE)
+		tap_realtime(&ev.rtime, mono_us());
+	ev.msg = msg;
+	ev.msglen = len;
+	tap_log(&ev);
 }
 
 #define LOG_NAME_MAX	768	/* of a name in a query log line, with NUL */

@@ -102,8 +102,8 @@ sandbox_memfile(const char *name)
 
 /*
  * The parent sees only what it opens after start-up: its own binary to
- * start a child again, the config directory, the CA bundle and the audit
- * log.  unveil() hides the rest of the file system.
+ * start a child again, the config directory, the CA bundle, the audit
+ * log and the dnstap socket.  unveil() hides the rest of the file system.
  */
 static void
 parent_unveil(const char *self, const char *conffile,
@@ -124,6 +124,9 @@ parent_unveil(const char *self, const char *conffile,
 		fatal("unveil %s", c->tls_ca);
 	if (c->audit_log[0] && unveil(c->audit_log, "rwc") == -1)
 		fatal("unveil %s", c->audit_log);
+	/* connect(2) to a Unix socket needs "w" */
+	if (c->dnstap_path[0] && unveil(c->dnstap_path, "w") == -1)
+		fatal("unveil %s", c->dnstap_path);
 	if (unveil(NULL, NULL) == -1)
 		fatal("unveil");
 }

@@ -32,6 +32,7 @@
 #include "log.h"
 #include "proc.h"
 #include "rtt.h"
+#include "tap.h"
 #include "upstream.h"
 
 #define MAX_REQUEUES		64	/* sent again after a server's close */
@@ -249,6 +250,30 @@ conn_write_out(struct conn *c)
 	return 0;
 }
 
+/*
+ * dnstap: a try's query as it went to the upstream (DNS-over-TLS), or
+ * the answer that came for it.  No client is in either.
+ */
+static void
+tap_forwarder(const struct conn *c, const struct utry *t,
+    enum dnstap_type type, const uint8_t *msg, size_t len)
+{
+	struct dnstap_event	ev;
+
+	if (!tap_on())
+		return;
+	memset(&ev, 0, sizeof(ev));
+	ev.type = type;
+	ev.proto = DNSTAP_DOT;
+	ev.peer = (const struct sockaddr *)&c->up->uc.ss;
+	tap_realtime(&ev.qtime, t->sent);
+	if (type == DNSTAP_FORWARDER_RESPONSE)
+		tap_realtime(&ev.rtime, c->heard);
+	ev.msg = msg;
+	ev.msglen = len;
+	tap_log(&ev);
+}
+
 /* Put a try on the wire: a slot, an ID, a TLS record of its own. */
 void
 conn_send(struct conn *c, struct utry *t)
@@ -276,7 +301,9 @@ conn_send(struct conn *c, struct utry *t)
 		c->broken = 1;
 		if (c->io_errno == 0)
 			c->io_errno = EIO;
-	}
+	} else
+		tap_forwarder(c, t, DNSTAP_FORWARDER_QUERY, uq->q + 2,
+		    uq->qlen - 2);
 	if (c->ninflight == 1)
 		conn_arm(c);
 }
@@ -861,6 +888,7 @@ conn_answer(struct conn *c, const uint8_t *a, size_t alen)
 		return;
 	}
 	conn_heard(c);
+	tap_forwarder(c, t, DNSTAP_FORWARDER_RESPONSE, a, alen);
 	c->answered++;
 	u->quiet_closes = 0;
 	u->last_answer = c->heard;

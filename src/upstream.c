@@ -36,6 +36,7 @@
 #include "proc.h"
 #include "rtt.h"
 #include "sandbox.h"
+#include "tap.h"
 #include "upstream.h"
 
 #define SPREAD_AT		16	/* open another connection beyond */
@@ -390,6 +391,7 @@ static void
 conf_applied(void)
 {
 	apply_config(conf);
+	tap_configure(&parent, conf, NULL, NULL);
 }
 
 /* How long a connection may go unused: tls idle timeout, in µs. */
@@ -407,6 +409,9 @@ parent_message(struct chan *c, struct imsg *imsg)
 	case IMSG_NETWORK_CHANGED:
 		msg_need(c, imsg, 0, 0, MSG_NO_FD);
 		network_changed();
+		break;
+	case IMSG_DNSTAP_FD:
+		tap_take_fd(c, imsg);
 		break;
 	default:
 		proc_unexpected(c, imsg);

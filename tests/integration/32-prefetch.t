@@ -16,7 +16,6 @@ plan 21
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
-PORT=$(free_port)
 CTL_SOCK=$T_DIR/ctl.sock
 
 # Records with TTL 10: prefetched from 9 s on.  unbound logs each query.
@@ -24,21 +23,10 @@ EXTRA='local-data: "pf.example.test. 10 IN A 192.0.2.80"
 	local-data: "pfoff.example.test. 10 IN A 192.0.2.81"
 	log-queries: yes'
 
-# conf [EXTRA]: the config file CONF_FILE.
+# conf [EXTRA]: the config file CONF_FILE, on the same port each time.
 conf()
 {
-	CONF_FILE=$T_DIR/dotproxyd.conf
-	cat >"$CONF_FILE" <<EOF
-listen on 127.0.0.1 port $PORT
-upstream 127.0.0.1 port $UPORT name "dot.test"
-tls ca "$T_DIR/ca/ca.pem"
-allow from 127.0.0.0/8
-user $D_USER
-chroot "$D_CHROOT"
-control socket "$CTL_SOCK"
-log queries
-${1:-}
-EOF
+	make_conf prefetch -u "$UPORT" "log queries" "${1:-}"
 }
 
 # ttl_of: the TTL of the first A record in the answer of kdig output.

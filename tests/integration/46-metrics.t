@@ -17,16 +17,15 @@ plan 41
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
-PORT=$(free_port)
 MPORT=$(free_port)
 MPORT2=$(free_port)
 CTL_SOCK=$T_DIR/ctl.sock
 
-# write_conf [EXTRA LINES...]: the config CONF_FILE, upstreams_conf's
-# with more statements (from line 8 on), listening on a new port.
+# write_conf [EXTRA LINES...]: the config CONF_FILE, make_conf's with
+# more statements (from line 8 on), on the same port each time.
 write_conf()
 {
-	upstreams_conf metrics "$(printf '%s\n' "$@")" "$UPORT"
+	make_conf metrics -u "$UPORT" "$@"
 	D_PORT=$PORT
 }
 

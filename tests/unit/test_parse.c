@@ -223,7 +223,9 @@ static const char full_conf[] =
     "edns udp size 4096\n"
     "control socket \"/run/dp.sock\"\n"
     "audit log \"/var/log/dotproxyd-audit.log\"\n"
-    "log queries anonymize\n";
+    "log queries anonymize\n"
+    "dnstap socket \"/run/dotproxyd/dnstap.sock\"\n"
+    "dnstap anonymize\n";
 
 static void
 test_every_statement(void)
@@ -288,6 +290,9 @@ test_every_statement(void)
 	ok(strcmp(c->audit_log, "/var/log/dotproxyd-audit.log") == 0,
 	    "full: audit log");
 	is_int(c->log_queries, 2, "full: log queries anonymize");
+	ok(strcmp(c->dnstap_path, "/run/dotproxyd/dnstap.sock") == 0,
+	    "full: dnstap socket");
+	is_int(c->dnstap_anonymize, 1, "full: dnstap anonymize");
 	config_free(c);
 
 	c = parse_text("cache off\nlog queries\nratelimit 50 per second\n");
@@ -313,6 +318,8 @@ test_every_statement(void)
 		ok(strcmp(c->control_path, DOTPROXYD_SOCKET) == 0,
 		    "small: default control socket");
 		is_int(c->audit_log[0], '\0', "small: no audit log by default");
+		ok(c->dnstap_path[0] == '\0' && c->dnstap_anonymize == 0,
+		    "small: no dnstap by default");
 		is_int(c->edns_udp_size, 1232,
 		    "small: edns udp size 1232 by default");
 		config_free(c);
@@ -681,6 +688,14 @@ test_errors(void)
 		{ "a = \"1 $a\"\ntls connections $a\n", 2,
 		    "macro using itself" },
 		{ "log queries loudly\n", 1, "log queries junk" },
+		{ "dnstap socket \"dnstap.sock\"\n", 1,
+		    "relative dnstap socket" },
+		{ "dnstap socket\n", 1, "dnstap socket without a path" },
+		{ "dnstap \"/run/x.sock\"\n", 1, "dnstap without socket" },
+		{ "dnstap socket \"/run/"
+		    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		    ".sock\"\n", 1, "dnstap socket path too long" },
 		{ "listen 127.0.0.1\n", 1, "listen without on" },
 	};
 
@@ -773,6 +788,8 @@ test_round_trip(void)
 	    "round trip: cache serve-stale printed");
 	ok(strstr(t1, "edns udp size 4096\n") != NULL,
 	    "round trip: edns udp size printed");
+	ok(strstr(t1, "dnstap socket \"/run/dotproxyd/dnstap.sock\"\n"
+	    "dnstap anonymize\n") != NULL, "round trip: dnstap printed");
 	unlink(path);
 	free(t1);
 	free(t2);
