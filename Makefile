@@ -76,6 +76,7 @@ HDRS=		$(wildcard include/*.h)
 
 UNIT_TESTS=	$(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 UNIT_OBJS=	$(COMMON:%.c=$(BUILD)/%.o) $(BUILD)/parse.o $(BUILD)/proc.o \
+		$(BUILD)/tap.o \
 		$(SANDBOX_SRCS:%.c=$(BUILD)/%.o) $(NETWATCH_SRCS:%.c=$(BUILD)/%.o) \
 		$(DNSTAP_OBJS)
 

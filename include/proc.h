@@ -41,6 +41,20 @@ struct proc {
 	void			(*sigterm)(int, short, void *);
 };
 
+/*
+ * A child's struct proc.  Its hooks for a start-up descriptor, a config
+ * applied, a message of the parent's and a heartbeat are the child's
+ * static take_startup_fd(), conf_applied(), parent_message() and
+ * heartbeat(); the loss of the other child and SIGTERM are named.
+ */
+#define PROC_CHILD(t, par, other, other_up, cf, lost, term) {		\
+	.type = (t), .parent = (par), .peer = (other),			\
+	.peer_up = (other_up), .conf = (cf),				\
+	.take_fd = take_startup_fd, .conf_applied = conf_applied,	\
+	.peer_lost = (lost), .parent_message = parent_message,		\
+	.heartbeat = heartbeat, .sigterm = (term)			\
+}
+
 /* What a message may carry beside its payload. */
 enum msg_fd {
 	MSG_NO_FD,

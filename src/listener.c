@@ -161,19 +161,8 @@ struct listener_stats		 listener_counters;
 static uint8_t			 outbuf[DNS_MAX_MSG + 2];
 static struct udp_reply		 udp_out[UDP_BATCH];
 static int			 n_udp_out;
-static struct proc		 proc = {
-	.type = PROC_LISTENER,
-	.parent = &parent,
-	.peer = &upstream,
-	.peer_up = &upstream_up,
-	.conf = &conf,
-	.take_fd = take_startup_fd,
-	.conf_applied = conf_applied,
-	.peer_lost = upstream_lost,
-	.parent_message = parent_message,
-	.heartbeat = heartbeat,
-	.sigterm = drain_start,
-};
+static struct proc		 proc = PROC_CHILD(PROC_LISTENER, &parent, &upstream,
+    &upstream_up, &conf, upstream_lost, drain_start);
 
 __attribute__((__noreturn__)) void
 listener_main(int debug, int verbose)
@@ -399,9 +388,6 @@ parent_message(struct chan *c, struct imsg *imsg)
 	case IMSG_SOCKET_METRICS:
 		take_metrics(imsg);
 		break;
-	case IMSG_DNSTAP_FD:
-		tap_take_fd(c, imsg);
-		break;
 	default:
 		proc_unexpected(c, imsg);
 	}
@@ -424,6 +410,10 @@ upstream_message(struct chan *c, struct imsg *imsg)
 		qf.text[sizeof(qf.text) - 1] = '\0';
 		fail_request(imsg->hdr.peerid, qf.ede, qf.text);
 		break;
+	case IMSG_CTL_END:
+		msg_need(c, imsg, 0, 0, MSG_NO_FD);
+		control_upstream_end(imsg->hdr.peerid);
+		break;
 	case IMSG_CTL_UPSTREAM:
 		msg_need(c, imsg, sizeof(us), sizeof(us), MSG_NO_FD);
 		memcpy(&us, imsg->data, sizeof(us));
@@ -431,10 +421,6 @@ upstream_message(struct chan *c, struct imsg *imsg)
 		us.tls_version[sizeof(us.tls_version) - 1] = '\0';
 		us.last_error[sizeof(us.last_error) - 1] = '\0';
 		control_upstream(imsg->hdr.peerid, &us);
-		break;
-	case IMSG_CTL_END:
-		msg_need(c, imsg, 0, 0, MSG_NO_FD);
-		control_upstream_end(imsg->hdr.peerid);
 		break;
 	default:
 		proc_unexpected(c, imsg);

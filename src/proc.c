@@ -27,6 +27,7 @@
 #include "log.h"
 #include "proc.h"
 #include "sandbox.h"
+#include "tap.h"
 
 static struct proc	*self;		/* this child, once started */
 static struct event	 ev_sigterm;
@@ -371,6 +372,9 @@ proc_parent_message(struct chan *c, struct imsg *imsg)
 		break;
 	case IMSG_HEARTBEAT:
 		proc_heartbeat(self, imsg);
+		break;
+	case IMSG_DNSTAP_FD:
+		tap_take_fd(c, imsg);
 		break;
 	default:
 		self->parent_message(c, imsg);

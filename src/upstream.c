@@ -78,19 +78,8 @@ static TAILQ_HEAD(, upstream)	 upstreams = TAILQ_HEAD_INITIALIZER(upstreams);
 static TAILQ_HEAD(, uquery)	 queries = TAILQ_HEAD_INITIALIZER(queries);
 static int			 ca_fd = -1, nqueries;
 static int			 listener_up, terminating;
-static struct proc		 proc = {
-	.type = PROC_UPSTREAM,
-	.parent = &parent,
-	.peer = &listener,
-	.peer_up = &listener_up,
-	.conf = &conf,
-	.take_fd = take_startup_fd,
-	.conf_applied = conf_applied,
-	.peer_lost = listener_lost,
-	.parent_message = parent_message,
-	.heartbeat = heartbeat,
-	.sigterm = upstream_sigterm,
-};
+static struct proc		 proc = PROC_CHILD(PROC_UPSTREAM, &parent, &listener,
+    &listener_up, &conf, listener_lost, upstream_sigterm);
 static uint8_t			*ca_mem;
 static size_t			 ca_len;
 
@@ -409,9 +398,6 @@ parent_message(struct chan *c, struct imsg *imsg)
 	case IMSG_NETWORK_CHANGED:
 		msg_need(c, imsg, 0, 0, MSG_NO_FD);
 		network_changed();
-		break;
-	case IMSG_DNSTAP_FD:
-		tap_take_fd(c, imsg);
 		break;
 	default:
 		proc_unexpected(c, imsg);
