@@ -205,6 +205,8 @@ const char		*sockaddr_text(const struct sockaddr_storage *,
 int	 config_send(struct imsgbuf *, const struct dotproxyd_conf *, int);
 int	 config_recv(struct dotproxyd_conf **, struct imsg *);
 void	 config_hash(const struct dotproxyd_conf *, char *, size_t);
+int	 config_listens(const struct dotproxyd_conf *,
+	    const struct sockaddr_storage *);
 #define CONFIG_HASH_HEX	16	/* hexadecimal digits of config_hash() */
 
 /* printconf.c: the effective config, in the language parse.y reads */

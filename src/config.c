@@ -374,3 +374,16 @@ config_hash(const struct dotproxyd_conf *c, char *buf, size_t len)
 			snprintf(buf + 2 * i, len - 2 * i, "%02x", md[i]);
 	free(text);
 }
+
+/* Does the config have a `listen on' statement for this address? */
+int
+config_listens(const struct dotproxyd_conf *c,
+    const struct sockaddr_storage *ss)
+{
+	const struct listen_conf	*l;
+
+	TAILQ_FOREACH(l, &c->listens, entry)
+		if (memcmp(&l->ss, ss, sizeof(*ss)) == 0)
+			return 1;
+	return 0;
+}

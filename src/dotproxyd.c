@@ -449,11 +449,7 @@ sync_listeners(const struct dotproxyd_conf *c, struct lsock **added,
 	}
 	for (ls = TAILQ_FIRST(&lsocks); ls != NULL; ls = next) {
 		next = TAILQ_NEXT(ls, entry);
-		found = 0;
-		TAILQ_FOREACH(l, &c->listens, entry)
-			if (memcmp(&ls->ss, &l->ss, sizeof(ls->ss)) == 0)
-				found = 1;
-		if (found)
+		if (config_listens(c, &ls->ss))
 			continue;
 		/* the listener closes its copies when the config arrives */
 		TAILQ_REMOVE(&lsocks, ls, entry);

@@ -400,6 +400,10 @@ upstream_message(struct chan *c, struct imsg *imsg)
 	struct upstream_status	 us;
 
 	switch (imsg->hdr.type) {
+	case IMSG_CTL_END:
+		msg_need(c, imsg, 0, 0, MSG_NO_FD);
+		control_upstream_end(imsg->hdr.peerid);
+		break;
 	case IMSG_ANSWER:
 		msg_need(c, imsg, DNS_HDR_LEN, DNS_MAX_MSG, MSG_NO_FD);
 		answer_request(imsg->hdr.peerid, imsg->data, imsg->len);
@@ -409,10 +413,6 @@ upstream_message(struct chan *c, struct imsg *imsg)
 		memcpy(&qf, imsg->data, sizeof(qf));
 		qf.text[sizeof(qf.text) - 1] = '\0';
 		fail_request(imsg->hdr.peerid, qf.ede, qf.text);
-		break;
-	case IMSG_CTL_END:
-		msg_need(c, imsg, 0, 0, MSG_NO_FD);
-		control_upstream_end(imsg->hdr.peerid);
 		break;
 	case IMSG_CTL_UPSTREAM:
 		msg_need(c, imsg, sizeof(us), sizeof(us), MSG_NO_FD);
@@ -1137,17 +1137,11 @@ upstream_lost(void)
 static void
 close_removed_sockets(void)
 {
-	struct sock		*s, *next;
-	struct listen_conf	*l;
-	int			 found;
+	struct sock	*s, *next;
 
 	for (s = TAILQ_FIRST(&socks); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, entry);
-		found = 0;
-		TAILQ_FOREACH(l, &conf->listens, entry)
-			if (memcmp(&l->ss, &s->ss, sizeof(s->ss)) == 0)
-				found = 1;
-		if (found)
+		if (config_listens(conf, &s->ss))
 			continue;
 		event_del(&s->ev);
 		evtimer_del(&s->pause);
