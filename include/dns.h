@@ -69,28 +69,29 @@ enum dns_section { DNS_S_AN, DNS_S_NS, DNS_S_AR };
 
 /* What parsing a whole message found. */
 struct dns_msg {
+	/* small: the cache keeps one beside each answer */
 	uint16_t	id;
 	uint16_t	flags;
 	uint16_t	qdcount, ancount, nscount, arcount;
-	size_t		qname_off;	/* 12 when qdcount == 1 */
-	size_t		qname_len;	/* wire length, uncompressed */
+	uint32_t	qname_off;	/* 12 when qdcount == 1 */
+	uint32_t	qname_len;	/* wire length, uncompressed */
 	uint16_t	qtype, qclass;
-	size_t		qend;		/* first byte after the question */
+	uint32_t	qend;		/* first byte after the question */
+	uint32_t	end;		/* first byte after the last RR */
 	/* EDNS */
-	int		edns;		/* an OPT RR was present */
-	size_t		opt_off;	/* start of the OPT RR */
-	size_t		opt_end;
+	uint32_t	opt_off;	/* start of the OPT RR */
+	uint32_t	opt_end;
 	uint16_t	ar_before_opt;	/* additional records before it */
 	uint16_t	udpsize;
+	uint16_t	edns_flags;	/* DO bit */
 	uint8_t		ext_rcode;
 	uint8_t		edns_version;
-	uint16_t	edns_flags;	/* DO bit */
-	int		has_ecs;
+	uint8_t		edns;		/* an OPT RR was present */
+	uint8_t		has_ecs;
+	uint8_t		has_soa;
+	uint8_t		ttl_top;	/* a TTL has its top bit set */
 	uint32_t	min_ttl;	/* over answer and authority RRs */
 	uint32_t	soa_min;	/* negative TTL (RFC 2308) if SOA in NS */
-	int		has_soa;
-	int		ttl_top;	/* a TTL has its top bit set */
-	size_t		end;		/* first byte after the last RR */
 };
 
 typedef int (*dns_rr_cb)(void *, const uint8_t *msg, enum dns_section,

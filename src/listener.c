@@ -40,7 +40,7 @@
 #define UDP_BATCH		64
 #define FD_RESERVE		128	/* besides TCP clients */
 #define MAX_REQUESTS		65536
-#define REQ_HASH_SIZE		16384	/* power of two */
+#define REQ_HASH_SIZE		4096	/* power of two; 16 a chain when full */
 
 /* Where shutdown is, in draining: false until it begins. */
 enum {
