@@ -22,7 +22,6 @@ void	 audit_write(const char *, const char *, const char *, size_t);
 int	 audit_allowed(enum proc_type, const char *, const char *, size_t,
 	    char *, size_t);
 void	 audit(const char *, ...) __attribute__((__sentinel__));
-void	 audit_to_parent(struct imsgbuf *, void (*)(void));
 size_t	 json_escape(char *, size_t, const char *);
 
 #endif /* DOTPROXYD_AUDIT_H */

@@ -25,8 +25,6 @@
 #define AUDIT_LINE_MAX	4096
 
 static int		 audit_fd = -1;
-static struct imsgbuf	*parent_ibuf;
-static void		(*parent_kick)(void);
 static const char	*audit_proc = "parent";
 
 /*
@@ -174,14 +172,6 @@ audit_allowed(enum proc_type proc, const char *event, const char *kv,
 	return 0;
 }
 
-/* In a child: events go to the parent over ibuf. */
-void
-audit_to_parent(struct imsgbuf *ibuf, void (*kick)(void))
-{
-	parent_ibuf = ibuf;
-	parent_kick = kick;
-}
-
 /* JSON string body of s into buf; returns the length written. */
 size_t
 json_escape(char *buf, size_t len, const char *s)
@@ -281,7 +271,7 @@ audit(const char *event, ...)
 	const char		*k, *v;
 	size_t			 kl, vl, kvlen = 0, max;
 
-	max = parent_ibuf == NULL ? sizeof(kv) : sizeof(am.kv);
+	max = log_in_child() ? sizeof(am.kv) : sizeof(kv);
 	va_start(ap, event);
 	/* whole pairs only: a field that does not fit ends the list */
 	while ((k = va_arg(ap, const char *)) != NULL &&
@@ -295,7 +285,7 @@ audit(const char *event, ...)
 		kvlen += kl + vl;
 	}
 	va_end(ap);
-	if (parent_ibuf == NULL) {
+	if (!log_in_child()) {
 		audit_write(audit_proc, event, kv, kvlen);
 		return;
 	}
@@ -303,7 +293,5 @@ audit(const char *event, ...)
 	strlcpy(am.event, event, sizeof(am.event));
 	memcpy(am.kv, kv, kvlen);
 	am.kvlen = kvlen;
-	if (imsg_compose(parent_ibuf, IMSG_AUDIT, 0, -1, &am,
-	    sizeof(am)) == 0 && parent_kick != NULL)
-		parent_kick();
+	log_send_parent(IMSG_AUDIT, &am, sizeof(am));
 }

@@ -54,12 +54,31 @@ log_getverbose(void)
 	return verbose;
 }
 
-/* From now on, records go to the parent over ibuf; kick schedules a write. */
+/*
+ * In a child: from now on, log and audit records go to the parent over
+ * ibuf; kick schedules a write.
+ */
 void
 log_to_parent(struct imsgbuf *ibuf, void (*kick)(void))
 {
 	parent_ibuf = ibuf;
 	parent_kick = kick;
+}
+
+/* Whether records go to the parent (a child) or are written here. */
+int
+log_in_child(void)
+{
+	return parent_ibuf != NULL;
+}
+
+/* In a child: queue a message of type for the parent. */
+void
+log_send_parent(uint32_t type, const void *data, size_t len)
+{
+	if (imsg_compose(parent_ibuf, type, 0, -1, data, len) == 0 &&
+	    parent_kick != NULL)
+		parent_kick();
 }
 
 /*
@@ -107,7 +126,7 @@ log_sanitize(char *dst, size_t dstlen, const char *src)
  * built) and writes it with the child's name in front, in a buffer with
  * room for that name.
  */
-void
+static void
 vlog(int pri, const char *fmt, va_list ap)
 {
 	char			 line[LOG_LINE_MAX + LOG_PREFIX_MAX];
@@ -122,9 +141,7 @@ vlog(int pri, const char *fmt, va_list ap)
 		memset(&lm, 0, sizeof(lm));
 		lm.priority = pri;
 		log_sanitize(lm.text, sizeof(lm.text), line);
-		if (imsg_compose(parent_ibuf, IMSG_LOG, 0, -1, &lm,
-		    sizeof(lm)) == 0 && parent_kick != NULL)
-			parent_kick();
+		log_send_parent(IMSG_LOG, &lm, sizeof(lm));
 		errno = saved_errno;
 		return;
 	}
@@ -137,16 +154,6 @@ vlog(int pri, const char *fmt, va_list ap)
 	errno = saved_errno;
 }
 
-void
-logit(int pri, const char *fmt, ...)
-{
-	va_list	ap;
-
-	va_start(ap, fmt);
-	vlog(pri, fmt, ap);
-	va_end(ap);
-}
-
 static void vwarn_errno(int, int, const char *, va_list)
     __attribute__((__format__ (printf, 3, 0)));
 
@@ -156,88 +163,37 @@ vwarn_errno(int pri, int err, const char *fmt, va_list ap)
 	char	buf[LOG_LINE_MAX];
 
 	if (fmt == NULL) {
-		logit(pri, "%s", strerror(err));
+		log_emit(pri, 0, "%s", strerror(err));
 		return;
 	}
 	vsnprintf(buf, sizeof(buf), fmt, ap);
-	logit(pri, "%s: %s", buf, strerror(err));
+	log_emit(pri, 0, "%s: %s", buf, strerror(err));
 }
 
+/*
+ * The one way into the log (log.h's macros name the levels): a record
+ * at priority pri, with ": " and errno's text after it if with_errno.
+ */
 void
-log_warn(const char *fmt, ...)
+log_emit(int pri, int with_errno, const char *fmt, ...)
 {
 	va_list	ap;
 	int	err = errno;
 
 	va_start(ap, fmt);
-	vwarn_errno(LOG_ERR, err, fmt, ap);
-	va_end(ap);
-}
-
-void
-log_warnx(const char *fmt, ...)
-{
-	va_list	ap;
-
-	va_start(ap, fmt);
-	vlog(LOG_ERR, fmt, ap);
-	va_end(ap);
-}
-
-void
-log_info(const char *fmt, ...)
-{
-	va_list	ap;
-
-	va_start(ap, fmt);
-	vlog(LOG_INFO, fmt, ap);
-	va_end(ap);
-}
-
-void
-log_debug(const char *fmt, ...)
-{
-	va_list	ap;
-
-	if (!verbose)
-		return;
-	va_start(ap, fmt);
-	vlog(LOG_DEBUG, fmt, ap);
-	va_end(ap);
-}
-
-static __attribute__((__noreturn__)) void vfatal(int, const char *,
-    va_list) __attribute__((__format__ (printf, 2, 0)));
-
-static __attribute__((__noreturn__)) void
-vfatal(int err, const char *fmt, va_list ap)
-{
-	if (err)
-		vwarn_errno(LOG_CRIT, err, fmt, ap);
+	if (with_errno)
+		vwarn_errno(pri, err, fmt, ap);
 	else
-		vlog(LOG_CRIT, fmt, ap);
+		vlog(pri, fmt, ap);
+	va_end(ap);
+	errno = err;
+}
+
+/* After a fatal record: send what waits for the parent, and exit. */
+void
+log_exit(void)
+{
 	if (parent_ibuf != NULL)
 		(void)imsg_flush(parent_ibuf);
 	exit(1);
-}
-
-void
-fatal(const char *fmt, ...)
-{
-	va_list	ap;
-	int	err = errno;
-
-	va_start(ap, fmt);
-	vfatal(err, fmt, ap);
-	va_end(ap);
-}
-
-void
-fatalx(const char *fmt, ...)
-{
-	va_list	ap;
-
-	va_start(ap, fmt);
-	vfatal(0, fmt, ap);
-	va_end(ap);
 }
