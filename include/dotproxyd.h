@@ -9,9 +9,11 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #define DOTPROXYD_VERSION	"0.1.0"
 #define DOTPROXYD_CONF		"/etc/dotproxyd.conf"
@@ -217,5 +219,16 @@ __attribute__((__noreturn__)) void listener_main(int, int);
 __attribute__((__noreturn__)) void upstream_main(int, int);
 
 const char	*proc_name(enum proc_type);
+
+/* close(fd) on a failure's way out, errno still the failure's: -1. */
+static inline int
+close_fail(int fd)
+{
+	int	saved = errno;
+
+	(void)close(fd);
+	errno = saved;
+	return -1;
+}
 
 #endif /* DOTPROXYD_H */

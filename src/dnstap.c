@@ -142,28 +142,22 @@ get_len(const uint8_t *p)
 static int
 end_set(struct tap_end *e, const struct sockaddr *sa)
 {
-	const struct sockaddr_in	*sin;
-	const struct sockaddr_in6	*sin6;
+	const struct sockaddr_in	*sin = (const struct sockaddr_in *)sa;
+	const struct sockaddr_in6	*sin6 = (const struct sockaddr_in6 *)sa;
 
 	memset(e, 0, sizeof(*e));
 	if (sa == NULL)
 		return 0;
-	switch (sa->sa_family) {
-	case AF_INET:
-		sin = (const struct sockaddr_in *)sa;
-		memcpy(e->addr, &sin->sin_addr, 4);
-		e->alen = 4;
+	if (sa->sa_family == AF_INET) {
+		e->alen = sizeof(sin->sin_addr);
+		memcpy(e->addr, &sin->sin_addr, e->alen);
 		e->port = ntohs(sin->sin_port);
-		break;
-	case AF_INET6:
-		sin6 = (const struct sockaddr_in6 *)sa;
-		memcpy(e->addr, &sin6->sin6_addr, 16);
-		e->alen = 16;
+	} else if (sa->sa_family == AF_INET6) {
+		e->alen = sizeof(sin6->sin6_addr);
+		memcpy(e->addr, &sin6->sin6_addr, e->alen);
 		e->port = ntohs(sin6->sin6_port);
-		break;
-	default:
+	} else
 		return -1;
-	}
 	e->family = sa->sa_family;
 	return 0;
 }

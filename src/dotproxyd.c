@@ -866,7 +866,7 @@ static int
 dnstap_connect(const char *path)
 {
 	struct sockaddr_un	sun;
-	int			fd, saved;
+	int			fd;
 
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
@@ -878,12 +878,8 @@ dnstap_connect(const char *path)
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 	    0)) == -1)
 		return -1;
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
-		saved = errno;
-		close(fd);
-		errno = saved;
-		return -1;
-	}
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1)
+		return close_fail(fd);
 	return fd;
 }
 

@@ -37,6 +37,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dotproxyd.h"
 #include "netwatch.h"
 
 #ifndef IFF_LOWER_UP
@@ -54,15 +55,14 @@
 
 static int	 nl_has_attr(const uint8_t *, size_t, unsigned short);
 static int	 nl_link(const uint8_t *, size_t);
-static int	 nl_addr(const uint8_t *, size_t);
-static int	 nl_route(const uint8_t *, size_t);
+static int	 nl_ip(uint16_t, const uint8_t *, size_t);
 static int	 nl_message(uint16_t, const uint8_t *, size_t);
 
 int
 netwatch_open(const char **what)
 {
 	struct sockaddr_nl	 snl;
-	int			 fd, saved;
+	int			 fd;
 
 	*what = "netlink socket";
 	if ((fd = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC,
@@ -72,11 +72,8 @@ netwatch_open(const char **what)
 	snl.nl_family = AF_NETLINK;
 	snl.nl_groups = NETWATCH_GROUPS;
 	if (bind(fd, (struct sockaddr *)&snl, sizeof(snl)) == -1) {
-		saved = errno;
-		close(fd);
-		errno = saved;
 		*what = "binding the netlink socket";
-		return -1;
+		return close_fail(fd);
 	}
 	return fd;
 }
@@ -167,10 +164,9 @@ nl_message(uint16_t type, const uint8_t *p, size_t len)
 		return nl_link(p, len);
 	case RTM_NEWADDR:
 	case RTM_DELADDR:
-		return nl_addr(p, len);
 	case RTM_NEWROUTE:
 	case RTM_DELROUTE:
-		return nl_route(p, len);
+		return nl_ip(type, p, len);
 	case NLMSG_OVERRUN:
 		return NETWATCH_LOST;
 	default:
@@ -200,33 +196,31 @@ nl_link(const uint8_t *p, size_t len)
 	return wireless ? 0 : NETWATCH_LINK;
 }
 
+/*
+ * An IPv4 or IPv6 address or route (both messages begin with the
+ * family).  Link-local, host and tentative addresses and routes but
+ * the default one are no change of where queries can go.
+ */
 static int
-nl_addr(const uint8_t *p, size_t len)
+nl_ip(uint16_t type, const uint8_t *p, size_t len)
 {
 	struct ifaddrmsg	ifa;
+	struct rtmsg		rtm;
+	int			addr = type == RTM_NEWADDR ||
+				    type == RTM_DELADDR;
 
-	if (len < sizeof(ifa))
+	if (len < (addr ? sizeof(ifa) : sizeof(rtm)))
 		return -1;
-	memcpy(&ifa, p, sizeof(ifa));
-	if (ifa.ifa_family != AF_INET && ifa.ifa_family != AF_INET6)
+	if (p[0] != AF_INET && p[0] != AF_INET6)
 		return 0;
-	if (ifa.ifa_scope >= RT_SCOPE_LINK)
-		return 0;		/* link-local, host, nowhere */
-	if (ifa.ifa_flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED))
-		return 0;
-	return NETWATCH_ADDR;
-}
-
-static int
-nl_route(const uint8_t *p, size_t len)
-{
-	struct rtmsg	rtm;
-
-	if (len < sizeof(rtm))
-		return -1;
+	if (addr) {
+		memcpy(&ifa, p, sizeof(ifa));
+		if (ifa.ifa_scope >= RT_SCOPE_LINK ||
+		    (ifa.ifa_flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)))
+			return 0;
+		return NETWATCH_ADDR;
+	}
 	memcpy(&rtm, p, sizeof(rtm));
-	if (rtm.rtm_family != AF_INET && rtm.rtm_family != AF_INET6)
-		return 0;
 	if (rtm.rtm_dst_len != 0 || (rtm.rtm_flags & RTM_F_CLONED))
 		return 0;
 	return NETWATCH_ROUTE;

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dotproxyd.h"
 #include "netwatch.h"
 
 #define NETWATCH_READS	64	/* messages per turn of the event loop */
@@ -33,7 +34,7 @@ int
 netwatch_open(const char **what)
 {
 	unsigned int	filter;
-	int		fd, saved;
+	int		fd;
 
 	*what = "routing socket";
 	if ((fd = socket(AF_ROUTE, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC,
@@ -45,11 +46,8 @@ netwatch_open(const char **what)
 	    ROUTE_FILTER(RTM_DESYNC);
 	if (setsockopt(fd, AF_ROUTE, ROUTE_MSGFILTER, &filter,
 	    sizeof(filter)) == -1) {
-		saved = errno;
-		close(fd);
-		errno = saved;
 		*what = "routing socket filter";
-		return -1;
+		return close_fail(fd);
 	}
 	return fd;
 }

@@ -34,7 +34,6 @@ static struct event	 ev_sigterm;
 
 static void	 proc_conf_message(struct proc *, struct imsg *);
 static void	 proc_peer_fd(struct proc *, struct imsg *);
-static void	 proc_log_level(struct proc *, struct imsg *);
 static void	 proc_heartbeat(struct proc *, struct imsg *);
 
 const char *
@@ -278,7 +277,6 @@ proc_child_init(struct proc *p, int verbose)
 	signal_add(&ev_sigterm, NULL);
 	/* from here on, even a fatal confinement error, through the parent */
 	log_to_parent(&p->parent->ibuf, kick_parent);
-	audit_to_parent(&p->parent->ibuf, kick_parent);
 }
 
 /* Confine the child; its channels then go on the event loop. */
@@ -356,6 +354,8 @@ proc_dispatch(int fd, short event, void *arg)
 void
 proc_parent_message(struct chan *c, struct imsg *imsg)
 {
+	int	v;
+
 	switch (imsg->hdr.type) {
 	case IMSG_CONF_MAIN:
 	case IMSG_CONF_LISTEN:
@@ -367,14 +367,17 @@ proc_parent_message(struct chan *c, struct imsg *imsg)
 	case IMSG_PEER_FD:
 		proc_peer_fd(self, imsg);
 		break;
-	case IMSG_CTL_LOG:
-		proc_log_level(self, imsg);
+	case IMSG_DNSTAP_FD:
+		tap_take_fd(c, imsg);
+		break;
+	case IMSG_CTL_LOG:		/* dotproxyctl log verbose|brief */
+		msg_need(c, imsg, sizeof(v), sizeof(v), MSG_NO_FD);
+		memcpy(&v, imsg->data, sizeof(v));
+		(*self->conf)->verbose = v;
+		log_setverbose(v);
 		break;
 	case IMSG_HEARTBEAT:
 		proc_heartbeat(self, imsg);
-		break;
-	case IMSG_DNSTAP_FD:
-		tap_take_fd(c, imsg);
 		break;
 	default:
 		self->parent_message(c, imsg);
@@ -411,17 +414,6 @@ proc_peer_fd(struct proc *p, struct imsg *imsg)
 	peer_attach(p, imsg);
 	chan_update(p->peer);
 	log_info("connected to the new %s", p->peer->peer);
-}
-
-static void
-proc_log_level(struct proc *p, struct imsg *imsg)
-{
-	int	v;
-
-	msg_need(p->parent, imsg, sizeof(v), sizeof(v), MSG_NO_FD);
-	memcpy(&v, imsg->data, sizeof(v));
-	(*p->conf)->verbose = v;
-	log_setverbose(v);
 }
 
 /*

@@ -99,15 +99,11 @@ sandbox_os_after_ids(void)
 int
 sandbox_memfile(const char *name)
 {
-	int	fd, saved;
+	int	fd;
 
 	if ((fd = memfd_create(name, MFD_CLOEXEC)) == -1)
 		return -1;
-	if (fchmod(fd, S_IRUSR | S_IWUSR) == -1) {
-		saved = errno;
-		close(fd);
-		errno = saved;
-		return -1;
-	}
+	if (fchmod(fd, S_IRUSR | S_IWUSR) == -1)
+		return close_fail(fd);
 	return fd;
 }
