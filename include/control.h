@@ -7,12 +7,13 @@
 struct sockaddr;
 struct sockaddr_storage;
 struct upstream_status;
+struct tap_counts;
 struct cache_stats;
 
 /* control.c, in the listener */
 void	 control_init(int);
 void	 control_upstream(uint32_t, const struct upstream_status *);
-void	 control_upstream_end(uint32_t);
+void	 control_upstream_end(uint32_t, const struct tap_counts *);
 void	 control_result(uint32_t, const char *);
 void	 control_audit_flush(void);
 void	 control_http_socket(int, const struct sockaddr_storage *);

@@ -126,6 +126,12 @@ struct upstream_status {
 	char		last_error[96];
 };
 
+/* A process's dnstap records; IMSG_CTL_END carries the upstream's. */
+struct tap_counts {
+	uint64_t	sent;		/* written to the collector */
+	uint64_t	dropped;	/* no collector, no room, cut off */
+};
+
 struct log_msg {
 	int		priority;
 	char		text[1024];

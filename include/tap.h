@@ -21,7 +21,7 @@ void	 tap_configure(struct chan *, const struct dotproxyd_conf *,
 void	 tap_take_fd(struct chan *, struct imsg *);
 int	 tap_on(void);
 void	 tap_log(const struct dnstap_event *);
-void	 tap_stats(uint64_t *, uint64_t *);
+void	 tap_stats(struct tap_counts *);
 void	 tap_realtime(struct timespec *, int64_t);
 
 #endif /* DOTPROXYD_TAP_H */

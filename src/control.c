@@ -477,15 +477,15 @@ is_root(struct ctl *c)
 static void
 print_tap_stats(FILE *f)
 {
-	uint64_t	sent, dropped;
+	struct tap_counts	tc;
 
 	if (!tap_on())
 		return;
-	tap_stats(&sent, &dropped);
+	tap_stats(&tc);
 	fprintf(f, "%-28s %12llu\n", "dnstap sent",
-	    (unsigned long long)sent);
+	    (unsigned long long)tc.sent);
 	fprintf(f, "%-28s %12llu\n", "dnstap dropped",
-	    (unsigned long long)dropped);
+	    (unsigned long long)tc.dropped);
 }
 
 static void
@@ -541,7 +541,8 @@ print_stats(FILE *f)
 }
 
 static void
-print_status(FILE *f, const struct upstream_status *u, int n)
+print_status(FILE *f, const struct upstream_status *u, int n,
+    const struct tap_counts *tc)
 {
 	int	i;
 
@@ -571,6 +572,10 @@ print_status(FILE *f, const struct upstream_status *u, int n)
 			fprintf(f, "%s: last error: %s\n", u[i].label,
 			    u[i].last_error);
 	}
+	if (tap_on())
+		fprintf(f, "upstream process dnstap: sent %llu, dropped %llu\n",
+		    (unsigned long long)tc->sent,
+		    (unsigned long long)tc->dropped);
 }
 
 /* A Prometheus label value: backslash, quote and newline escaped. */
@@ -688,11 +693,21 @@ print_http_metrics(FILE *f)
 }
 
 static void
-print_metrics(FILE *f, const struct upstream_status *u, int n)
+tap_metric(FILE *f, const char *what, const char *process,
+    unsigned long long v)
+{
+	fprintf(f, "dotproxyd_dnstap_%s_total{process=\"%s\"} %llu\n", what,
+	    process, v);
+}
+
+/* u, n and up_tap: what the upstream process said, or NULL, 0, NULL. */
+static void
+print_metrics(FILE *f, const struct upstream_status *u, int n,
+    const struct tap_counts *up_tap)
 {
 	const struct listener_stats	*st = &listener_counters;
 	struct cache_stats		 cs;
-	uint64_t			 sent, dropped;
+	struct tap_counts		 tc;
 	int				 i, tcp, inflight;
 
 	listener_gauges(&tcp, &inflight);
@@ -740,12 +755,17 @@ print_metrics(FILE *f, const struct upstream_status *u, int n)
 	metric_value(f, "dotproxyd_inflight", "gauge",
 	    "Queries waiting for an upstream answer.",
 	    (unsigned long long)inflight);
-	tap_stats(&sent, &dropped);
-	metric_value(f, "dotproxyd_dnstap_sent_total", "counter",
-	    "The listener's dnstap records sent to the collector.", sent);
-	metric_value(f, "dotproxyd_dnstap_dropped_total", "counter",
-	    "The listener's dnstap records dropped: no collector or no room.",
-	    dropped);
+	tap_stats(&tc);
+	metric(f, "dotproxyd_dnstap_sent_total", "counter",
+	    "dnstap records sent to the collector, by process.");
+	tap_metric(f, "sent", "listener", tc.sent);
+	if (up_tap != NULL)
+		tap_metric(f, "sent", "upstream", up_tap->sent);
+	metric(f, "dotproxyd_dnstap_dropped_total", "counter",
+	    "dnstap records dropped (no collector, no room), by process.");
+	tap_metric(f, "dropped", "listener", tc.dropped);
+	if (up_tap != NULL)
+		tap_metric(f, "dropped", "upstream", up_tap->dropped);
 	for (i = 0; i < (int)(sizeof(upstream_metrics) /
 	    sizeof(upstream_metrics[0])); i++)
 		upstream_metric(f, &upstream_metrics[i], u, n);
@@ -821,7 +841,7 @@ ctl_run(struct ctl *c)
 			fprintf(c->f, "error: the upstream process is not "
 			    "running\n");
 		else
-			print_metrics(c->f, NULL, 0);
+			print_metrics(c->f, NULL, 0, NULL);
 		break;
 	case CMD_RELOAD:
 		if (!is_root(c))
@@ -929,7 +949,7 @@ http_read(int fd, short event, void *arg)
 		c->wait = W_UPSTREAM;
 		return;
 	}
-	print_metrics(c->f, NULL, 0);
+	print_metrics(c->f, NULL, 0, NULL);
 	ctl_finish(c);
 }
 
@@ -983,16 +1003,16 @@ control_upstream(uint32_t id, const struct upstream_status *u)
 }
 
 void
-control_upstream_end(uint32_t id)
+control_upstream_end(uint32_t id, const struct tap_counts *tc)
 {
 	struct ctl	*c;
 
 	if ((c = ctl_find(id)) == NULL || c->wait != W_UPSTREAM)
 		return;
 	if (c->op == CMD_STATUS)
-		print_status(c->f, c->ups, c->nups);
+		print_status(c->f, c->ups, c->nups, tc);
 	else
-		print_metrics(c->f, c->ups, c->nups);
+		print_metrics(c->f, c->ups, c->nups, tc);
 	ctl_finish(c);
 }
 

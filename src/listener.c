@@ -398,11 +398,13 @@ upstream_message(struct chan *c, struct imsg *imsg)
 {
 	struct query_fail	 qf;
 	struct upstream_status	 us;
+	struct tap_counts	 tc;
 
 	switch (imsg->hdr.type) {
 	case IMSG_CTL_END:
-		msg_need(c, imsg, 0, 0, MSG_NO_FD);
-		control_upstream_end(imsg->hdr.peerid);
+		msg_need(c, imsg, sizeof(tc), sizeof(tc), MSG_NO_FD);
+		memcpy(&tc, imsg->data, sizeof(tc));
+		control_upstream_end(imsg->hdr.peerid, &tc);
 		break;
 	case IMSG_ANSWER:
 		msg_need(c, imsg, DNS_HDR_LEN, DNS_MAX_MSG, MSG_NO_FD);

@@ -147,9 +147,9 @@ tap_update(void)
 static void
 tap_io(int fd, short event, void *arg)
 {
-	const char	*why;
-	uint64_t	 sent, dropped;
-	int		 io = 0;
+	struct tap_counts	 tc;
+	const char		*why;
+	int			 io = 0;
 
 	(void)fd;
 	(void)arg;
@@ -162,10 +162,11 @@ tap_io(int fd, short event, void *arg)
 		event_del(&ev_read);
 		event_del(&ev_write);
 		why = dnstap_writer_error(writer);
-		tap_stats(&sent, &dropped);
+		tap_stats(&tc);
 		log_info("dnstap: lost the collector (%s); records sent %llu, "
 		    "dropped %llu", why != NULL ? why : "closed",
-		    (unsigned long long)sent, (unsigned long long)dropped);
+		    (unsigned long long)tc.sent,
+		    (unsigned long long)tc.dropped);
 	}
 	tap_update();
 }
@@ -192,16 +193,16 @@ tap_log(const struct dnstap_event *ev)
 
 /* Records sent, and dropped: no room, no collector, or cut off. */
 void
-tap_stats(uint64_t *sent, uint64_t *dropped)
+tap_stats(struct tap_counts *tc)
 {
-	*sent = old_sent;
-	*dropped = old_dropped + nofd_dropped;
+	tc->sent = old_sent;
+	tc->dropped = old_dropped + nofd_dropped;
 	if (writer != NULL) {
 		uint64_t	s, d;
 
 		dnstap_writer_stats(writer, &s, &d);
-		*sent += s;
-		*dropped += d;
+		tc->sent += s;
+		tc->dropped += d;
 	}
 }
 

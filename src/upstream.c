@@ -1157,8 +1157,9 @@ upstream_state(const struct upstream *u)
 static void
 send_status(uint32_t id)
 {
-	struct upstream	*u;
-	int		 i;
+	struct tap_counts	 tc;
+	struct upstream		*u;
+	int			 i;
 
 	TAILQ_FOREACH(u, &upstreams, entry) {
 		strlcpy(u->st.label, u->label, sizeof(u->st.label));
@@ -1180,7 +1181,9 @@ send_status(uint32_t id)
 		    &u->st, sizeof(u->st)) == -1)
 			log_warn("imsg_compose");
 	}
-	if (imsg_compose(&listener.ibuf, IMSG_CTL_END, id, -1, NULL, 0) == -1)
+	tap_stats(&tc);
+	if (imsg_compose(&listener.ibuf, IMSG_CTL_END, id, -1, &tc,
+	    sizeof(tc)) == -1)
 		log_warn("imsg_compose");
 	chan_update(&listener);
 }

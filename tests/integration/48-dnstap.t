@@ -9,14 +9,15 @@
 . "$(dirname "$0")/lib.sh"
 
 need_root
-need_cmd "$KDIG" "$UNBOUND" openssl fstrm_capture dnstap-ldns
+need_cmd "$KDIG" "$UNBOUND" openssl fstrm_capture dnstap-ldns curl
 need_dotproxyd
 ensure_user || bail_out "cannot create the daemon's user or chroot"
 
-plan 13
+plan 15
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
+MPORT=$(free_port)
 start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot start unbound"
 CTL_SOCK=$T_DIR/ctl.sock
 TAP_SOCK=$T_DIR/dnstap.sock
@@ -56,6 +57,22 @@ sent_at_least()
 	[ -n "$n" ] && [ "$n" -ge "$1" ]
 }
 
+# up_sent: the upstream process's records sent, from the last line of
+# `dotproxyctl status`.
+up_sent()
+{
+	ctl status | sed -n -E \
+	    's/^upstream process dnstap: sent ([0-9]+), dropped [0-9]+$/\1/p'
+}
+
+# up_sent_at_least N: the upstream process has sent N records or more.
+up_sent_at_least()
+{
+	local n
+	n=$(up_sent)
+	[ -n "$n" ] && [ "$n" -ge "$1" ]
+}
+
 # decoded FILE: the records in FILE, one a line.
 decoded()
 {
@@ -71,7 +88,8 @@ has_records()
 # conf [LINES...]: the config file CONF_FILE, on the same port each time.
 conf()
 {
-	make_conf dnstap -u "$UPORT" "dnstap socket \"$TAP_SOCK\"" "$@"
+	make_conf dnstap -u "$UPORT" "dnstap socket \"$TAP_SOCK\"" \
+	    "metrics listen on 127.0.0.1 port $MPORT" "$@"
 }
 
 # 1. what each process records
@@ -84,7 +102,21 @@ done
 q +tcp multi.example.test A >/dev/null
 # each query of ours: a CQ and a CR; start_dotproxyd's too
 wait_for 50 sent_at_least 8
-wait_for 50 has_records "$T_DIR/one.fstrm" ' FR ' 4
+# the upstream process: a FQ and a FR for each of the four
+ok "the upstream process counts the records it sent" \
+    wait_for 50 up_sent_at_least 8
+# both_in_metrics: each child's dnstap_sent_total sample is above zero
+both_in_metrics()
+{
+	local m p n
+	m=$(curl -sS --max-time 10 "http://127.0.0.1:$MPORT/metrics")
+	for p in listener upstream; do
+		n=$(echo "$m" | sed -n -E \
+		    "s/^dotproxyd_dnstap_sent_total\\{process=\"$p\"\\} ([0-9]+)\$/\\1/p")
+		[ -n "$n" ] && [ "$n" -gt 0 ] || return 1
+	done
+}
+ok "the metrics count each process's records" both_in_metrics
 collector_stop
 out=$(decoded "$T_DIR/one.fstrm")
 like "$out" 'CQ 127\.0\.0\.1 UDP .*b\.example\.test' \
@@ -115,16 +147,18 @@ dropped_some()
 ok "the records are dropped and counted" wait_for 50 dropped_some ||
     ctl stats | diag_file /dev/stdin
 
-# 3. the collector comes back: the parent connects again, records flow
+# 3. the collector comes back: the parent connects again for each child
 before=$(stat_of "dnstap sent")
+up_before=$(up_sent)
 collector "$T_DIR/two.fstrm" || bail_out "fstrm_capture did not start"
 back()
 {
 	q "back$RANDOM.example.test" A >/dev/null
-	sent_at_least $((before + 2))
+	sent_at_least $((before + 2)) &&
+	    up_sent_at_least $((${up_before:-0} + 2))
 }
-ok "a collector started again receives records again" wait_for 50 back
-wait_for 50 has_records "$T_DIR/two.fstrm" ' FR ' 1
+ok "a collector started again receives both processes' records" \
+    wait_for 50 back
 collector_stop
 like "$(decoded "$T_DIR/two.fstrm")" 'CQ 127\.0\.0\.1 UDP .*back[0-9]*\.example' \
     "the new stream has client records"
