@@ -105,7 +105,8 @@ struct upstream {
 	struct upstream_conf	 uc;
 	char			 label[300];
 	struct conn		 conns[MAX_TLS_CONNS];
-	int			 nconns;
+	int			 nconns;	/* configured */
+	int			 ninit;		/* set up: the most ever configured */
 	TAILQ_HEAD(, utry)	 waiting;
 	enum up_state		 state;
 	int			 nsuspect;	/* connections suspect now */

@@ -245,7 +245,7 @@ upstream_free(struct upstream *u)
 {
 	int	i;
 
-	for (i = 0; i < MAX_TLS_CONNS; i++)
+	for (i = 0; i < u->ninit; i++)
 		free(u->conns[i].obuf);
 	evtimer_del(&u->probe_ev);
 	tls_config_free(u->tlscfg);
@@ -259,7 +259,6 @@ upstream_new(const struct upstream_conf *uc)
 {
 	struct upstream	*u;
 	char		 addr[64];
-	int		 i;
 
 	if ((u = calloc(1, sizeof(*u))) == NULL)
 		fatal("calloc");
@@ -267,8 +266,6 @@ upstream_new(const struct upstream_conf *uc)
 	TAILQ_INIT(&u->waiting);
 	snprintf(u->label, sizeof(u->label), "%s (%s)",
 	    sockaddr_text(&uc->ss, addr, sizeof(addr)), uc->name);
-	for (i = 0; i < MAX_TLS_CONNS; i++)
-		conn_init(&u->conns[i], u);
 	evtimer_set(&u->probe_ev, probe_upstream, u);
 	upstream_tls_init(u);
 	return u;
@@ -328,6 +325,8 @@ apply_config(const struct dotproxyd_conf *nc)
 			u = upstream_new(uc);
 			fresh = 1;
 		}
+		for (; u->ninit < nc->tls_connections; u->ninit++)
+			conn_init(&u->conns[u->ninit], u);
 		u->nconns = nc->tls_connections;
 		TAILQ_INSERT_TAIL(&upstreams, u, entry);
 	}
@@ -336,7 +335,7 @@ apply_config(const struct dotproxyd_conf *nc)
 
 	/* the new list complete, what it no longer has can go */
 	TAILQ_FOREACH(u, &upstreams, entry)
-		for (i = u->nconns; i < MAX_TLS_CONNS; i++)
+		for (i = u->nconns; i < u->ninit; i++)
 			if (u->conns[i].state != C_CLOSED)
 				conn_close(&u->conns[i], F_CONFIG,
 				    "fewer connections configured");
@@ -344,7 +343,7 @@ apply_config(const struct dotproxyd_conf *nc)
 		next = TAILQ_NEXT(u, entry);
 		if (u->probe != NULL)
 			query_free(u->probe);
-		for (i = 0; i < MAX_TLS_CONNS; i++)
+		for (i = 0; i < u->ninit; i++)
 			if (u->conns[i].state != C_CLOSED)
 				conn_close(&u->conns[i], F_CONFIG,
 				    "upstream removed from the config");
@@ -1118,7 +1117,7 @@ network_changed(void)
 			query_free(u->probe);
 		upstream_up(u);
 		u->quiet_closes = 0;
-		for (i = 0; i < MAX_TLS_CONNS; i++)
+		for (i = 0; i < u->ninit; i++)
 			if (u->conns[i].state != C_CLOSED)
 				conn_close(&u->conns[i], F_CONFIG,
 				    "network changed");
