@@ -11,30 +11,43 @@
 #include <sys/types.h>
 #include <sys/queue.h>
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cache.h"
 
+/*
+ * An entry: 100 bytes before its key and answer on x86-64 (and other
+ * LP64 systems).  Times are the low 32 bits of the monotonic clock's
+ * seconds: an age is their difference modulo 2^32, which is right for
+ * 136 years.  A key and an answer are each at most 65535 bytes
+ * (DNS_MAX_MSG); cache_store() refuses longer ones.
+ */
 struct centry {
-	LIST_ENTRY(centry)	 hentry;
+	SLIST_ENTRY(centry)	 hentry;
 	TAILQ_ENTRY(centry)	 lru;
-	uint32_t		 hash;
-	int64_t			 stored;	/* seconds, monotonic */
-	int64_t			 expires;
 	struct dns_msg		 msg;
-	size_t			 keylen;
-	size_t			 anslen;
+	uint32_t		 hash;
+	uint32_t		 stored;	/* seconds, monotonic */
+	uint32_t		 ttl;		/* seconds from stored */
+	uint16_t		 keylen;
+	uint16_t		 anslen;
 	uint8_t			 data[];	/* key, then answer */
 };
 
+#define CENTRY_SIZE	offsetof(struct centry, data)
+#ifdef __LP64__
+_Static_assert(CENTRY_SIZE == 100, "struct centry is not 100 bytes");
+#endif
+
 struct cache {
-	LIST_HEAD(, centry)	*buckets;
+	SLIST_HEAD(centry_head, centry) *buckets;
 	size_t			 nbuckets;	/* power of two */
 	TAILQ_HEAD(centry_lru, centry) lru;	/* most recent first */
 	size_t			 max_entries;
 	size_t			 max_bytes;
-	int64_t			 stale_max;	/* seconds past expiry */
+	uint32_t		 stale_max;	/* seconds past expiry */
 	struct cache_stats	 st;
 };
 
@@ -70,17 +83,24 @@ cache_new(size_t max_entries, size_t max_bytes)
 		return NULL;
 	}
 	for (i = 0; i < c->nbuckets; i++)
-		LIST_INIT(&c->buckets[i]);
+		SLIST_INIT(&c->buckets[i]);
 	TAILQ_INIT(&c->lru);
 	c->max_entries = max_entries;
 	c->max_bytes = max_bytes;
 	return c;
 }
 
+static struct centry_head *
+bucket(struct cache *c, uint32_t hash)
+{
+	return &c->buckets[hash & (c->nbuckets - 1)];
+}
+
+/* Out of its chain, which is short: walking it finds the one before. */
 static void
 entry_remove(struct cache *c, struct centry *e)
 {
-	LIST_REMOVE(e, hentry);
+	SLIST_REMOVE(bucket(c, e->hash), e, centry, hentry);
 	TAILQ_REMOVE(&c->lru, e, lru);
 	c->st.entries--;
 	c->st.bytes -= e->keylen + e->anslen;
@@ -140,11 +160,27 @@ find(struct cache *c, const uint8_t *key, size_t keylen, uint32_t hash)
 {
 	struct centry	*e;
 
-	LIST_FOREACH(e, &c->buckets[hash & (c->nbuckets - 1)], hentry)
+	SLIST_FOREACH(e, bucket(c, hash), hentry)
 		if (e->hash == hash && e->keylen == keylen &&
 		    memcmp(e->data, key, keylen) == 0)
 			return e;
 	return NULL;
+}
+
+/*
+ * Seconds since e was stored.  The clock is monotonic: a time before
+ * stored, were there one, would make a large age, an expired entry.
+ */
+static uint32_t
+entry_age(const struct centry *e, int64_t now)
+{
+	return (uint32_t)now - e->stored;
+}
+
+static int
+expired(const struct centry *e, int64_t now)
+{
+	return entry_age(e, now) >= e->ttl;
 }
 
 /*
@@ -154,7 +190,8 @@ find(struct cache *c, const uint8_t *key, size_t keylen, uint32_t hash)
 static int
 still_stale(struct cache *c, struct centry *e, int64_t now)
 {
-	if (c->stale_max > 0 && now < e->expires + c->stale_max &&
+	if (c->stale_max > 0 &&
+	    entry_age(e, now) < (uint64_t)e->ttl + c->stale_max &&
 	    DNS_F_RCODE(e->msg.flags) != DNS_RCODE_SERVFAIL)
 		return 1;
 	entry_remove(c, e);
@@ -170,9 +207,9 @@ fill_hit(struct cache *c, struct centry *e, int64_t now,
 	hit->answer = e->data + e->keylen;
 	hit->len = e->anslen;
 	hit->msg = &e->msg;
-	hit->age = now > e->stored ? (uint32_t)(now - e->stored) : 0;
-	hit->ttl = (uint32_t)(e->expires - e->stored);
-	hit->stale = now >= e->expires;
+	hit->age = entry_age(e, now);
+	hit->ttl = e->ttl;
+	hit->stale = hit->age >= hit->ttl;
 }
 
 /*
@@ -186,7 +223,7 @@ cache_lookup(struct cache *c, const uint8_t *key, size_t keylen,
 {
 	struct centry	*e;
 
-	if ((e = find(c, key, keylen, hash)) != NULL && now >= e->expires) {
+	if ((e = find(c, key, keylen, hash)) != NULL && expired(e, now)) {
 		(void)still_stale(c, e, now);	/* dropped unless kept */
 		e = NULL;
 	}
@@ -211,7 +248,7 @@ cache_lookup_stale(struct cache *c, const uint8_t *key, size_t keylen,
 	struct centry	*e;
 
 	if ((e = find(c, key, keylen, hash)) == NULL ||
-	    (now >= e->expires && !still_stale(c, e, now)))
+	    (expired(e, now) && !still_stale(c, e, now)))
 		return 0;
 	fill_hit(c, e, now, hit);
 	return 1;
@@ -257,7 +294,10 @@ cache_prefetch_due(uint32_t ttl, uint32_t age)
 	return from < ttl && age >= from && age < ttl;
 }
 
-/* Keep an answer for as long as cache_ttl() says.  Returns 1 if kept. */
+/*
+ * Keep an answer for as long as cache_ttl() says.  Returns 1 if kept; a
+ * key or an answer over 65535 bytes never is.
+ */
 int
 cache_store(struct cache *c, const uint8_t *key, size_t keylen,
     uint32_t hash, const uint8_t *ans, size_t anslen,
@@ -267,23 +307,23 @@ cache_store(struct cache *c, const uint8_t *key, size_t keylen,
 	uint32_t	 ttl;
 	size_t		 size = keylen + anslen;
 
-	if ((ttl = cache_ttl(am)) == 0 || size > c->max_bytes ||
-	    c->max_entries == 0)
+	if ((ttl = cache_ttl(am)) == 0 || keylen > UINT16_MAX ||
+	    anslen > UINT16_MAX || size > c->max_bytes || c->max_entries == 0)
 		return 0;
 	if ((old = find(c, key, keylen, hash)) != NULL)
 		entry_remove(c, old);
 	shrink(c, size);
-	if ((e = malloc(sizeof(*e) + size)) == NULL)
+	if ((e = malloc(CENTRY_SIZE + size)) == NULL)
 		return 0;
 	e->hash = hash;
-	e->stored = now;
-	e->expires = now + ttl;
+	e->stored = (uint32_t)now;
+	e->ttl = ttl;
 	e->msg = *am;
-	e->keylen = keylen;
-	e->anslen = anslen;
+	e->keylen = (uint16_t)keylen;
+	e->anslen = (uint16_t)anslen;
 	memcpy(e->data, key, keylen);
 	memcpy(e->data + keylen, ans, anslen);
-	LIST_INSERT_HEAD(&c->buckets[hash & (c->nbuckets - 1)], e, hentry);
+	SLIST_INSERT_HEAD(bucket(c, hash), e, hentry);
 	TAILQ_INSERT_HEAD(&c->lru, e, lru);
 	c->st.entries++;
 	c->st.bytes += size;

@@ -237,6 +237,64 @@ test_prefetch(void)
 	cache_free(c);
 }
 
+/*
+ * The bounds of an entry: a key and an answer of at most 65535 bytes,
+ * times in 32 bits that wrap.
+ */
+static void
+test_bounds(void)
+{
+	struct cache		*c;
+	struct cache_hit	 h;
+	struct dns_msg		 am;
+	static uint8_t		 big[DNS_MAX_MSG + 1024], a[1024];
+	size_t			 alen, biglen, n;
+	int64_t			 t = UINT32_MAX - 10LL;
+
+	c = cache_new(10, 1 << 20);
+	alen = answer(a, DNS_RCODE_NOERROR, 1, 300, 0, 0);
+	dns_parse(a, alen, &am);
+	memset(big, 'k', sizeof(big));
+	is_int(cache_store(c, big, DNS_MAX_MSG + 1, 7, a, alen, &am, 0), 0,
+	    "a key over 65535 bytes is refused");
+	is_int(cache_store(c, big, DNS_MAX_MSG, 7, a, alen, &am, 0), 1,
+	    "a key of 65535 bytes is kept");
+	ok(cache_lookup(c, big, DNS_MAX_MSG, 7, 0, &h) == 1 &&
+	    h.len == alen && memcmp(h.answer, a, alen) == 0,
+	    "and found, with its answer");
+	ok(cache_lookup(c, big, DNS_MAX_MSG - 1, 7, 0, &h) == 0,
+	    "a shorter key is another");
+
+	/* an answer of 4097 A records: 65 bytes over the bound */
+	biglen = answer(big, DNS_RCODE_NOERROR, 4097, 300, 0, 0);
+	ok(biglen > DNS_MAX_MSG && dns_parse(big, biglen, &am) == 0,
+	    "a test answer of %zu bytes parses", biglen);
+	is_int(cache_store(c, (const uint8_t *)"b", 1, 8, big, biglen, &am,
+	    0), 0, "an answer over 65535 bytes is refused");
+	n = answer(big, DNS_RCODE_NOERROR, 4092, 300, 0, 0);
+	ok(n <= DNS_MAX_MSG && dns_parse(big, n, &am) == 0 &&
+	    cache_store(c, (const uint8_t *)"b", 1, 8, big, n, &am, 0) == 1 &&
+	    cache_lookup(c, (const uint8_t *)"b", 1, 8, 0, &h) == 1 &&
+	    h.len == n, "an answer of %zu bytes is kept", n);
+	cache_free(c);
+
+	/* the clock's seconds past 2^32 */
+	c = cache_new(10, 10 * CACHE_BYTES_PER_ENTRY);
+	alen = answer(a, DNS_RCODE_NOERROR, 1, 300, 0, 0);
+	store(c, "w", a, alen, t);
+	ok(lookup(c, "w", t + 5, &h) == 1 && h.age == 5 && h.ttl == 300,
+	    "before 2^32 s: age 5");
+	ok(lookup(c, "w", t + 111, &h) == 1 && h.age == 111,
+	    "past 2^32 s: age 111");
+	ok(lookup(c, "w", t + 300, &h) == 0, "past 2^32 s: expired at 300");
+	cache_set_stale(c, 600);
+	store(c, "w", a, alen, t);
+	ok(lookup_stale(c, "w", t + 899, &h) == 1 && h.stale == 1 &&
+	    h.age == 899, "past 2^32 s: stale until 300 + 600");
+	ok(lookup_stale(c, "w", t + 900, &h) == 0, "and not after");
+	cache_free(c);
+}
+
 int
 main(void)
 {
@@ -249,7 +307,7 @@ main(void)
 	char			 key[32];
 	int			 i;
 
-	plan(57);
+	plan(69);
 
 	c = cache_new(100, 100 * CACHE_BYTES_PER_ENTRY);
 	ok(c != NULL, "cache_new");
@@ -345,5 +403,6 @@ main(void)
 
 	test_stale();
 	test_prefetch();
+	test_bounds();
 	return done();
 }
