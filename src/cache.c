@@ -18,27 +18,40 @@
 #include "cache.h"
 
 /*
- * An entry: 100 bytes before its key and answer on x86-64 (and other
+ * An entry: 51 bytes before its key and answer on x86-64 (and other
  * LP64 systems).  Times are the low 32 bits of the monotonic clock's
  * seconds: an age is their difference modulo 2^32, which is right for
  * 136 years.  A key and an answer are each at most 65535 bytes
- * (DNS_MAX_MSG); cache_store() refuses longer ones.
+ * (DNS_MAX_MSG); cache_store() refuses longer ones, so offsets into an
+ * answer fit in 16 bits too.  Of the parsed answer (struct dns_msg),
+ * an entry keeps only what a hit cannot read from the answer's header,
+ * question and OPT record without walking its records; see entry_msg().
  */
 struct centry {
 	SLIST_ENTRY(centry)	 hentry;
 	TAILQ_ENTRY(centry)	 lru;
-	struct dns_msg		 msg;
 	uint32_t		 hash;
 	uint32_t		 stored;	/* seconds, monotonic */
 	uint32_t		 ttl;		/* seconds from stored */
 	uint16_t		 keylen;
 	uint16_t		 anslen;
+	uint16_t		 qend;		/* of the answer's dns_msg */
+	uint16_t		 end;
+	uint16_t		 opt_off;
+	uint16_t		 opt_end;
+	uint16_t		 ar_before_opt;
+	uint8_t			 bits;		/* CE_* */
 	uint8_t			 data[];	/* key, then answer */
 };
 
+#define CE_EDNS		0x01		/* dns_msg's edns, has_ecs, ... */
+#define CE_ECS		0x02
+#define CE_SOA		0x04
+#define CE_TTL_TOP	0x08
+
 #define CENTRY_SIZE	offsetof(struct centry, data)
 #ifdef __LP64__
-_Static_assert(CENTRY_SIZE == 100, "struct centry is not 100 bytes");
+_Static_assert(CENTRY_SIZE == 51, "struct centry is not 51 bytes");
 #endif
 
 struct cache {
@@ -167,6 +180,63 @@ find(struct cache *c, const uint8_t *key, size_t keylen, uint32_t hash)
 	return NULL;
 }
 
+static const uint8_t *
+entry_answer(const struct centry *e)
+{
+	return e->data + e->keylen;
+}
+
+/*
+ * The parsed answer again, without parsing: the header, question and
+ * OPT record from the answer's bytes, the rest as the entry kept it.
+ * min_ttl and soa_min, which only storing needs, are 0.
+ */
+static void
+entry_msg(const struct centry *e, struct dns_msg *m)
+{
+	const uint8_t	*a = entry_answer(e), *opt = a + e->opt_off;
+
+	memset(m, 0, sizeof(*m));
+	m->id = dns_get16(a);
+	m->flags = dns_get16(a + 2);
+	m->qdcount = dns_get16(a + 4);
+	m->ancount = dns_get16(a + 6);
+	m->nscount = dns_get16(a + 8);
+	m->arcount = dns_get16(a + 10);
+	m->qname_off = DNS_HDR_LEN;
+	m->qname_len = e->qend - DNS_HDR_LEN - 4;
+	m->qtype = dns_get16(a + e->qend - 4);
+	m->qclass = dns_get16(a + e->qend - 2);
+	m->qend = e->qend;
+	m->end = e->end;
+	m->ar_before_opt = e->ar_before_opt;
+	if (e->bits & CE_EDNS) {
+		m->edns = 1;
+		m->opt_off = e->opt_off;
+		m->opt_end = e->opt_end;
+		m->udpsize = dns_get16(opt + 3);
+		m->ext_rcode = opt[5];
+		m->edns_version = opt[6];
+		m->edns_flags = dns_get16(opt + 7);
+	}
+	m->has_ecs = (e->bits & CE_ECS) != 0;
+	m->has_soa = (e->bits & CE_SOA) != 0;
+	m->ttl_top = (e->bits & CE_TTL_TOP) != 0;
+}
+
+/* What entry_msg() needs of a parsed answer, kept in e. */
+static void
+entry_keep_msg(struct centry *e, const struct dns_msg *am)
+{
+	e->qend = (uint16_t)am->qend;
+	e->end = (uint16_t)am->end;
+	e->opt_off = (uint16_t)am->opt_off;
+	e->opt_end = (uint16_t)am->opt_end;
+	e->ar_before_opt = am->ar_before_opt;
+	e->bits = (am->edns ? CE_EDNS : 0) | (am->has_ecs ? CE_ECS : 0) |
+	    (am->has_soa ? CE_SOA : 0) | (am->ttl_top ? CE_TTL_TOP : 0);
+}
+
 /*
  * Seconds since e was stored.  The clock is monotonic: a time before
  * stored, were there one, would make a large age, an expired entry.
@@ -192,7 +262,7 @@ still_stale(struct cache *c, struct centry *e, int64_t now)
 {
 	if (c->stale_max > 0 &&
 	    entry_age(e, now) < (uint64_t)e->ttl + c->stale_max &&
-	    DNS_F_RCODE(e->msg.flags) != DNS_RCODE_SERVFAIL)
+	    DNS_F_RCODE(dns_get16(entry_answer(e) + 2)) != DNS_RCODE_SERVFAIL)
 		return 1;
 	entry_remove(c, e);
 	return 0;
@@ -204,9 +274,9 @@ fill_hit(struct cache *c, struct centry *e, int64_t now,
 {
 	TAILQ_REMOVE(&c->lru, e, lru);
 	TAILQ_INSERT_HEAD(&c->lru, e, lru);
-	hit->answer = e->data + e->keylen;
+	hit->answer = entry_answer(e);
 	hit->len = e->anslen;
-	hit->msg = &e->msg;
+	entry_msg(e, &hit->msg);
 	hit->age = entry_age(e, now);
 	hit->ttl = e->ttl;
 	hit->stale = hit->age >= hit->ttl;
@@ -295,8 +365,8 @@ cache_prefetch_due(uint32_t ttl, uint32_t age)
 }
 
 /*
- * Keep an answer for as long as cache_ttl() says.  Returns 1 if kept; a
- * key or an answer over 65535 bytes never is.
+ * Keep an answer, am its parse, for as long as cache_ttl() says.
+ * Returns 1 if kept; a key or an answer over 65535 bytes never is.
  */
 int
 cache_store(struct cache *c, const uint8_t *key, size_t keylen,
@@ -310,6 +380,9 @@ cache_store(struct cache *c, const uint8_t *key, size_t keylen,
 	if ((ttl = cache_ttl(am)) == 0 || keylen > UINT16_MAX ||
 	    anslen > UINT16_MAX || size > c->max_bytes || c->max_entries == 0)
 		return 0;
+	if (am->qname_off != DNS_HDR_LEN ||
+	    am->qend != DNS_HDR_LEN + am->qname_len + 4 || am->end > anslen)
+		return 0;	/* not what dns_parse() makes of ans */
 	if ((old = find(c, key, keylen, hash)) != NULL)
 		entry_remove(c, old);
 	shrink(c, size);
@@ -318,7 +391,7 @@ cache_store(struct cache *c, const uint8_t *key, size_t keylen,
 	e->hash = hash;
 	e->stored = (uint32_t)now;
 	e->ttl = ttl;
-	e->msg = *am;
+	entry_keep_msg(e, am);
 	e->keylen = (uint16_t)keylen;
 	e->anslen = (uint16_t)anslen;
 	memcpy(e->data, key, keylen);

@@ -238,6 +238,63 @@ test_prefetch(void)
 }
 
 /*
+ * A hit's parsed answer is the stored one's, but for min_ttl and
+ * soa_min: an answer with an SOA, an additional record with the top
+ * bit of its TTL set, then an OPT record with a client subnet option.
+ */
+static void
+test_msg(void)
+{
+	struct cache		*c;
+	struct cache_hit	 h;
+	struct dns_msg		 am;
+	uint8_t			 a[1024];
+	size_t			 o;
+
+	o = answer(a, DNS_RCODE_NOERROR, 2, 300, 3600, 60);
+	put16(a + 10, 2);
+	o += put16(a + o, 0xc00c);
+	o += put16(a + o, DNS_T_A);
+	o += put16(a + o, DNS_C_IN);
+	o += put32(a + o, 0x90000000U);
+	o += put16(a + o, 4);
+	o += put32(a + o, 0xc0000299);
+	a[o++] = 0;
+	o += put16(a + o, DNS_T_OPT);
+	o += put16(a + o, 1232);
+	o += put32(a + o, 0x01008000);	/* ext rcode 1, DO */
+	o += put16(a + o, 4 + 7);
+	o += put16(a + o, DNS_OPT_ECS);
+	o += put16(a + o, 7);
+	o += put16(a + o, 1);		/* IPv4 */
+	a[o++] = 24;
+	a[o++] = 0;
+	a[o++] = 192;
+	a[o++] = 0;
+	a[o++] = 2;
+	ok(dns_parse(a, o, &am) == 0 && am.edns && am.has_ecs &&
+	    am.has_soa && am.ttl_top && am.ar_before_opt == 1 &&
+	    am.ext_rcode == 1, "msg: the test answer parses");
+	c = cache_new(10, 10 * CACHE_BYTES_PER_ENTRY);
+	ok(cache_store(c, (const uint8_t *)"m", 1, 9, a, o, &am, 0) == 1 &&
+	    cache_lookup(c, (const uint8_t *)"m", 1, 9, 0, &h) == 1,
+	    "msg: stored and found");
+	am.min_ttl = am.soa_min = 0;
+	ok(memcmp(&h.msg, &am, sizeof(am)) == 0,
+	    "msg: the hit's parsed answer is the one stored");
+
+	o = answer(a, DNS_RCODE_NOERROR, 1, 300, 0, 0);
+	dns_parse(a, o, &am);
+	ok(cache_store(c, (const uint8_t *)"n", 1, 9, a, o, &am, 0) == 1 &&
+	    cache_lookup(c, (const uint8_t *)"n", 1, 9, 0, &h) == 1,
+	    "msg: without EDNS, stored and found");
+	am.min_ttl = 0;
+	ok(memcmp(&h.msg, &am, sizeof(am)) == 0,
+	    "msg: and its parsed answer is the one stored");
+	cache_free(c);
+}
+
+/*
  * The bounds of an entry: a key and an answer of at most 65535 bytes,
  * times in 32 bits that wrap.
  */
@@ -307,7 +364,7 @@ main(void)
 	char			 key[32];
 	int			 i;
 
-	plan(69);
+	plan(74);
 
 	c = cache_new(100, 100 * CACHE_BYTES_PER_ENTRY);
 	ok(c != NULL, "cache_new");
@@ -330,7 +387,7 @@ main(void)
 	q[2] = 0x01;	/* a query: RD */
 	q[3] = 0x00;
 	ok(dns_parse(q, qlen, &qm) == 0, "test query parses");
-	len = dns_client_answer(out, sizeof(out), h.answer, h.len, h.msg, q,
+	len = dns_client_answer(out, sizeof(out), h.answer, h.len, &h.msg, q,
 	    &qm, h.age, DNS_MAX_MSG);
 	ok(len > 0 && ttl_of_first(out) == 260, "served TTL 300 - 40 = %u",
 	    len > 0 ? ttl_of_first(out) : 0);
@@ -404,5 +461,6 @@ main(void)
 	test_stale();
 	test_prefetch();
 	test_bounds();
+	test_msg();
 	return done();
 }
