@@ -18,7 +18,7 @@
 #include "cache.h"
 
 /*
- * An entry: 51 bytes before its key and answer on x86-64 (and other
+ * An entry: 51 bytes before its answer and key on x86-64 (and other
  * LP64 systems).  Times are the low 32 bits of the monotonic clock's
  * seconds: an age is their difference modulo 2^32, which is right for
  * 136 years.  A key and an answer are each at most 65535 bytes
@@ -26,6 +26,9 @@
  * answer fit in 16 bits too.  Of the parsed answer (struct dns_msg),
  * an entry keeps only what a hit cannot read from the answer's header,
  * question and OPT record without walking its records; see entry_msg().
+ * A key is the canonical query, whose question is usually the answer's
+ * byte for byte: then the entry keeps only the key's other bytes, its
+ * header and OPT record, 23 bytes (see key_equal()).
  */
 struct centry {
 	SLIST_ENTRY(centry)	 hentry;
@@ -41,13 +44,14 @@ struct centry {
 	uint16_t		 opt_end;
 	uint16_t		 ar_before_opt;
 	uint8_t			 bits;		/* CE_* */
-	uint8_t			 data[];	/* key, then answer */
+	uint8_t			 data[];	/* answer, then key */
 };
 
 #define CE_EDNS		0x01		/* dns_msg's edns, has_ecs, ... */
 #define CE_ECS		0x02
 #define CE_SOA		0x04
 #define CE_TTL_TOP	0x08
+#define CE_KEY_Q	0x10		/* the key's question: the answer's */
 
 #define CENTRY_SIZE	offsetof(struct centry, data)
 #ifdef __LP64__
@@ -168,22 +172,49 @@ cache_set_stale(struct cache *c, uint32_t seconds)
 	c->stale_max = seconds;
 }
 
+/*
+ * Is key e's key?  With CE_KEY_Q, e's key is kept after the answer but
+ * for its bytes from DNS_HDR_LEN to qend, which are the answer's: both
+ * have a header of DNS_HDR_LEN bytes, and the same question after it.
+ */
+static int
+key_equal(const struct centry *e, const uint8_t *key, size_t keylen)
+{
+	const uint8_t	*k = e->data + e->anslen;
+
+	if (keylen != e->keylen)
+		return 0;
+	if (!(e->bits & CE_KEY_Q))
+		return memcmp(k, key, keylen) == 0;
+	return memcmp(k, key, DNS_HDR_LEN) == 0 &&
+	    memcmp(e->data + DNS_HDR_LEN, key + DNS_HDR_LEN,
+	    e->qend - DNS_HDR_LEN) == 0 &&
+	    memcmp(k + DNS_HDR_LEN, key + e->qend, keylen - e->qend) == 0;
+}
+
+/* Keep key after the answer, as key_equal() reads it. */
+static void
+keep_key(struct centry *e, const uint8_t *key, size_t keylen)
+{
+	uint8_t	*k = e->data + e->anslen;
+
+	if (!(e->bits & CE_KEY_Q)) {
+		memcpy(k, key, keylen);
+		return;
+	}
+	memcpy(k, key, DNS_HDR_LEN);
+	memcpy(k + DNS_HDR_LEN, key + e->qend, keylen - e->qend);
+}
+
 static struct centry *
 find(struct cache *c, const uint8_t *key, size_t keylen, uint32_t hash)
 {
 	struct centry	*e;
 
 	SLIST_FOREACH(e, bucket(c, hash), hentry)
-		if (e->hash == hash && e->keylen == keylen &&
-		    memcmp(e->data, key, keylen) == 0)
+		if (e->hash == hash && key_equal(e, key, keylen))
 			return e;
 	return NULL;
-}
-
-static const uint8_t *
-entry_answer(const struct centry *e)
-{
-	return e->data + e->keylen;
 }
 
 /*
@@ -194,7 +225,7 @@ entry_answer(const struct centry *e)
 static void
 entry_msg(const struct centry *e, struct dns_msg *m)
 {
-	const uint8_t	*a = entry_answer(e), *opt = a + e->opt_off;
+	const uint8_t	*a = e->data, *opt = a + e->opt_off;
 
 	memset(m, 0, sizeof(*m));
 	m->id = dns_get16(a);
@@ -262,7 +293,7 @@ still_stale(struct cache *c, struct centry *e, int64_t now)
 {
 	if (c->stale_max > 0 &&
 	    entry_age(e, now) < (uint64_t)e->ttl + c->stale_max &&
-	    DNS_F_RCODE(dns_get16(entry_answer(e) + 2)) != DNS_RCODE_SERVFAIL)
+	    DNS_F_RCODE(dns_get16(e->data + 2)) != DNS_RCODE_SERVFAIL)
 		return 1;
 	entry_remove(c, e);
 	return 0;
@@ -274,7 +305,7 @@ fill_hit(struct cache *c, struct centry *e, int64_t now,
 {
 	TAILQ_REMOVE(&c->lru, e, lru);
 	TAILQ_INSERT_HEAD(&c->lru, e, lru);
-	hit->answer = entry_answer(e);
+	hit->answer = e->data;
 	hit->len = e->anslen;
 	entry_msg(e, &hit->msg);
 	hit->age = entry_age(e, now);
@@ -375,7 +406,8 @@ cache_store(struct cache *c, const uint8_t *key, size_t keylen,
 {
 	struct centry	*e, *old;
 	uint32_t	 ttl;
-	size_t		 size = keylen + anslen;
+	size_t		 size = keylen + anslen, kept = keylen;
+	int		 key_q;
 
 	if ((ttl = cache_ttl(am)) == 0 || keylen > UINT16_MAX ||
 	    anslen > UINT16_MAX || size > c->max_bytes || c->max_entries == 0)
@@ -383,19 +415,25 @@ cache_store(struct cache *c, const uint8_t *key, size_t keylen,
 	if (am->qname_off != DNS_HDR_LEN ||
 	    am->qend != DNS_HDR_LEN + am->qname_len + 4 || am->end > anslen)
 		return 0;	/* not what dns_parse() makes of ans */
+	key_q = keylen >= am->qend && memcmp(key + DNS_HDR_LEN,
+	    ans + DNS_HDR_LEN, am->qend - DNS_HDR_LEN) == 0;
+	if (key_q)
+		kept -= am->qend - DNS_HDR_LEN;
 	if ((old = find(c, key, keylen, hash)) != NULL)
 		entry_remove(c, old);
 	shrink(c, size);
-	if ((e = malloc(CENTRY_SIZE + size)) == NULL)
+	if ((e = malloc(CENTRY_SIZE + anslen + kept)) == NULL)
 		return 0;
 	e->hash = hash;
 	e->stored = (uint32_t)now;
 	e->ttl = ttl;
 	entry_keep_msg(e, am);
+	if (key_q)
+		e->bits |= CE_KEY_Q;
 	e->keylen = (uint16_t)keylen;
 	e->anslen = (uint16_t)anslen;
-	memcpy(e->data, key, keylen);
-	memcpy(e->data + keylen, ans, anslen);
+	memcpy(e->data, ans, anslen);
+	keep_key(e, key, keylen);
 	SLIST_INSERT_HEAD(bucket(c, hash), e, hentry);
 	TAILQ_INSERT_HEAD(&c->lru, e, lru);
 	c->st.entries++;

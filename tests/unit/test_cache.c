@@ -295,6 +295,83 @@ test_msg(void)
 }
 
 /*
+ * A key in the canonical form of a query, header, question and OPT,
+ * for the answer of answer(): with flags, and the DO bit or not.
+ */
+static size_t
+canon_key(uint8_t *k, uint16_t flags, int dobit)
+{
+	size_t	o = answer(k, 0, 0, 0, 0, 0);
+
+	put16(k, 0);
+	put16(k + 2, flags);
+	put16(k + 10, 1);
+	k[o++] = 0;
+	o += put16(k + o, DNS_T_OPT);
+	o += put16(k + o, DNS_EDNS_UDP);
+	o += put32(k + o, dobit ? DNS_EDNS_DO : 0);
+	o += put16(k + o, 0);
+	return o;
+}
+
+static int
+find_key(struct cache *c, const uint8_t *k, size_t klen)
+{
+	struct cache_hit	h;
+
+	return cache_lookup(c, k, klen, cache_hash(1, k, klen), 0, &h);
+}
+
+/*
+ * A key whose question is the answer's, byte for byte, is kept without
+ * it; its name's case, its flags and its DO bit still tell keys apart.
+ */
+static void
+test_key(void)
+{
+	struct cache		*c;
+	struct cache_hit	 h;
+	struct cache_stats	 st;
+	struct dns_msg		 am;
+	uint8_t			 a[1024], k[512], k2[512];
+	size_t			 alen, klen;
+
+	c = cache_new(10, 10 * CACHE_BYTES_PER_ENTRY);
+	alen = answer(a, DNS_RCODE_NOERROR, 1, 300, 0, 0);
+	dns_parse(a, alen, &am);
+	klen = canon_key(k, DNS_F_RD, 1);
+	ok(cache_store(c, k, klen, cache_hash(1, k, klen), a, alen, &am,
+	    0) == 1 && find_key(c, k, klen) == 1, "key: found");
+	ok(cache_lookup(c, k, klen, cache_hash(1, k, klen), 0, &h) == 1 &&
+	    h.len == alen && memcmp(h.answer, a, alen) == 0,
+	    "key: with its answer");
+	cache_get_stats(c, &st);
+	is_int(st.bytes, klen + alen, "key: counts as key and answer");
+	memcpy(k2, k, klen);
+	k2[DNS_HDR_LEN + 1] = 'W';
+	is_int(find_key(c, k2, klen), 0, "key: the name's case counts");
+	canon_key(k2, DNS_F_RD, 0);
+	is_int(find_key(c, k2, klen), 0, "key: the DO bit counts");
+	canon_key(k2, DNS_F_RD | DNS_F_CD, 1);
+	is_int(find_key(c, k2, klen), 0, "key: the flags count");
+	memcpy(k2, k, klen);
+	k2[DNS_HDR_LEN + sizeof(qname) + 1] = DNS_T_AAAA;
+	is_int(find_key(c, k2, klen), 0, "key: the type counts");
+	is_int(find_key(c, k, klen - 1), 0, "key: a shorter one is another");
+
+	/* an answer whose name is spelt otherwise: the key is kept whole */
+	a[DNS_HDR_LEN + 1] = 'W';
+	dns_parse(a, alen, &am);
+	klen = canon_key(k, 0, 0);
+	ok(cache_store(c, k, klen, cache_hash(1, k, klen), a, alen, &am,
+	    0) == 1 && find_key(c, k, klen) == 1,
+	    "key: found with another spelling in the answer");
+	k[DNS_HDR_LEN + 1] = 'W';
+	is_int(find_key(c, k, klen), 0, "key: and that spelling is another");
+	cache_free(c);
+}
+
+/*
  * The bounds of an entry: a key and an answer of at most 65535 bytes,
  * times in 32 bits that wrap.
  */
@@ -364,7 +441,7 @@ main(void)
 	char			 key[32];
 	int			 i;
 
-	plan(74);
+	plan(84);
 
 	c = cache_new(100, 100 * CACHE_BYTES_PER_ENTRY);
 	ok(c != NULL, "cache_new");
@@ -462,5 +539,6 @@ main(void)
 	test_prefetch();
 	test_bounds();
 	test_msg();
+	test_key();
 	return done();
 }
