@@ -24,7 +24,8 @@ OS_LIBS=
 SANDBOX_SRCS=	sandbox.c sandbox-openbsd.c
 NETWATCH_SRCS=	netwatch.c netwatch-openbsd.c
 else
-PKGS=		libtls libseccomp libcap-ng libevent libbsd-overlay libcrypto
+PKGS=		libtls libseccomp libcap-ng libevent libbsd-overlay libmd \
+		libcrypto
 PKG_CFLAGS?=	$(shell $(PKG_CONFIG) --cflags $(PKGS))
 PKG_LIBS?=	$(shell $(PKG_CONFIG) --libs $(PKGS))
 OS_LIBS=	-lresolv

@@ -9,7 +9,7 @@ set -eu
 
 what=${1:-build}
 build_pkgs="build-essential pkg-config bison libtls-dev libseccomp-dev \
-libcap-ng-dev libevent-dev libbsd-dev libssl-dev ca-certificates \
+libcap-ng-dev libevent-dev libbsd-dev libmd-dev libssl-dev ca-certificates \
 libfstrm-dev libprotobuf-c-dev protobuf-c-compiler"
 test_pkgs="unbound knot-dnsutils dnsperf openssl perl clang \
 libclang-rt-14-dev mandoc iproute2 procps python3-yaml debhelper \

@@ -15,7 +15,7 @@ struct cache;
 struct cache_hit {
 	const uint8_t		*answer;
 	size_t			 len;
-	const struct dns_msg	*msg;
+	struct dns_msg		 msg;	/* of answer; min_ttl, soa_min 0 */
 	uint32_t		 age;	/* seconds since it was stored */
 	uint32_t		 ttl;	/* seconds it was stored for */
 	int			 stale;	/* past its TTL (RFC 8767) */

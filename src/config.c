@@ -14,11 +14,11 @@
 #include <arpa/inet.h>
 
 #include <errno.h>
+#include <sha2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
 
 #include "dns.h"
 #include "dotproxyd.h"
@@ -357,10 +357,9 @@ config_recv(struct dotproxyd_conf **pending, struct imsg *imsg)
 void
 config_hash(const struct dotproxyd_conf *c, char *buf, size_t len)
 {
-	unsigned char	 md[EVP_MAX_MD_SIZE];
-	unsigned int	 mdlen = 0, i;
+	char		 hex[SHA256_DIGEST_STRING_LENGTH];
 	char		*text = NULL;
-	size_t		 textlen = 0;
+	size_t		 textlen = 0, n;
 	FILE		*f;
 
 	strlcpy(buf, "?", len);
@@ -368,10 +367,13 @@ config_hash(const struct dotproxyd_conf *c, char *buf, size_t len)
 		return;
 	print_config(f, c);
 	fclose(f);
-	if (EVP_Digest(text, textlen, md, &mdlen, EVP_sha256(), NULL) == 1)
-		for (i = 0; i < mdlen && 2 * i + 2 < len &&
-		    2 * i < CONFIG_HASH_HEX; i++)
-			snprintf(buf + 2 * i, len - 2 * i, "%02x", md[i]);
+	if (SHA256Data((const uint8_t *)text, textlen, hex) != NULL) {
+		n = len > 0 ? (len - 1) & ~(size_t)1 : 0;	/* whole bytes */
+		if (n > CONFIG_HASH_HEX)
+			n = CONFIG_HASH_HEX;
+		if (n > 0)
+			snprintf(buf, len, "%.*s", (int)n, hex);
+	}
 	free(text);
 }
 

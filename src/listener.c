@@ -920,7 +920,7 @@ reply_hit(struct cquery *cq, const struct cache_hit *hit)
 
 	if (!hit->stale) {
 		len = dns_client_answer(outbuf, sizeof(outbuf), hit->answer,
-		    hit->len, hit->msg, cq->q, &cq->qm, hit->age,
+		    hit->len, &hit->msg, cq->q, &cq->qm, hit->age,
 		    client_limit(cq));
 		if (len == 0)
 			return -1;
@@ -928,7 +928,7 @@ reply_hit(struct cquery *cq, const struct cache_hit *hit)
 		return 0;
 	}
 	len = dns_stale_answer(outbuf, sizeof(outbuf), hit->answer, hit->len,
-	    hit->msg, cq->q, &cq->qm, STALE_TTL, client_limit(cq));
+	    &hit->msg, cq->q, &cq->qm, STALE_TTL, client_limit(cq));
 	if (len == 0)
 		return -1;
 	listener_counters.stale++;

@@ -237,6 +237,198 @@ test_prefetch(void)
 	cache_free(c);
 }
 
+/*
+ * A hit's parsed answer is the stored one's, but for min_ttl and
+ * soa_min: an answer with an SOA, an additional record with the top
+ * bit of its TTL set, then an OPT record with a client subnet option.
+ */
+static void
+test_msg(void)
+{
+	struct cache		*c;
+	struct cache_hit	 h;
+	struct dns_msg		 am;
+	uint8_t			 a[1024];
+	size_t			 o;
+
+	o = answer(a, DNS_RCODE_NOERROR, 2, 300, 3600, 60);
+	put16(a + 10, 2);
+	o += put16(a + o, 0xc00c);
+	o += put16(a + o, DNS_T_A);
+	o += put16(a + o, DNS_C_IN);
+	o += put32(a + o, 0x90000000U);
+	o += put16(a + o, 4);
+	o += put32(a + o, 0xc0000299);
+	a[o++] = 0;
+	o += put16(a + o, DNS_T_OPT);
+	o += put16(a + o, 1232);
+	o += put32(a + o, 0x01008000);	/* ext rcode 1, DO */
+	o += put16(a + o, 4 + 7);
+	o += put16(a + o, DNS_OPT_ECS);
+	o += put16(a + o, 7);
+	o += put16(a + o, 1);		/* IPv4 */
+	a[o++] = 24;
+	a[o++] = 0;
+	a[o++] = 192;
+	a[o++] = 0;
+	a[o++] = 2;
+	ok(dns_parse(a, o, &am) == 0 && am.edns && am.has_ecs &&
+	    am.has_soa && am.ttl_top && am.ar_before_opt == 1 &&
+	    am.ext_rcode == 1, "msg: the test answer parses");
+	c = cache_new(10, 10 * CACHE_BYTES_PER_ENTRY);
+	ok(cache_store(c, (const uint8_t *)"m", 1, 9, a, o, &am, 0) == 1 &&
+	    cache_lookup(c, (const uint8_t *)"m", 1, 9, 0, &h) == 1,
+	    "msg: stored and found");
+	am.min_ttl = am.soa_min = 0;
+	ok(memcmp(&h.msg, &am, sizeof(am)) == 0,
+	    "msg: the hit's parsed answer is the one stored");
+
+	o = answer(a, DNS_RCODE_NOERROR, 1, 300, 0, 0);
+	dns_parse(a, o, &am);
+	ok(cache_store(c, (const uint8_t *)"n", 1, 9, a, o, &am, 0) == 1 &&
+	    cache_lookup(c, (const uint8_t *)"n", 1, 9, 0, &h) == 1,
+	    "msg: without EDNS, stored and found");
+	am.min_ttl = 0;
+	ok(memcmp(&h.msg, &am, sizeof(am)) == 0,
+	    "msg: and its parsed answer is the one stored");
+	cache_free(c);
+}
+
+/*
+ * A key in the canonical form of a query, header, question and OPT,
+ * for the answer of answer(): with flags, and the DO bit or not.
+ */
+static size_t
+canon_key(uint8_t *k, uint16_t flags, int dobit)
+{
+	size_t	o = answer(k, 0, 0, 0, 0, 0);
+
+	put16(k, 0);
+	put16(k + 2, flags);
+	put16(k + 10, 1);
+	k[o++] = 0;
+	o += put16(k + o, DNS_T_OPT);
+	o += put16(k + o, DNS_EDNS_UDP);
+	o += put32(k + o, dobit ? DNS_EDNS_DO : 0);
+	o += put16(k + o, 0);
+	return o;
+}
+
+static int
+find_key(struct cache *c, const uint8_t *k, size_t klen)
+{
+	struct cache_hit	h;
+
+	return cache_lookup(c, k, klen, cache_hash(1, k, klen), 0, &h);
+}
+
+/*
+ * A key whose question is the answer's, byte for byte, is kept without
+ * it; its name's case, its flags and its DO bit still tell keys apart.
+ */
+static void
+test_key(void)
+{
+	struct cache		*c;
+	struct cache_hit	 h;
+	struct cache_stats	 st;
+	struct dns_msg		 am;
+	uint8_t			 a[1024], k[512], k2[512];
+	size_t			 alen, klen;
+
+	c = cache_new(10, 10 * CACHE_BYTES_PER_ENTRY);
+	alen = answer(a, DNS_RCODE_NOERROR, 1, 300, 0, 0);
+	dns_parse(a, alen, &am);
+	klen = canon_key(k, DNS_F_RD, 1);
+	ok(cache_store(c, k, klen, cache_hash(1, k, klen), a, alen, &am,
+	    0) == 1 && find_key(c, k, klen) == 1, "key: found");
+	ok(cache_lookup(c, k, klen, cache_hash(1, k, klen), 0, &h) == 1 &&
+	    h.len == alen && memcmp(h.answer, a, alen) == 0,
+	    "key: with its answer");
+	cache_get_stats(c, &st);
+	is_int(st.bytes, klen + alen, "key: counts as key and answer");
+	memcpy(k2, k, klen);
+	k2[DNS_HDR_LEN + 1] = 'W';
+	is_int(find_key(c, k2, klen), 0, "key: the name's case counts");
+	canon_key(k2, DNS_F_RD, 0);
+	is_int(find_key(c, k2, klen), 0, "key: the DO bit counts");
+	canon_key(k2, DNS_F_RD | DNS_F_CD, 1);
+	is_int(find_key(c, k2, klen), 0, "key: the flags count");
+	memcpy(k2, k, klen);
+	k2[DNS_HDR_LEN + sizeof(qname) + 1] = DNS_T_AAAA;
+	is_int(find_key(c, k2, klen), 0, "key: the type counts");
+	is_int(find_key(c, k, klen - 1), 0, "key: a shorter one is another");
+
+	/* an answer whose name is spelt otherwise: the key is kept whole */
+	a[DNS_HDR_LEN + 1] = 'W';
+	dns_parse(a, alen, &am);
+	klen = canon_key(k, 0, 0);
+	ok(cache_store(c, k, klen, cache_hash(1, k, klen), a, alen, &am,
+	    0) == 1 && find_key(c, k, klen) == 1,
+	    "key: found with another spelling in the answer");
+	k[DNS_HDR_LEN + 1] = 'W';
+	is_int(find_key(c, k, klen), 0, "key: and that spelling is another");
+	cache_free(c);
+}
+
+/*
+ * The bounds of an entry: a key and an answer of at most 65535 bytes,
+ * times in 32 bits that wrap.
+ */
+static void
+test_bounds(void)
+{
+	struct cache		*c;
+	struct cache_hit	 h;
+	struct dns_msg		 am;
+	static uint8_t		 big[DNS_MAX_MSG + 1024], a[1024];
+	size_t			 alen, biglen, n;
+	int64_t			 t = UINT32_MAX - 10LL;
+
+	c = cache_new(10, 1 << 20);
+	alen = answer(a, DNS_RCODE_NOERROR, 1, 300, 0, 0);
+	dns_parse(a, alen, &am);
+	memset(big, 'k', sizeof(big));
+	is_int(cache_store(c, big, DNS_MAX_MSG + 1, 7, a, alen, &am, 0), 0,
+	    "a key over 65535 bytes is refused");
+	is_int(cache_store(c, big, DNS_MAX_MSG, 7, a, alen, &am, 0), 1,
+	    "a key of 65535 bytes is kept");
+	ok(cache_lookup(c, big, DNS_MAX_MSG, 7, 0, &h) == 1 &&
+	    h.len == alen && memcmp(h.answer, a, alen) == 0,
+	    "and found, with its answer");
+	ok(cache_lookup(c, big, DNS_MAX_MSG - 1, 7, 0, &h) == 0,
+	    "a shorter key is another");
+
+	/* an answer of 4097 A records: 65 bytes over the bound */
+	biglen = answer(big, DNS_RCODE_NOERROR, 4097, 300, 0, 0);
+	ok(biglen > DNS_MAX_MSG && dns_parse(big, biglen, &am) == 0,
+	    "a test answer of %zu bytes parses", biglen);
+	is_int(cache_store(c, (const uint8_t *)"b", 1, 8, big, biglen, &am,
+	    0), 0, "an answer over 65535 bytes is refused");
+	n = answer(big, DNS_RCODE_NOERROR, 4092, 300, 0, 0);
+	ok(n <= DNS_MAX_MSG && dns_parse(big, n, &am) == 0 &&
+	    cache_store(c, (const uint8_t *)"b", 1, 8, big, n, &am, 0) == 1 &&
+	    cache_lookup(c, (const uint8_t *)"b", 1, 8, 0, &h) == 1 &&
+	    h.len == n, "an answer of %zu bytes is kept", n);
+	cache_free(c);
+
+	/* the clock's seconds past 2^32 */
+	c = cache_new(10, 10 * CACHE_BYTES_PER_ENTRY);
+	alen = answer(a, DNS_RCODE_NOERROR, 1, 300, 0, 0);
+	store(c, "w", a, alen, t);
+	ok(lookup(c, "w", t + 5, &h) == 1 && h.age == 5 && h.ttl == 300,
+	    "before 2^32 s: age 5");
+	ok(lookup(c, "w", t + 111, &h) == 1 && h.age == 111,
+	    "past 2^32 s: age 111");
+	ok(lookup(c, "w", t + 300, &h) == 0, "past 2^32 s: expired at 300");
+	cache_set_stale(c, 600);
+	store(c, "w", a, alen, t);
+	ok(lookup_stale(c, "w", t + 899, &h) == 1 && h.stale == 1 &&
+	    h.age == 899, "past 2^32 s: stale until 300 + 600");
+	ok(lookup_stale(c, "w", t + 900, &h) == 0, "and not after");
+	cache_free(c);
+}
+
 int
 main(void)
 {
@@ -249,7 +441,7 @@ main(void)
 	char			 key[32];
 	int			 i;
 
-	plan(57);
+	plan(84);
 
 	c = cache_new(100, 100 * CACHE_BYTES_PER_ENTRY);
 	ok(c != NULL, "cache_new");
@@ -272,7 +464,7 @@ main(void)
 	q[2] = 0x01;	/* a query: RD */
 	q[3] = 0x00;
 	ok(dns_parse(q, qlen, &qm) == 0, "test query parses");
-	len = dns_client_answer(out, sizeof(out), h.answer, h.len, h.msg, q,
+	len = dns_client_answer(out, sizeof(out), h.answer, h.len, &h.msg, q,
 	    &qm, h.age, DNS_MAX_MSG);
 	ok(len > 0 && ttl_of_first(out) == 260, "served TTL 300 - 40 = %u",
 	    len > 0 ? ttl_of_first(out) : 0);
@@ -345,5 +537,8 @@ main(void)
 
 	test_stale();
 	test_prefetch();
+	test_bounds();
+	test_msg();
+	test_key();
 	return done();
 }
