@@ -2,6 +2,8 @@
 
 PREFIX?=	/usr/local
 SBINDIR?=	$(PREFIX)/sbin
+# dotproxyd finds dotproxyd-upstream in ../libexec from its own directory
+LIBEXECDIR?=	$(PREFIX)/libexec
 MANDIR?=	$(PREFIX)/share/man
 EXAMPLEDIR?=	$(PREFIX)/share/examples/dotproxyd
 DESTDIR?=
@@ -19,15 +21,17 @@ UNAME_S:=	$(shell uname -s)
 ifeq ($(UNAME_S),OpenBSD)
 # libtls, libcrypto and libevent are in base; pledge(2) and unveil(2)
 PKG_CFLAGS?=
-PKG_LIBS?=	-ltls -lssl -lcrypto -levent
+PKG_LIBS?=	-levent
+TLS_LIBS?=	-ltls -lssl -lcrypto
 OS_LIBS=
 SANDBOX_SRCS=	sandbox.c sandbox-openbsd.c
 NETWATCH_SRCS=	netwatch.c netwatch-openbsd.c
 else
-PKGS=		libtls libseccomp libcap-ng libevent libbsd-overlay libmd \
-		libcrypto
-PKG_CFLAGS?=	$(shell $(PKG_CONFIG) --cflags $(PKGS))
+PKGS=		libseccomp libcap-ng libevent libbsd-overlay libmd
+TLS_PKGS=	libtls libcrypto
+PKG_CFLAGS?=	$(shell $(PKG_CONFIG) --cflags $(PKGS) $(TLS_PKGS))
 PKG_LIBS?=	$(shell $(PKG_CONFIG) --libs $(PKGS))
+TLS_LIBS?=	$(shell $(PKG_CONFIG) --libs $(TLS_PKGS))
 OS_LIBS=	-lresolv
 SANDBOX_SRCS=	sandbox.c sandbox-linux.c sandbox-seccomp.c portholder-linux.c
 NETWATCH_SRCS=	netwatch.c netwatch-linux.c
@@ -66,10 +70,17 @@ endif
 
 COMMON=		imsg.c dns.c log.c config.c printconf.c acl.c cache.c \
 		ratelimit.c audit.c chan.c rtt.c sip.c http.c sdnotify.c qid.c
-DAEMON_SRCS=	dotproxyd.c listener.c querylog.c tcpclient.c upstream.c \
-		upconn.c proc.c control.c tap.c $(SANDBOX_SRCS) \
-		$(NETWATCH_SRCS) $(SANITIZER_SRCS) $(COMMON)
+# Two programs: dotproxyd (the parent and the listener) and
+# dotproxyd-upstream (the upstream process), the only one that links
+# libtls and libcrypto.
+DAEMON_SRCS=	dotproxyd.c listener.c querylog.c tcpclient.c proc.c \
+		control.c tap.c $(SANDBOX_SRCS) $(NETWATCH_SRCS) \
+		$(SANITIZER_SRCS) $(COMMON)
 DAEMON_OBJS=	$(DAEMON_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/parse.o \
+		$(DNSTAP_OBJS)
+UPSTREAM_SRCS=	upmain.c upstream.c upconn.c proc.c tap.c $(SANDBOX_SRCS) \
+		$(SANITIZER_SRCS) $(COMMON)
+UPSTREAM_OBJS=	$(UPSTREAM_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/parse.o \
 		$(DNSTAP_OBJS)
 CTL_SRCS=	dotproxyctl.c
 CTL_OBJS=	$(CTL_SRCS:%.c=$(BUILD)/%.o)
@@ -84,7 +95,8 @@ UNIT_OBJS=	$(COMMON:%.c=$(BUILD)/%.o) $(BUILD)/parse.o $(BUILD)/proc.o \
 .PHONY: all clean check unit integration deps run install uninstall bench fuzz \
 		valgrind
 
-all: $(BUILD)/dotproxyd $(BUILD)/dotproxyctl $(DNSTAP_OBJS)
+all: $(BUILD)/dotproxyd $(BUILD)/dotproxyd-upstream $(BUILD)/dotproxyctl \
+		$(DNSTAP_OBJS)
 
 $(BUILD) $(BUILD)/tests:
 	mkdir -p $@
@@ -121,13 +133,18 @@ $(BUILD)/parse.o: $(BUILD)/parse.c $(HDRS)
 $(BUILD)/dotproxyd: $(DAEMON_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBS) $(DNSTAP_LIBS)
 
+$(BUILD)/dotproxyd-upstream: $(UPSTREAM_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $(UPSTREAM_OBJS) $(LIBS) $(TLS_LIBS) \
+	    $(DNSTAP_LIBS)
+
 $(BUILD)/dotproxyctl: $(CTL_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $(CTL_OBJS) $(LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(UNIT_OBJS) tests/unit/tap.h $(HDRS) | $(BUILD)/tests
 	$(CC) $(CPPFLAGS) -Itests/unit $(ALL_CFLAGS) $(DNSTAP_CFLAGS) \
 	    -Wno-missing-prototypes \
-	    -o $@ $< $(UNIT_OBJS) $(LDFLAGS) $(LIBS) $(DNSTAP_LIBS)
+	    -o $@ $< $(UNIT_OBJS) $(LDFLAGS) $(LIBS) $(TLS_LIBS) \
+	    $(DNSTAP_LIBS)
 
 deps:
 	sh contrib/deps.sh $(DEPS)
@@ -175,15 +192,18 @@ run:
 	./$(BUILD)/dotproxyd -d
 
 install: all
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 \
-	    $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(EXAMPLEDIR)
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBEXECDIR) \
+	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(EXAMPLEDIR)
 	install -m 0555 $(BUILD)/dotproxyd $(BUILD)/dotproxyctl $(DESTDIR)$(SBINDIR)
+	install -m 0555 $(BUILD)/dotproxyd-upstream $(DESTDIR)$(LIBEXECDIR)
 	install -m 0444 src/dotproxyd.8 src/dotproxyctl.8 $(DESTDIR)$(MANDIR)/man8
 	install -m 0444 src/dotproxyd.conf.5 $(DESTDIR)$(MANDIR)/man5
 	install -m 0444 contrib/dotproxyd.conf.example $(DESTDIR)$(EXAMPLEDIR)/dotproxyd.conf
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/dotproxyd $(DESTDIR)$(SBINDIR)/dotproxyctl
+	rm -f $(DESTDIR)$(LIBEXECDIR)/dotproxyd-upstream
 	rm -f $(DESTDIR)$(MANDIR)/man8/dotproxyd.8 $(DESTDIR)$(MANDIR)/man8/dotproxyctl.8
 	rm -f $(DESTDIR)$(MANDIR)/man5/dotproxyd.conf.5
 	rm -rf $(DESTDIR)$(EXAMPLEDIR)

@@ -122,6 +122,7 @@ size_t	 dns_stale_answer(uint8_t *, size_t, const uint8_t *, size_t,
 int	 dns_name_to_text(const uint8_t *, size_t, char *, size_t);
 int	 dns_tcp_frame(const uint8_t *, size_t, size_t *);
 uint16_t dns_get16(const uint8_t *);
+void	 dns_read_header(const uint8_t *, struct dns_msg *);
 void	 dns_put16(uint8_t *, uint16_t);
 
 #endif /* DOTPROXYD_DNS_H */

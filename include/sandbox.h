@@ -27,10 +27,11 @@ void	 sandbox_child_env(char **, size_t);
 
 /*
  * The parent, once its children run: it confines itself to what
- * reload, respawn and shutdown need.  Its own binary, the config file
- * and the config's files are what it may still open.
+ * reload, respawn and shutdown need.  Its own binary and the upstream
+ * process's (to start children again), the config file and the config's
+ * files are what it may still open.
  */
-void	 sandbox_parent(const char *, const char *,
+void	 sandbox_parent(const char *, const char *, const char *,
 	    const struct dotproxyd_conf *);
 
 /*

@@ -228,12 +228,7 @@ entry_msg(const struct centry *e, struct dns_msg *m)
 	const uint8_t	*a = e->data, *opt = a + e->opt_off;
 
 	memset(m, 0, sizeof(*m));
-	m->id = dns_get16(a);
-	m->flags = dns_get16(a + 2);
-	m->qdcount = dns_get16(a + 4);
-	m->ancount = dns_get16(a + 6);
-	m->nscount = dns_get16(a + 8);
-	m->arcount = dns_get16(a + 10);
+	dns_read_header(a, m);
 	m->qname_off = DNS_HDR_LEN;
 	m->qname_len = e->qend - DNS_HDR_LEN - 4;
 	m->qtype = dns_get16(a + e->qend - 4);

@@ -225,8 +225,8 @@ parse_rr_cb(void *arg, const uint8_t *m, enum dns_section s, size_t rr,
 }
 
 /* The header's ID, flags and counts; m holds DNS_HDR_LEN bytes. */
-static void
-read_header(const uint8_t *m, struct dns_msg *msg)
+void
+dns_read_header(const uint8_t *m, struct dns_msg *msg)
 {
 	msg->id = dns_get16(m);
 	msg->flags = dns_get16(m + 2);
@@ -250,7 +250,7 @@ dns_parse(const uint8_t *m, size_t len, struct dns_msg *msg)
 	memset(msg, 0, sizeof(*msg));
 	if (len < DNS_HDR_LEN)
 		return -1;
-	read_header(m, msg);
+	dns_read_header(m, msg);
 	msg->min_ttl = UINT32_MAX;
 	if (msg->qdcount != 1)
 		return -1;
@@ -305,7 +305,7 @@ scan_query(const uint8_t *m, size_t len, struct dns_msg *msg)
 	uint16_t	rdlen;
 
 	memset(msg, 0, sizeof(*msg));
-	read_header(m, msg);
+	dns_read_header(m, msg);
 	scan_question(m, len, msg);
 	for (n = 0; n < msg->qdcount; n++) {
 		if (skip_name(m, len, &off) == -1 || len - off < 4)

@@ -1,7 +1,8 @@
 /*
  * dotproxyd: the parent process.  It parses the config, binds the
- * listening sockets, starts the listener and upstream processes by fork
- * and re-exec, hands them sockets and config, then confines itself and
+ * listening sockets, starts the listener (by fork and re-exec) and the
+ * upstream process (by fork and exec of dotproxyd-upstream, upmain.c),
+ * hands them sockets and config, then confines itself and
  * only logs for them, reloads on SIGHUP, tells the upstream process when
  * the network changed and shuts down on SIGTERM.
  */
@@ -95,7 +96,8 @@ static void	 service_ready(void);
 
 static struct dotproxyd_conf	*conf;
 static const char		*conffile = DOTPROXYD_CONF;
-static char			 self[PATH_MAX];
+static char			 self[PATH_MAX];	/* the listener's */
+static char			 upstream_prog[PATH_MAX];
 static struct child		 children[2];	/* listener, upstream */
 static int			 pending_peer[2] = { -1, -1 };
 static TAILQ_HEAD(, lsock)	 lsocks = TAILQ_HEAD_INITIALIZER(lsocks);
@@ -119,6 +121,7 @@ static void	 parse_options(int, char *[], int *, const char **,
 static void	 run_child_process(const char *) __attribute__((__noreturn__));
 static void	 check_config_and_exit(void) __attribute__((__noreturn__));
 static void	 find_self(const char *);
+static void	 find_upstream_prog(void);
 static void	 start_daemon(const char *);
 static void	 setup_events(void);
 
@@ -166,7 +169,7 @@ main(int argc, char *argv[])
 	/* the routing socket is opened now: the confined parent cannot */
 	netwatch_start(network_changed);
 
-	sandbox_parent(self, conffile, conf);
+	sandbox_parent(self, upstream_prog, conffile, conf);
 	setproctitle("parent");
 	config_hash(conf, hash, sizeof(hash));
 	audit("start", "version", DOTPROXYD_VERSION, "config", conffile,
@@ -212,14 +215,15 @@ parse_options(int argc, char *argv[], int *noaction, const char **child,
 		usage();
 }
 
-/* -P: this is a child the parent started; it never returns here. */
+/*
+ * -P listener: this is the listener the parent started; it never
+ * returns here.  The upstream process is dotproxyd-upstream.
+ */
 static void
 run_child_process(const char *child)
 {
 	if (strcmp(child, "listener") == 0)
 		listener_main(debug, verbose);
-	if (strcmp(child, "upstream") == 0)
-		upstream_main(debug, verbose);
 	fatalx("unknown process %s", child);
 }
 
@@ -235,7 +239,7 @@ check_config_and_exit(void)
 	exit(0);
 }
 
-/* Our own binary, to start children (and new ones) from. */
+/* Our own binary, to start the listener (and new ones) from. */
 static void
 find_self(const char *argv0)
 {
@@ -252,6 +256,33 @@ find_self(const char *argv0)
 }
 
 /*
+ * The upstream process's program: dotproxyd-upstream beside ours (as in
+ * a build tree), else in ../libexec from ours (PREFIX/sbin/dotproxyd,
+ * PREFIX/libexec/dotproxyd-upstream, as `make install' puts them).
+ */
+static void
+find_upstream_prog(void)
+{
+	static const char *const where[] = { "", "../libexec/" };
+	char		 dir[PATH_MAX], path[PATH_MAX], *slash;
+	size_t		 i;
+
+	strlcpy(dir, self, sizeof(dir));
+	if ((slash = strrchr(dir, '/')) == NULL)
+		errx(1, "cannot tell where my binary %s is", self);
+	slash[1] = '\0';
+	for (i = 0; i < sizeof(where) / sizeof(where[0]); i++) {
+		if ((size_t)snprintf(path, sizeof(path), "%s%sdotproxyd-upstream",
+		    dir, where[i]) >= sizeof(path))
+			continue;
+		if (access(path, X_OK) == 0 && realpath(path, upstream_prog))
+			return;
+	}
+	errx(1, "cannot find dotproxyd-upstream in %s or %s../libexec",
+	    dir, dir);
+}
+
+/*
  * As root: the user to run children as, our binary, the audit log, then
  * into the background, and the listening and control sockets.
  */
@@ -265,6 +296,7 @@ start_daemon(const char *argv0)
 	resolve_user(conf);
 	conf->verbose = verbose;
 	find_self(argv0);
+	find_upstream_prog();
 
 	log_init(debug, LOG_DAEMON);
 	if (audit_open(conf->audit_log, why, sizeof(why)) == -1)
@@ -544,7 +576,7 @@ open_control(const struct dotproxyd_conf *c)
 static void
 start_process(struct child *c, int fd)
 {
-	char	*argv[6], *envp[4];
+	char	*argv[6], *envp[4], *prog;
 	int	 argc = 0;
 	pid_t	 pid, ppid = getpid();
 
@@ -566,7 +598,8 @@ start_process(struct child *c, int fd)
 	sandbox_child_init();
 	if (getppid() != ppid)
 		_exit(1);	/* we are gone already */
-	argv[argc++] = "dotproxyd";
+	prog = c->type == PROC_UPSTREAM ? upstream_prog : self;
+	argv[argc++] = "dotproxyd";	/* titles: "dotproxyd: upstream" */
 	argv[argc++] = "-P";
 	argv[argc++] = (char *)proc_name(c->type);
 	if (debug)
@@ -575,8 +608,8 @@ start_process(struct child *c, int fd)
 		argv[argc++] = "-v";
 	argv[argc] = NULL;
 	sandbox_child_env(envp, sizeof(envp) / sizeof(envp[0]));
-	execve(self, argv, envp);
-	fatal("execve %s", self);
+	execve(prog, argv, envp);
+	fatal("execve %s", prog);
 }
 
 /*

@@ -101,18 +101,20 @@ sandbox_memfile(const char *name)
 }
 
 /*
- * The parent sees only what it opens after start-up: its own binary to
- * start a child again, the config directory, the CA bundle, the audit
+ * The parent sees only what it opens after start-up: its own binary and
+ * dotproxyd-upstream to start a child again, the config directory, the CA bundle, the audit
  * log and the dnstap socket.  unveil() hides the rest of the file system.
  */
 static void
-parent_unveil(const char *self, const char *conffile,
-    const struct dotproxyd_conf *c)
+parent_unveil(const char *self, const char *upstream_prog,
+    const char *conffile, const struct dotproxyd_conf *c)
 {
 	char	dir[PATH_MAX], *slash;
 
 	if (unveil(self, "x") == -1)
 		fatal("unveil %s", self);
+	if (unveil(upstream_prog, "x") == -1)
+		fatal("unveil %s", upstream_prog);
 	if (strlcpy(dir, conffile, sizeof(dir)) < sizeof(dir) &&
 	    (slash = strrchr(dir, '/')) != NULL) {
 		*slash = '\0';
@@ -132,9 +134,9 @@ parent_unveil(const char *self, const char *conffile,
 }
 
 void
-sandbox_parent(const char *self, const char *conffile,
-    const struct dotproxyd_conf *c)
+sandbox_parent(const char *self, const char *upstream_prog,
+    const char *conffile, const struct dotproxyd_conf *c)
 {
-	parent_unveil(self, conffile, c);
+	parent_unveil(self, upstream_prog, conffile, c);
 	sandbox_filter(PROC_PARENT);
 }

@@ -142,14 +142,15 @@ sandbox_filter(enum proc_type type)
  * path: the files the parent may open are not narrowed here.
  */
 void
-sandbox_parent(const char *self, const char *conffile,
-    const struct dotproxyd_conf *c)
+sandbox_parent(const char *self, const char *upstream_prog,
+    const char *conffile, const struct dotproxyd_conf *c)
 {
 	static const int keep[] = { CAP_NET_BIND_SERVICE, CAP_SETUID,
 	    CAP_SETGID, CAP_SYS_CHROOT, CAP_SETPCAP, CAP_KILL };
 	size_t	i;
 
 	(void)self;
+	(void)upstream_prog;
 	(void)conffile;
 	(void)c;
 

@@ -67,7 +67,8 @@ plist_ok()
 	local f=$C/openbsd/port/pkg/PLIST e
 	for e in '@newgroup _dotproxyd:' '@newuser _dotproxyd:' \
 	    '@rcscript ${RCDIR}/dotproxyd' '@bin sbin/dotproxyd' \
-	    '@bin sbin/dotproxyctl' '@man man/man5/dotproxyd.conf.5' \
+	    '@bin sbin/dotproxyctl' '@bin libexec/dotproxyd-upstream' \
+	    '@man man/man5/dotproxyd.conf.5' \
 	    '@man man/man8/dotproxyd.8' '@man man/man8/dotproxyctl.8' \
 	    'share/examples/dotproxyd/dotproxyd.conf' \
 	    '@sample ${SYSCONFDIR}/dotproxyd.conf'; do
@@ -368,7 +369,7 @@ if [ "$have_install" -eq 1 ]; then
 	ok "make install DESTDIR=... PREFIX=/usr" \
 	    make -C "$TOP" install DESTDIR="$DEST" PREFIX=/usr
 	for f in usr/sbin/dotproxyd usr/sbin/dotproxyctl \
-	    usr/share/man/man8/dotproxyd.8 usr/share/man/man8/dotproxyctl.8 \
+	    usr/libexec/dotproxyd-upstream usr/share/man/man8/dotproxyd.8 usr/share/man/man8/dotproxyctl.8 \
 	    usr/share/man/man5/dotproxyd.conf.5 \
 	    usr/share/examples/dotproxyd/dotproxyd.conf; do
 		if [ -f "$DEST/$f" ]; then
@@ -379,11 +380,12 @@ if [ "$have_install" -eq 1 ]; then
 		fi
 	done
 	ok "installed programs are executable" \
-	    test -x "$DEST/usr/sbin/dotproxyd" -a -x "$DEST/usr/sbin/dotproxyctl"
+	    test -x "$DEST/usr/sbin/dotproxyd" -a -x "$DEST/usr/sbin/dotproxyctl" \
+	    -a -x "$DEST/usr/libexec/dotproxyd-upstream"
 	is "$(cat "$DEST/etc/dotproxyd.conf")" "# local configuration" \
 	    "make install keeps an existing /etc/dotproxyd.conf"
 else
-	skip 9 "the Makefile has no install target yet"
+	skip 10 "the Makefile has no install target yet"
 fi
 
 # ---------------------------------------------------------------------
@@ -421,7 +423,8 @@ else
 			done
 		}
 		ok ".deb holds the programs and the configuration" deb_has \
-		    /usr/sbin/dotproxyd /usr/sbin/dotproxyctl /etc/dotproxyd.conf \
+		    /usr/sbin/dotproxyd /usr/sbin/dotproxyctl \
+		    /usr/libexec/dotproxyd-upstream /etc/dotproxyd.conf \
 		    /usr/share/examples/dotproxyd/dotproxyd.conf
 		ok ".deb holds the man pages" deb_has \
 		    /usr/share/man/man8/dotproxyd.8.gz \
