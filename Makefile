@@ -197,7 +197,8 @@ install: all
 	    $(DESTDIR)$(EXAMPLEDIR)
 	install -m 0555 $(BUILD)/dotproxyd $(BUILD)/dotproxyctl $(DESTDIR)$(SBINDIR)
 	install -m 0555 $(BUILD)/dotproxyd-upstream $(DESTDIR)$(LIBEXECDIR)
-	install -m 0444 src/dotproxyd.8 src/dotproxyctl.8 $(DESTDIR)$(MANDIR)/man8
+	install -m 0444 src/dotproxyd.8 src/dotproxyctl.8 \
+	    src/dotproxyd-upstream.8 $(DESTDIR)$(MANDIR)/man8
 	install -m 0444 src/dotproxyd.conf.5 $(DESTDIR)$(MANDIR)/man5
 	install -m 0444 contrib/dotproxyd.conf.example $(DESTDIR)$(EXAMPLEDIR)/dotproxyd.conf
 
@@ -205,6 +206,7 @@ uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/dotproxyd $(DESTDIR)$(SBINDIR)/dotproxyctl
 	rm -f $(DESTDIR)$(LIBEXECDIR)/dotproxyd-upstream
 	rm -f $(DESTDIR)$(MANDIR)/man8/dotproxyd.8 $(DESTDIR)$(MANDIR)/man8/dotproxyctl.8
+	rm -f $(DESTDIR)$(MANDIR)/man8/dotproxyd-upstream.8
 	rm -f $(DESTDIR)$(MANDIR)/man5/dotproxyd.conf.5
 	rm -rf $(DESTDIR)$(EXAMPLEDIR)
 

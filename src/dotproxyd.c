@@ -569,7 +569,7 @@ open_control(const struct dotproxyd_conf *c)
 }
 
 /*
- * Fork and re-exec a child with its channel to us on PARENT_FD and the
+ * Fork and exec a child with its channel to us on PARENT_FD and the
  * standard descriptors: every other descriptor, whether ours or one
  * whoever started us left open, is closed first.
  */

@@ -70,6 +70,7 @@ plist_ok()
 	    '@bin sbin/dotproxyctl' '@bin libexec/dotproxyd-upstream' \
 	    '@man man/man5/dotproxyd.conf.5' \
 	    '@man man/man8/dotproxyd.8' '@man man/man8/dotproxyctl.8' \
+	    '@man man/man8/dotproxyd-upstream.8' \
 	    'share/examples/dotproxyd/dotproxyd.conf' \
 	    '@sample ${SYSCONFDIR}/dotproxyd.conf'; do
 		grep -qF -- "$e" "$f" || { echo "PLIST lacks: $e"; return 1; }
@@ -369,7 +370,8 @@ if [ "$have_install" -eq 1 ]; then
 	ok "make install DESTDIR=... PREFIX=/usr" \
 	    make -C "$TOP" install DESTDIR="$DEST" PREFIX=/usr
 	for f in usr/sbin/dotproxyd usr/sbin/dotproxyctl \
-	    usr/libexec/dotproxyd-upstream usr/share/man/man8/dotproxyd.8 usr/share/man/man8/dotproxyctl.8 \
+	    usr/libexec/dotproxyd-upstream usr/share/man/man8/dotproxyd.8 \
+	    usr/share/man/man8/dotproxyd-upstream.8 usr/share/man/man8/dotproxyctl.8 \
 	    usr/share/man/man5/dotproxyd.conf.5 \
 	    usr/share/examples/dotproxyd/dotproxyd.conf; do
 		if [ -f "$DEST/$f" ]; then
@@ -385,7 +387,7 @@ if [ "$have_install" -eq 1 ]; then
 	is "$(cat "$DEST/etc/dotproxyd.conf")" "# local configuration" \
 	    "make install keeps an existing /etc/dotproxyd.conf"
 else
-	skip 10 "the Makefile has no install target yet"
+	skip 11 "the Makefile has no install target yet"
 fi
 
 # ---------------------------------------------------------------------
@@ -429,6 +431,7 @@ else
 		ok ".deb holds the man pages" deb_has \
 		    /usr/share/man/man8/dotproxyd.8.gz \
 		    /usr/share/man/man8/dotproxyctl.8.gz \
+		    /usr/share/man/man8/dotproxyd-upstream.8.gz \
 		    /usr/share/man/man5/dotproxyd.conf.5.gz
 		ok ".deb holds the systemd unit, tmpfiles.d and sysusers.d" \
 		    deb_has /lib/systemd/system/dotproxyd.service \
