@@ -66,7 +66,9 @@ const char	*imsg_type_name(uint32_t);
 void		 proc_child_init(struct proc *, int);
 void		 proc_child_confine(struct proc *);
 __attribute__((__noreturn__)) void proc_child_serve(struct proc *);
+#define PROC_TRIM_FREED	(256 * 1024)	/* freed since the peak: trim */
 void		 proc_mem_trim(void);
+int		 proc_trim_due(size_t, size_t *);
 void		 proc_dispatch(int, short, void *);
 void		 proc_parent_message(struct chan *, struct imsg *);
 void		 proc_peer_lost(struct proc *);

@@ -78,7 +78,7 @@ struct udp_reply {
 	struct sockaddr_storage	 to;
 	socklen_t		 tolen;
 	size_t			 len;
-	uint8_t			 buf[DNS_EDNS_UDP_MAX];
+	uint8_t			*buf;		/* in udp_bytes */
 };
 
 struct sock {
@@ -161,6 +161,9 @@ struct listener_stats		 listener_counters;
 static uint8_t			 outbuf[DNS_MAX_MSG + 2];
 static struct udp_reply		 udp_out[UDP_BATCH];
 static int			 n_udp_out;
+/* the answers of udp_out, one after the other: pages touched as used */
+static uint8_t			 udp_bytes[UDP_BATCH * DNS_EDNS_UDP_MAX];
+static size_t			 udp_bytes_used;
 static struct proc		 proc = PROC_CHILD(PROC_LISTENER, &parent, &upstream,
     &upstream_up, &conf, upstream_lost, drain_start);
 
@@ -829,6 +832,7 @@ udp_flush(void)
 		i = j;
 	}
 	n_udp_out = 0;
+	udp_bytes_used = 0;
 }
 
 /* Send a finished answer and forget the client's query. */
@@ -844,19 +848,22 @@ reply(struct cquery *cq, const uint8_t *msg, size_t len, const char *how)
 	tap_client_msg(cq, DNSTAP_CLIENT_RESPONSE, msg, len);
 	if (cq->tc != NULL)
 		tcp_send(cq->tc, msg, len);
-	else if (len > sizeof(u->buf)) {
+	else if (len > DNS_EDNS_UDP_MAX) {
 		if (sendto(cq->fd, msg, len, 0, (struct sockaddr *)&cq->from,
 		    cq->fromlen) == -1)
 			log_debug("sendto: %s", strerror(errno));
 	} else {
-		if (n_udp_out == UDP_BATCH)
+		if (n_udp_out == UDP_BATCH ||
+		    sizeof(udp_bytes) - udp_bytes_used < len)
 			udp_flush();
 		u = &udp_out[n_udp_out++];
 		u->fd = cq->fd;
 		u->to = cq->from;
 		u->tolen = cq->fromlen;
 		u->len = len;
+		u->buf = udp_bytes + udp_bytes_used;
 		memcpy(u->buf, msg, len);
+		udp_bytes_used += len;
 	}
 	cquery_free(cq);
 }

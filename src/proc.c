@@ -288,18 +288,58 @@ proc_child_confine(struct proc *p)
 	chan_update(p->peer);
 }
 
+#define TRIM_CHECK_S	10		/* how often a child looks */
+
+static struct event	trim_ev;
+#ifdef __GLIBC__
+static size_t		trim_peak;	/* in use: most since the last trim */
+#endif
+
 /*
  * Give the free memory at the top of the heap, and the free pages within
  * it, back to the kernel: after start-up, a new config or a cache flush,
- * which leave much freed.  glibc's malloc keeps it otherwise.  It takes
- * brk and madvise, which every policy allows.
+ * which leave much freed, and after a burst (proc_trim_check()).
+ * glibc's malloc keeps it otherwise.  It takes brk and madvise, which
+ * every policy allows.
  */
 void
 proc_mem_trim(void)
 {
 #ifdef __GLIBC__
 	(void)malloc_trim(0);
+	trim_peak = mallinfo2().uordblks;
 #endif
+}
+
+/*
+ * Trim now, with inuse bytes in use?  Once that is PROC_TRIM_FREED below
+ * *peak, the most in use since the last trim (a burst of queries or TCP
+ * clients is over); else *peak follows it up.  A steady load never trims.
+ */
+int
+proc_trim_due(size_t inuse, size_t *peak)
+{
+	if (inuse + PROC_TRIM_FREED < *peak)
+		return 1;
+	if (inuse > *peak)
+		*peak = inuse;
+	return 0;
+}
+
+/* Every TRIM_CHECK_S: malloc's counters, and a trim if one is due. */
+static void
+proc_trim_check(int fd, short event, void *arg)
+{
+	struct timeval	tv = { TRIM_CHECK_S, 0 };
+
+#ifdef __GLIBC__
+	if (proc_trim_due(mallinfo2().uordblks, &trim_peak))
+		proc_mem_trim();
+#endif
+	(void)fd;
+	(void)event;
+	(void)arg;
+	evtimer_add(&trim_ev, &tv);
 }
 
 /*
@@ -311,6 +351,8 @@ proc_child_serve(struct proc *p)
 {
 	p->conf_applied();
 	proc_mem_trim();
+	evtimer_set(&trim_ev, proc_trim_check, NULL);
+	proc_trim_check(-1, 0, NULL);
 	if (imsg_compose(&p->parent->ibuf, IMSG_STARTED, 0, -1, NULL, 0) == -1)
 		fatal("imsg_compose");
 	chan_update(p->parent);
