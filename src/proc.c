@@ -288,10 +288,10 @@ proc_child_confine(struct proc *p)
 	chan_update(p->peer);
 }
 
+#ifdef __GLIBC__
 #define TRIM_CHECK_S	10		/* how often a child looks */
 
 static struct event	trim_ev;
-#ifdef __GLIBC__
 static size_t		trim_peak;	/* in use: most since the last trim */
 #endif
 
@@ -326,21 +326,21 @@ proc_trim_due(size_t inuse, size_t *peak)
 	return 0;
 }
 
+#ifdef __GLIBC__
 /* Every TRIM_CHECK_S: malloc's counters, and a trim if one is due. */
 static void
 proc_trim_check(int fd, short event, void *arg)
 {
 	struct timeval	tv = { TRIM_CHECK_S, 0 };
 
-#ifdef __GLIBC__
-	if (proc_trim_due(mallinfo2().uordblks, &trim_peak))
-		proc_mem_trim();
-#endif
 	(void)fd;
 	(void)event;
 	(void)arg;
+	if (proc_trim_due(mallinfo2().uordblks, &trim_peak))
+		proc_mem_trim();
 	evtimer_add(&trim_ev, &tv);
 }
+#endif
 
 /*
  * Take the first config, tell the parent we serve, handle what it sent
@@ -351,8 +351,10 @@ proc_child_serve(struct proc *p)
 {
 	p->conf_applied();
 	proc_mem_trim();
+#ifdef __GLIBC__
 	evtimer_set(&trim_ev, proc_trim_check, NULL);
 	proc_trim_check(-1, 0, NULL);
+#endif
 	if (imsg_compose(&p->parent->ibuf, IMSG_STARTED, 0, -1, NULL, 0) == -1)
 		fatal("imsg_compose");
 	chan_update(p->parent);
