@@ -52,6 +52,8 @@
 #   BENCH_PROFILE_SECONDS  length of each profile run (default 5)
 #   BENCH_PROFILE_RATE query rate of the fixed-rate profile run (default
 #                      5000)
+#   UDPECHO            the floor of the profile (default:
+#                      build/tests/udpecho, built by make bench)
 
 set -u
 export LC_ALL=C
@@ -60,6 +62,7 @@ TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=tests/common.sh
 . "$TOP/tests/common.sh"
 DOTPROXYD=${DOTPROXYD:-$TOP/build/dotproxyd}
+UDPECHO=${UDPECHO:-$TOP/build/tests/udpecho}
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_CLIENTS=${BENCH_CLIENTS:-20}
 BENCH_OUTSTANDING=${BENCH_OUTSTANDING:-500}
@@ -1635,6 +1638,38 @@ profile_record()
 	} >"$dir/$name.top"
 }
 
+# profile_floor: the same cache-hit runs against udpecho, which answers
+# each datagram with its own bytes from the same batched loop as
+# dotproxyd's listener and does nothing else: what the kernel's UDP path
+# alone costs per query on this machine, under this load generator.
+profile_floor()
+{
+	local dir=$B_DIR/profile/floor
+	[ -x "$UDPECHO" ] || { say "bench: $UDPECHO not built; no floor"; return 1; }
+	mkdir -p "$dir"
+	cp "$B_DIR/profile/dotproxyd/hit" "$dir/hit" 2>/dev/null ||
+	    make_names "$dir/hit" "$BENCH_HIT_NAMES" p-floor
+	PEER_PORT=$(free_port)
+	spawn "$dir/log" "$UDPECHO" "$PEER_PORT"
+	PEER_PID=$SPAWNED_PID
+	if ! bound "$PEER_PID" "$PEER_PORT" "$dir/log" u 50; then
+		kill_tree "$PEER_PID"
+		return 1
+	fi
+	BENCH_SECONDS=$BENCH_PROFILE_SECONDS perf_run "$dir/full" \
+	    -d "$dir/hit" -c "$BENCH_CLIENTS" -q "$BENCH_OUTSTANDING"
+	BENCH_SECONDS=$BENCH_PROFILE_SECONDS perf_run "$dir/rate" \
+	    -d "$dir/hit" -c 4 -q 100 -Q "$BENCH_PROFILE_RATE"
+	Q[floor,setting]="udpecho"
+	Q[floor,qps]=$(qps_of "$dir/full")
+	Q[floor,full]=$(us_of "$dir/full" fwd)
+	Q[floor,rate]=$(us_of "$dir/rate" fwd)
+	Q[floor,lost]=$(( $(lost_of "$dir/full") + $(lost_of "$dir/rate") ))
+	Q[floor,up]="-"
+	kill_tree "$PEER_PID"
+	PROFILE_RAN="$PROFILE_RAN floor"
+}
+
 print_profile()
 {
 	local peer
@@ -1652,6 +1687,9 @@ print_profile()
 	done
 	[ -n "${Q[dotproxyd,detail]:-}" ] &&
 	    echo "dotproxyd per process, full/@$BENCH_PROFILE_RATE: ${Q[dotproxyd,detail]%, }"
+	[ -n "${Q[floor,qps]:-}" ] &&
+	    echo "floor: udpecho answers each datagram with its own bytes from the" \
+	    "same batched loop and does nothing else: the kernel's UDP path alone"
 	if [ -n "${PROFILE_TOP:-}" ]; then
 		echo
 		echo "dotproxyd listener, perf samples (1999 Hz), full speed:"
@@ -1734,6 +1772,7 @@ if section profile; then
 	for peer in $BENCH_PEERS; do
 		usable "$peer" && profile_peer "$peer"
 	done
+	profile_floor
 	if [ -n "$PROFILE_RAN" ]; then
 		# shellcheck disable=SC2086
 		print_header $PROFILE_RAN
