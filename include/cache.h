@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "dns.h"
+#include "sip.h"
 
 #define CACHE_MAX_TTL		86400
 #define CACHE_SERVFAIL_TTL	2	/* seconds a SERVFAIL is kept */
@@ -30,7 +31,7 @@ struct cache_stats {
 	size_t		bytes;
 };
 
-uint32_t	 cache_hash(uint32_t, const uint8_t *, size_t);
+uint32_t	 cache_hash(const uint8_t [SIP_KEY_LEN], const uint8_t *, size_t);
 struct cache	*cache_new(size_t, size_t);
 void		 cache_free(struct cache *);
 int		 cache_lookup(struct cache *, const uint8_t *, size_t, uint32_t,

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "dns.h"
+#include "sip.h"
 
 struct request;
 struct tcpc;
@@ -33,7 +34,7 @@ struct cquery {
 	uint8_t			 q[];		/* header + question */
 };
 
-extern uint32_t	 hash_seed;	/* of the listener's hash tables */
+extern uint8_t	 hash_key[SIP_KEY_LEN];	/* of the listener's tables */
 
 /* listener.c */
 void	 handle_query(const uint8_t *, size_t, int, struct tcpc *,

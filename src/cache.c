@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "cache.h"
+#include "sip.h"
 
 /*
  * An entry: 51 bytes before its answer and key on x86-64 (and other
@@ -68,20 +69,17 @@ struct cache {
 	struct cache_stats	 st;
 };
 
-/* FNV-1a, seeded per process so bucket collisions are not predictable. */
+/*
+ * The hash of the cache's and the listener's tables: 32 bits of
+ * SipHash-2-4 under a random key of the process, so a client cannot
+ * choose names that all land in one bucket.
+ */
 uint32_t
-cache_hash(uint32_t seed, const uint8_t *p, size_t len)
+cache_hash(const uint8_t key[SIP_KEY_LEN], const uint8_t *p, size_t len)
 {
-	uint32_t	h = 2166136261U ^ seed;
-	size_t		i;
+	uint64_t	h = sip24(key, p, len);
 
-	for (i = 0; i < len; i++) {
-		h ^= p[i];
-		h *= 16777619U;
-	}
-	h ^= h >> 15;
-	h *= 0x2c1b3c6dU;
-	return h ^ (h >> 12);
+	return (uint32_t)(h ^ (h >> 32));
 }
 
 struct cache *

@@ -149,7 +149,7 @@ static LIST_HEAD(req_list, request) reqs_by_id[REQ_HASH_SIZE];
 static LIST_HEAD(, request)	 reqs_by_key[REQ_HASH_SIZE];
 static struct event		 timer;
 static uint32_t			 next_qid = 1;
-uint32_t			 hash_seed;
+uint8_t			 hash_key[SIP_KEY_LEN];
 static int			 nrequests;
 static int			 control_fd = -1;
 static int			 upstream_up, draining;
@@ -177,7 +177,7 @@ listener_main(int debug, int verbose)
 	proc_child_init(&proc, verbose);
 	if (control_fd == -1)
 		fatalx("start-up is missing the control socket");
-	hash_seed = arc4random();
+	arc4random_buf(hash_key, sizeof(hash_key));
 	for (i = 0; i < REQ_HASH_SIZE; i++) {
 		LIST_INIT(&reqs_by_id[i]);
 		LIST_INIT(&reqs_by_key[i]);
@@ -710,7 +710,7 @@ handle_query(const uint8_t *q, size_t qlen, int fd, struct tcpc *tc,
 		    "internal error");
 		return;
 	}
-	h = cache_hash(hash_seed, key, keylen);
+	h = cache_hash(hash_key, key, keylen);
 	if (answer_from_cache(cq, key, keylen, h) == 0)
 		return;
 	forward(cq, key, keylen, h);

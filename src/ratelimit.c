@@ -28,7 +28,7 @@ struct ratelimit {
 	size_t		 n;	/* power of two */
 	int64_t		 rate;
 	int64_t		 burst;
-	uint32_t	 seed;
+	uint8_t		 key[SIP_KEY_LEN];
 };
 
 struct ratelimit *
@@ -45,7 +45,7 @@ ratelimit_new(int rate, int burst, size_t clients)
 		free(rl);
 		return NULL;
 	}
-	rl->seed = arc4random();
+	arc4random_buf(rl->key, sizeof(rl->key));
 	ratelimit_set(rl, rate, burst);
 	return rl;
 }
@@ -110,7 +110,7 @@ ratelimit_allow(struct ratelimit *rl, const struct sockaddr *sa,
 
 	if (rl == NULL || rl->rate <= 0 || client_key(sa, key) == -1)
 		return 1;
-	start = cache_hash(rl->seed, key, sizeof(key)) & (rl->n - 1);
+	start = cache_hash(rl->key, key, sizeof(key)) & (rl->n - 1);
 	for (i = 0; i < PROBE; i++) {
 		b = &rl->b[(start + i) & (rl->n - 1)];
 		if (b->key[0] != 0 && memcmp(b->key, key, sizeof(key)) == 0)

@@ -5,6 +5,7 @@
  */
 #include <sys/types.h>
 
+#include <endian.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -29,12 +30,10 @@ sip24(const uint8_t key[SIP_KEY_LEN], const void *p, size_t len)
 static uint64_t
 le64(const uint8_t *p)
 {
-	uint64_t	v = 0;
-	int		i;
+	uint64_t	v;
 
-	for (i = 7; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
+	memcpy(&v, p, sizeof(v));
+	return le64toh(v);
 }
 
 static void

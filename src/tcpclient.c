@@ -104,7 +104,7 @@ tcp_share(const struct tcpc *tc, uint64_t gen)
 	struct tcp_share	*sh;
 	uint32_t		 i;
 
-	i = cache_hash(hash_seed, tc->key, CLIENT_KEY_LEN) % SHARE_SLOTS;
+	i = cache_hash(hash_key, tc->key, CLIENT_KEY_LEN) % SHARE_SLOTS;
 	for (;; i = (i + 1) % SHARE_SLOTS) {
 		sh = &shares[i];
 		if (sh->gen != gen) {
