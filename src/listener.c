@@ -437,31 +437,37 @@ upstream_message(struct chan *c, struct imsg *imsg)
 static void
 udp_read(int fd, short event, void *arg)
 {
-	struct mmsghdr		 msgs[UDP_BATCH];
-	struct iovec		 iov[UDP_BATCH];
-	struct sockaddr_storage	 from[UDP_BATCH];
-	static uint8_t		 bufs[UDP_BATCH][DNS_MAX_MSG];
-	int			 n, i;
+	static struct mmsghdr		 msgs[UDP_BATCH];
+	static struct iovec		 iov[UDP_BATCH];
+	static struct sockaddr_storage	 from[UDP_BATCH];
+	static uint8_t			 bufs[UDP_BATCH][DNS_MAX_MSG];
+	static int			 ready;
+	int				 n, i;
 
 	(void)event;
 	(void)arg;
-	memset(msgs, 0, sizeof(msgs));
-	for (i = 0; i < UDP_BATCH; i++) {
-		iov[i].iov_base = bufs[i];
-		iov[i].iov_len = sizeof(bufs[i]);
-		msgs[i].msg_hdr.msg_iov = &iov[i];
-		msgs[i].msg_hdr.msg_iovlen = 1;
-		msgs[i].msg_hdr.msg_name = &from[i];
-		msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
+	if (!ready) {
+		for (i = 0; i < UDP_BATCH; i++) {
+			iov[i].iov_base = bufs[i];
+			iov[i].iov_len = sizeof(bufs[i]);
+			msgs[i].msg_hdr.msg_iov = &iov[i];
+			msgs[i].msg_hdr.msg_iovlen = 1;
+			msgs[i].msg_hdr.msg_name = &from[i];
+			msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
+		}
+		ready = 1;
 	}
 	if ((n = recvmmsg(fd, msgs, UDP_BATCH, MSG_DONTWAIT, NULL)) == -1) {
 		if (errno != EAGAIN && errno != EINTR)
 			log_warn("recvmmsg");
 		return;
 	}
-	for (i = 0; i < n; i++)
+	/* only the address lengths of the messages read have changed */
+	for (i = 0; i < n; i++) {
 		handle_query(bufs[i], msgs[i].msg_len, fd, NULL, &from[i],
 		    msgs[i].msg_hdr.msg_namelen);
+		msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
+	}
 	udp_flush();
 	chan_update(&upstream);
 }
