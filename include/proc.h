@@ -66,9 +66,15 @@ const char	*imsg_type_name(uint32_t);
 void		 proc_child_init(struct proc *, int);
 void		 proc_child_confine(struct proc *);
 __attribute__((__noreturn__)) void proc_child_serve(struct proc *);
-#define PROC_TRIM_FREED	(256 * 1024)	/* freed since the peak: trim */
+#define PROC_TRIM_FREED	(256 * 1024)	/* free in the heap: trim */
+/* the heap as the last trim left it */
+struct proc_heap {
+	size_t	inuse;
+	size_t	free;
+};
 void		 proc_mem_trim(void);
-int		 proc_trim_due(size_t, size_t *);
+int		 proc_trim_due(const struct proc_heap *,
+		    const struct proc_heap *);
 void		 proc_dispatch(int, short, void *);
 void		 proc_parent_message(struct chan *, struct imsg *);
 void		 proc_peer_lost(struct proc *);

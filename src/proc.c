@@ -292,7 +292,16 @@ proc_child_confine(struct proc *p)
 #define TRIM_CHECK_S	10		/* how often a child looks */
 
 static struct event	trim_ev;
-static size_t		trim_peak;	/* in use: most since the last trim */
+static struct proc_heap	trim_last;	/* the heap after the last trim */
+
+static void
+heap_now(struct proc_heap *h)
+{
+	struct mallinfo2	mi = mallinfo2();
+
+	h->inuse = mi.uordblks;
+	h->free = mi.fordblks;
+}
 #endif
 
 /*
@@ -307,23 +316,23 @@ proc_mem_trim(void)
 {
 #ifdef __GLIBC__
 	(void)malloc_trim(0);
-	trim_peak = mallinfo2().uordblks;
+	heap_now(&trim_last);
 #endif
 }
 
 /*
- * Trim now, with inuse bytes in use?  Once that is PROC_TRIM_FREED below
- * *peak, the most in use since the last trim (a burst of queries or TCP
- * clients is over); else *peak follows it up.  A steady load never trims.
+ * Trim now, the heap being as now is?  When PROC_TRIM_FREED bytes or
+ * more of it are free and it has changed since the last trim (last): a
+ * burst of queries or TCP clients took pages and gave them back, however
+ * short it was and whenever it fell between two looks.  A trim gives
+ * back the pages of free chunks, which malloc still counts as free: a
+ * heap unchanged since is not trimmed again.
  */
 int
-proc_trim_due(size_t inuse, size_t *peak)
+proc_trim_due(const struct proc_heap *now, const struct proc_heap *last)
 {
-	if (inuse + PROC_TRIM_FREED < *peak)
-		return 1;
-	if (inuse > *peak)
-		*peak = inuse;
-	return 0;
+	return now->free >= PROC_TRIM_FREED &&
+	    (now->inuse != last->inuse || now->free != last->free);
 }
 
 #ifdef __GLIBC__
@@ -331,12 +340,14 @@ proc_trim_due(size_t inuse, size_t *peak)
 static void
 proc_trim_check(int fd, short event, void *arg)
 {
-	struct timeval	tv = { TRIM_CHECK_S, 0 };
+	struct timeval		tv = { TRIM_CHECK_S, 0 };
+	struct proc_heap	now;
 
 	(void)fd;
 	(void)event;
 	(void)arg;
-	if (proc_trim_due(mallinfo2().uordblks, &trim_peak))
+	heap_now(&now);
+	if (proc_trim_due(&now, &trim_last))
 		proc_mem_trim();
 	evtimer_add(&trim_ev, &tv);
 }

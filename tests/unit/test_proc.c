@@ -9,25 +9,30 @@
 static void
 test_trim_due(void)
 {
-	size_t	peak = 0;
+	struct proc_heap	last = { 500000, 100000 }, now;
 
-	ok(!proc_trim_due(1000000, &peak) && peak == 1000000,
-	    "growing: no trim, the peak follows");
-	ok(!proc_trim_due(1000000 - PROC_TRIM_FREED, &peak) && peak == 1000000,
-	    "freed exactly the threshold: no trim yet, the peak stays");
-	ok(proc_trim_due(1000000 - PROC_TRIM_FREED - 1, &peak),
-	    "freed more than the threshold below the peak: trim");
-	peak = 500000;			/* as proc_mem_trim() sets it */
-	ok(!proc_trim_due(500000, &peak) && peak == 500000,
-	    "steady after a trim: no trim");
-	ok(!proc_trim_due(400000, &peak) && peak == 500000,
-	    "a little freed: no trim, the peak stays");
-	ok(!proc_trim_due(2000000, &peak) && peak == 2000000,
-	    "a burst: the peak follows it up");
-	ok(proc_trim_due(600000, &peak),
-	    "the burst over: trim");
-	peak = 100;
-	ok(!proc_trim_due(0, &peak), "small numbers: no underflow, no trim");
+	now = last;
+	ok(!proc_trim_due(&now, &last), "unchanged since the last trim: no trim");
+	now.inuse = 2000000;
+	now.free = 0;
+	ok(!proc_trim_due(&now, &last), "in a burst, nothing free: no trim");
+	now.inuse = 500000;
+	now.free = 100000 + 1500000;
+	ok(proc_trim_due(&now, &last), "the burst over, its memory free: trim");
+	last = now;
+	ok(!proc_trim_due(&now, &last),
+	    "that trimmed, nothing since: no trim again");
+	now.inuse = 500016;
+	ok(proc_trim_due(&now, &last),
+	    "anything done since, with that much free: trim");
+	now.free = PROC_TRIM_FREED - 1;
+	ok(!proc_trim_due(&now, &last),
+	    "less than the threshold free: no trim");
+	now.free = PROC_TRIM_FREED;
+	ok(proc_trim_due(&now, &last), "the threshold free: trim");
+	last.inuse = last.free = 0;
+	now.inuse = now.free = 0;
+	ok(!proc_trim_due(&now, &last), "an empty heap: no trim");
 }
 
 int
