@@ -78,8 +78,8 @@ DAEMON_SRCS=	dotproxyd.c listener.c querylog.c tcpclient.c proc.c \
 		$(SANITIZER_SRCS) $(COMMON)
 DAEMON_OBJS=	$(DAEMON_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/parse.o \
 		$(DNSTAP_OBJS)
-UPSTREAM_SRCS=	upmain.c upstream.c upconn.c proc.c tap.c $(SANDBOX_SRCS) \
-		$(SANITIZER_SRCS) $(COMMON)
+UPSTREAM_SRCS=	upmain.c upstream.c upconn.c anchors.c proc.c tap.c \
+		$(SANDBOX_SRCS) $(SANITIZER_SRCS) $(COMMON)
 UPSTREAM_OBJS=	$(UPSTREAM_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/parse.o \
 		$(DNSTAP_OBJS)
 CTL_SRCS=	dotproxyctl.c
@@ -88,7 +88,7 @@ HDRS=		$(wildcard include/*.h)
 
 UNIT_TESTS=	$(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 UNIT_OBJS=	$(COMMON:%.c=$(BUILD)/%.o) $(BUILD)/parse.o $(BUILD)/proc.o \
-		$(BUILD)/tap.o \
+		$(BUILD)/tap.o $(BUILD)/anchors.o \
 		$(SANDBOX_SRCS:%.c=$(BUILD)/%.o) $(NETWATCH_SRCS:%.c=$(BUILD)/%.o) \
 		$(DNSTAP_OBJS)
 

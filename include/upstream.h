@@ -74,6 +74,7 @@ struct conn {
 	int			 broken;	/* a write failed: close it */
 	int			 close_notify;	/* the server said goodbye */
 	struct tls		*tls;
+	int			 anchors_gen;	/* its upstream's, at its start */
 	struct event		 ev;
 	short			 evmask;
 	struct event		 tmo;
@@ -124,6 +125,8 @@ struct upstream {
 	char			 last_error[96];
 	struct upstream_status	 st;	/* counters for status and metrics */
 	struct tls_config	*tlscfg;	/* its own, for its session store */
+	int			 anchored;	/* tlscfg has its anchors only */
+	int			 anchors_gen;	/* changes of tlscfg's CAs */
 	int			 sessfd;	/* the TLS session store, or -1 */
 	int			 announced_down;
 	int			 removed;	/* by a reload, going away */
@@ -140,6 +143,8 @@ void		 listener_flush(void);	/* answers composed go out */
 void		 flush_conns(void);	/* every connection's records */
 /* an upstream's TLS session store, its waiting tries, its health */
 void		 upstream_tls_forget(struct upstream *);
+void		 upstream_tls_verified(struct upstream *, struct tls *);
+void		 upstream_tls_failed(struct upstream *, const struct conn *);
 int		 upstream_tls_store_failed(struct upstream *, const char *);
 void		 upstream_unwait(struct upstream *);
 int		 upstream_rto(const struct upstream *);

@@ -677,18 +677,27 @@ conn_heard(struct conn *c)
 	}
 }
 
+/*
+ * An idle connection closes, but for one kept warm.  One opened before
+ * its upstream's trust anchors changed closes even so, and the one kept
+ * warm opens again with them (upstream_tls_verified()).
+ */
 static void
 conn_idle(struct conn *c)
 {
 	struct upstream	*u = c->up;
+	int		 warm = keep_warm(u, c);
 
-	if (keep_warm(u, c)) {
+	if (warm && c->anchors_gen == u->anchors_gen) {
 		/* the one kept warm: a query of our own keeps it so */
 		probe_conn(c);
 		return;
 	}
-	log_debug("upstream %s: closing an idle connection", u->label);
+	log_debug("upstream %s: closing an idle connection%s", u->label,
+	    warm ? " to open it with the trust anchors" : "");
 	conn_close(c, F_CONFIG, "idle");
+	if (warm)
+		(void)conn_open(c);
 }
 
 static void
@@ -788,6 +797,8 @@ handshake(struct conn *c)
 		const char *e = tls_error(c->tls) ? tls_error(c->tls) :
 		    "TLS handshake failed";
 
+		upstream_tls_failed(u, c);
+
 		/* a certificate or name that does not verify is not a reset */
 		if (upstream_tls_store_failed(u, e))
 			conn_close(c, F_LOCAL, e);
@@ -803,6 +814,7 @@ handshake(struct conn *c)
 		conn_close(c, F_AUTH, why);
 		return;
 	}
+	upstream_tls_verified(u, c->tls);
 	c->state = C_READY;
 	c->used = mono_us();
 	u->st.handshakes++;
@@ -832,6 +844,7 @@ conn_start_tls(struct conn *c)
 		conn_close(c, F_NETWORK, strerror(err));
 		return;
 	}
+	c->anchors_gen = c->up->anchors_gen;
 	if ((c->tls = tls_client()) == NULL ||
 	    tls_configure(c->tls, c->up->tlscfg) == -1 ||
 	    tls_connect_cbs(c->tls, conn_tls_read, conn_tls_write, c,

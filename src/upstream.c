@@ -27,6 +27,7 @@
 #include <tls.h>
 #include <unistd.h>
 
+#include "anchors.h"
 #include "audit.h"
 #include "chan.h"
 #include "dns.h"
@@ -106,15 +107,14 @@ timer_at(struct event *ev, int64_t when)
 static void
 read_ca(void)
 {
-	ssize_t	n;
-	size_t	cap = 256 * 1024;
+	uint8_t	*p;
+	ssize_t	 n;
+	size_t	 cap = 256 * 1024;
 
 	if ((ca_mem = malloc(cap)) == NULL)
 		fatal("malloc");
 	for (;;) {
 		if (ca_len == cap) {
-			uint8_t *p;
-
 			if (cap >= CA_MAX)
 				fatalx("tls ca: larger than %d bytes", CA_MAX);
 			if ((p = realloc(ca_mem, cap * 2)) == NULL)
@@ -134,6 +134,17 @@ read_ca(void)
 	}
 	close(ca_fd);
 	ca_fd = -1;
+	/*
+	 * Read it once now: a file without a certificate fails here, not
+	 * at every handshake, and what libcrypto keeps from reading one
+	 * (its method caches) lies below the connections' copies, not
+	 * among them, where it would keep their pages from being freed.
+	 */
+	if ((n = anchors_count(ca_mem, ca_len)) == 0)
+		fatalx("tls ca: no certificate in the file");
+	log_debug("tls ca: %zd certificates", n);
+	if ((p = realloc(ca_mem, ca_len)) != NULL)
+		ca_mem = p;
 }
 
 __attribute__((__noreturn__)) void
@@ -198,6 +209,66 @@ upstream_tls_init(struct upstream *u)
 		close(u->sessfd);
 		u->sessfd = -1;
 	}
+}
+
+/*
+ * Trust anchors.  A connection's TLS context parses the CA bundle it is
+ * given and keeps it while the connection lasts: some 800 KB for the
+ * system's 140 certificates.  Once a connection to an upstream has
+ * verified, its later connections are given only the bundle's
+ * certificates its chain leads to (anchors_pick()): same verification,
+ * a few KB.  Connections opened before that are replaced when idle.
+ */
+void
+upstream_tls_verified(struct upstream *u, struct tls *ctx)
+{
+	const uint8_t	*chain;
+	uint8_t		*pem;
+	size_t		 chainlen, pemlen;
+	int		 n;
+
+	if (u->anchored ||
+	    (chain = tls_peer_cert_chain_pem(ctx, &chainlen)) == NULL)
+		return;
+	if ((n = anchors_pick(ca_mem, ca_len, chain, chainlen, &pem,
+	    &pemlen)) <= 0) {
+		log_debug("upstream %s: its chain leads to no certificate of "
+		    "the bundle by name; connections keep the bundle",
+		    u->label);
+		return;
+	}
+	if (tls_config_set_ca_mem(u->tlscfg, pem, pemlen) == -1)
+		log_warnx("upstream %s: trust anchors: %s", u->label,
+		    tls_config_error(u->tlscfg));
+	else {
+		u->anchored = 1;
+		u->anchors_gen++;
+		log_info("upstream %s: new connections trust the %d "
+		    "certificate%s of the bundle its chain leads to",
+		    u->label, n, n == 1 ? "" : "s");
+	}
+	free(pem);
+}
+
+/*
+ * A handshake under the anchors alone failed: the next ones have the
+ * whole bundle again (the upstream may have changed its CA), until one
+ * verifies.
+ */
+void
+upstream_tls_failed(struct upstream *u, const struct conn *c)
+{
+	if (!u->anchored || c->anchors_gen != u->anchors_gen)
+		return;
+	if (tls_config_set_ca_mem(u->tlscfg, ca_mem, ca_len) == -1) {
+		log_warnx("upstream %s: tls ca: %s", u->label,
+		    tls_config_error(u->tlscfg));
+		return;
+	}
+	u->anchored = 0;
+	u->anchors_gen++;
+	log_info("upstream %s: a handshake failed under its trust anchors; "
+	    "new connections have the whole bundle", u->label);
 }
 
 /* Without its store, an upstream's connections make full handshakes. */

@@ -83,13 +83,14 @@ free_port()
 	return 1
 }
 
-# make_ca DIR NAME: a throwaway CA (DIR/ca.pem, DIR/ca.key) and a server
-# key and certificate for NAME signed by it (DIR/server.key,
-# DIR/server.pem) with subjectAltName DNS:NAME, IP:127.0.0.1, IP:::1.
-# NAME is saved in DIR/name.
+# make_ca DIR NAME [CN]: a throwaway CA (DIR/ca.pem, DIR/ca.key), named
+# CN (by default one name per NAME and test), and a server key and
+# certificate for NAME signed by it (DIR/server.key, DIR/server.pem)
+# with subjectAltName DNS:NAME, IP:127.0.0.1, IP:::1.  NAME is saved in
+# DIR/name.
 make_ca()
 {
-	local dir=$1 name=$2
+	local dir=$1 name=$2 cn=${3:-"dotproxyd test CA $2 $$"}
 	mkdir -p "$dir" || return 1
 	echo "$name" >"$dir/name"
 	cat >"$dir/server.ext" <<EOF
@@ -104,7 +105,7 @@ EOF
 		openssl req -x509 -new -newkey ec \
 		    -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
 		    -keyout "$dir/ca.key" -out "$dir/ca.pem" -days 2 \
-		    -subj "/CN=dotproxyd test CA $name $$" \
+		    -subj "/CN=$cn" \
 		    -addext "basicConstraints=critical,CA:TRUE" \
 		    -addext "keyUsage=critical,keyCertSign,cRLSign" \
 		    -addext "subjectKeyIdentifier=hash" &&

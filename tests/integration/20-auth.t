@@ -11,7 +11,7 @@ need_cmd "$KDIG" "$UNBOUND" openssl
 need_dotproxyd
 ensure_user || bail_out "cannot create the daemon's user or chroot"
 
-plan 24
+plan 37
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 # Another CA, with a server certificate for the very same name.
@@ -96,3 +96,83 @@ with_upstream "wrong pin" "$T_DIR/ca/ca.pem" \
     "name \"dot.test\" pin sha256 \"$WRONG_PIN\""
 refused "wrong pin" '[Pp]in'
 finish "wrong pin"
+
+# --- trust anchors: with a bundle of many CAs, connections after the
+# first verified one trust only the CA it led to; one that no longer
+# verifies so (the upstream changed CA) sends them back to the whole
+# bundle, which verifies the new CA
+
+# fresh_answer: a name asked for the first time gets the upstream's
+# answer (NXDOMAIN), not SERVFAIL
+fresh_answer()
+{
+	[ "$(status_of <<<"$(q "n$RANDOM$RANDOM.example.test" A)")" = \
+	    NXDOMAIN ]
+}
+
+# anchored N: the log says N times that connections trust one CA
+anchored()
+{
+	[ "$(last_log | grep -c 'trust the 1 certificate of the bundle')" \
+	    -eq "$1" ]
+}
+
+# reopened: a connection verified after one was closed to be opened
+# with the trust anchors, and none failed under them
+reopened()
+{
+	last_log | awk '/to open it with the trust anchors/ { f = 1; next }
+	    f && /: connected, TLS/ { ok = 1 }
+	    /failed under its trust anchors/ { bad = 1 }
+	    END { exit !(ok && !bad) }'
+}
+
+# a CA of another name, with a server certificate for the same name
+make_ca "$T_DIR/third" dot.test "dotproxyd third test CA $$" ||
+    bail_out "cannot make certificates"
+BUNDLE=$T_DIR/bundle.pem
+{
+	cat "$T_DIR/third/ca.pem"
+	[ ! -r /etc/ssl/certs/ca-certificates.crt ] ||
+	    cat /etc/ssl/certs/ca-certificates.crt
+	cat "$T_DIR/ca/ca.pem"
+} >"$BUNDLE"
+make_conf anchors -u "$UPORT" -c "$BUNDLE" "tls idle timeout 1"
+if start_dotproxyd "$CONF_FILE" -v; then
+	pass "anchors: dotproxyd starts"
+else
+	fail "anchors: dotproxyd starts"
+fi
+ok "anchors: a bundle of many CAs verifies" wait_for 50 fresh_answer
+ok "anchors: then new connections trust the one CA the chain led to" \
+    log_wait 'trust the 1 certificate of the bundle'
+# the connection opened with the whole bundle, kept warm, is replaced
+ok "anchors: the connection kept warm is opened again with that CA" \
+    log_wait 'closing an idle connection to open it with the trust' 50
+ok "anchors: it verifies against that CA alone" wait_for 50 reopened
+# the upstream restarts: its connections close, new ones open
+stop_unbound
+start_unbound "$T_DIR/ca" "$UPORT" || bail_out "cannot restart unbound"
+ok "anchors: a new connection verifies against that CA alone" \
+    wait_for 100 fresh_answer
+unlike "$(last_log)" 'failed under its trust anchors' \
+    "anchors: and goes on trusting it"
+# the upstream comes back with a certificate from the bundle's other CA
+stop_unbound
+start_unbound "$T_DIR/third" "$UPORT" || bail_out "cannot restart unbound"
+ok "anchors: a certificate from another CA of the bundle verifies" \
+    wait_for 150 fresh_answer
+ok "anchors: after one handshake failed under the old CA alone" \
+    log_wait 'failed under its trust anchors'
+ok "anchors: and new connections trust the new CA" wait_for 30 anchored 2
+finish "anchors"
+
+# --- a CA file without a certificate: the upstream process says so at
+# start-up and the daemon gives up, instead of failing every handshake
+
+printf 'not a certificate\n' >"$T_DIR/empty.pem"
+make_conf no-ca -u "$UPORT" -c "$T_DIR/empty.pem"
+out=$(timeout -k 5 30 "$DOTPROXYD" -d -f "$CONF_FILE" </dev/null 2>&1)
+is "$?" 1 "no certificate in the CA file: dotproxyd exits with status 1"
+like "$out" 'tls ca: no certificate in the file' \
+    "no certificate in the CA file: the log says so"

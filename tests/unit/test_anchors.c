@@ -1,0 +1,240 @@
+/*
+ * Trust anchors: which certificates of a CA bundle an upstream's chain
+ * leads to (anchors_pick()), and that they verify that chain as the
+ * whole bundle does.  The certificates are fixtures made once with
+ * openssl (P-256, valid for 100 years): two roots, an intermediate under
+ * the first, a leaf for dot.test under the intermediate, and the first
+ * root's name and key cross-signed by the second.
+ */
+#include <sys/types.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+
+#include "anchors.h"
+#include "tap.h"
+
+static const char root1[] =
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBhjCCAS2gAwIBAgIUcfemMf12RqXrP0mJAPLMOAFQAtEwCgYIKoZIzj0EAwIw\n"
+    "GDEWMBQGA1UEAwwNVGVzdCBSb290IE9uZTAgFw0yNjEyMDIwMDM4MTVaGA8yMTI2\n"
+    "MTEwODAwMzgxNVowGDEWMBQGA1UEAwwNVGVzdCBSb290IE9uZTBZMBMGByqGSM49\n"
+    "AgEGCCqGSM49AwEHA0IABADaVxoUTCGL7rGOYvh4eI77HMUsc+t8hxvXUAvBDTNl\n"
+    "dqGwRTdXAunl6JCGAr+/yOXON0WBRqVuw0Pff5ZwLDKjUzBRMB0GA1UdDgQWBBQw\n"
+    "HwDDwqRTPxNyCbprYeCOx/radzAfBgNVHSMEGDAWgBQwHwDDwqRTPxNyCbprYeCO\n"
+    "x/radzAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIByxH5zeOgzP\n"
+    "Er+8+zVSFagRg7yQNnVHvdlL55fF5IY5AiAgJS1BDcWFj7gPUIA2qg6cgnUihIH7\n"
+    "/peAnZ8BY8QJLg==\n"
+    "-----END CERTIFICATE-----\n"
+    ;
+
+static const char root2[] =
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBhzCCAS2gAwIBAgIUaUB7jimlzWexCi/1R2bQ2LX6sbMwCgYIKoZIzj0EAwIw\n"
+    "GDEWMBQGA1UEAwwNVGVzdCBSb290IFR3bzAgFw0yNjEyMDIwMDM4MTVaGA8yMTI2\n"
+    "MTEwODAwMzgxNVowGDEWMBQGA1UEAwwNVGVzdCBSb290IFR3bzBZMBMGByqGSM49\n"
+    "AgEGCCqGSM49AwEHA0IABGMrqTEg1waCS7HNZ3dOUHjqm4IJvSCmzjUMTVtdsVz6\n"
+    "pKtP8GiiaaBca8WrBr7a66f1b6YQK3N8RuSJITuF3kmjUzBRMB0GA1UdDgQWBBQL\n"
+    "AYVr3ALdkV8ZyK0BhHS+WjzSYDAfBgNVHSMEGDAWgBQLAYVr3ALdkV8ZyK0BhHS+\n"
+    "WjzSYDAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQDvs1F9hrYy\n"
+    "QxFVFWwu4++pJVE3ePc+wG3j/rwMBPyzAwIgH3cfbmDKbmGp0ggGUahc0oV+uTvY\n"
+    "BiZg4hki3bfwQ6g=\n"
+    "-----END CERTIFICATE-----\n"
+    ;
+
+static const char inter1[] =
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBjDCCATGgAwIBAgIUeGywKftC2ogAXOiLtPnFhg6K2WEwCgYIKoZIzj0EAwIw\n"
+    "GDEWMBQGA1UEAwwNVGVzdCBSb290IE9uZTAgFw0yNjEyMDIwMDM4MTVaGA8yMTI2\n"
+    "MTEwODAwMzgxNVowHDEaMBgGA1UEAwwRVGVzdCBJbnRlcm1lZGlhdGUwWTATBgcq\n"
+    "hkjOPQIBBggqhkjOPQMBBwNCAASmso0L3QgBG4YrUXzXKJKqTDSRW8J5GPiQ67dk\n"
+    "O7Z4V2CuiIurX59SFSKx5ItaPguE8gKE/1bYUoWdinHrUpI3o1MwUTAPBgNVHRMB\n"
+    "Af8EBTADAQH/MB0GA1UdDgQWBBTHvl5NvImDnbLnFsLN9dW8crGqZTAfBgNVHSME\n"
+    "GDAWgBQwHwDDwqRTPxNyCbprYeCOx/radzAKBggqhkjOPQQDAgNJADBGAiEAhtc5\n"
+    "uRwUBgP+fpwXVJfmewojvv0751h6ss+jfFaanMYCIQC01sz+3XD8RGNzHvm+QuGm\n"
+    "fHWf+n5loPDt02D1x6UQrg==\n"
+    "-----END CERTIFICATE-----\n"
+    ;
+
+static const char leaf[] =
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBKzCB0gIUf/NPGRAS8aCmIIiU6cLCPsYuSkkwCgYIKoZIzj0EAwIwHDEaMBgG\n"
+    "A1UEAwwRVGVzdCBJbnRlcm1lZGlhdGUwIBcNMjYxMjAyMDAzODE1WhgPMjEyNjEx\n"
+    "MDgwMDM4MTVaMBMxETAPBgNVBAMMCGRvdC50ZXN0MFkwEwYHKoZIzj0CAQYIKoZI\n"
+    "zj0DAQcDQgAERkvXXO+oYjKfYO+rYYjgPYMxHWJ56WxcoACtpREtiHDwbn9KzCy6\n"
+    "aEBvaNzcK7j81nDsa3+oj6+NraiLtP1TtTAKBggqhkjOPQQDAgNIADBFAiEA3FiQ\n"
+    "x1HVeQdh7bugGTGdS21fgJVgPSL/ywYdv0JbmmMCIChMw2Z84zIfANTCoaZul/0h\n"
+    "Ha7jBJmpRI9tEbovzits\n"
+    "-----END CERTIFICATE-----\n"
+    ;
+
+static const char cross1[] =
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBiDCCAS2gAwIBAgIURabNzr94ApKxU64GAec83FwgJLMwCgYIKoZIzj0EAwIw\n"
+    "GDEWMBQGA1UEAwwNVGVzdCBSb290IFR3bzAgFw0yNjEyMDIwMDM5MTlaGA8yMTI2\n"
+    "MTEwODAwMzkxOVowGDEWMBQGA1UEAwwNVGVzdCBSb290IE9uZTBZMBMGByqGSM49\n"
+    "AgEGCCqGSM49AwEHA0IABADaVxoUTCGL7rGOYvh4eI77HMUsc+t8hxvXUAvBDTNl\n"
+    "dqGwRTdXAunl6JCGAr+/yOXON0WBRqVuw0Pff5ZwLDKjUzBRMA8GA1UdEwEB/wQF\n"
+    "MAMBAf8wHQYDVR0OBBYEFDAfAMPCpFM/E3IJumth4I7H+tp3MB8GA1UdIwQYMBaA\n"
+    "FAsBhWvcAt2RXxnIrQGEdL5aPNJgMAoGCCqGSM49BAMCA0kAMEYCIQClDo3et3FW\n"
+    "pIum9oDG1qoB54CIxbs6Cu8AcuOQUIhCSgIhAIMebTfm+q3szXSot0eHHdcsiUFM\n"
+    "2YYMuzpyfSTVaqtQ\n"
+    "-----END CERTIFICATE-----\n"
+    ;
+
+/* up to four PEM texts end to end, in one of two static buffers */
+static const char *
+cat(const char *a, const char *b, const char *c, const char *d)
+{
+	static char	buf[2][8192];
+	static int	i;
+
+	i = !i;
+	snprintf(buf[i], sizeof(buf[i]), "%s%s%s%s", a, b ? b : "",
+	    c ? c : "", d ? d : "");
+	return buf[i];
+}
+
+static int
+pick(const char *bundle, const char *chain, uint8_t **out, size_t *outlen)
+{
+	char	*b = strdup(bundle);
+	int	 n;
+
+	if (b == NULL)
+		return -2;
+	n = anchors_pick((const uint8_t *)b, strlen(b),
+	    (const uint8_t *)chain, strlen(chain), out, outlen);
+	free(b);
+	return n;
+}
+
+/* Does the PEM text p hold the certificate cert (PEM) among its own? */
+static int
+holds(const uint8_t *p, size_t len, const char *cert)
+{
+	BIO	*bio;
+	X509	*x, *want;
+	int	 found = 0;
+
+	bio = BIO_new_mem_buf(cert, -1);
+	want = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+	BIO_free(bio);
+	bio = BIO_new_mem_buf(p, (int)len);
+	while (want != NULL &&
+	    (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+		if (X509_cmp(x, want) == 0)
+			found = 1;
+		X509_free(x);
+	}
+	BIO_free(bio);
+	X509_free(want);
+	return found;
+}
+
+/* Does the leaf, with the untrusted chain, verify against anchors? */
+static int
+verifies(const uint8_t *anchors, size_t len, const char *untrusted)
+{
+	X509_STORE	*store = X509_STORE_new();
+	X509_STORE_CTX	*ctx = X509_STORE_CTX_new();
+	STACK_OF(X509)	*sk = sk_X509_new_null();
+	BIO		*bio;
+	X509		*x, *leaf_x;
+	int		 ok = 0;
+
+	bio = BIO_new_mem_buf(anchors, (int)len);
+	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+		X509_STORE_add_cert(store, x);
+		X509_free(x);
+	}
+	BIO_free(bio);
+	bio = BIO_new_mem_buf(untrusted, -1);
+	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
+		sk_X509_push(sk, x);
+	BIO_free(bio);
+	bio = BIO_new_mem_buf(leaf, -1);
+	leaf_x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+	BIO_free(bio);
+	if (store != NULL && ctx != NULL && leaf_x != NULL &&
+	    X509_STORE_CTX_init(ctx, store, leaf_x, sk) == 1)
+		ok = X509_verify_cert(ctx) == 1;
+	X509_free(leaf_x);
+	sk_X509_pop_free(sk, X509_free);
+	X509_STORE_CTX_free(ctx);
+	X509_STORE_free(store);
+	return ok;
+}
+
+int
+main(void)
+{
+	uint8_t	*p;
+	size_t	 len;
+	int	 n;
+
+	plan(17);
+
+	/* the usual case: the server sends leaf and intermediate */
+	n = pick(cat(root2, root1, NULL, NULL), cat(leaf, inter1, NULL,
+	    NULL), &p, &len);
+	is_int(n, 1, "leaf + intermediate: one anchor");
+	ok(p != NULL && holds(p, len, root1) && !holds(p, len, root2),
+	    "the root that issued the intermediate, not the other");
+	ok(p != NULL && verifies(p, len, inter1),
+	    "the chain verifies against it alone");
+	free(p);
+
+	/* the server sends the leaf only: the bundle has the intermediate */
+	n = pick(cat(root2, inter1, root1, NULL), leaf, &p, &len);
+	is_int(n, 2, "leaf alone, intermediate in the bundle: two");
+	ok(p != NULL && holds(p, len, inter1) && holds(p, len, root1) &&
+	    !holds(p, len, root2), "the intermediate and its root");
+	ok(p != NULL && verifies(p, len, ""),
+	    "the leaf verifies against them alone");
+	free(p);
+
+	/* the server sends its root too */
+	n = pick(cat(root2, root1, NULL, NULL), cat(leaf, inter1, root1,
+	    NULL), &p, &len);
+	is_int(n, 1, "root sent along: still the one root");
+	ok(p != NULL && holds(p, len, root1), "root one");
+	free(p);
+
+	/* a cross-signed root: both versions and the other root */
+	n = pick(cat(root2, cross1, root1, NULL), cat(leaf, inter1, NULL,
+	    NULL), &p, &len);
+	is_int(n, 3, "cross-signed: both certificates named root one, "
+	    "and root two above the cross-signed one");
+	ok(p != NULL && holds(p, len, root1) && holds(p, len, cross1) &&
+	    holds(p, len, root2), "all three");
+	free(p);
+
+	/* nothing in the bundle: no anchors, the caller keeps the bundle */
+	n = pick(root2, cat(leaf, inter1, NULL, NULL), &p, &len);
+	is_int(n, 0, "no issuer in the bundle: none");
+	ok(p == NULL && len == 0, "and no buffer");
+
+	/* what is not PEM */
+	is_int(pick(root1, "not a certificate", &p, &len), -1,
+	    "a chain without a certificate: -1");
+	ok(p == NULL, "and no buffer");
+	is_int(pick("", leaf, &p, &len), -1,
+	    "an empty bundle: -1");
+	is_int(pick(cat(root1, "-----BEGIN CERTIFICATE-----\nAAAA\n",
+	    NULL, NULL), cat(leaf, inter1, NULL, NULL), &p, &len), 1,
+	    "a broken certificate after a good one: the good one is read");
+	free(p);
+	is_int(pick(cat(root2, root1, NULL, NULL), root2, &p, &len), 1,
+	    "a self-signed chain: itself");
+	free(p);
+
+	return done();
+}
