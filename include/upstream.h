@@ -125,7 +125,8 @@ struct upstream {
 	char			 last_error[96];
 	struct upstream_status	 st;	/* counters for status and metrics */
 	struct tls_config	*tlscfg;	/* its own, for its session store */
-	int			 anchored;	/* tlscfg has its anchors only */
+	int			 anchored;	/* 1: tlscfg has its anchors only;
+						   -1: none found */
 	int			 anchors_gen;	/* changes of tlscfg's CAs */
 	int			 sessfd;	/* the TLS session store, or -1 */
 	int			 announced_down;

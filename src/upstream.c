@@ -227,11 +227,13 @@ upstream_tls_verified(struct upstream *u, struct tls *ctx)
 	size_t		 chainlen, pemlen;
 	int		 n;
 
-	if (u->anchored ||
+	if (u->anchored != 0 ||
 	    (chain = tls_peer_cert_chain_pem(ctx, &chainlen)) == NULL)
 		return;
 	if ((n = anchors_pick(ca_mem, ca_len, chain, chainlen, &pem,
 	    &pemlen)) <= 0) {
+		/* not looked for again until a handshake fails */
+		u->anchored = -1;
 		log_debug("upstream %s: its chain leads to no certificate of "
 		    "the bundle by name; connections keep the bundle",
 		    u->label);
@@ -258,7 +260,9 @@ upstream_tls_verified(struct upstream *u, struct tls *ctx)
 void
 upstream_tls_failed(struct upstream *u, const struct conn *c)
 {
-	if (!u->anchored || c->anchors_gen != u->anchors_gen)
+	if (u->anchored == -1)
+		u->anchored = 0;	/* look again after the next one */
+	if (u->anchored != 1 || c->anchors_gen != u->anchors_gen)
 		return;
 	if (tls_config_set_ca_mem(u->tlscfg, ca_mem, ca_len) == -1) {
 		log_warnx("upstream %s: tls ca: %s", u->label,
