@@ -24,6 +24,10 @@
 #   BENCH_DOTPROXYD_CONF  more lines for dotproxyd's configuration
 #   BENCH_INSTALL      0 to never install missing packages (default 1)
 #   BENCH_KEEP         1 to keep the temporary directory (default 0)
+#   BENCH_IDLE_SECONDS seconds without queries before memory is read a
+#                      second time (default 20)
+#   BENCH_CA_SYSTEM    0 to give the forwarders the throwaway CA alone,
+#                      not the system's CA bundle with it (default 1)
 #   BENCH_SOAK_SECONDS length of the dotproxyd soak run, 0 to skip it
 #                      (default 60)
 #   BENCH_SOAK_RATE    its steady query rate (default 2000)
@@ -76,6 +80,9 @@ BENCH_TLS_CONNS=${BENCH_TLS_CONNS:-4}
 BENCH_DOTPROXYD_CONF=${BENCH_DOTPROXYD_CONF:-}
 BENCH_INSTALL=${BENCH_INSTALL:-1}
 BENCH_KEEP=${BENCH_KEEP:-0}
+BENCH_CA_SYSTEM=${BENCH_CA_SYSTEM:-1}
+BENCH_IDLE_SECONDS=${BENCH_IDLE_SECONDS:-20}
+SYSTEM_CA=/etc/ssl/certs/ca-certificates.crt
 BENCH_SOAK_SECONDS=${BENCH_SOAK_SECONDS:-60}
 BENCH_SOAK_RATE=${BENCH_SOAK_RATE:-2000}
 BENCH_SECTIONS=${BENCH_SECTIONS:-"compare soak faults replay profile"}
@@ -425,7 +432,7 @@ start_dotproxyd()
 			echo "upstream 127.0.0.1 port $p name \"$AUTH_NAME\""
 		done
 		cat <<EOF
-tls ca "$B_DIR/ca/ca.pem"
+tls ca "$FWD_CA"
 tls connections $BENCH_TLS_CONNS
 allow from 127.0.0.0/8
 user $D_USER
@@ -449,7 +456,7 @@ start_unbound()
 	incoming-num-tcp: 100
 	do-not-query-localhost: no
 	local-zone: "test." nodefault
-	tls-cert-bundle: "$B_DIR/ca/ca.pem"
+	tls-cert-bundle: "$FWD_CA"
 forward-zone:
 	name: "."
 	forward-tls-upstream: yes
@@ -473,7 +480,7 @@ resolution_type: GETDNS_RESOLUTION_STUB
 dns_transport_list:
   - GETDNS_TRANSPORT_TLS
 tls_authentication: GETDNS_AUTHENTICATION_REQUIRED
-tls_ca_file: "$B_DIR/ca/ca.pem"
+tls_ca_file: "$FWD_CA"
 tls_query_padding_blocksize: 128
 edns_client_subnet_private: 1
 round_robin_upstreams: 1
@@ -505,7 +512,7 @@ EOF
 		for p in $FWD_UPS; do
 			cat <<EOF
 newServer({address="127.0.0.1:$p", tls="openssl",
-    subjectName="$AUTH_NAME", caStore="$B_DIR/ca/ca.pem",
+    subjectName="$AUTH_NAME", caStore="$FWD_CA",
     validateCertificates=true, checkName="health.$ZONE.",
     maxInFlight=$DNSDIST_INFLIGHT})
 EOF
@@ -796,6 +803,11 @@ bench_peer()
 	R[pss,$peer]=$(mib "$(mem_kb Pss $procs)")
 	# shellcheck disable=SC2086
 	R[rss,$peer]=$(mib "$(mem_kb Rss $procs)")
+	# and again after BENCH_IDLE_SECONDS without a query: what each
+	# gives back when idle (dotproxyd: idle connections, freed heap)
+	sleep "$BENCH_IDLE_SECONDS"
+	# shellcheck disable=SC2086
+	R[pss_idle,$peer]=$(mib "$(mem_kb Pss $procs)")
 	local nthr=0 t
 	for p in $procs; do
 		t=$(awk '/^Threads:/ { print $2 }' "/proc/$p/status" 2>/dev/null)
@@ -885,6 +897,12 @@ print_header()
 		esac
 	done
 	printf ', dnsperf %s\n' "$(pkg_version dnsperf)"
+	if [ "$FWD_CA" = "$B_DIR/ca/ca.pem" ]; then
+		echo "CA bundle of the forwarders: the throwaway CA alone"
+	else
+		echo "CA bundle of the forwarders: $FWD_CA_CERTS certificates," \
+		    "$SYSTEM_CA and the throwaway CA"
+	fi
 }
 
 # print_settings: each setting tried for the forwarders that have more
@@ -948,6 +966,7 @@ print_report()
 		"lat_lost|latency run lost"
 		"pss|memory PSS MiB, all processes"
 		"rss|memory RSS MiB, all processes"
+		"pss_idle|memory PSS MiB, after ${BENCH_IDLE_SECONDS}s idle"
 		"nproc|processes/threads"
 	)
 	{
@@ -986,6 +1005,7 @@ print_report()
 		"lat_max|latency max"
 		"pss|memory PSS"
 		"rss|memory RSS"
+		"pss_idle|memory PSS, after ${BENCH_IDLE_SECONDS}s idle"
 	)
 	printf '%-36s' "dotproxyd / peer"
 	for peer in $cols; do
@@ -1730,6 +1750,15 @@ done
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 make_ca "$B_DIR/ca" "$AUTH_NAME" || die "cannot make certificates"
+# What the forwarders verify the upstream against: as users run them,
+# the system's CA bundle, with the throwaway CA
+FWD_CA=$B_DIR/ca/ca.pem
+if [ "$BENCH_CA_SYSTEM" = 1 ] && [ -r "$SYSTEM_CA" ]; then
+	FWD_CA=$B_DIR/ca/bundle.pem
+	cat "$SYSTEM_CA" "$B_DIR/ca/ca.pem" >"$FWD_CA" ||
+	    die "cannot write $FWD_CA"
+fi
+FWD_CA_CERTS=$(grep -c 'BEGIN CERTIFICATE' "$FWD_CA")
 start_upstream || exit 1
 say "bench: upstream unbound on 127.0.0.1 port $UP_PORT (DNS over TLS)"
 FWD_UPS=$UP_PORT
