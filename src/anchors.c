@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -36,6 +37,8 @@ read_pem(const uint8_t *pem, size_t len)
 			break;
 		}
 	BIO_free(bio);
+	/* the end of the text is an error to libcrypto: not to its next user */
+	ERR_clear_error();
 	if (sk_X509_num(sk) == 0) {
 		sk_X509_free(sk);
 		return NULL;
