@@ -17,30 +17,56 @@
 
 #include "anchors.h"
 
+/*
+ * Each certificate of a PEM buffer in turn, to fn, which keeps it (1) or
+ * leaves it to be freed (0): a bundle is never held whole.  Returns how
+ * many were read, -1 on failure.
+ */
+static int
+each_cert(const uint8_t *pem, size_t len, int (*fn)(X509 *, void *),
+    void *arg)
+{
+	BIO	*bio;
+	X509	*x;
+	int	 n = 0;
+
+	if (len > INT32_MAX || (bio = BIO_new_mem_buf(pem, (int)len)) == NULL)
+		return -1;
+	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+		n++;
+		if (fn(x, arg) == 0)
+			X509_free(x);
+	}
+	BIO_free(bio);
+	/* the end of the text is an error to libcrypto: not to its next user */
+	ERR_clear_error();
+	return n;
+}
+
+static int
+keep(X509 *x, void *arg)
+{
+	return sk_X509_push(arg, x) != 0;
+}
+
+static int
+drop(X509 *x, void *arg)
+{
+	(void)x;
+	(void)arg;
+	return 0;
+}
+
 /* The certificates of a PEM buffer, in order; NULL if it has none. */
 static STACK_OF(X509) *
 read_pem(const uint8_t *pem, size_t len)
 {
 	STACK_OF(X509)	*sk;
-	BIO		*bio;
-	X509		*x;
 
-	if (len > INT32_MAX || (sk = sk_X509_new_null()) == NULL)
+	if ((sk = sk_X509_new_null()) == NULL)
 		return NULL;
-	if ((bio = BIO_new_mem_buf(pem, (int)len)) == NULL) {
-		sk_X509_free(sk);
-		return NULL;
-	}
-	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
-		if (sk_X509_push(sk, x) == 0) {
-			X509_free(x);
-			break;
-		}
-	BIO_free(bio);
-	/* the end of the text is an error to libcrypto: not to its next user */
-	ERR_clear_error();
-	if (sk_X509_num(sk) == 0) {
-		sk_X509_free(sk);
+	if (each_cert(pem, len, keep, sk) <= 0 || sk_X509_num(sk) == 0) {
+		sk_X509_pop_free(sk, X509_free);
 		return NULL;
 	}
 	return sk;
@@ -85,74 +111,78 @@ wanted(X509 *x, STACK_OF(X509) *chain, STACK_OF(X509) *pick)
 	return 0;
 }
 
+struct walk {
+	STACK_OF(X509)	*chain;
+	STACK_OF(X509)	*pick;
+	int		 added;
+};
+
+static int
+walk_one(X509 *x, void *arg)
+{
+	struct walk	*w = arg;
+
+	if (picked(w->pick, x) || !wanted(x, w->chain, w->pick) ||
+	    sk_X509_push(w->pick, x) == 0)
+		return 0;
+	w->added = 1;
+	return 1;
+}
+
 /*
  * Walk up from the chain: the bundle's certificates that issued one of
  * it (cross-signed ones share a name: all of them), then those that
- * issued one picked that is not self-signed, ANCHOR_DEPTH rounds at most.
- * Whatever path a verifier builds through the bundle is among them.
+ * issued one picked that is not self-signed, ANCHOR_DEPTH rounds at most,
+ * one certificate of the bundle in memory at a time.  Whatever path a
+ * verifier builds through the bundle is among them.
  */
-static void
-walk(STACK_OF(X509) *bundle, STACK_OF(X509) *chain, STACK_OF(X509) *pick)
+static int
+walk(const uint8_t *bundle, size_t blen, struct walk *w)
 {
-	X509	*x;
-	int	 round, i, added;
+	int	round, n;
 
 	for (round = 0; round < ANCHOR_DEPTH; round++) {
-		added = 0;
-		for (i = 0; i < sk_X509_num(bundle); i++) {
-			x = sk_X509_value(bundle, i);
-			if (picked(pick, x) || !wanted(x, chain, pick))
-				continue;
-			if (sk_X509_push(pick, x) == 0)
-				return;
-			added = 1;
-		}
-		if (!added)
-			return;
+		w->added = 0;
+		if ((n = each_cert(bundle, blen, walk_one, w)) <= 0)
+			return -1;	/* none in the bundle */
+		if (!w->added)
+			break;
 	}
+	return 0;
 }
 
 int
 anchors_count(const uint8_t *bundle, size_t len)
 {
-	STACK_OF(X509)	*sk;
-	int		 n;
+	int	n;
 
-	if ((sk = read_pem(bundle, len)) == NULL)
-		return 0;
-	n = sk_X509_num(sk);
-	sk_X509_pop_free(sk, X509_free);
-	return n;
+	return (n = each_cert(bundle, len, drop, NULL)) > 0 ? n : 0;
 }
 
 int
 anchors_pick(const uint8_t *bundle, size_t blen, const uint8_t *chain,
     size_t clen, uint8_t **out, size_t *outlen)
 {
-	STACK_OF(X509)	*b, *c, *pick = NULL;
+	struct walk	 w;
 	BIO		*bio = NULL;
 	BUF_MEM		*mem;
 	int		 i, n = -1;
 
 	*out = NULL;
 	*outlen = 0;
-	if ((c = read_pem(chain, clen)) == NULL)
+	if ((w.chain = read_pem(chain, clen)) == NULL)
 		return -1;
-	if ((b = read_pem(bundle, blen)) == NULL) {
-		sk_X509_pop_free(c, X509_free);
-		return -1;
-	}
-	if ((pick = sk_X509_new_null()) == NULL)
+	if ((w.pick = sk_X509_new_null()) == NULL ||
+	    walk(bundle, blen, &w) == -1)
 		goto done;
-	walk(b, c, pick);
-	if (sk_X509_num(pick) == 0) {
+	if (sk_X509_num(w.pick) == 0) {
 		n = 0;
 		goto done;
 	}
 	if ((bio = BIO_new(BIO_s_mem())) == NULL)
 		goto done;
-	for (i = 0; i < sk_X509_num(pick); i++)
-		if (PEM_write_bio_X509(bio, sk_X509_value(pick, i)) != 1)
+	for (i = 0; i < sk_X509_num(w.pick); i++)
+		if (PEM_write_bio_X509(bio, sk_X509_value(w.pick, i)) != 1)
 			goto done;
 	BIO_get_mem_ptr(bio, &mem);
 	if (mem == NULL || mem->length == 0 ||
@@ -160,11 +190,10 @@ anchors_pick(const uint8_t *bundle, size_t blen, const uint8_t *chain,
 		goto done;
 	memcpy(*out, mem->data, mem->length);
 	*outlen = mem->length;
-	n = sk_X509_num(pick);
+	n = sk_X509_num(w.pick);
 done:
 	BIO_free(bio);
-	sk_X509_free(pick);	/* its certificates are b's */
-	sk_X509_pop_free(b, X509_free);
-	sk_X509_pop_free(c, X509_free);
+	sk_X509_pop_free(w.pick, X509_free);
+	sk_X509_pop_free(w.chain, X509_free);
 	return n;
 }
