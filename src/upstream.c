@@ -16,6 +16,7 @@
 #include <sys/types.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <errno.h>
 #include <event.h>
@@ -81,8 +82,6 @@ static int			 ca_fd = -1, nqueries;
 static int			 listener_up, terminating;
 static struct proc		 proc = PROC_CHILD(PROC_UPSTREAM, &parent, &listener,
     &listener_up, &conf, listener_lost, upstream_sigterm);
-static uint8_t			*ca_mem;
-static size_t			 ca_len;
 
 /* ". IN NS", recursion desired: what a health query asks */
 static const uint8_t	 probe_query[] = {
@@ -104,47 +103,70 @@ timer_at(struct event *ev, int64_t when)
 	evtimer_add(ev, &tv);
 }
 
-static void
-read_ca(void)
+/*
+ * The CA bundle, read from the file the parent opened, from its start,
+ * each time it is wanted (an upstream's first connections, its trust
+ * anchors, a handshake that failed under them) rather than held: the
+ * system's is 220 KB.  Returns it for free(), NULL after a log line.
+ */
+static uint8_t *
+ca_read(size_t *lenp)
 {
-	uint8_t	*p;
-	ssize_t	 n;
-	size_t	 cap = 256 * 1024;
+	struct stat	 st;
+	uint8_t		*buf;
+	size_t		 len = 0;
+	ssize_t		 n;
 
-	if ((ca_mem = malloc(cap)) == NULL)
-		fatal("malloc");
-	for (;;) {
-		if (ca_len == cap) {
-			if (cap >= CA_MAX)
-				fatalx("tls ca: larger than %d bytes", CA_MAX);
-			if ((p = realloc(ca_mem, cap * 2)) == NULL)
-				fatal("realloc");
-			ca_mem = p;
-			cap *= 2;
-		}
-		n = read(ca_fd, ca_mem + ca_len, cap - ca_len);
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			fatal("tls ca: read");
-		}
-		if (n == 0)
-			break;
-		ca_len += (size_t)n;
+	if (fstat(ca_fd, &st) == -1) {
+		log_warn("tls ca: fstat");
+		return NULL;
 	}
-	close(ca_fd);
-	ca_fd = -1;
-	/*
-	 * Read it once now: a file without a certificate fails here, not
-	 * at every handshake, and what libcrypto keeps from reading one
-	 * (its method caches) lies below the connections' copies, not
-	 * among them, where it would keep their pages from being freed.
-	 */
-	if ((n = anchors_count(ca_mem, ca_len)) == 0)
+	if (st.st_size <= 0 || st.st_size > CA_MAX) {
+		log_warnx("tls ca: %lld bytes, not 1 to %d",
+		    (long long)st.st_size, CA_MAX);
+		return NULL;
+	}
+	if ((buf = malloc((size_t)st.st_size)) == NULL) {
+		log_warn("tls ca");
+		return NULL;
+	}
+	while (len < (size_t)st.st_size) {
+		n = pread(ca_fd, buf + len, (size_t)st.st_size - len,
+		    (off_t)len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == -1)
+				log_warn("tls ca: read");
+			else
+				log_warnx("tls ca: shorter than it was");
+			free(buf);
+			return NULL;
+		}
+		len += (size_t)n;
+	}
+	*lenp = len;
+	return buf;
+}
+
+/*
+ * Read it once before confinement: a file without a certificate fails
+ * here, not at every handshake, and what libcrypto keeps from reading
+ * one (its method caches) is set up before the connections' copies come.
+ */
+static void
+ca_check(void)
+{
+	uint8_t	*ca;
+	size_t	 len;
+	int	 n;
+
+	if ((ca = ca_read(&len)) == NULL)
+		fatalx("tls ca: cannot read it");
+	if ((n = anchors_count(ca, len)) == 0)
 		fatalx("tls ca: no certificate in the file");
-	log_debug("tls ca: %zd certificates", n);
-	if ((p = realloc(ca_mem, ca_len)) != NULL)
-		ca_mem = p;
+	log_debug("tls ca: %d certificates", n);
+	free(ca);
 }
 
 __attribute__((__noreturn__)) void
@@ -156,7 +178,7 @@ upstream_main(int debug, int verbose)
 		fatalx("start-up is missing the CA");
 	if (tls_init() == -1)
 		fatalx("tls_init");
-	read_ca();
+	ca_check();
 	proc_child_confine(&proc);
 	proc_child_serve(&proc);
 }
@@ -192,10 +214,16 @@ same_upstream(const struct upstream_conf *a, const struct upstream_conf *b)
 static void
 upstream_tls_init(struct upstream *u)
 {
+	uint8_t	*ca;
+	size_t	 len;
+
 	if ((u->tlscfg = tls_config_new()) == NULL)
 		fatalx("tls_config_new");
-	if (tls_config_set_ca_mem(u->tlscfg, ca_mem, ca_len) == -1)
+	if ((ca = ca_read(&len)) == NULL)
+		fatalx("tls ca: cannot read it");
+	if (tls_config_set_ca_mem(u->tlscfg, ca, len) == -1)
 		fatalx("tls ca: %s", tls_config_error(u->tlscfg));
+	free(ca);
 	if (tls_config_set_protocols(u->tlscfg, TLS_PROTOCOL_TLSv1_2 |
 	    TLS_PROTOCOL_TLSv1_3) == -1)
 		fatalx("tls protocols: %s", tls_config_error(u->tlscfg));
@@ -223,15 +251,17 @@ void
 upstream_tls_verified(struct upstream *u, struct tls *ctx)
 {
 	const uint8_t	*chain;
-	uint8_t		*pem;
-	size_t		 chainlen, pemlen;
+	uint8_t		*ca, *pem;
+	size_t		 chainlen, calen, pemlen;
 	int		 n;
 
 	if (u->anchored != 0 ||
-	    (chain = tls_peer_cert_chain_pem(ctx, &chainlen)) == NULL)
+	    (chain = tls_peer_cert_chain_pem(ctx, &chainlen)) == NULL ||
+	    (ca = ca_read(&calen)) == NULL)
 		return;
-	if ((n = anchors_pick(ca_mem, ca_len, chain, chainlen, &pem,
-	    &pemlen)) <= 0) {
+	n = anchors_pick(ca, calen, chain, chainlen, &pem, &pemlen);
+	free(ca);
+	if (n <= 0) {
 		/* not looked for again until a handshake fails */
 		u->anchored = -1;
 		log_debug("upstream %s: its chain leads to no certificate of "
@@ -260,11 +290,18 @@ upstream_tls_verified(struct upstream *u, struct tls *ctx)
 void
 upstream_tls_failed(struct upstream *u, const struct conn *c)
 {
+	uint8_t	*ca;
+	size_t	 len;
+	int	 r;
+
 	if (u->anchored == -1)
 		u->anchored = 0;	/* look again after the next one */
-	if (u->anchored != 1 || c->anchors_gen != u->anchors_gen)
+	if (u->anchored != 1 || c->anchors_gen != u->anchors_gen ||
+	    (ca = ca_read(&len)) == NULL)
 		return;
-	if (tls_config_set_ca_mem(u->tlscfg, ca_mem, ca_len) == -1) {
+	r = tls_config_set_ca_mem(u->tlscfg, ca, len);
+	free(ca);
+	if (r == -1) {
 		log_warnx("upstream %s: tls ca: %s", u->label,
 		    tls_config_error(u->tlscfg));
 		return;
