@@ -75,6 +75,7 @@ struct conn {
 	int			 close_notify;	/* the server said goodbye */
 	struct tls		*tls;
 	int			 anchors_gen;	/* its upstream's, at its start */
+	int			 with_anchors;	/* started with them alone */
 	struct event		 ev;
 	short			 evmask;
 	struct event		 tmo;
@@ -128,6 +129,8 @@ struct upstream {
 	int			 anchored;	/* 1: tlscfg has its anchors only;
 						   -1: none found */
 	int			 anchors_gen;	/* changes of tlscfg's CAs */
+	uint8_t			*anchors;	/* PEM, the last picked */
+	size_t			 anchors_len;
 	int			 sessfd;	/* the TLS session store, or -1 */
 	int			 announced_down;
 	int			 removed;	/* by a reload, going away */
@@ -145,7 +148,7 @@ void		 flush_conns(void);	/* every connection's records */
 /* an upstream's TLS session store, its waiting tries, its health */
 void		 upstream_tls_forget(struct upstream *);
 void		 upstream_tls_verified(struct upstream *, struct tls *);
-void		 upstream_tls_failed(struct upstream *, const struct conn *);
+int		 upstream_tls_failed(struct upstream *, const struct conn *);
 int		 upstream_tls_store_failed(struct upstream *, const char *);
 void		 upstream_unwait(struct upstream *);
 int		 upstream_rto(const struct upstream *);

@@ -19,27 +19,36 @@
 
 /*
  * Each certificate of a PEM buffer in turn, to fn, which keeps it (1) or
- * leaves it to be freed (0): a bundle is never held whole.  Returns how
- * many were read, -1 on failure.
+ * leaves it to be freed (0): a bundle is never held whole.  Read as
+ * libtls reads a CA bundle: "TRUSTED CERTIFICATE" blocks too, other
+ * blocks skipped, and one that does not parse failing the whole.
+ * Returns how many were read, -1 on failure.  libcrypto's error queue
+ * is left as it was.
  */
 static int
 each_cert(const uint8_t *pem, size_t len, int (*fn)(X509 *, void *),
     void *arg)
 {
-	BIO	*bio;
-	X509	*x;
-	int	 n = 0;
+	BIO		*bio;
+	X509		*x;
+	unsigned long	 e;
+	int		 n = 0;
 
 	if (len > INT32_MAX || (bio = BIO_new_mem_buf(pem, (int)len)) == NULL)
 		return -1;
-	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+	(void)ERR_set_mark();
+	while ((x = PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL)) != NULL) {
 		n++;
 		if (fn(x, arg) == 0)
 			X509_free(x);
 	}
 	BIO_free(bio);
-	/* the end of the text is an error to libcrypto: not to its next user */
-	ERR_clear_error();
+	/* the end of the text is "no start line"; anything else, a failure */
+	e = ERR_peek_last_error();
+	if (e != 0 && (ERR_GET_LIB(e) != ERR_LIB_PEM ||
+	    ERR_GET_REASON(e) != PEM_R_NO_START_LINE))
+		n = -1;
+	(void)ERR_pop_to_mark();
 	return n;
 }
 
@@ -154,14 +163,13 @@ walk(const uint8_t *bundle, size_t blen, struct walk *w)
 int
 anchors_count(const uint8_t *bundle, size_t len)
 {
-	int	n;
-
-	return (n = each_cert(bundle, len, drop, NULL)) > 0 ? n : 0;
+	return each_cert(bundle, len, drop, NULL);
 }
 
 int
 anchors_pick(const uint8_t *bundle, size_t blen, const uint8_t *chain,
-    size_t clen, uint8_t **out, size_t *outlen)
+    size_t clen, const uint8_t *seed, size_t slen, uint8_t **out,
+    size_t *outlen)
 {
 	struct walk	 w;
 	BIO		*bio = NULL;
@@ -173,24 +181,28 @@ anchors_pick(const uint8_t *bundle, size_t blen, const uint8_t *chain,
 	if ((w.chain = read_pem(chain, clen)) == NULL)
 		return -1;
 	if ((w.pick = sk_X509_new_null()) == NULL ||
+	    (seed != NULL && each_cert(seed, slen, keep, w.pick) == -1) ||
 	    walk(bundle, blen, &w) == -1)
 		goto done;
 	if (sk_X509_num(w.pick) == 0) {
 		n = 0;
 		goto done;
 	}
+	(void)ERR_set_mark();
 	if ((bio = BIO_new(BIO_s_mem())) == NULL)
-		goto done;
+		goto pop;
 	for (i = 0; i < sk_X509_num(w.pick); i++)
-		if (PEM_write_bio_X509(bio, sk_X509_value(w.pick, i)) != 1)
-			goto done;
+		if (PEM_write_bio_X509_AUX(bio, sk_X509_value(w.pick, i)) != 1)
+			goto pop;
 	BIO_get_mem_ptr(bio, &mem);
 	if (mem == NULL || mem->length == 0 ||
 	    (*out = malloc(mem->length)) == NULL)
-		goto done;
+		goto pop;
 	memcpy(*out, mem->data, mem->length);
 	*outlen = mem->length;
 	n = sk_X509_num(w.pick);
+pop:
+	(void)ERR_pop_to_mark();
 done:
 	BIO_free(bio);
 	sk_X509_pop_free(w.pick, X509_free);

@@ -796,17 +796,18 @@ handshake(struct conn *c)
 	if (r == -1) {
 		const char *e = tls_error(c->tls) ? tls_error(c->tls) :
 		    "TLS handshake failed";
-
-		upstream_tls_failed(u, c);
+		int auth = c->io_errno == 0 &&
+		    (strstr(e, "certificate") != NULL ||
+		    strstr(e, "verif") != NULL);
 
 		/* a certificate or name that does not verify is not a reset */
-		if (upstream_tls_store_failed(u, e))
-			conn_close(c, F_LOCAL, e);
+		if (upstream_tls_store_failed(u, e) ||
+		    (auth && upstream_tls_failed(u, c)))
+			conn_close(c, F_LOCAL, e);	/* ours, not the upstream's */
 		else if (c->io_errno != 0)
 			conn_close(c, F_NETWORK, strerror(c->io_errno));
 		else
-			conn_close(c, strstr(e, "certificate") != NULL ||
-			    strstr(e, "verif") != NULL ? F_AUTH : F_NETWORK, e);
+			conn_close(c, auth ? F_AUTH : F_NETWORK, e);
 		return;
 	}
 	if (check_pins(c, why, sizeof(why)) == -1) {
@@ -845,6 +846,7 @@ conn_start_tls(struct conn *c)
 		return;
 	}
 	c->anchors_gen = c->up->anchors_gen;
+	c->with_anchors = c->up->anchored == 1;
 	if ((c->tls = tls_client()) == NULL ||
 	    tls_configure(c->tls, c->up->tlscfg) == -1 ||
 	    tls_connect_cbs(c->tls, conn_tls_read, conn_tls_write, c,

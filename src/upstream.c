@@ -244,9 +244,32 @@ upstream_tls_init(struct upstream *u)
  * given and keeps it while the connection lasts: some 800 KB for the
  * system's 140 certificates.  Once a connection to an upstream has
  * verified, its later connections are given only the bundle's
- * certificates its chain leads to (anchors_pick()): same verification,
- * a few KB.  Connections opened before that are replaced when idle.
+ * certificates its chain leads to (anchors_pick()), a few KB: the same
+ * verification for that chain.  Connections opened before are replaced
+ * when idle (conn_idle()).
  */
+
+/*
+ * Give u's connections these CAs.  libtls drops the ones it had before
+ * it takes new ones, and with none it would verify against its own
+ * default: if it cannot take these, the whole bundle again, or exit.
+ */
+static int
+upstream_tls_ca(struct upstream *u, const uint8_t *mem, size_t len)
+{
+	uint8_t	*ca;
+	size_t	 calen;
+
+	if (tls_config_set_ca_mem(u->tlscfg, mem, len) == 0)
+		return 0;
+	log_warnx("upstream %s: cannot set its trust anchors", u->label);
+	if ((ca = ca_read(&calen)) == NULL ||
+	    tls_config_set_ca_mem(u->tlscfg, ca, calen) == -1)
+		fatalx("upstream %s: cannot set its CA bundle", u->label);
+	free(ca);
+	return -1;
+}
+
 void
 upstream_tls_verified(struct upstream *u, struct tls *ctx)
 {
@@ -255,11 +278,17 @@ upstream_tls_verified(struct upstream *u, struct tls *ctx)
 	size_t		 chainlen, calen, pemlen;
 	int		 n;
 
-	if (u->anchored != 0 ||
+	/* a resumed session's chain is its leaf alone */
+	if (u->anchored != 0 || tls_conn_session_resumed(ctx) ||
 	    (chain = tls_peer_cert_chain_pem(ctx, &chainlen)) == NULL ||
 	    (ca = ca_read(&calen)) == NULL)
 		return;
-	n = anchors_pick(ca, calen, chain, chainlen, &pem, &pemlen);
+	/*
+	 * With the anchors picked before: an upstream whose servers have
+	 * certificates from two CAs ends up trusting both, not one by turns.
+	 */
+	n = anchors_pick(ca, calen, chain, chainlen, u->anchors,
+	    u->anchors_len, &pem, &pemlen);
 	free(ca);
 	if (n <= 0) {
 		/* not looked for again until a handshake fails */
@@ -269,47 +298,51 @@ upstream_tls_verified(struct upstream *u, struct tls *ctx)
 		    u->label);
 		return;
 	}
-	if (tls_config_set_ca_mem(u->tlscfg, pem, pemlen) == -1)
-		log_warnx("upstream %s: trust anchors: %s", u->label,
-		    tls_config_error(u->tlscfg));
-	else {
-		u->anchored = 1;
-		u->anchors_gen++;
-		log_info("upstream %s: new connections trust the %d "
-		    "certificate%s of the bundle its chain leads to",
-		    u->label, n, n == 1 ? "" : "s");
+	if (upstream_tls_ca(u, pem, pemlen) == -1) {
+		free(pem);
+		return;
 	}
-	free(pem);
+	free(u->anchors);
+	u->anchors = pem;
+	u->anchors_len = pemlen;
+	u->anchored = 1;
+	u->anchors_gen++;
+	log_info("upstream %s: new connections trust the %d certificate%s "
+	    "of the bundle its chain%s led to", u->label, n, n == 1 ? "" : "s",
+	    n == 1 ? "" : "s");
 }
 
 /*
- * A handshake under the anchors alone failed: the next ones have the
- * whole bundle again (the upstream may have changed its CA), until one
- * verifies.
+ * A handshake failed to verify.  One started with the anchors alone may
+ * have met a certificate from another CA of the bundle: the next ones
+ * have the whole bundle again, until one verifies, and the failure is
+ * not the upstream's (1).  0 for one that had the whole bundle.
  */
-void
+int
 upstream_tls_failed(struct upstream *u, const struct conn *c)
 {
 	uint8_t	*ca;
 	size_t	 len;
 	int	 r;
 
-	if (u->anchored == -1)
-		u->anchored = 0;	/* look again after the next one */
-	if (u->anchored != 1 || c->anchors_gen != u->anchors_gen ||
-	    (ca = ca_read(&len)) == NULL)
-		return;
-	r = tls_config_set_ca_mem(u->tlscfg, ca, len);
-	free(ca);
-	if (r == -1) {
-		log_warnx("upstream %s: tls ca: %s", u->label,
-		    tls_config_error(u->tlscfg));
-		return;
+	if (!c->with_anchors) {
+		if (u->anchored == -1)
+			u->anchored = 0;	/* look again after the next */
+		return 0;
 	}
+	if (u->anchored != 1)
+		return 1;		/* the bundle is back already */
+	if ((ca = ca_read(&len)) == NULL)
+		return 0;
+	r = upstream_tls_ca(u, ca, len);
+	free(ca);
+	if (r == -1)
+		return 0;
 	u->anchored = 0;
 	u->anchors_gen++;
-	log_info("upstream %s: a handshake failed under its trust anchors; "
-	    "new connections have the whole bundle", u->label);
+	log_info("upstream %s: a certificate did not verify under its trust "
+	    "anchors alone; new connections have the whole bundle", u->label);
+	return 1;
 }
 
 /* Without its store, an upstream's connections make full handshakes. */
@@ -361,6 +394,7 @@ upstream_free(struct upstream *u)
 		free(u->conns[i].obuf);
 	evtimer_del(&u->probe_ev);
 	tls_config_free(u->tlscfg);
+	free(u->anchors);
 	if (u->sessfd != -1)
 		close(u->sessfd);
 	free(u);

@@ -17,6 +17,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 #include "anchors.h"
 #include "tap.h"
@@ -89,6 +90,20 @@ static const char cross1[] =
     "-----END CERTIFICATE-----\n"
     ;
 
+static const char root1_trusted[] =
+    "-----BEGIN TRUSTED CERTIFICATE-----\n"
+    "MIIBhjCCAS2gAwIBAgIUcfemMf12RqXrP0mJAPLMOAFQAtEwCgYIKoZIzj0EAwIw\n"
+    "GDEWMBQGA1UEAwwNVGVzdCBSb290IE9uZTAgFw0yNjEyMDIwMDM4MTVaGA8yMTI2\n"
+    "MTEwODAwMzgxNVowGDEWMBQGA1UEAwwNVGVzdCBSb290IE9uZTBZMBMGByqGSM49\n"
+    "AgEGCCqGSM49AwEHA0IABADaVxoUTCGL7rGOYvh4eI77HMUsc+t8hxvXUAvBDTNl\n"
+    "dqGwRTdXAunl6JCGAr+/yOXON0WBRqVuw0Pff5ZwLDKjUzBRMB0GA1UdDgQWBBQw\n"
+    "HwDDwqRTPxNyCbprYeCOx/radzAfBgNVHSMEGDAWgBQwHwDDwqRTPxNyCbprYeCO\n"
+    "x/radzAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIByxH5zeOgzP\n"
+    "Er+8+zVSFagRg7yQNnVHvdlL55fF5IY5AiAgJS1BDcWFj7gPUIA2qg6cgnUihIH7\n"
+    "/peAnZ8BY8QJLjAMMAoGCCsGAQUFBwMB\n"
+    "-----END TRUSTED CERTIFICATE-----\n"
+    ;
+
 /* up to four PEM texts end to end, in one of two static buffers */
 static const char *
 cat(const char *a, const char *b, const char *c, const char *d)
@@ -102,18 +117,27 @@ cat(const char *a, const char *b, const char *c, const char *d)
 	return buf[i];
 }
 
+/* anchors_pick() of a bundle, a chain and a seed (or NULL) */
+static int
+pick_seed(const char *bundle, const char *chain, const char *seed,
+    uint8_t **out, size_t *outlen)
+{
+	char	*b = strdup(bundle), *c = strdup(chain);
+	int	 n = -2;
+
+	if (b != NULL && c != NULL)
+		n = anchors_pick((const uint8_t *)b, strlen(b),
+		    (const uint8_t *)c, strlen(c), (const uint8_t *)seed,
+		    seed != NULL ? strlen(seed) : 0, out, outlen);
+	free(b);
+	free(c);
+	return n;
+}
+
 static int
 pick(const char *bundle, const char *chain, uint8_t **out, size_t *outlen)
 {
-	char	*b = strdup(bundle);
-	int	 n;
-
-	if (b == NULL)
-		return -2;
-	n = anchors_pick((const uint8_t *)b, strlen(b),
-	    (const uint8_t *)chain, strlen(chain), out, outlen);
-	free(b);
-	return n;
+	return pick_seed(bundle, chain, NULL, out, outlen);
 }
 
 /* Does the PEM text p hold the certificate cert (PEM) among its own? */
@@ -125,11 +149,11 @@ holds(const uint8_t *p, size_t len, const char *cert)
 	int	 found = 0;
 
 	bio = BIO_new_mem_buf(cert, -1);
-	want = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+	want = PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL);
 	BIO_free(bio);
 	bio = BIO_new_mem_buf(p, (int)len);
 	while (want != NULL &&
-	    (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+	    (x = PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL)) != NULL) {
 		if (X509_cmp(x, want) == 0)
 			found = 1;
 		X509_free(x);
@@ -151,20 +175,22 @@ verifies(const uint8_t *anchors, size_t len, const char *untrusted)
 	int		 ok = 0;
 
 	bio = BIO_new_mem_buf(anchors, (int)len);
-	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+	while ((x = PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL)) != NULL) {
 		X509_STORE_add_cert(store, x);
 		X509_free(x);
 	}
 	BIO_free(bio);
 	bio = BIO_new_mem_buf(untrusted, -1);
-	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
+	while ((x = PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL)) != NULL)
 		sk_X509_push(sk, x);
 	BIO_free(bio);
 	bio = BIO_new_mem_buf(leaf, -1);
-	leaf_x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+	leaf_x = PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL);
 	BIO_free(bio);
+	/* as libtls verifies a server */
 	if (store != NULL && ctx != NULL && leaf_x != NULL &&
-	    X509_STORE_CTX_init(ctx, store, leaf_x, sk) == 1)
+	    X509_STORE_CTX_init(ctx, store, leaf_x, sk) == 1 &&
+	    X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_SERVER) == 1)
 		ok = X509_verify_cert(ctx) == 1;
 	X509_free(leaf_x);
 	sk_X509_pop_free(sk, X509_free);
@@ -176,11 +202,12 @@ verifies(const uint8_t *anchors, size_t len, const char *untrusted)
 int
 main(void)
 {
-	uint8_t	*p;
-	size_t	 len;
-	int	 n;
+	const char	*b;
+	uint8_t		*p;
+	size_t		 len;
+	int		 n;
 
-	plan(17);
+	plan(26);
 
 	/* the usual case: the server sends leaf and intermediate */
 	n = pick(cat(root2, root1, NULL, NULL), cat(leaf, inter1, NULL,
@@ -228,9 +255,41 @@ main(void)
 	ok(p == NULL, "and no buffer");
 	is_int(pick("", leaf, &p, &len), -1,
 	    "an empty bundle: -1");
-	is_int(pick(cat(root1, "-----BEGIN CERTIFICATE-----\nAAAA\n",
-	    NULL, NULL), cat(leaf, inter1, NULL, NULL), &p, &len), 1,
-	    "a broken certificate after a good one: the good one is read");
+	is_int(pick(cat(root2, "-----BEGIN CERTIFICATE-----\nAAAA\n"
+	    "-----END CERTIFICATE-----\n", root1, NULL), cat(leaf, inter1,
+	    NULL, NULL), &p, &len), -1,
+	    "a certificate that does not parse fails the bundle, as in libtls");
+	ok(p == NULL, "and no buffer");
+	b = cat(root2, "-----BEGIN CERTIFICATE-----\nAAAA\n"
+	    "-----END CERTIFICATE-----\n", root1, NULL);
+	is_int(anchors_count((const uint8_t *)b, strlen(b)), -1,
+	    "anchors_count: so does it");
+	b = cat(root2, root1, NULL, NULL);
+	is_int(anchors_count((const uint8_t *)b, strlen(b)), 2,
+	    "anchors_count: two certificates");
+	b = cat("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+	    root1, NULL, NULL);
+	is_int(anchors_count((const uint8_t *)b, strlen(b)), 1,
+	    "anchors_count: a block of another kind is skipped");
+
+	/* trusted certificates (openssl x509 -trustout), as libtls reads them */
+	n = pick(cat(root2, root1_trusted, NULL, NULL), cat(leaf, inter1,
+	    NULL, NULL), &p, &len);
+	is_int(n, 1, "a TRUSTED CERTIFICATE block is read: one anchor");
+	ok(p != NULL && holds(p, len, root1) && verifies(p, len, inter1),
+	    "root one, which verifies the chain");
+	free(p);
+
+	/* picked before (a seed): kept with the new ones, none twice */
+	n = pick_seed(cat(root2, root1, NULL, NULL), cat(leaf, inter1, NULL,
+	    NULL), root2, &p, &len);
+	is_int(n, 2, "with a seed: the seed and the new anchor");
+	ok(p != NULL && holds(p, len, root1) && holds(p, len, root2),
+	    "both");
+	free(p);
+	n = pick_seed(cat(root2, root1, NULL, NULL), cat(leaf, inter1, NULL,
+	    NULL), root1, &p, &len);
+	is_int(n, 1, "a seed of the same anchor: it once");
 	free(p);
 	is_int(pick(cat(root2, root1, NULL, NULL), root2, &p, &len), 1,
 	    "a self-signed chain: itself");
