@@ -163,7 +163,9 @@ ca_check(void)
 
 	if ((ca = ca_read(&len)) == NULL)
 		fatalx("tls ca: cannot read it");
-	if ((n = anchors_count(ca, len)) == 0)
+	if ((n = anchors_count(ca, len)) == -1)
+		fatalx("tls ca: a certificate in the file does not parse");
+	if (n == 0)
 		fatalx("tls ca: no certificate in the file");
 	log_debug("tls ca: %d certificates", n);
 	free(ca);

@@ -11,7 +11,7 @@ need_cmd "$KDIG" "$UNBOUND" openssl
 need_dotproxyd
 ensure_user || bail_out "cannot create the daemon's user or chroot"
 
-plan 38
+plan 40
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 # Another CA, with a server certificate for the very same name.
@@ -180,3 +180,16 @@ out=$(timeout -k 5 30 "$DOTPROXYD" -d -f "$CONF_FILE" </dev/null 2>&1)
 is "$?" 1 "no certificate in the CA file: dotproxyd exits with status 1"
 like "$out" 'tls ca: no certificate in the file' \
     "no certificate in the CA file: the log says so"
+
+# --- a CA file with a certificate that does not parse, which libtls
+# would refuse at every handshake: refused at start-up as well
+
+{
+	cat "$T_DIR/ca/ca.pem"
+	printf -- '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n'
+} >"$T_DIR/bad.pem"
+make_conf bad-ca -u "$UPORT" -c "$T_DIR/bad.pem"
+out=$(timeout -k 5 30 "$DOTPROXYD" -d -f "$CONF_FILE" </dev/null 2>&1)
+is "$?" 1 "a certificate that does not parse: dotproxyd exits with status 1"
+like "$out" 'tls ca: a certificate in the file does not parse' \
+    "a certificate that does not parse: the log says so"
