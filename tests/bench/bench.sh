@@ -1687,6 +1687,7 @@ profile_floor()
 	Q[floor,lost]=$(( $(lost_of "$dir/full") + $(lost_of "$dir/rate") ))
 	Q[floor,up]="-"
 	kill_tree "$PEER_PID"
+	PEER_PID=""
 	PROFILE_RAN="$PROFILE_RAN floor"
 }
 

@@ -36,7 +36,7 @@ main(int argc, char *argv[])
 	struct epoll_event	 ev;
 	char			*end;
 	long			 port;
-	int			 fd, ep, n, i, bufsz = 1 << 20;
+	int			 fd, ep, n, i, r, sent, bufsz = 1 << 20;
 
 	if (argc != 2)
 		errx(2, "usage: udpecho port");
@@ -89,8 +89,10 @@ main(int argc, char *argv[])
 				bufs[i][2] |= 0x80;	/* QR: a response */
 			iov[i].iov_len = msgs[i].msg_len;
 		}
-		/* UDP: what the socket will not take is lost */
-		if (n > 0)
-			(void)sendmmsg(fd, msgs, (unsigned int)n, 0);
+		/* as dotproxyd: all of them, but one the socket refuses */
+		for (sent = 0; sent < n; sent += r)
+			if ((r = sendmmsg(fd, msgs + sent,
+			    (unsigned int)(n - sent), 0)) <= 0)
+				r = (r == -1 && errno == EINTR) ? 0 : 1;
 	}
 }
