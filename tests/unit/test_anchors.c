@@ -134,10 +134,34 @@ pick_seed(const char *bundle, const char *chain, const char *seed,
 	return n;
 }
 
+/* a certificate block that does not parse, and a block of another kind */
+static const char bad_cert[] =
+    "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+static const char other_block[] =
+    "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+
+static int
+count(const char *pem)
+{
+	return anchors_count((const uint8_t *)pem, strlen(pem));
+}
+
 static int
 pick(const char *bundle, const char *chain, uint8_t **out, size_t *outlen)
 {
 	return pick_seed(bundle, chain, NULL, out, outlen);
+}
+
+/* How many anchors of the bundle for the chain, with seed? */
+static void
+picks(const char *bundle, const char *chain, const char *seed, int want,
+    const char *what)
+{
+	uint8_t	*p;
+	size_t	 len;
+
+	is_int(pick_seed(bundle, chain, seed, &p, &len), want, "%s", what);
+	free(p);
 }
 
 /* Does the PEM text p hold the certificate cert (PEM) among its own? */
@@ -202,7 +226,6 @@ verifies(const uint8_t *anchors, size_t len, const char *untrusted)
 int
 main(void)
 {
-	const char	*b;
 	uint8_t		*p;
 	size_t		 len;
 	int		 n;
@@ -255,21 +278,15 @@ main(void)
 	ok(p == NULL, "and no buffer");
 	is_int(pick("", leaf, &p, &len), -1,
 	    "an empty bundle: -1");
-	is_int(pick(cat(root2, "-----BEGIN CERTIFICATE-----\nAAAA\n"
-	    "-----END CERTIFICATE-----\n", root1, NULL), cat(leaf, inter1,
+	is_int(pick(cat(root2, bad_cert, root1, NULL), cat(leaf, inter1,
 	    NULL, NULL), &p, &len), -1,
 	    "a certificate that does not parse fails the bundle, as in libtls");
 	ok(p == NULL, "and no buffer");
-	b = cat(root2, "-----BEGIN CERTIFICATE-----\nAAAA\n"
-	    "-----END CERTIFICATE-----\n", root1, NULL);
-	is_int(anchors_count((const uint8_t *)b, strlen(b)), -1,
+	is_int(count(cat(root2, bad_cert, root1, NULL)), -1,
 	    "anchors_count: so does it");
-	b = cat(root2, root1, NULL, NULL);
-	is_int(anchors_count((const uint8_t *)b, strlen(b)), 2,
+	is_int(count(cat(root2, root1, NULL, NULL)), 2,
 	    "anchors_count: two certificates");
-	b = cat("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-	    root1, NULL, NULL);
-	is_int(anchors_count((const uint8_t *)b, strlen(b)), 1,
+	is_int(count(cat(other_block, root1, NULL, NULL)), 1,
 	    "anchors_count: a block of another kind is skipped");
 
 	/* trusted certificates (openssl x509 -trustout), as libtls reads them */
@@ -287,13 +304,10 @@ main(void)
 	ok(p != NULL && holds(p, len, root1) && holds(p, len, root2),
 	    "both");
 	free(p);
-	n = pick_seed(cat(root2, root1, NULL, NULL), cat(leaf, inter1, NULL,
-	    NULL), root1, &p, &len);
-	is_int(n, 1, "a seed of the same anchor: it once");
-	free(p);
-	is_int(pick(cat(root2, root1, NULL, NULL), root2, &p, &len), 1,
+	picks(cat(root2, root1, NULL, NULL), cat(leaf, inter1, NULL, NULL),
+	    root1, 1, "a seed of the same anchor: it once");
+	picks(cat(root2, root1, NULL, NULL), root2, NULL, 1,
 	    "a self-signed chain: itself");
-	free(p);
 
 	return done();
 }
