@@ -6,6 +6,12 @@
 
 #define ANCHOR_DEPTH	8	/* certificates above a chain, at most */
 
+/*
+ * Build libcrypto's tables of algorithms for every operation a handshake
+ * uses, before the first connection parses the bundle.
+ */
+void	anchors_prepare(void);
+
 /* The certificates a PEM buffer holds, read and freed; -1 if one is bad. */
 int	anchors_count(const uint8_t *, size_t);
 

@@ -12,10 +12,57 @@
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include "anchors.h"
+
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L && !defined(LIBRESSL_VERSION_NUMBER)
+/*
+ * libcrypto 3 builds its tables of an operation's algorithms (names,
+ * methods) the first time the operation is used: for most of them, in
+ * the first handshake.  They stay for the process's life.  Built then,
+ * they would land among the first connection's parse of the CA bundle,
+ * and pin its pages in the heap once it is freed: about 250 KB with the
+ * system bundle.  Built here, they come before it.
+ */
+#define NONE(type)	static void none_##type(type *a, void *arg) \
+			    { (void)a; (void)arg; }
+NONE(EVP_MD)
+NONE(EVP_CIPHER)
+NONE(EVP_MAC)
+NONE(EVP_KDF)
+NONE(EVP_RAND)
+NONE(EVP_KEYMGMT)
+NONE(EVP_KEYEXCH)
+NONE(EVP_SIGNATURE)
+NONE(EVP_ASYM_CIPHER)
+NONE(EVP_KEM)
+#undef NONE
+
+void
+anchors_prepare(void)
+{
+	EVP_MD_do_all_provided(NULL, none_EVP_MD, NULL);
+	EVP_CIPHER_do_all_provided(NULL, none_EVP_CIPHER, NULL);
+	EVP_MAC_do_all_provided(NULL, none_EVP_MAC, NULL);
+	EVP_KDF_do_all_provided(NULL, none_EVP_KDF, NULL);
+	EVP_RAND_do_all_provided(NULL, none_EVP_RAND, NULL);
+	EVP_KEYMGMT_do_all_provided(NULL, none_EVP_KEYMGMT, NULL);
+	EVP_KEYEXCH_do_all_provided(NULL, none_EVP_KEYEXCH, NULL);
+	EVP_SIGNATURE_do_all_provided(NULL, none_EVP_SIGNATURE, NULL);
+	EVP_ASYM_CIPHER_do_all_provided(NULL, none_EVP_ASYM_CIPHER, NULL);
+	EVP_KEM_do_all_provided(NULL, none_EVP_KEM, NULL);
+}
+#else
+/* LibreSSL has its tables built in. */
+void
+anchors_prepare(void)
+{
+}
+#endif
 
 /*
  * Each certificate of a PEM buffer in turn, to fn, which keeps it (1) or

@@ -152,7 +152,8 @@ ca_read(size_t *lenp)
 /*
  * Read it once before confinement: a file without a certificate fails
  * here, not at every handshake, and what libcrypto keeps from reading
- * one (its method caches) is set up before the connections' copies come.
+ * one (its decoders) is set up before the connections' copies come, as
+ * anchors_prepare() sets up what it keeps from a handshake.
  */
 static void
 ca_check(void)
@@ -180,6 +181,7 @@ upstream_main(int debug, int verbose)
 		fatalx("start-up is missing the CA");
 	if (tls_init() == -1)
 		fatalx("tls_init");
+	anchors_prepare();
 	ca_check();
 	proc_child_confine(&proc);
 	proc_child_serve(&proc);
