@@ -434,24 +434,37 @@ upstream_message(struct chan *c, struct imsg *imsg)
 
 /* UDP */
 
+/*
+ * Each query is read into a slot of UDP_SLOT bytes, the slots packed
+ * together, so that a batch of the usual short queries touches a few
+ * pages, not one for each query.  A longer one runs on into a buffer of
+ * its own, the slot's bytes are copied in front of it, and it is read
+ * from there: those pages are touched by long queries alone.
+ */
+#define UDP_SLOT	512
+
 static void
 udp_read(int fd, short event, void *arg)
 {
 	static struct mmsghdr		 msgs[UDP_BATCH];
-	static struct iovec		 iov[UDP_BATCH];
+	static struct iovec		 iov[UDP_BATCH][2];
 	static struct sockaddr_storage	 from[UDP_BATCH];
-	static uint8_t			 bufs[UDP_BATCH][DNS_MAX_MSG];
+	static uint8_t			 slots[UDP_BATCH][UDP_SLOT];
+	static uint8_t			 longer[UDP_BATCH][DNS_MAX_MSG];
 	static int			 ready;
+	uint8_t				*q;
 	int				 n, i;
 
 	(void)event;
 	(void)arg;
 	if (!ready) {
 		for (i = 0; i < UDP_BATCH; i++) {
-			iov[i].iov_base = bufs[i];
-			iov[i].iov_len = sizeof(bufs[i]);
-			msgs[i].msg_hdr.msg_iov = &iov[i];
-			msgs[i].msg_hdr.msg_iovlen = 1;
+			iov[i][0].iov_base = slots[i];
+			iov[i][0].iov_len = UDP_SLOT;
+			iov[i][1].iov_base = longer[i] + UDP_SLOT;
+			iov[i][1].iov_len = DNS_MAX_MSG - UDP_SLOT;
+			msgs[i].msg_hdr.msg_iov = iov[i];
+			msgs[i].msg_hdr.msg_iovlen = 2;
 			msgs[i].msg_hdr.msg_name = &from[i];
 			msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
 		}
@@ -464,7 +477,12 @@ udp_read(int fd, short event, void *arg)
 	}
 	/* only the address lengths of the messages read have changed */
 	for (i = 0; i < n; i++) {
-		handle_query(bufs[i], msgs[i].msg_len, fd, NULL, &from[i],
+		q = slots[i];
+		if (msgs[i].msg_len > UDP_SLOT) {
+			memcpy(longer[i], slots[i], UDP_SLOT);
+			q = longer[i];
+		}
+		handle_query(q, msgs[i].msg_len, fd, NULL, &from[i],
 		    msgs[i].msg_hdr.msg_namelen);
 		msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
 	}

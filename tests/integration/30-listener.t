@@ -13,7 +13,7 @@ ensure_user || bail_out "cannot create the daemon's user or chroot"
 perl -MIO::Socket::SSL -e 1 2>/dev/null ||
     skip_all "perl IO::Socket::SSL not found"
 
-plan 45
+plan 46
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
@@ -81,6 +81,20 @@ is "$(( (16#${hex:4:2} >> 3) & 15 ))" 4 "NOTIFY: the answer keeps opcode 4"
 out=$(q +subnet=192.0.2.0/24 a.example.test A)
 is "$(status_of <<<"$out"):$(rdata_of A <<<"$out")" NOERROR:192.0.2.1 \
     "a query with an ECS option is answered" || diag "$out"
+
+# ---------------------------------------------------------------------
+# Long queries over UDP: each one read whole, in a burst of them too
+
+names=()
+for i in $(seq 1 30); do names+=(a.example.test b.example.test c.example.test); done
+out=$(BURST_PAD="100 511 512 513 700 1500 4000 9000 65000" \
+    udp_burst 127.0.0.1 "$PORT" 5 "${names[@]}")
+want=$(for i in $(seq 1 30); do
+	printf '%s\n' "a.example.test NOERROR 192.0.2.1" \
+	    "b.example.test NOERROR 192.0.2.2" "c.example.test NOERROR 192.0.2.3"
+done)
+is "$out" "$want" "90 queries padded to 100 to 65,000 bytes, sent at once: \
+each one answered as its own" || diag "$(diff <(echo "$want") <(echo "$out") | head)"
 
 # ---------------------------------------------------------------------
 # Malformed input leaves the processes as they are

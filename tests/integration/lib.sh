@@ -777,21 +777,31 @@ udp_query()
 
 # udp_burst ADDR PORT SECONDS NAME...: an A query for each NAME (RD set,
 # no EDNS), all sent at once from one UDP socket, then the answers read
-# for up to SECONDS.  Prints one line per NAME, in order: the name, the
+# for up to SECONDS.  With BURST_PAD set to a list of sizes, the queries
+# have an OPT record with EDNS padding, the Nth one up to the Nth size
+# (in turn), in bytes.  Prints one line per NAME, in order: the name, the
 # rcode (NOERROR, SERVFAIL, ...; "none" without an answer) and the A
 # addresses of the answer section, comma-separated ("-" if none).
 udp_burst()
 {
 	perl -MIO::Socket::IP -MIO::Select -MTime::HiRes=time -e '
 		my ($a, $p, $t, @names) = @ARGV;
+		my @pad = split " ", $ENV{BURST_PAD} // "";
 		my $s = IO::Socket::IP->new(PeerHost => $a, PeerPort => $p,
 		    Proto => "udp") or die "socket: $@\n";
 		my $base = int rand 30000;
 		my %res;
 		for my $i (0 .. $#names) {
-			my $q = pack("n n n n n n", $base + $i, 0x0100, 1, 0, 0, 0);
+			my $q = pack("n n n n n n", $base + $i, 0x0100, 1, 0, 0,
+			    @pad ? 1 : 0);
 			$q .= pack("C/a*", $_) for split /\./, $names[$i];
 			$q .= pack("C n n", 0, 1, 1);
+			if (@pad) {	# OPT, then option 12 up to the size
+				my $n = $pad[$i % @pad] - length($q) - 15;
+				$n = 0 if $n < 0;
+				$q .= pack("C n n N n n n", 0, 41, 1232, 0,
+				    4 + $n, 12, $n) . "\0" x $n;
+			}
 			defined $s->send($q) or die "send: $!\n";
 		}
 		my @rc = qw(NOERROR FORMERR SERVFAIL NXDOMAIN NOTIMP REFUSED);
