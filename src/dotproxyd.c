@@ -888,6 +888,9 @@ child_started(struct child *c, struct imsg *imsg)
 	    proc_name(c->type), (int)c->pid);
 	audit_confinement(c);
 	service_ready();
+	/* what start-up took (the config, the children's set-up) is done */
+	if (children[0].serving && children[1].serving)
+		proc_mem_trim();
 	return 0;
 }
 
@@ -1172,6 +1175,7 @@ reload_config(char *result, size_t len)
 	    "config_hash", hash, NULL);
 	log_info("reload done");
 	snprintf(result, len, "reloaded %s", conffile);
+	proc_mem_trim();
 	return 0;
 }
 
