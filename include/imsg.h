@@ -20,6 +20,7 @@
 #define IMSG_FLAG_FD		0x80000000U
 #define IMSG_LEN_MASK		0x7fffffffU
 #define IMSG_RBUF_SIZE		(2 * (IMSG_HDR_SIZE + IMSG_MAX_PAYLOAD))
+#define IMSG_READ_SIZE		16384	/* a read, unless a frame needs more */
 #define IMSG_MAX_FDS		16	/* received but not yet claimed */
 #define IMSG_MAX_QUEUED		(64 * 1024 * 1024) /* bytes waiting to go */
 

@@ -51,6 +51,29 @@ imsgbuf_clear(struct imsgbuf *ibuf)
 }
 
 /*
+ * How much the next read may take: IMSG_READ_SIZE, or what the frame at
+ * the front still lacks if that is more.  The buffer's pages are then
+ * touched only as far as its longest frame reaches, not by every burst
+ * of short ones, and the buffer has room for any frame (IMSG_RBUF_SIZE).
+ */
+static size_t
+read_size(const struct imsgbuf *ibuf)
+{
+	struct imsg_hdr	hdr;
+	size_t		want = IMSG_READ_SIZE, frame;
+
+	if (ibuf->rlen >= IMSG_HDR_SIZE) {
+		memcpy(&hdr, ibuf->rbuf, IMSG_HDR_SIZE);
+		frame = IMSG_HDR_SIZE + (hdr.len & IMSG_LEN_MASK);
+		if (frame > ibuf->rlen && frame - ibuf->rlen > want)
+			want = frame - ibuf->rlen;
+	}
+	if (want > IMSG_RBUF_SIZE - ibuf->rlen)
+		want = IMSG_RBUF_SIZE - ibuf->rlen;
+	return want;
+}
+
+/*
  * Read what the socket has.  Returns the number of bytes read, 0 at end of
  * file, -1 on error (EAGAIN included, for the caller to ignore).  Frames
  * returned by earlier imsg_get() calls are invalid afterwards.
@@ -83,7 +106,7 @@ imsg_read(struct imsgbuf *ibuf)
 	memset(&msg, 0, sizeof(msg));
 	memset(&cmsgbuf, 0, sizeof(cmsgbuf));
 	iov.iov_base = ibuf->rbuf + ibuf->rlen;
-	iov.iov_len = IMSG_RBUF_SIZE - ibuf->rlen;
+	iov.iov_len = read_size(ibuf);
 	msg.msg_iov = &iov;
 	msg.msg_iovlen = 1;
 	msg.msg_control = cmsgbuf.buf;

@@ -140,6 +140,54 @@ test_many_in_one_read(void)
 	close_pair();
 }
 
+/*
+ * A burst of short frames is read IMSG_READ_SIZE at a time, so the read
+ * buffer is touched no further than that and one frame.
+ */
+static void
+test_read_size(void)
+{
+	struct imsgbuf	 w, r;
+	struct imsg	 im;
+	unsigned char	 payload[100];
+	uint32_t	 i, got = 0, bad = 0;
+	size_t		 most = 0;
+	ssize_t		 n;
+	const uint32_t	 count = 600;	/* 69,600 bytes */
+	int		 guard = 0;
+
+	open_pair();
+	imsgbuf_init(&w, pair[0]);
+	imsgbuf_init(&r, pair[1]);
+	for (i = 0; i < count; i++) {
+		memset(payload, (int)(i & 0xff), sizeof(payload));
+		if (imsg_compose(&w, 1, i, -1, payload, sizeof(payload)) == -1)
+			bad++;
+	}
+	is_int(imsg_flush(&w), 0, "read size: flush %u frames", count);
+	is_int(imsg_read(&r), IMSG_READ_SIZE,
+	    "read size: the first read takes IMSG_READ_SIZE bytes");
+	do {
+		if (r.rlen > most)
+			most = r.rlen;
+		while ((n = imsg_get(&r, &im)) > 0) {
+			if (im.hdr.peerid != got || n != sizeof(payload) + 1 ||
+			    ((unsigned char *)im.data)[0] != (got & 0xff) ||
+			    ((unsigned char *)im.data)[99] != (got & 0xff))
+				bad++;
+			got++;
+			imsg_free(&im);
+		}
+	} while (got < count && guard++ < 100 && imsg_read(&r) > 0);
+	is_int(got, count, "read size: every frame read");
+	is_int(bad, 0, "read size: in order, each with its payload");
+	ok(most <= IMSG_READ_SIZE + IMSG_HDR_SIZE + sizeof(payload),
+	    "read size: the buffer filled to %zu bytes at most", most);
+	imsgbuf_clear(&w);
+	imsgbuf_clear(&r);
+	close_pair();
+}
+
 /* Write a frame by hand in pieces; imsg_get must wait for the whole. */
 static void
 test_split_frame(void)
@@ -516,6 +564,7 @@ main(void)
 	pair[0] = pair[1] = -1;
 	test_round_trip();
 	test_many_in_one_read();
+	test_read_size();
 	test_split_frame();
 	test_fd_passing();
 	test_bad_frames();
