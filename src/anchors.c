@@ -25,8 +25,8 @@
  * methods) the first time the operation is used: for most of them, in
  * the first handshake.  They stay for the process's life.  Built then,
  * they would land among the first connection's parse of the CA bundle,
- * and pin its pages in the heap once it is freed: about 250 KB with the
- * system bundle.  Built here, they come before it.
+ * some 300 KB of them, and pin its pages in the heap once it is freed.
+ * Built here, they come before it.
  */
 #define NONE(type)	static void none_##type(type *a, void *arg) \
 			    { (void)a; (void)arg; }
