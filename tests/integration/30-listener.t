@@ -83,18 +83,20 @@ is "$(status_of <<<"$out"):$(rdata_of A <<<"$out")" NOERROR:192.0.2.1 \
     "a query with an ECS option is answered" || diag "$out"
 
 # ---------------------------------------------------------------------
-# Long queries over UDP: each one read whole, in a burst of them too
+# Long queries over UDP: each one read whole, in a burst of them too.
+# 18 queries, 164 KB in all: within the listener's receive buffer where
+# net.core.rmem_max is the kernel's default, so none is dropped unread.
 
 names=()
-for i in $(seq 1 30); do names+=(a.example.test b.example.test c.example.test); done
+for i in $(seq 1 6); do names+=(a.example.test b.example.test c.example.test); done
 out=$(BURST_PAD="100 511 512 513 700 1500 4000 9000 65000" \
     udp_burst 127.0.0.1 "$PORT" 5 "${names[@]}")
-want=$(for i in $(seq 1 30); do
+want=$(for i in $(seq 1 6); do
 	printf '%s\n' "a.example.test NOERROR 192.0.2.1" \
 	    "b.example.test NOERROR 192.0.2.2" "c.example.test NOERROR 192.0.2.3"
 done)
-is "$out" "$want" "90 queries padded to 100 to 65,000 bytes, sent at once: \
-each one answered as its own" || diag "$(diff <(echo "$want") <(echo "$out") | head)"
+is "$out" "$want" "18 queries padded to 100 to 65,000 bytes, sent at once: each one answered as its own" ||
+    diag "$(diff <(echo "$want") <(echo "$out") | head)"
 
 # ---------------------------------------------------------------------
 # Malformed input leaves the processes as they are
