@@ -173,7 +173,8 @@ test_read_size(void)
 		while ((n = imsg_get(&r, &im)) > 0) {
 			if (im.hdr.peerid != got || n != sizeof(payload) + 1 ||
 			    ((unsigned char *)im.data)[0] != (got & 0xff) ||
-			    ((unsigned char *)im.data)[99] != (got & 0xff))
+			    ((unsigned char *)im.data)[sizeof(payload) - 1] !=
+			    (got & 0xff))
 				bad++;
 			got++;
 			imsg_free(&im);
