@@ -29,6 +29,7 @@ struct cache_stats {
 	uint64_t	evictions;
 	size_t		entries;
 	size_t		bytes;
+	size_t		mapped;		/* the memory holding them */
 };
 
 uint32_t	 cache_hash(const uint8_t [SIP_KEY_LEN], const uint8_t *, size_t);

@@ -1,14 +1,24 @@
 /*
  * The answer cache, in the listener: a hit never leaves the process.
  * Keyed by the canonical upstream query (lower-cased name, type, class,
- * the RD/CD flags and the DO bit), bounded by entries and by bytes,
- * least recently used first out.  TTLs count down from the time of
- * storing; negative answers live as long as RFC 2308 says.  For
- * serve-stale (RFC 8767), answers but SERVFAIL may be kept up to a set
- * number of seconds past their TTL; lookups of clients never find them,
- * only cache_lookup_stale() does.
+ * the RD/CD flags and the DO bit), bounded by entries and by bytes.
+ * TTLs count down from the time of storing; negative answers live as
+ * long as RFC 2308 says.  For serve-stale (RFC 8767), answers but
+ * SERVFAIL may be kept up to a set number of seconds past their TTL;
+ * lookups of clients never find them, only cache_lookup_stale() does.
+ *
+ * Entries are records in a log: segments of memory mapped for the
+ * cache, each record added at the end of the newest one.  A full cache
+ * makes room at the log's start, oldest first, with a second chance:
+ * a record found since it was last passed is moved to the end, one that
+ * was not goes.  Removed records (replaced, expired) are left in place
+ * and skipped; when they hold more than an eighth of the log, records
+ * at its start move to the end a few at a time, and segments left empty
+ * are unmapped.  So the cache holds its answers packed, in memory it
+ * gives back, and a hit only sets a bit.
  */
 #include <sys/types.h>
+#include <sys/mman.h>
 #include <sys/queue.h>
 
 #include <stddef.h>
@@ -19,21 +29,21 @@
 #include "sip.h"
 
 /*
- * An entry: 51 bytes before its answer and key on x86-64 (and other
- * LP64 systems).  Times are the low 32 bits of the monotonic clock's
- * seconds: an age is their difference modulo 2^32, which is right for
- * 136 years.  A key and an answer are each at most 65535 bytes
- * (DNS_MAX_MSG); cache_store() refuses longer ones, so offsets into an
- * answer fit in 16 bits too.  Of the parsed answer (struct dns_msg),
- * an entry keeps only what a hit cannot read from the answer's header,
- * question and OPT record without walking its records; see entry_msg().
- * A key is the canonical query, whose question is usually the answer's
- * byte for byte: then the entry keeps only the key's other bytes, its
- * header and OPT record, 23 bytes (see key_equal()).
+ * An entry: 35 bytes before its answer and key on x86-64 (and other
+ * LP64 systems), its record rounded up to 8 bytes.  Times are the low
+ * 32 bits of the monotonic clock's seconds: an age is their difference
+ * modulo 2^32, which is right for 136 years.  A key and an answer are
+ * each at most 65535 bytes (DNS_MAX_MSG); cache_store() refuses longer
+ * ones, so offsets into an answer fit in 16 bits too.  Of the parsed
+ * answer (struct dns_msg), an entry keeps only what a hit cannot read
+ * from the answer's header, question and OPT record without walking its
+ * records; see entry_msg().  A key is the canonical query, whose
+ * question is usually the answer's byte for byte: then the entry keeps
+ * only the key's other bytes, its header and OPT record, 23 bytes (see
+ * key_equal()).
  */
 struct centry {
-	SLIST_ENTRY(centry)	 hentry;
-	TAILQ_ENTRY(centry)	 lru;
+	struct centry		*hnext;		/* in its hash bucket */
 	uint32_t		 hash;
 	uint32_t		 stored;	/* seconds, monotonic */
 	uint32_t		 ttl;		/* seconds from stored */
@@ -53,16 +63,48 @@ struct centry {
 #define CE_SOA		0x04
 #define CE_TTL_TOP	0x08
 #define CE_KEY_Q	0x10		/* the key's question: the answer's */
+#define CE_USED		0x20		/* found since last passed */
+#define CE_GONE		0x40		/* removed: a hole in the log */
 
 #define CENTRY_SIZE	offsetof(struct centry, data)
 #ifdef __LP64__
-_Static_assert(CENTRY_SIZE == 51, "struct centry is not 51 bytes");
+_Static_assert(CENTRY_SIZE == 35, "struct centry is not 35 bytes");
 #endif
+#define REC_ALIGN	8
+
+/*
+ * A segment of the log: records from data[] up to used.  In the oldest
+ * segment, those before pass have been passed (moved, evicted or
+ * skipped).  A segment is SEG_SIZE bytes, or as many pages as a record
+ * too long for one needs.
+ */
+struct seg {
+	TAILQ_ENTRY(seg)	 entry;
+	size_t			 size;		/* mapped, this header in */
+	size_t			 used;
+	size_t			 pass;
+	uint8_t			 data[];
+};
+
+#define SEG_SIZE	(64 * 1024)
+#define SEG_ROOM(s)	((s)->size - offsetof(struct seg, data))
+
+/*
+ * Making room moves at most PASS_MOVES records to the log's end for an
+ * eviction, so that one of a cache found whole since the last pass does
+ * not move all of it; the next record goes, found or not.  Holes are
+ * cleared while they hold more than an eighth of the log's records and
+ * more than a segment, CLEAR_STEPS records at each store.
+ */
+#define PASS_MOVES	32
+#define CLEAR_STEPS	16
 
 struct cache {
-	SLIST_HEAD(centry_head, centry) *buckets;
+	struct centry		**buckets;
 	size_t			 nbuckets;	/* power of two */
-	TAILQ_HEAD(centry_lru, centry) lru;	/* most recent first */
+	TAILQ_HEAD(segs, seg)	 log;		/* oldest first */
+	size_t			 held;		/* record bytes in the log */
+	size_t			 live;		/* of them, of entries */
 	size_t			 max_entries;
 	size_t			 max_bytes;
 	uint32_t		 stale_max;	/* seconds past expiry */
@@ -86,7 +128,6 @@ struct cache *
 cache_new(size_t max_entries, size_t max_bytes)
 {
 	struct cache	*c;
-	size_t		 i;
 
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return NULL;
@@ -97,38 +138,164 @@ cache_new(size_t max_entries, size_t max_bytes)
 		free(c);
 		return NULL;
 	}
-	for (i = 0; i < c->nbuckets; i++)
-		SLIST_INIT(&c->buckets[i]);
-	TAILQ_INIT(&c->lru);
+	TAILQ_INIT(&c->log);
 	c->max_entries = max_entries;
 	c->max_bytes = max_bytes;
 	return c;
 }
 
-static struct centry_head *
+static struct centry **
 bucket(struct cache *c, uint32_t hash)
 {
 	return &c->buckets[hash & (c->nbuckets - 1)];
 }
 
-/* Out of its chain, which is short: walking it finds the one before. */
+/* The link to e, which is in its bucket's chain; chains are short. */
+static struct centry **
+link_to(struct cache *c, const struct centry *e)
+{
+	struct centry	**l;
+
+	for (l = bucket(c, e->hash); *l != e; l = &(*l)->hnext)
+		;
+	return l;
+}
+
+/* A record's bytes in the log. */
+static size_t
+rec_size(size_t anslen, size_t kept)
+{
+	return (CENTRY_SIZE + anslen + kept + REC_ALIGN - 1) &
+	    ~(size_t)(REC_ALIGN - 1);
+}
+
+/* The bytes of its key e keeps: all, or all but the answer's question. */
+static size_t
+entry_size(const struct centry *e)
+{
+	size_t	kept = e->keylen;
+
+	if (e->bits & CE_KEY_Q)
+		kept -= e->qend - DNS_HDR_LEN;
+	return rec_size(e->anslen, kept);
+}
+
+/* Out of its chain; its record stays in the log, a hole. */
 static void
 entry_remove(struct cache *c, struct centry *e)
 {
-	SLIST_REMOVE(bucket(c, e->hash), e, centry, hentry);
-	TAILQ_REMOVE(&c->lru, e, lru);
+	*link_to(c, e) = e->hnext;
+	e->bits |= CE_GONE;
 	c->st.entries--;
 	c->st.bytes -= e->keylen + e->anslen;
-	free(e);
+	c->live -= entry_size(e);
+}
+
+/* A new segment at the log's end, with room for need bytes. */
+static struct seg *
+seg_new(struct cache *c, size_t need)
+{
+	struct seg	*s;
+	size_t		 size = SEG_SIZE;
+
+	if (need > SEG_SIZE - offsetof(struct seg, data))
+		size = (offsetof(struct seg, data) + need + SEG_SIZE - 1) /
+		    SEG_SIZE * SEG_SIZE;
+	if ((s = mmap(NULL, size, PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANON, -1, 0)) == MAP_FAILED)
+		return NULL;
+	s->size = size;
+	s->used = s->pass = 0;
+	TAILQ_INSERT_TAIL(&c->log, s, entry);
+	c->st.mapped += size;
+	return s;
+}
+
+static void
+seg_free(struct cache *c, struct seg *s)
+{
+	TAILQ_REMOVE(&c->log, s, entry);
+	c->st.mapped -= s->size;
+	(void)munmap(s, s->size);
+}
+
+/* A record of size bytes at the log's end; NULL if out of memory. */
+static struct centry *
+rec_add(struct cache *c, size_t size)
+{
+	struct seg	*s = TAILQ_LAST(&c->log, segs);
+	struct centry	*e;
+
+	if ((s == NULL || SEG_ROOM(s) - s->used < size) &&
+	    (s = seg_new(c, size)) == NULL)
+		return NULL;
+	e = (struct centry *)(s->data + s->used);
+	s->used += size;
+	c->held += size;
+	return e;
+}
+
+enum pass_how {
+	PASS_MOVE,		/* every entry moves to the end, as it is */
+	PASS_UNUSED,		/* evict unless found since the last pass */
+	PASS_EVICT		/* evict */
+};
+
+enum passed {
+	PASSED_NONE,		/* the log is empty */
+	PASSED,			/* a hole skipped, an entry evicted, a
+				   segment unmapped */
+	PASSED_MOVED		/* an entry moved to the end */
+};
+
+/* Pass the record at the log's start, as how says. */
+static enum passed
+pass_one(struct cache *c, enum pass_how how)
+{
+	struct seg	*s = TAILQ_FIRST(&c->log);
+	struct centry	*e, *n;
+	size_t		 size;
+
+	if (s == NULL)
+		return PASSED_NONE;
+	if (s->pass == s->used) {
+		if (s == TAILQ_LAST(&c->log, segs)) {
+			s->pass = s->used = 0;
+			return PASSED_NONE;
+		}
+		seg_free(c, s);
+		return PASSED;
+	}
+	e = (struct centry *)(s->data + s->pass);
+	size = entry_size(e);
+	s->pass += size;
+	c->held -= size;
+	if (e->bits & CE_GONE)
+		return PASSED;
+	if (how == PASS_EVICT || (how == PASS_UNUSED &&
+	    !(e->bits & CE_USED)) || (n = rec_add(c, size)) == NULL) {
+		entry_remove(c, e);
+		c->st.evictions++;
+		return PASSED;
+	}
+	memcpy(n, e, size);
+	*link_to(c, e) = n;
+	if (how == PASS_UNUSED)
+		n->bits &= ~CE_USED;
+	return PASSED_MOVED;
 }
 
 void
 cache_flush(struct cache *c)
 {
-	struct centry	*e;
+	struct seg	*s;
 
-	while ((e = TAILQ_FIRST(&c->lru)) != NULL)
-		entry_remove(c, e);
+	while ((s = TAILQ_FIRST(&c->log)) != NULL)
+		seg_free(c, s);
+	memset(c->buckets, 0, c->nbuckets * sizeof(*c->buckets));
+	c->held = c->live = 0;
+	c->st.entries = 0;
+	c->st.bytes = 0;
 }
 
 void
@@ -141,16 +308,41 @@ cache_free(struct cache *c)
 	free(c);
 }
 
+/*
+ * Evict until need entries of need_bytes more fit the bounds: an entry
+ * found since the last pass moves to the end instead, PASS_MOVES at
+ * most.
+ */
 static void
-shrink(struct cache *c, size_t need_bytes)
+shrink(struct cache *c, size_t need, size_t need_bytes)
 {
-	struct centry	*e;
+	enum passed	p;
+	int		moves = 0;
 
-	while ((c->st.entries >= c->max_entries ||
-	    c->st.bytes + need_bytes > c->max_bytes) &&
-	    (e = TAILQ_LAST(&c->lru, centry_lru)) != NULL) {
-		entry_remove(c, e);
-		c->st.evictions++;
+	while (c->st.entries > 0 && (c->st.entries + need > c->max_entries ||
+	    c->st.bytes + need_bytes > c->max_bytes)) {
+		p = pass_one(c, moves < PASS_MOVES ? PASS_UNUSED : PASS_EVICT);
+		if (p == PASSED_NONE)
+			break;
+		if (p == PASSED_MOVED)
+			moves++;
+	}
+}
+
+/*
+ * Clear the log's holes a few records at a time, while they are more
+ * than an eighth of it and more than a segment.
+ */
+static void
+clear_holes(struct cache *c)
+{
+	int	steps;
+
+	for (steps = 0; steps < CLEAR_STEPS; steps++) {
+		if (c->held - c->live <= SEG_SIZE ||
+		    c->held - c->live <= c->held / 8 ||
+		    pass_one(c, PASS_MOVE) == PASSED_NONE)
+			break;
 	}
 }
 
@@ -160,7 +352,7 @@ cache_resize(struct cache *c, size_t max_entries, size_t max_bytes)
 {
 	c->max_entries = max_entries;
 	c->max_bytes = max_bytes;
-	shrink(c, 0);
+	shrink(c, 0, 0);
 }
 
 /* Keep expired answers this many seconds for serve-stale; 0: not. */
@@ -209,7 +401,7 @@ find(struct cache *c, const uint8_t *key, size_t keylen, uint32_t hash)
 {
 	struct centry	*e;
 
-	SLIST_FOREACH(e, bucket(c, hash), hentry)
+	for (e = *bucket(c, hash); e != NULL; e = e->hnext)
 		if (e->hash == hash && key_equal(e, key, keylen))
 			return e;
 	return NULL;
@@ -293,11 +485,9 @@ still_stale(struct cache *c, struct centry *e, int64_t now)
 }
 
 static void
-fill_hit(struct cache *c, struct centry *e, int64_t now,
-    struct cache_hit *hit)
+fill_hit(struct centry *e, int64_t now, struct cache_hit *hit)
 {
-	TAILQ_REMOVE(&c->lru, e, lru);
-	TAILQ_INSERT_HEAD(&c->lru, e, lru);
+	e->bits |= CE_USED;
 	hit->answer = e->data;
 	hit->len = e->anslen;
 	entry_msg(e, &hit->msg);
@@ -325,7 +515,7 @@ cache_lookup(struct cache *c, const uint8_t *key, size_t keylen,
 		c->st.misses++;
 		return 0;
 	}
-	fill_hit(c, e, now, hit);
+	fill_hit(e, now, hit);
 	c->st.hits++;
 	return 1;
 }
@@ -344,7 +534,7 @@ cache_lookup_stale(struct cache *c, const uint8_t *key, size_t keylen,
 	if ((e = find(c, key, keylen, hash)) == NULL ||
 	    (expired(e, now) && !still_stale(c, e, now)))
 		return 0;
-	fill_hit(c, e, now, hit);
+	fill_hit(e, now, hit);
 	return 1;
 }
 
@@ -397,9 +587,9 @@ cache_store(struct cache *c, const uint8_t *key, size_t keylen,
     uint32_t hash, const uint8_t *ans, size_t anslen,
     const struct dns_msg *am, int64_t now)
 {
-	struct centry	*e, *old;
+	struct centry	*e, *old, **b;
 	uint32_t	 ttl;
-	size_t		 size = keylen + anslen, kept = keylen;
+	size_t		 size = keylen + anslen, kept = keylen, rsize;
 	int		 key_q;
 
 	if ((ttl = cache_ttl(am)) == 0 || keylen > UINT16_MAX ||
@@ -414,8 +604,10 @@ cache_store(struct cache *c, const uint8_t *key, size_t keylen,
 		kept -= am->qend - DNS_HDR_LEN;
 	if ((old = find(c, key, keylen, hash)) != NULL)
 		entry_remove(c, old);
-	shrink(c, size);
-	if ((e = malloc(CENTRY_SIZE + anslen + kept)) == NULL)
+	shrink(c, 1, size);
+	clear_holes(c);
+	rsize = rec_size(anslen, kept);
+	if ((e = rec_add(c, rsize)) == NULL)
 		return 0;
 	e->hash = hash;
 	e->stored = (uint32_t)now;
@@ -427,8 +619,10 @@ cache_store(struct cache *c, const uint8_t *key, size_t keylen,
 	e->anslen = (uint16_t)anslen;
 	memcpy(e->data, ans, anslen);
 	keep_key(e, key, keylen);
-	SLIST_INSERT_HEAD(bucket(c, hash), e, hentry);
-	TAILQ_INSERT_HEAD(&c->lru, e, lru);
+	b = bucket(c, hash);
+	e->hnext = *b;
+	*b = e;
+	c->live += rsize;
 	c->st.entries++;
 	c->st.bytes += size;
 	c->st.inserts++;

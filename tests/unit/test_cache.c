@@ -432,6 +432,124 @@ test_bounds(void)
 	cache_free(c);
 }
 
+/* Name k's answer of version v: 1 to 20 A records, each version its own. */
+static size_t
+versioned(uint8_t *a, int k, int v)
+{
+	return answer(a, DNS_RCODE_NOERROR, 1 + (k + v) % 20,
+	    100 + (uint32_t)v, 0, 0);
+}
+
+/*
+ * Of nnames names, how many the cache finds; bad counts those found
+ * with another answer than their version's.
+ */
+static int
+find_all(struct cache *c, const int *ver, int nnames, int *bad)
+{
+	struct cache_hit	h;
+	uint8_t			want[512];
+	size_t			wlen;
+	char			key[32];
+	int			k, found = 0;
+
+	for (k = 0; k < nnames; k++) {
+		snprintf(key, sizeof(key), "name%d", k);
+		if (!lookup(c, key, 0, &h))
+			continue;
+		found++;
+		wlen = versioned(want, k, ver[k]);
+		if (h.len != wlen || memcmp(h.answer, want, wlen) != 0)
+			(*bad)++;
+	}
+	return found;
+}
+
+/*
+ * The log the entries are kept in: entries moved to its end, holes
+ * cleared and segments given back, in a run of stores and lookups with
+ * a fixed seed.  Every entry is found with its last answer, and the
+ * memory stays bounded.
+ */
+static void
+test_log(void)
+{
+	struct cache		*c;
+	struct cache_hit	 h;
+	struct cache_stats	 st;
+	uint8_t			 a[512], want[512];
+	size_t			 alen, wlen, maxmap = 0;
+	uint64_t		 evicted;
+	char			 key[32];
+	int			 ver[300] = { 0 }, i, k, bad = 0, found;
+	unsigned		 seed = 1;
+
+	/* 300 names through a cache of 200: a third of the steps store */
+	c = cache_new(200, 200 * CACHE_BYTES_PER_ENTRY);
+	for (i = 0; i < 30000; i++) {
+		seed = seed * 1103515245 + 12345;
+		k = (int)((seed >> 8) % 300);
+		snprintf(key, sizeof(key), "name%d", k);
+		if ((seed >> 20) % 3 == 0) {
+			alen = versioned(a, k, ++ver[k]);
+			if (store(c, key, a, alen, 0) != 1)
+				bad++;
+		} else if (lookup(c, key, 0, &h)) {
+			wlen = versioned(want, k, ver[k]);
+			if (h.len != wlen || memcmp(h.answer, want, wlen) != 0)
+				bad++;
+		}
+	}
+	cache_get_stats(c, &st);
+	found = find_all(c, ver, 300, &bad);
+	ok(bad == 0 && st.entries == 200 && (size_t)found == st.entries,
+	    "log: a full cache finds each of its %zu entries with its last "
+	    "answer (%d found, %d wrong)", st.entries, found, bad);
+	ok(st.evictions > 0 && st.mapped > 0 && st.mapped <= 256 * 1024,
+	    "log: %llu evictions, %zu KB mapped",
+	    (unsigned long long)st.evictions, st.mapped / 1024);
+
+	/* 100 names answered anew again and again: each leaves a hole */
+	cache_flush(c);
+	cache_resize(c, 1000, 1000 * CACHE_BYTES_PER_ENTRY);
+	cache_get_stats(c, &st);
+	evicted = st.evictions;
+	memset(ver, 0, sizeof(ver));
+	for (i = 0; i < 30000; i++) {
+		k = i % 100;
+		snprintf(key, sizeof(key), "name%d", k);
+		alen = versioned(a, k, ++ver[k]);
+		if (store(c, key, a, alen, 0) != 1)
+			bad++;
+		cache_get_stats(c, &st);
+		if (st.mapped > maxmap)
+			maxmap = st.mapped;
+	}
+	found = find_all(c, ver, 100, &bad);
+	ok(bad == 0 && found == 100 && st.entries == 100 &&
+	    st.evictions == evicted, "log: 30000 answers to 100 names, each found "
+	    "with its last (%d found, %d wrong)", found, bad);
+	ok(maxmap <= 256 * 1024, "log: their holes are cleared, at most "
+	    "%zu KB mapped", maxmap / 1024);
+
+	/* a smaller cache gives its memory back, an empty one all of it */
+	cache_resize(c, 10, 10 * CACHE_BYTES_PER_ENTRY);
+	cache_get_stats(c, &st);
+	found = find_all(c, ver, 100, &bad);
+	ok(st.entries == 10 && found == 10 && bad == 0 &&
+	    st.mapped <= 2 * 64 * 1024, "log: resized to 10 entries, "
+	    "%d found, %zu KB mapped", found, st.mapped / 1024);
+	cache_flush(c);
+	cache_get_stats(c, &st);
+	ok(st.entries == 0 && st.bytes == 0 && st.mapped == 0,
+	    "log: flushed, nothing mapped");
+	alen = versioned(a, 1, 1);
+	ok(store(c, "name1", a, alen, 0) == 1 &&
+	    lookup(c, "name1", 0, &h) == 1 && h.len == alen,
+	    "log: and it keeps answers again");
+	cache_free(c);
+}
+
 int
 main(void)
 {
@@ -444,7 +562,7 @@ main(void)
 	char			 key[32];
 	int			 i;
 
-	plan(84);
+	plan(91);
 
 	c = cache_new(100, 100 * CACHE_BYTES_PER_ENTRY);
 	ok(c != NULL, "cache_new");
@@ -541,6 +659,7 @@ main(void)
 	test_stale();
 	test_prefetch();
 	test_bounds();
+	test_log();
 	test_msg();
 	test_key();
 	return done();
