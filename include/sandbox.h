@@ -22,8 +22,9 @@ void	 sandbox_title_init(int, char **);
  */
 void	 sandbox_child_init(void);
 
-/* The environment a child starts with, NULL-terminated in max entries. */
-void	 sandbox_child_env(char **, size_t);
+/* The environment a child of a type starts with, NULL-terminated in max
+ * entries. */
+void	 sandbox_child_env(enum proc_type, char **, size_t);
 
 /*
  * The parent, once its children run: it confines itself to what

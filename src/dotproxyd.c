@@ -607,7 +607,7 @@ start_process(struct child *c, int fd)
 	if (verbose)
 		argv[argc++] = "-v";
 	argv[argc] = NULL;
-	sandbox_child_env(envp, sizeof(envp) / sizeof(envp[0]));
+	sandbox_child_env(c->type, envp, sizeof(envp) / sizeof(envp[0]));
 	execve(prog, argv, envp);
 	fatal("execve %s", prog);
 }
