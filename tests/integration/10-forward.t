@@ -10,7 +10,7 @@ need_cmd "$KDIG" "$UNBOUND" openssl perl ss pgrep
 need_dotproxyd
 ensure_user || bail_out "cannot create the daemon's user or chroot"
 
-plan 53
+plan 55
 
 # IPv6 loopback may be missing in some containers.
 HAVE_V6=0
@@ -186,6 +186,13 @@ for ((; n < 2; n++)); do
 done
 ok "the parent has the variable: the check above can see one" \
     mem_has "${D_PID:-0}" "DOTPROXYD_TEST_SECRET=$SECRET_VALUE"
+# the one variable a child gets: glibc's malloc without its thread cache,
+# for the upstream process alone
+tunable="GLIBC_TUNABLES=glibc.malloc.tcache_count=0"
+ok "the upstream process runs without malloc's thread cache" \
+    mem_has "$(child_named "${D_PID:-0}" upstream)" "$tunable"
+mem_has "$(child_named "${D_PID:-0}" listener)" "$tunable"
+is "$?" 1 "the listener keeps malloc's thread cache"
 # the parent, once its children run: its own filter, capabilities cut to
 # NET_BIND_SERVICE SETUID SETGID SYS_CHROOT SETPCAP KILL (0x405e0)
 st=$(cat "/proc/${D_PID:-0}/status" 2>/dev/null)
