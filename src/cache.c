@@ -14,8 +14,8 @@
  * was not goes.  Removed records (replaced, expired) are left in place
  * and skipped; when they hold more than an eighth of the log, records
  * at its start move to the end a few at a time, and segments left empty
- * are unmapped.  So the cache holds its answers packed, in memory it
- * gives back, and a hit only sets a bit.
+ * are unmapped, but for one kept for the next.  So the cache holds its
+ * answers packed, in memory it gives back, and a hit only sets a bit.
  */
 #include <sys/types.h>
 #include <sys/mman.h>
@@ -103,6 +103,7 @@ struct cache {
 	struct centry		**buckets;
 	size_t			 nbuckets;	/* power of two */
 	TAILQ_HEAD(segs, seg)	 log;		/* oldest first */
+	struct seg		*spare;		/* passed, for the next */
 	size_t			 held;		/* record bytes in the log */
 	size_t			 live;		/* of them, of entries */
 	size_t			 max_entries;
@@ -191,7 +192,11 @@ entry_remove(struct cache *c, struct centry *e)
 	c->live -= entry_size(e);
 }
 
-/* A new segment at the log's end, with room for need bytes. */
+/*
+ * A new segment at the log's end, with room for need bytes: the spare
+ * one if it will do.  A cache that turns over passes a segment for each
+ * it fills, and mapping each anew would fault in and zero its pages.
+ */
 static struct seg *
 seg_new(struct cache *c, size_t need)
 {
@@ -201,22 +206,37 @@ seg_new(struct cache *c, size_t need)
 	if (need > SEG_SIZE - offsetof(struct seg, data))
 		size = (offsetof(struct seg, data) + need + SEG_SIZE - 1) /
 		    SEG_SIZE * SEG_SIZE;
-	if ((s = mmap(NULL, size, PROT_READ | PROT_WRITE,
-	    MAP_PRIVATE | MAP_ANON, -1, 0)) == MAP_FAILED)
-		return NULL;
-	s->size = size;
+	if (c->spare != NULL && c->spare->size == size) {
+		s = c->spare;
+		c->spare = NULL;
+	} else {
+		if ((s = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANON, -1, 0)) == MAP_FAILED)
+			return NULL;
+		s->size = size;
+		c->st.mapped += size;
+	}
 	s->used = s->pass = 0;
 	TAILQ_INSERT_TAIL(&c->log, s, entry);
-	c->st.mapped += size;
 	return s;
 }
 
 static void
+seg_unmap(struct cache *c, struct seg *s)
+{
+	c->st.mapped -= s->size;
+	(void)munmap(s, s->size);
+}
+
+/* Out of the log: the spare if there is none and it is of SEG_SIZE. */
+static void
 seg_free(struct cache *c, struct seg *s)
 {
 	TAILQ_REMOVE(&c->log, s, entry);
-	c->st.mapped -= s->size;
-	(void)munmap(s, s->size);
+	if (c->spare == NULL && s->size == SEG_SIZE)
+		c->spare = s;
+	else
+		seg_unmap(c, s);
 }
 
 /* A record of size bytes at the log's end; NULL if out of memory. */
@@ -290,8 +310,13 @@ cache_flush(struct cache *c)
 {
 	struct seg	*s;
 
-	while ((s = TAILQ_FIRST(&c->log)) != NULL)
-		seg_free(c, s);
+	while ((s = TAILQ_FIRST(&c->log)) != NULL) {
+		TAILQ_REMOVE(&c->log, s, entry);
+		seg_unmap(c, s);
+	}
+	if (c->spare != NULL)
+		seg_unmap(c, c->spare);
+	c->spare = NULL;
 	memset(c->buckets, 0, c->nbuckets * sizeof(*c->buckets));
 	c->held = c->live = 0;
 	c->st.entries = 0;
