@@ -515,6 +515,7 @@ print_stats(FILE *f)
 		fprintf(f, "%-28s %12zu\n", "cache bytes", cs.bytes);
 		fprintf(f, "%-28s %12zu\n", "cache bytes per entry",
 		    cs.entries ? cs.bytes / cs.entries : 0);
+		fprintf(f, "%-28s %12zu\n", "cache memory", cs.mapped);
 		fprintf(f, "%-28s %12llu\n", "cache evictions",
 		    (unsigned long long)cs.evictions);
 		fprintf(f, "%-28s %12llu\n", "cache stale",
@@ -739,6 +740,8 @@ print_metrics(FILE *f, const struct upstream_status *u, int n,
 		    "Answers in the cache.", cs.entries);
 		metric_value(f, "dotproxyd_cache_bytes", "gauge",
 		    "Bytes of answers and their keys in the cache.", cs.bytes);
+		metric_value(f, "dotproxyd_cache_memory_bytes", "gauge",
+		    "Memory the cache keeps its answers in.", cs.mapped);
 	}
 	metric_value(f, "dotproxyd_refused_total", "counter",
 	    "Queries refused by the access list.", st->refused_acl);

@@ -14,7 +14,7 @@ need_cmd "$KDIG" "$UNBOUND" openssl perl ss pgrep
 need_dotproxyd
 ensure_user || bail_out "cannot create the daemon's user or chroot"
 
-plan 51
+plan 53
 
 make_ca "$T_DIR/ca" dot.test || bail_out "cannot make certificates"
 UPORT=$(free_port)
@@ -274,11 +274,16 @@ ok "cache: bytes per entry ${per:-none} is that of unpadded answers (< 200)" \
     test "${per:-99999}" -lt 200
 is "$per" "$(( ${bytes:-0} / (${entries:-0} > 0 ? entries : 1) ))" \
     "cache: bytes per entry is bytes / entries"
+mem=$(stats_line "cache memory")
+ok "cache: its memory, ${mem:-none} bytes, is a segment of 64 KB" \
+    test "${mem:-0}" -eq 65536
 out=$(q +nocookie +padding a.example.test A)
 is "$(rdata_of A <<<"$out")" 192.0.2.1 "cache: a hit answers" || diag "$out"
 ok "cache: the stats count the hit" test "$(stats_line "cache hits")" -ge 1
 like "$(ctl metrics)" 'dotproxyd_cache_bytes [0-9]+' \
     "metrics: dotproxyd_cache_bytes"
+like "$(ctl metrics)" 'dotproxyd_cache_memory_bytes 65536' \
+    "metrics: dotproxyd_cache_memory_bytes"
 
 # --- still the same processes
 
