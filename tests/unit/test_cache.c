@@ -627,7 +627,7 @@ main(void)
 	cache_get_stats(c, &st);
 	is_int(st.entries, 2, "two entries (k2, k4)");
 
-	/* eviction by entries: least recently used first */
+	/* eviction by entries: the oldest first, one found since kept */
 	cache_flush(c);
 	cache_get_stats(c, &st);
 	is_int(st.entries, 0, "flush empties it");
