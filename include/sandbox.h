@@ -22,8 +22,10 @@ void	 sandbox_title_init(int, char **);
  */
 void	 sandbox_child_init(void);
 
-/* The environment a child of a type starts with, NULL-terminated in max
- * entries. */
+/*
+ * The environment a child of a type starts with, NULL-terminated in max
+ * entries.
+ */
 void	 sandbox_child_env(enum proc_type, char **, size_t);
 
 /*
